@@ -1,0 +1,226 @@
+package io.github.dl4jbackpack;
+
+import io.github.dl4jbackpack.extensions.Extension;
+import io.github.dl4jbackpack.internal.InterceptingLayer;
+import io.github.dl4jbackpack.internal.InterceptingOutputLayer;
+import io.github.dl4jbackpack.internal.Interceptor;
+import io.github.dl4jbackpack.internal.Validation;
+import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.api.layers.IOutputLayer;
+import org.deeplearning4j.nn.graph.ComputationGraph;
+import org.deeplearning4j.nn.layers.wrapper.BaseWrapperLayer;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.WeakHashMap;
+import java.util.function.Consumer;
+
+/**
+ * A DL4J {@link MultiLayerNetwork} whose backward pass also computes the quantities of the
+ * BackPACK paper (Dangel, Kunstner &amp; Hennig, ICLR 2020): individual gradients, their norms,
+ * gradient variance and second moment, and more (see {@link io.github.dl4jbackpack.extensions}).
+ *
+ * <pre>{@code
+ * BackPackNetwork bp = BackPackNetwork.extend(net);
+ * Quantities q = bp.backward(features, labels, new Variance(), new BatchL2Grad());
+ * INDArray var = q.get(Variance.class, 0, "W");   // same shape as layer 0's W
+ * }</pre>
+ *
+ * <p><b>What extending does.</b> {@link #extend} wraps each layer implementation in
+ * {@code net.getLayers()} with a thin delegating wrapper (a DL4J
+ * {@code org.deeplearning4j.nn.layers.wrapper.BaseWrapperLayer}); the configuration, parameters,
+ * updater and listeners are untouched. The network keeps working as before: same outputs,
+ * bit-identical gradients and training trajectory, and {@code ModelSerializer} writes exactly what
+ * it wrote before (a restored network is a plain DL4J network, to be extended again if wanted).
+ * Code that casts {@code net.getLayer(i)} to a concrete DL4J layer class should use
+ * {@code getUnderlying()} of the wrapper, or {@link #unwrap()} first. Calling {@code net.init()}
+ * again replaces the layers; the next {@code backward} or {@code enable} wraps them again.
+ *
+ * <p><b>During training.</b> After {@link #enable}, every {@code net.fit(...)} iteration computes
+ * the enabled extensions in its own backward pass; {@link #latest()} and subscribers
+ * ({@link #addQuantitiesListener}) see each iteration's values, before the updater changes the
+ * parameters.
+ *
+ * <p>Not thread-safe, like the DL4J network itself.
+ */
+public final class BackPackNetwork {
+
+    private static final Logger log = LoggerFactory.getLogger(BackPackNetwork.class);
+    private static final Map<MultiLayerNetwork, BackPackNetwork> EXTENDED = new WeakHashMap<>();
+
+    private final MultiLayerNetwork net;
+    private final Interceptor interceptor = new Interceptor();
+
+    private BackPackNetwork(MultiLayerNetwork net) {
+        this.net = net;
+    }
+
+    /**
+     * Extends an initialised network. Extending the same network twice returns the same object.
+     *
+     * @param net a network on which {@code init()} has been called
+     * @return the extended network
+     * @throws IllegalStateException if the network is not initialised
+     */
+    public static BackPackNetwork extend(MultiLayerNetwork net) {
+        Objects.requireNonNull(net, "net");
+        if (net.getLayers() == null) {
+            throw new IllegalStateException("The network has no layers yet: call net.init() before extend(net)");
+        }
+        synchronized (EXTENDED) {
+            BackPackNetwork bp = EXTENDED.computeIfAbsent(net, BackPackNetwork::new);
+            bp.install();
+            return bp;
+        }
+    }
+
+    /**
+     * ComputationGraph is not supported yet.
+     *
+     * @param graph a computation graph
+     * @return never
+     * @throws UnsupportedOperationException always
+     */
+    public static BackPackNetwork extend(ComputationGraph graph) {
+        throw new UnsupportedOperationException("ComputationGraph is not supported by dl4j-backpack yet; "
+                + "extend a MultiLayerNetwork (sequential network) instead");
+    }
+
+    /** @return the extended DL4J network */
+    public MultiLayerNetwork network() {
+        return net;
+    }
+
+    /**
+     * Runs one forward and backward pass on a batch, exactly as
+     * {@code net.setInput(features); net.setLabels(labels); net.computeGradientAndScore()} would
+     * (leaving {@code net.gradient()} and {@code net.score()} as those calls leave them), and computes
+     * the given extensions in the same pass.
+     *
+     * @param features a batch of features, {@code [N, nIn]} or {@code [N, C, H, W]}
+     * @param labels the labels, {@code [N, nOut]}
+     * @param extensions the quantities to compute, each class at most once
+     * @return the quantities of this pass
+     * @throws UnsupportedLayerException if an extension cannot handle a layer of the network
+     * @throws IllegalArgumentException on mismatched shapes or duplicate extensions, before the
+     *     network is touched
+     */
+    public Quantities backward(INDArray features, INDArray labels, Extension<?>... extensions) {
+        List<Extension<?>> requested = Arrays.asList(extensions);
+        Validation.checkDistinct(requested);
+        install();
+        Validation.checkNetwork(net, requested);
+        Validation.checkBatch(net, features, labels);
+        if (requested.isEmpty()) {
+            net.setInput(features);
+            net.setLabels(labels);
+            net.computeGradientAndScore();
+            return new Quantities(net.score(), features.size(0), Map.of());
+        }
+        List<Extension<?>> enabled = interceptor.active();
+        Quantities before = interceptor.latest();
+        interceptor.setActive(requested);
+        try {
+            net.setInput(features);
+            net.setLabels(labels);
+            net.computeGradientAndScore();
+        } finally {
+            interceptor.setActive(enabled);
+        }
+        Quantities q = interceptor.latest();
+        if (q == null || q == before) {
+            throw new IllegalStateException("The backward pass did not reach the extended layers; was a layer of "
+                    + "the network replaced during the pass?");
+        }
+        return q;
+    }
+
+    /**
+     * Computes the given extensions in every following training iteration ({@code net.fit}) until
+     * {@link #disable()}. Replaces any previously enabled set.
+     *
+     * @param extensions the quantities to compute, each class at most once
+     * @throws UnsupportedLayerException if an extension cannot handle a layer of the network
+     */
+    public void enable(Extension<?>... extensions) {
+        List<Extension<?>> requested = Arrays.asList(extensions);
+        Validation.checkDistinct(requested);
+        install();
+        Validation.checkNetwork(net, requested);
+        interceptor.setActive(requested);
+        log.debug("Enabled extensions {} for training", requested);
+    }
+
+    /** Stops computing extensions during training; the network then costs what it did before. */
+    public void disable() {
+        interceptor.setActive(List.of());
+    }
+
+    /** @return the extensions enabled for training (empty when none) */
+    public List<Extension<?>> enabled() {
+        return interceptor.active();
+    }
+
+    /** @return the quantities of the most recent extended pass (training iteration or {@link #backward}) */
+    public Optional<Quantities> latest() {
+        return Optional.ofNullable(interceptor.latest());
+    }
+
+    /**
+     * @param listener called with the quantities of every extended pass, on the thread that runs it,
+     *     after DL4J's backward pass and before the updater step
+     */
+    public void addQuantitiesListener(Consumer<Quantities> listener) {
+        interceptor.subscribe(Objects.requireNonNull(listener));
+    }
+
+    /** @param listener a listener added before */
+    public void removeQuantitiesListener(Consumer<Quantities> listener) {
+        interceptor.unsubscribe(listener);
+    }
+
+    /**
+     * Removes the wrappers again: {@code net.getLayers()} holds DL4J's own layer objects afterwards.
+     * The extensions are disabled; calling {@link #backward} or {@link #enable} re-installs them.
+     *
+     * @return the plain network
+     */
+    public MultiLayerNetwork unwrap() {
+        disable();
+        Layer[] layers = net.getLayers().clone();
+        for (int i = 0; i < layers.length; i++) {
+            if (layers[i] instanceof InterceptingLayer) {
+                layers[i] = ((BaseWrapperLayer) layers[i]).getUnderlying();
+            }
+        }
+        net.setLayers(layers);
+        return net;
+    }
+
+    private void install() {
+        Layer[] layers = net.getLayers();
+        boolean installed = true;
+        for (Layer layer : layers) {
+            installed &= layer instanceof InterceptingLayer && ((InterceptingLayer) layer).interceptor() == interceptor;
+        }
+        if (installed) {
+            return;
+        }
+        Layer[] wrapped = new Layer[layers.length];
+        for (int i = 0; i < layers.length; i++) {
+            Layer layer = layers[i] instanceof InterceptingLayer ? ((BaseWrapperLayer) layers[i]).getUnderlying() : layers[i];
+            boolean output = i == layers.length - 1 && layer instanceof IOutputLayer;
+            wrapped[i] = output ? new InterceptingOutputLayer(layer, i, interceptor)
+                    : new InterceptingLayer(layer, i, interceptor);
+        }
+        net.setLayers(wrapped);
+        log.debug("Extended a network of {} layers", layers.length);
+    }
+}

@@ -1,0 +1,36 @@
+package io.github.dl4jbackpack.extensions;
+
+import io.github.dl4jbackpack.internal.LayerBackprop;
+
+import java.util.Map;
+
+/**
+ * A quantity that the extended backward pass computes besides the gradient, per layer and per
+ * parameter (see {@link io.github.dl4jbackpack.BackPackNetwork#backward}).
+ *
+ * <p>Users pass instances (for example {@code new Variance()}) to {@code backward} or
+ * {@code enable}, and read the values with {@link io.github.dl4jbackpack.Quantities#get}, keyed by
+ * the extension's class. Every extension states in its Javadoc the exact value, its shape and
+ * scaling (those of the project's MATH.md: the objective is the mean loss
+ * {@code L = (1/N) Σ_n ℓ_n}, and the individual gradient is {@code g_n = (1/N) ∇ℓ_n}), and what it
+ * costs in memory.
+ *
+ * @param <T> the type of one parameter's value
+ */
+public interface Extension<T> {
+
+    /**
+     * Computes this extension's value for every parameter of one layer from the signals the
+     * backward pass recorded at that layer. Called by the library during the backward pass, once per
+     * layer with parameters; user code has no reason to call it.
+     *
+     * @param layer the layer's recorded signals and derivatives (internal type)
+     * @return the value of every parameter of the layer, keyed by DL4J parameter name
+     */
+    Map<String, T> compute(LayerBackprop layer);
+
+    /** @return a short name for messages and logs, by default the simple class name */
+    default String name() {
+        return getClass().getSimpleName();
+    }
+}

@@ -1,0 +1,133 @@
+package io.github.dl4jbackpack.internal;
+
+import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
+import io.github.dl4jbackpack.internal.layers.LayerKinds;
+import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.conf.layers.BaseLayer;
+import org.deeplearning4j.nn.gradient.Gradient;
+import org.deeplearning4j.nn.layers.wrapper.BaseWrapperLayer;
+import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
+import org.nd4j.common.primitives.Pair;
+import org.nd4j.linalg.activations.IActivation;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * Wraps one DL4J layer implementation of an extended network. Everything is delegated unchanged;
+ * while a backward pass with extensions is in progress, the wrapper records the layer input and
+ * the pre-activation gradient DL4J computes, and lets the extensions compute their values for this
+ * layer before DL4J's pass moves on (while the workspace arrays are still valid). With no
+ * extension active it adds nothing but one method call.
+ */
+public class InterceptingLayer extends BaseWrapperLayer {
+
+    private final int index;
+    private final Interceptor interceptor;
+    private final LayerDerivatives kind;
+
+    /**
+     * @param underlying the DL4J layer
+     * @param index its index in the network
+     * @param interceptor the network's shared state
+     */
+    public InterceptingLayer(Layer underlying, int index, Interceptor interceptor) {
+        super(underlying);
+        this.index = index;
+        this.interceptor = interceptor;
+        this.kind = LayerKinds.of(underlying).orElse(null);
+    }
+
+    /** @return the shared state of the network this layer belongs to */
+    public Interceptor interceptor() {
+        return interceptor;
+    }
+
+    /** @return the layer's index in the network */
+    public int index() {
+        return index;
+    }
+
+    @Override
+    public Pair<Gradient, INDArray> backpropGradient(INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
+        BackwardPass pass = interceptor.current();
+        if (pass == null) {
+            return underlying.backpropGradient(epsilon, workspaceMgr);
+        }
+        try {
+            Pair<Gradient, INDArray> result = interceptedBackprop(pass, epsilon, workspaceMgr);
+            if (index == 0) {
+                interceptor.completePass();
+            }
+            return result;
+        } catch (RuntimeException e) {
+            interceptor.abandonPass();
+            throw e;
+        }
+    }
+
+    /**
+     * DL4J's backward step of this layer, recording what the extensions need.
+     *
+     * @param pass the pass in progress
+     * @param epsilon the gradient w.r.t. the layer output
+     * @param workspaceMgr DL4J's workspace manager
+     * @return DL4J's result, unchanged
+     */
+    protected Pair<Gradient, INDArray> interceptedBackprop(BackwardPass pass, INDArray epsilon,
+                                                           LayerWorkspaceMgr workspaceMgr) {
+        requireSupportedState();
+        if (!kind.hasParameters()) {
+            return underlying.backpropGradient(epsilon, workspaceMgr);
+        }
+        BaseLayer conf = (BaseLayer) underlying.conf().getLayer();
+        IActivation activation = conf.getActivationFn();
+        RecordingActivation recorder = new RecordingActivation(activation);
+        conf.setActivationFn(recorder);
+        Pair<Gradient, INDArray> result;
+        try {
+            result = underlying.backpropGradient(epsilon, workspaceMgr);
+        } finally {
+            conf.setActivationFn(activation);
+        }
+        computeExtensions(pass, recorder.preActivationGradient(), result.getFirst());
+        return result;
+    }
+
+    /**
+     * Lets the pass's extensions compute this layer's values, outside DL4J's workspaces.
+     *
+     * @param pass the pass in progress
+     * @param summedLossGradient {@code Σ_n}-scaled gradient w.r.t. the pre-activation, as DL4J has it
+     * @param gradient DL4J's (summed) parameter gradient of this layer
+     */
+    protected final void computeExtensions(BackwardPass pass, INDArray summedLossGradient, Gradient gradient) {
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            INDArray outputGradient = summedLossGradient.div(pass.batchSize());
+            pass.computeAt(new LayerBackprop(index, pass.batchSize(), underlying, kind, underlying.input(),
+                    outputGradient, gradient));
+        }
+    }
+
+    /** Fails unless this layer can take part in an extended pass right now. */
+    protected final void requireSupportedState() {
+        if (kind == null) {
+            throw new IllegalStateException("Layer " + index + " (" + underlying.getClass().getSimpleName()
+                    + ") is not supported by dl4j-backpack: " + LayerKinds.whyUnsupported(underlying));
+        }
+        if (underlying.getMaskArray() != null) {
+            throw new UnsupportedOperationException("Layer " + index + " (" + underlying.getClass().getSimpleName()
+                    + ") has a mask array: masked or time-series data is not supported by dl4j-backpack extensions");
+        }
+    }
+
+    /** @return the layer's kind, or null when not supported */
+    protected final LayerDerivatives kind() {
+        return kind;
+    }
+
+    @Override
+    public String toString() {
+        return "InterceptingLayer(" + underlying + ")";
+    }
+}

@@ -1,0 +1,61 @@
+package io.github.dl4jbackpack.internal;
+
+import io.github.dl4jbackpack.internal.layers.FirstOrderTerms;
+import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
+import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.gradient.Gradient;
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+/**
+ * What the backward pass recorded at one layer with parameters, as extensions see it: the layer's
+ * input, the gradient of the mean loss w.r.t. its pre-activation output, DL4J's gradient, and the
+ * layer kind's derivatives built on them. Valid only during the backward pass that created it.
+ */
+public final class LayerBackprop {
+
+    private final int layerIndex;
+    private final long batchSize;
+    private final Layer layer;
+    private final LayerDerivatives kind;
+    private final INDArray input;
+    private final INDArray outputGradient;
+    private final Gradient summedGradient;
+    private FirstOrderTerms firstOrder;
+
+    LayerBackprop(int layerIndex, long batchSize, Layer layer, LayerDerivatives kind, INDArray input,
+                  INDArray outputGradient, Gradient summedGradient) {
+        this.layerIndex = layerIndex;
+        this.batchSize = batchSize;
+        this.layer = layer;
+        this.kind = kind;
+        this.input = input;
+        this.outputGradient = outputGradient;
+        this.summedGradient = summedGradient;
+    }
+
+    /** @return the layer's index in {@code MultiLayerNetwork.getLayers()} */
+    public int layerIndex() {
+        return layerIndex;
+    }
+
+    /** @return the number of examples N in the batch */
+    public long batchSize() {
+        return batchSize;
+    }
+
+    /** @return the layer's first-order terms (individual gradients and reductions of them) */
+    public FirstOrderTerms firstOrder() {
+        if (firstOrder == null) {
+            firstOrder = kind.firstOrder(layer, input, outputGradient);
+        }
+        return firstOrder;
+    }
+
+    /**
+     * @param param a DL4J parameter name of this layer
+     * @return {@code ∇L = Σ_n g_n} for that parameter, a new array of the parameter's shape
+     */
+    public INDArray gradient(String param) {
+        return summedGradient.getGradientFor(param).div(batchSize);
+    }
+}

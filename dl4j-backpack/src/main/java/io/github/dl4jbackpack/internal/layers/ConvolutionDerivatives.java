@@ -1,0 +1,221 @@
+package io.github.dl4jbackpack.internal.layers;
+
+import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.conf.CNN2DFormat;
+import org.deeplearning4j.nn.conf.ConvolutionMode;
+import org.deeplearning4j.nn.layers.convolution.ConvolutionLayer;
+import org.deeplearning4j.util.ConvolutionUtils;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.convolution.Convolution;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * Derivatives of DL4J's 2D {@code ConvolutionLayer} (NCHW; Truncate, Strict and Same modes;
+ * stride, padding and dilation), {@code W [nOut, nIn, kH, kW]}, {@code b [nOut]}.
+ *
+ * <p>With the unfolded input patches {@code U_n [nIn·kH·kW, P]} (im2col, exactly as DL4J's own
+ * implementation unfolds them) and {@code δ_n [nOut, P]}: {@code g_n(W) = δ_n U_nᵀ},
+ * {@code g_n(b) = Σ_t δ_n[:, t]}. Squared norms use {@code tr(δ_n (U_nᵀU_n) δ_nᵀ)} when
+ * {@code P² < nIn·kH·kW·nOut}, and the individual gradients otherwise; the second moment forms
+ * individual gradients in bounded chunks of examples.
+ */
+public final class ConvolutionDerivatives implements LayerDerivatives {
+
+    /** Upper bound on the number of elements of individual gradients formed at once for reductions. */
+    static final long CHUNK_ELEMENTS = 1L << 24;
+
+    @Override
+    public String kindName() {
+        return "ConvolutionLayer";
+    }
+
+    @Override
+    public boolean matches(Layer layer) {
+        return layer.getClass() == ConvolutionLayer.class;
+    }
+
+    @Override
+    public String unsupportedConfiguration(Layer layer) {
+        org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf =
+                (org.deeplearning4j.nn.conf.layers.ConvolutionLayer) layer.conf().getLayer();
+        if (conf.getCnn2dDataFormat() != CNN2DFormat.NCHW) {
+            return "data format " + conf.getCnn2dDataFormat() + " is not supported (use NCHW)";
+        }
+        if (conf.getWeightNoise() != null) {
+            return "weight noise (" + conf.getWeightNoise().getClass().getSimpleName() + ") is not supported";
+        }
+        return null;
+    }
+
+    @Override
+    public boolean hasParameters() {
+        return true;
+    }
+
+    @Override
+    public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
+        org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf =
+                (org.deeplearning4j.nn.conf.layers.ConvolutionLayer) layer.conf().getLayer();
+        INDArray x = input.castTo(outputGradient.dataType());
+        long n = x.size(0);
+        long outC = outputGradient.size(1);
+        INDArray unfolded = unfold(conf, x);
+        long p = unfolded.size(2);
+        INDArray delta = outputGradient.reshape('c', n, outC, p);
+        long[] weightShape = layer.paramTable().get(DenseDerivatives.W).shape();
+        return new Terms(unfolded, delta, weightShape, layer.paramTable().containsKey(DenseDerivatives.B));
+    }
+
+    /**
+     * Unfolds the input into patches as DL4J's convolution does.
+     *
+     * @param conf the layer configuration
+     * @param x the input {@code [N, C, H, W]}
+     * @return {@code U} with shape {@code [N, C·kH·kW, P]}
+     */
+    static INDArray unfold(org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf, INDArray x) {
+        int[] kernel = conf.getKernelSize();
+        int[] strides = conf.getStride();
+        int[] dilation = conf.getDilation();
+        ConvolutionMode mode = conf.getConvolutionMode();
+        int[] pad;
+        int[] outSize;
+        if (mode == ConvolutionMode.Same) {
+            outSize = ConvolutionUtils.getOutputSize(x, kernel, strides, null, mode, dilation, CNN2DFormat.NCHW);
+            pad = ConvolutionUtils.getSameModeTopLeftPadding(outSize, new int[] {(int) x.size(2), (int) x.size(3)},
+                    kernel, strides, dilation);
+        } else {
+            pad = conf.getPadding();
+            outSize = ConvolutionUtils.getOutputSize(x, kernel, strides, pad, mode, dilation, CNN2DFormat.NCHW);
+        }
+        long n = x.size(0);
+        long c = x.size(1);
+        INDArray col = Nd4j.create(x.dataType(), new long[] {n, c, kernel[0], kernel[1], outSize[0], outSize[1]}, 'c');
+        Convolution.im2col(x, kernel[0], kernel[1], strides[0], strides[1], pad[0], pad[1], dilation[0], dilation[1],
+                mode == ConvolutionMode.Same, col);
+        return col.reshape('c', n, c * kernel[0] * kernel[1], (long) outSize[0] * outSize[1]);
+    }
+
+    private static final class Terms extends FirstOrderTerms {
+        private final INDArray unfolded;   // [N, K, P], K = C·kH·kW
+        private final INDArray delta;      // [N, O, P]
+        private final long[] weightShape;  // [O, C, kH, kW]
+        private final boolean hasBias;
+        private INDArray biasGradients;     // [N, O]
+
+        Terms(INDArray unfolded, INDArray delta, long[] weightShape, boolean hasBias) {
+            this.unfolded = unfolded;
+            this.delta = delta;
+            this.weightShape = weightShape;
+            this.hasBias = hasBias;
+        }
+
+        private long n() {
+            return delta.size(0);
+        }
+
+        private long weightSize() {
+            return delta.size(1) * unfolded.size(1);
+        }
+
+        /** @return {@code δ_n U_nᵀ} for examples {@code [from, to)}, shape {@code [to-from, O, K]} */
+        private INDArray weightGradients(long from, long to) {
+            INDArray d = delta.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
+            INDArray u = unfolded.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
+            return Nd4j.matmul(d, u, false, true, false);
+        }
+
+        private INDArray biasGradients() {
+            if (biasGradients == null) {
+                biasGradients = delta.sum(2);
+            }
+            return biasGradients;
+        }
+
+        private long chunk() {
+            return Math.max(1, Math.min(n(), CHUNK_ELEMENTS / Math.max(1, weightSize())));
+        }
+
+        @Override
+        protected Map<String, INDArray> computeIndividualGradients() {
+            long[] shape = new long[weightShape.length + 1];
+            shape[0] = n();
+            System.arraycopy(weightShape, 0, shape, 1, weightShape.length);
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            out.put(DenseDerivatives.W, weightGradients(0, n()).reshape('c', shape));
+            if (hasBias) {
+                out.put(DenseDerivatives.B, biasGradients());
+            }
+            return out;
+        }
+
+        @Override
+        protected Map<String, INDArray> computeSquaredNorms() {
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            Map<String, INDArray> known = individualGradientsIfComputed();
+            long p = delta.size(2);
+            if (known != null) {
+                INDArray g = known.get(DenseDerivatives.W);
+                out.put(DenseDerivatives.W, g.mul(g).reshape('c', n(), weightSize()).sum(1));
+            } else if (p * p < weightSize()) {
+                // tr(δ_n (U_nᵀ U_n) δ_nᵀ) = Σ_{t,t'} (U_nᵀU_n)_{tt'} (δ_nᵀδ_n)_{tt'}
+                INDArray patchGram = Nd4j.matmul(unfolded, unfolded, true, false, false);
+                INDArray deltaGram = Nd4j.matmul(delta, delta, true, false, false);
+                out.put(DenseDerivatives.W, patchGram.muli(deltaGram).sum(1, 2));
+            } else {
+                INDArray norms = Nd4j.create(delta.dataType(), n());
+                long step = chunk();
+                for (long from = 0; from < n(); from += step) {
+                    long to = Math.min(n(), from + step);
+                    INDArray g = weightGradients(from, to);
+                    norms.get(NDArrayIndex.interval(from, to)).assign(g.muli(g).sum(1, 2));
+                }
+                out.put(DenseDerivatives.W, norms);
+            }
+            if (hasBias) {
+                INDArray gb = biasGradients();
+                out.put(DenseDerivatives.B, gb.mul(gb).sum(1));
+            }
+            return out;
+        }
+
+        @Override
+        protected Map<String, INDArray> computeSumGradSquared() {
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            Map<String, INDArray> known = individualGradientsIfComputed();
+            if (known != null) {
+                INDArray g = known.get(DenseDerivatives.W);
+                out.put(DenseDerivatives.W, g.mul(g).sum(0));
+            } else {
+                INDArray sum = Nd4j.create(delta.dataType(), delta.size(1), unfolded.size(1));
+                long step = chunk();
+                for (long from = 0; from < n(); from += step) {
+                    INDArray g = weightGradients(from, Math.min(n(), from + step));
+                    sum.addi(g.muli(g).sum(0));
+                }
+                out.put(DenseDerivatives.W, sum.reshape('c', weightShape));
+            }
+            if (hasBias) {
+                INDArray gb = biasGradients();
+                out.put(DenseDerivatives.B, gb.mul(gb).sum(0));
+            }
+            return out;
+        }
+
+        @Override
+        protected Map<String, INDArray> computeDots() {
+            INDArray g = individualGradients().get(DenseDerivatives.W).reshape('c', n(), weightSize());
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            out.put(DenseDerivatives.W, g.mmul(g.transpose()));
+            if (hasBias) {
+                INDArray gb = biasGradients();
+                out.put(DenseDerivatives.B, gb.mmul(gb.transpose()));
+            }
+            return out;
+        }
+    }
+}

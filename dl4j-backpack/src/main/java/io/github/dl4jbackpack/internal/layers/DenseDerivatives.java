@@ -1,0 +1,117 @@
+package io.github.dl4jbackpack.internal.layers;
+
+import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.conf.layers.BaseLayer;
+import org.deeplearning4j.nn.layers.OutputLayer;
+import org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * Derivatives of the affine map {@code z_n = x_n W + b} of DL4J's {@code DenseLayer} and
+ * {@code OutputLayer} ({@code W [nIn, nOut]}, {@code b [nOut]}).
+ *
+ * <p>With {@code δ_n = ∂L/∂z_n}: {@code g_n(W) = x_n δ_nᵀ}, {@code g_n(b) = δ_n},
+ * {@code ‖g_n(W)‖² = ‖x_n‖²‖δ_n‖²}, {@code Σ_n g_n(W)⊙g_n(W) = (X⊙X)ᵀ(Δ⊙Δ)} and
+ * {@code ⟨g_n(W), g_m(W)⟩ = (x_n·x_m)(δ_n·δ_m)}: only the individual gradients themselves need
+ * {@code [N, nIn, nOut]} memory.
+ */
+public final class DenseDerivatives implements LayerDerivatives {
+
+    static final String W = "W";
+    static final String B = "b";
+
+    @Override
+    public String kindName() {
+        return "DenseLayer/OutputLayer";
+    }
+
+    @Override
+    public boolean matches(Layer layer) {
+        return layer.getClass() == DenseLayer.class || layer.getClass() == OutputLayer.class;
+    }
+
+    @Override
+    public String unsupportedConfiguration(Layer layer) {
+        BaseLayer conf = (BaseLayer) layer.conf().getLayer();
+        if (conf.getWeightNoise() != null) {
+            return "weight noise (" + conf.getWeightNoise().getClass().getSimpleName() + ") is not supported";
+        }
+        if (conf instanceof org.deeplearning4j.nn.conf.layers.DenseLayer
+                && ((org.deeplearning4j.nn.conf.layers.DenseLayer) conf).hasLayerNorm()) {
+            return "layer normalisation (hasLayerNorm=true) is not supported";
+        }
+        return null;
+    }
+
+    @Override
+    public boolean hasParameters() {
+        return true;
+    }
+
+    @Override
+    public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
+        return new Terms(input.castTo(outputGradient.dataType()), outputGradient, layer.paramTable().containsKey(B));
+    }
+
+    private static final class Terms extends FirstOrderTerms {
+        private final INDArray x;
+        private final INDArray delta;
+        private final boolean hasBias;
+
+        Terms(INDArray x, INDArray delta, boolean hasBias) {
+            this.x = x;
+            this.delta = delta;
+            this.hasBias = hasBias;
+        }
+
+        @Override
+        protected Map<String, INDArray> computeIndividualGradients() {
+            long n = x.size(0);
+            INDArray x3 = x.reshape('c', n, x.size(1), 1);
+            INDArray d3 = delta.reshape('c', n, 1, delta.size(1));
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            out.put(W, Nd4j.matmul(x3, d3));
+            if (hasBias) {
+                out.put(B, delta.dup('c'));
+            }
+            return out;
+        }
+
+        @Override
+        protected Map<String, INDArray> computeSquaredNorms() {
+            INDArray deltaSq = delta.mul(delta).sum(1);
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            out.put(W, x.mul(x).sum(1).muli(deltaSq));
+            if (hasBias) {
+                out.put(B, deltaSq);
+            }
+            return out;
+        }
+
+        @Override
+        protected Map<String, INDArray> computeSumGradSquared() {
+            INDArray deltaSq = delta.mul(delta);
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            out.put(W, x.mul(x).transpose().mmul(deltaSq));
+            if (hasBias) {
+                out.put(B, deltaSq.sum(0));
+            }
+            return out;
+        }
+
+        @Override
+        protected Map<String, INDArray> computeDots() {
+            INDArray deltaGram = delta.mmul(delta.transpose());
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            out.put(W, x.mmul(x.transpose()).muli(deltaGram));
+            if (hasBias) {
+                out.put(B, deltaGram);
+            }
+            return out;
+        }
+    }
+}

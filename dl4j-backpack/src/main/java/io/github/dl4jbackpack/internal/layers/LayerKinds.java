@@ -1,0 +1,57 @@
+package io.github.dl4jbackpack.internal.layers;
+
+import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.layers.ActivationLayer;
+import org.deeplearning4j.nn.layers.DropoutLayer;
+import org.deeplearning4j.nn.layers.LossLayer;
+import org.deeplearning4j.nn.layers.convolution.subsampling.SubsamplingLayer;
+import org.deeplearning4j.nn.layers.normalization.BatchNormalization;
+
+import java.util.List;
+import java.util.Optional;
+import java.util.stream.Collectors;
+
+/** The supported DL4J layer kinds, and the lookup from a DL4J layer implementation to its kind. */
+public final class LayerKinds {
+
+    private static final List<LayerDerivatives> KINDS = List.of(
+            new DenseDerivatives(),
+            new ConvolutionDerivatives(),
+            new ParameterFreeDerivatives(SubsamplingLayer.class),
+            new ParameterFreeDerivatives(ActivationLayer.class),
+            new ParameterFreeDerivatives(DropoutLayer.class),
+            new ParameterFreeDerivatives(LossLayer.class));
+
+    private LayerKinds() {
+    }
+
+    /**
+     * @param layer a DL4J layer implementation (not a wrapper)
+     * @return its kind, if supported
+     */
+    public static Optional<LayerDerivatives> of(Layer layer) {
+        return KINDS.stream().filter(k -> k.matches(layer)).findFirst();
+    }
+
+    /** @return the names of all supported kinds, for messages */
+    public static String supportedNames() {
+        return KINDS.stream().map(LayerDerivatives::kindName).collect(Collectors.joining(", "));
+    }
+
+    /**
+     * @param layer a DL4J layer implementation
+     * @return an explanation for a layer that is not supported, naming why where the reason is
+     *     specific (BatchNormalization couples the examples of a batch)
+     */
+    public static String whyUnsupported(Layer layer) {
+        if (layer instanceof BatchNormalization) {
+            return "BatchNormalization in training mode normalises with batch statistics, which couples the "
+                    + "examples: per-example gradients and the GGN are undefined there";
+        }
+        Optional<LayerDerivatives> kind = of(layer);
+        if (kind.isEmpty()) {
+            return "layer type " + layer.getClass().getSimpleName() + " is not supported";
+        }
+        return kind.get().unsupportedConfiguration(layer);
+    }
+}

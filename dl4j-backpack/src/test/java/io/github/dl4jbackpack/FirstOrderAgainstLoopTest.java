@@ -1,0 +1,199 @@
+package io.github.dl4jbackpack;
+
+import io.github.dl4jbackpack.extensions.BatchDotGrad;
+import io.github.dl4jbackpack.extensions.BatchGrad;
+import io.github.dl4jbackpack.extensions.BatchL2Grad;
+import io.github.dl4jbackpack.extensions.SumGradSquared;
+import io.github.dl4jbackpack.extensions.Variance;
+import org.deeplearning4j.nn.conf.ConvolutionMode;
+import org.deeplearning4j.nn.conf.inputs.InputType;
+import org.deeplearning4j.nn.conf.layers.ActivationLayer;
+import org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
+import org.deeplearning4j.nn.conf.layers.DenseLayer;
+import org.deeplearning4j.nn.conf.layers.Layer;
+import org.deeplearning4j.nn.conf.layers.LossLayer;
+import org.deeplearning4j.nn.conf.layers.OutputLayer;
+import org.deeplearning4j.nn.conf.layers.PoolingType;
+import org.deeplearning4j.nn.conf.layers.SubsamplingLayer;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+import org.nd4j.linalg.activations.Activation;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction;
+
+import java.util.Map;
+import java.util.TreeSet;
+import java.util.stream.Stream;
+
+import static io.github.dl4jbackpack.Reference.assertClose;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+/**
+ * Every first-order extension, on float64 networks covering the supported layers, activations,
+ * losses and convolution modes, against per-example gradients computed by DL4J itself one example
+ * at a time.
+ */
+class FirstOrderAgainstLoopTest {
+
+    static final double RTOL = 1e-9;
+    static final double ATOL = 1e-12;
+
+    /** A test network: its layers, its input, loss and output width. */
+    record Case(String name, InputType input, long[] featureShape, LossFunction loss, int nOut, Layer... layers) {
+        MultiLayerNetwork build(DataType dataType) {
+            return TestNets.build(dataType, input, layers);
+        }
+
+        INDArray features(DataType dataType) {
+            return TestNets.features(dataType, 7, featureShape);
+        }
+
+        INDArray labels(DataType dataType) {
+            return TestNets.labels(dataType, loss, 8, featureShape[0], nOut);
+        }
+
+        @Override
+        public String toString() {
+            return name;
+        }
+    }
+
+    static OutputLayer out(LossFunction loss, Activation activation, int nOut) {
+        return new OutputLayer.Builder(loss).activation(activation).nOut(nOut).build();
+    }
+
+    static DenseLayer dense(int nOut, Activation activation) {
+        return new DenseLayer.Builder().nOut(nOut).activation(activation).build();
+    }
+
+    static Stream<Case> cases() {
+        long n = 5;
+        return Stream.of(
+                new Case("mlp relu / softmax-mcxent", InputType.feedForward(6), new long[] {n, 6}, LossFunction.MCXENT, 4,
+                        dense(7, Activation.RELU), out(LossFunction.MCXENT, Activation.SOFTMAX, 4)),
+                new Case("mlp sigmoid tanh / softmax-nll", InputType.feedForward(5), new long[] {n, 5},
+                        LossFunction.NEGATIVELOGLIKELIHOOD, 3, dense(6, Activation.SIGMOID), dense(4, Activation.TANH),
+                        out(LossFunction.NEGATIVELOGLIKELIHOOD, Activation.SOFTMAX, 3)),
+                new Case("mlp elu / identity-mse", InputType.feedForward(4), new long[] {n, 4}, LossFunction.MSE, 3,
+                        dense(5, Activation.ELU), out(LossFunction.MSE, Activation.IDENTITY, 3)),
+                new Case("mlp selu / identity-l2", InputType.feedForward(4), new long[] {n, 4}, LossFunction.L2, 2,
+                        dense(5, Activation.SELU), out(LossFunction.L2, Activation.IDENTITY, 2)),
+                new Case("mlp tanh / sigmoid-xent", InputType.feedForward(6), new long[] {n, 6}, LossFunction.XENT, 3,
+                        dense(5, Activation.TANH), out(LossFunction.XENT, Activation.SIGMOID, 3)),
+                new Case("mlp leakyrelu / tanh-l1", InputType.feedForward(4), new long[] {n, 4}, LossFunction.L1, 3,
+                        dense(6, Activation.LEAKYRELU), out(LossFunction.L1, Activation.TANH, 3)),
+                new Case("mlp softplus / identity-hinge", InputType.feedForward(4), new long[] {n, 4}, LossFunction.HINGE,
+                        3, dense(6, Activation.SOFTPLUS), out(LossFunction.HINGE, Activation.IDENTITY, 3)),
+                new Case("mlp swish / softmax-kl", InputType.feedForward(4), new long[] {n, 4},
+                        LossFunction.KL_DIVERGENCE, 3, dense(6, Activation.SWISH),
+                        out(LossFunction.KL_DIVERGENCE, Activation.SOFTMAX, 3)),
+                new Case("mlp gelu, no bias / cosine", InputType.feedForward(4), new long[] {n, 4},
+                        LossFunction.COSINE_PROXIMITY, 3,
+                        new DenseLayer.Builder().nOut(6).activation(Activation.GELU).hasBias(false).build(),
+                        out(LossFunction.COSINE_PROXIMITY, Activation.TANH, 3)),
+                new Case("mlp relu + ActivationLayer + LossLayer", InputType.feedForward(5), new long[] {n, 5},
+                        LossFunction.MCXENT, 4, dense(6, Activation.RELU),
+                        new ActivationLayer.Builder().activation(Activation.TANH).build(),
+                        dense(4, Activation.IDENTITY),
+                        new LossLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).build()),
+                new Case("cnn truncate pad relu, maxpool, sigmoid conv, dense", InputType.convolutional(8, 8, 2),
+                        new long[] {4, 2, 8, 8}, LossFunction.MCXENT, 5,
+                        new ConvolutionLayer.Builder(3, 3).padding(1, 1).nOut(4).activation(Activation.RELU).build(),
+                        new SubsamplingLayer.Builder(PoolingType.MAX).kernelSize(2, 2).stride(2, 2).build(),
+                        new ConvolutionLayer.Builder(3, 3).nOut(3).activation(Activation.SIGMOID).build(),
+                        dense(6, Activation.RELU), out(LossFunction.MCXENT, Activation.SOFTMAX, 5)),
+                new Case("cnn same stride 2, avgpool same / mse", InputType.convolutional(9, 7, 3),
+                        new long[] {n, 3, 9, 7}, LossFunction.MSE, 3,
+                        new ConvolutionLayer.Builder(3, 3).stride(2, 2).convolutionMode(ConvolutionMode.Same).nOut(4)
+                                .activation(Activation.TANH).build(),
+                        new SubsamplingLayer.Builder(PoolingType.AVG).kernelSize(3, 3).stride(2, 2)
+                                .convolutionMode(ConvolutionMode.Same).build(),
+                        out(LossFunction.MSE, Activation.IDENTITY, 3)),
+                new Case("cnn strict stride 2 pad 1, pnorm pooling", InputType.convolutional(9, 9, 2),
+                        new long[] {n, 2, 9, 9}, LossFunction.MCXENT, 4,
+                        new ConvolutionLayer.Builder(3, 3).stride(2, 2).padding(1, 1)
+                                .convolutionMode(ConvolutionMode.Strict).nOut(3).activation(Activation.ELU).build(),
+                        new SubsamplingLayer.Builder(PoolingType.PNORM).pnorm(2).kernelSize(2, 2).stride(1, 1).build(),
+                        out(LossFunction.MCXENT, Activation.SOFTMAX, 4)),
+                new Case("cnn dilation 2, no bias, ActivationLayer, same+dilation / xent", InputType.convolutional(10, 10, 2),
+                        new long[] {n, 2, 10, 10}, LossFunction.XENT, 2,
+                        new ConvolutionLayer.Builder(3, 3).dilation(2, 2).hasBias(false).nOut(3)
+                                .activation(Activation.IDENTITY).build(),
+                        new ActivationLayer.Builder().activation(Activation.SOFTSIGN).build(),
+                        new ConvolutionLayer.Builder(2, 2).stride(2, 2).dilation(2, 2)
+                                .convolutionMode(ConvolutionMode.Same).nOut(2).activation(Activation.RELU6).build(),
+                        out(LossFunction.XENT, Activation.SIGMOID, 2)),
+                new Case("cnn wide channels, few positions (trace norm path)", InputType.convolutional(4, 4, 8),
+                        new long[] {n, 8, 4, 4}, LossFunction.MSE, 2,
+                        new ConvolutionLayer.Builder(3, 3).nOut(16).activation(Activation.TANH).build(),
+                        out(LossFunction.MSE, Activation.IDENTITY, 2)),
+                new Case("flat input to cnn (FeedForwardToCnn)", InputType.convolutionalFlat(6, 6, 1),
+                        new long[] {n, 36}, LossFunction.MCXENT, 3,
+                        new ConvolutionLayer.Builder(3, 3).nOut(2).activation(Activation.HARDTANH).build(),
+                        out(LossFunction.MCXENT, Activation.SOFTMAX, 3)));
+    }
+
+    static Stream<Arguments> namedCases() {
+        return cases().map(Arguments::of);
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("namedCases")
+    void allFirstOrderExtensionsInOnePassMatchTheLoop(Case c) {
+        Nd4j.setDefaultDataTypes(DataType.DOUBLE, DataType.DOUBLE);
+        MultiLayerNetwork net = c.build(DataType.DOUBLE);
+        INDArray x = c.features(DataType.DOUBLE);
+        INDArray y = c.labels(DataType.DOUBLE);
+        Map<String, INDArray> reference = Reference.individualGradients(net, x, y);
+
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, new BatchGrad(), new BatchL2Grad(),
+                new SumGradSquared(), new Variance(), new BatchDotGrad());
+        assertMatches(reference, q, RTOL, ATOL);
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("namedCases")
+    void eachExtensionAloneMatchesTheLoop(Case c) {
+        MultiLayerNetwork net = c.build(DataType.DOUBLE);
+        INDArray x = c.features(DataType.DOUBLE);
+        INDArray y = c.labels(DataType.DOUBLE);
+        Map<String, INDArray> reference = Reference.individualGradients(net, x, y);
+        BackPackNetwork bp = BackPackNetwork.extend(net);
+        Quantities l2 = bp.backward(x, y, new BatchL2Grad());
+        Quantities sgs = bp.backward(x, y, new SumGradSquared());
+        Quantities variance = bp.backward(x, y, new Variance());
+        Quantities dots = bp.backward(x, y, new BatchDotGrad());
+        reference.forEach((key, g) -> {
+            int layer = Integer.parseInt(key.substring(0, key.indexOf('_')));
+            String param = key.substring(key.indexOf('_') + 1);
+            assertClose(Reference.squaredNorms(g), l2.get(BatchL2Grad.class, layer, param), RTOL, ATOL, key + " l2");
+            assertClose(Reference.sumGradSquared(g), sgs.get(SumGradSquared.class, layer, param), RTOL, ATOL,
+                    key + " sgs");
+            assertClose(Reference.variance(g), variance.get(Variance.class, layer, param), RTOL, ATOL,
+                    key + " variance");
+            assertClose(Reference.dots(g), dots.get(BatchDotGrad.class, layer, param), RTOL, ATOL, key + " dots");
+        });
+    }
+
+    /** Checks all five first-order quantities of {@code q} against the stacked reference gradients. */
+    static void assertMatches(Map<String, INDArray> reference, Quantities q, double rtol, double atol) {
+        TreeSet<Integer> layers = new TreeSet<>();
+        reference.forEach((key, g) -> {
+            int layer = Integer.parseInt(key.substring(0, key.indexOf('_')));
+            String param = key.substring(key.indexOf('_') + 1);
+            layers.add(layer);
+            assertClose(g, q.get(BatchGrad.class, layer, param), rtol, atol, key + " BatchGrad");
+            assertClose(Reference.squaredNorms(g), q.get(BatchL2Grad.class, layer, param), rtol, atol,
+                    key + " BatchL2Grad");
+            assertClose(Reference.sumGradSquared(g), q.get(SumGradSquared.class, layer, param), rtol, atol,
+                    key + " SumGradSquared");
+            assertClose(Reference.variance(g), q.get(Variance.class, layer, param), rtol, atol, key + " Variance");
+            assertClose(Reference.dots(g), q.get(BatchDotGrad.class, layer, param), rtol, atol, key + " BatchDotGrad");
+        });
+        assertEquals(layers, q.layers(BatchGrad.class), "layers with values");
+    }
+}
