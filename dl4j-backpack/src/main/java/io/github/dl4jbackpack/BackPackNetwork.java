@@ -19,7 +19,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
-import java.util.WeakHashMap;
 import java.util.function.Consumer;
 
 /**
@@ -53,17 +52,17 @@ import java.util.function.Consumer;
 public final class BackPackNetwork {
 
     private static final Logger log = LoggerFactory.getLogger(BackPackNetwork.class);
-    private static final Map<MultiLayerNetwork, BackPackNetwork> EXTENDED = new WeakHashMap<>();
 
     private final MultiLayerNetwork net;
-    private final Interceptor interceptor = new Interceptor();
+    private final Interceptor interceptor = new Interceptor(this);
 
     private BackPackNetwork(MultiLayerNetwork net) {
         this.net = net;
     }
 
     /**
-     * Extends an initialised network. Extending the same network twice returns the same object.
+     * Extends an initialised network. Extending a network that is already extended returns the
+     * object that extended it.
      *
      * @param net a network on which {@code init()} has been called
      * @return the extended network
@@ -74,11 +73,11 @@ public final class BackPackNetwork {
         if (net.getLayers() == null) {
             throw new IllegalStateException("The network has no layers yet: call net.init() before extend(net)");
         }
-        synchronized (EXTENDED) {
-            BackPackNetwork bp = EXTENDED.computeIfAbsent(net, BackPackNetwork::new);
-            bp.install();
-            return bp;
-        }
+        Layer first = net.getLayers()[0];
+        BackPackNetwork bp = first instanceof InterceptingLayer ? ((InterceptingLayer) first).interceptor().owner()
+                : new BackPackNetwork(net);
+        bp.install();
+        return bp;
     }
 
     /**

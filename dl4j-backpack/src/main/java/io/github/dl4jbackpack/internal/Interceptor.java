@@ -1,5 +1,6 @@
 package io.github.dl4jbackpack.internal;
 
+import io.github.dl4jbackpack.BackPackNetwork;
 import io.github.dl4jbackpack.Quantities;
 import io.github.dl4jbackpack.extensions.Extension;
 
@@ -18,10 +19,21 @@ import java.util.function.Consumer;
  */
 public final class Interceptor {
 
+    private final BackPackNetwork owner;
     private List<Extension<?>> active = List.of();
     private BackwardPass current;
     private Quantities latest;
     private final List<Consumer<Quantities>> subscribers = new CopyOnWriteArrayList<>();
+
+    /** @param owner the extended network this state belongs to */
+    public Interceptor(BackPackNetwork owner) {
+        this.owner = owner;
+    }
+
+    /** @return the extended network this state belongs to */
+    public BackPackNetwork owner() {
+        return owner;
+    }
 
     /** @param extensions the extensions every following backward pass computes (may be empty) */
     public void setActive(List<Extension<?>> extensions) {
