@@ -220,5 +220,7 @@ class TransparencyTest {
         first.assign(-1);
         assertEquals(before, q.get(Variance.class, 0, "W").getDouble(0), 0.0);
         assertArrayEquals(net.getLayer(0).paramTable().get("W").shape(), first.shape(), "parameter shape");
+        assertEquals(List.of("b", "W"), List.copyOf(q.params(Variance.class, 0)), "convolution paramTable order");
+        assertEquals(List.of("W", "b"), List.copyOf(q.params(Variance.class, 2)), "dense paramTable order");
     }
 }

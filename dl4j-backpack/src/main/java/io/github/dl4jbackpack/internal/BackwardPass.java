@@ -4,6 +4,7 @@ import io.github.dl4jbackpack.Quantities;
 import io.github.dl4jbackpack.extensions.Extension;
 
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -36,8 +37,18 @@ final class BackwardPass {
     void computeAt(LayerBackprop layer) {
         for (Extension<?> extension : extensions) {
             Map<String, ?> values = extension.compute(layer);
+            Map<String, Object> ordered = new LinkedHashMap<>();
+            for (String param : layer.parameterNames()) {
+                if (values.containsKey(param)) {
+                    ordered.put(param, values.get(param));
+                }
+            }
+            if (ordered.size() != values.size()) {
+                throw new IllegalStateException(extension.name() + " returned values for " + values.keySet()
+                        + " but layer " + layer.layerIndex() + " has parameters " + layer.parameterNames());
+            }
             results.computeIfAbsent(extension.getClass(), k -> new HashMap<>())
-                    .put(layer.layerIndex(), Map.copyOf(values));
+                    .put(layer.layerIndex(), ordered);
         }
     }
 

@@ -6,6 +6,8 @@ import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
+import java.util.Set;
+
 /**
  * What the backward pass recorded at one layer with parameters, as extensions see it: the layer's
  * input, the gradient of the mean loss w.r.t. its pre-activation output, DL4J's gradient, and the
@@ -41,6 +43,11 @@ public final class LayerBackprop {
     /** @return the number of examples N in the batch */
     public long batchSize() {
         return batchSize;
+    }
+
+    /** @return the layer's parameter names in DL4J's {@code paramTable()} order */
+    public Set<String> parameterNames() {
+        return layer.paramTable().keySet();
     }
 
     /** @return the layer's first-order terms (individual gradients and reductions of them) */
