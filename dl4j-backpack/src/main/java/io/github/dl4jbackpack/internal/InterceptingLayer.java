@@ -43,11 +43,6 @@ public class InterceptingLayer extends BaseWrapperLayer {
         return interceptor;
     }
 
-    /** @return the layer's index in the network */
-    public int index() {
-        return index;
-    }
-
     @Override
     public Pair<Gradient, INDArray> backpropGradient(INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
         BackwardPass pass = interceptor.current();
