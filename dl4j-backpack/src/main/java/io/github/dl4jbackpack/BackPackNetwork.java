@@ -7,6 +7,7 @@ import io.github.dl4jbackpack.internal.Interceptor;
 import io.github.dl4jbackpack.internal.Validation;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.api.layers.IOutputLayer;
+import org.deeplearning4j.nn.conf.InputPreProcessor;
 import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.layers.wrapper.BaseWrapperLayer;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
@@ -90,6 +91,23 @@ public final class BackPackNetwork {
     public static BackPackNetwork extend(ComputationGraph graph) {
         throw new UnsupportedOperationException("ComputationGraph is not supported by dl4j-backpack yet; "
                 + "extend a MultiLayerNetwork (sequential network) instead");
+    }
+
+    /**
+     * Sets the memory that one chunk of second-order factor columns may occupy (default 1 GiB).
+     * Second-order extensions push several columns per example through the network (the exact GGN
+     * and the Hessian as many as the network has outputs, more for Hessian residuals); columns are
+     * processed in chunks no larger than this, trading memory for more, smaller passes.
+     *
+     * @param bytes a positive number of bytes
+     */
+    public void setCurvatureMemoryBudget(long bytes) {
+        interceptor.setCurvatureMemoryBudget(bytes);
+    }
+
+    /** @return the memory that one chunk of second-order factor columns may occupy, in bytes */
+    public long curvatureMemoryBudget() {
+        return interceptor.curvatureMemoryBudget();
     }
 
     /** @return the extended DL4J network */
@@ -216,8 +234,9 @@ public final class BackPackNetwork {
         for (int i = 0; i < layers.length; i++) {
             Layer layer = layers[i] instanceof InterceptingLayer ? ((BaseWrapperLayer) layers[i]).getUnderlying() : layers[i];
             boolean output = i == layers.length - 1 && layer instanceof IOutputLayer;
-            wrapped[i] = output ? new InterceptingOutputLayer(layer, i, interceptor)
-                    : new InterceptingLayer(layer, i, interceptor);
+            InputPreProcessor pre = net.getLayerWiseConfigurations().getInputPreProcess(i);
+            wrapped[i] = output ? new InterceptingOutputLayer(layer, i, pre, interceptor)
+                    : new InterceptingLayer(layer, i, pre, interceptor);
         }
         net.setLayers(wrapped);
         log.debug("Extended a network of {} layers", layers.length);

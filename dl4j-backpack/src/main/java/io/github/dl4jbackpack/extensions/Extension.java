@@ -1,7 +1,9 @@
 package io.github.dl4jbackpack.extensions;
 
 import io.github.dl4jbackpack.internal.LayerBackprop;
+import io.github.dl4jbackpack.internal.curvature.CurvatureRequest;
 
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -28,6 +30,17 @@ public interface Extension<T> {
      * @return the value of every parameter of the layer, keyed by DL4J parameter name
      */
     Map<String, T> compute(LayerBackprop layer);
+
+    /**
+     * What this extension needs from the second-order pass that follows DL4J's backward pass
+     * (internal API). First-order extensions need nothing and are computed during DL4J's pass;
+     * extensions with requests are computed after the second-order pass.
+     *
+     * @return the curvature this extension reads, empty for first-order extensions
+     */
+    default List<CurvatureRequest> curvatureRequests() {
+        return List.of();
+    }
 
     /** @return a short name for messages and logs, by default the simple class name */
     default String name() {

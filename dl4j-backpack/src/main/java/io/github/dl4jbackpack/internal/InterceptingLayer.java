@@ -1,8 +1,13 @@
 package io.github.dl4jbackpack.internal;
 
+import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import io.github.dl4jbackpack.internal.layers.LayerKinds;
+import io.github.dl4jbackpack.internal.layers.RecordedLayer;
 import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.conf.InputPreProcessor;
+import org.deeplearning4j.nn.conf.dropout.Dropout;
+import org.deeplearning4j.nn.conf.dropout.IDropout;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.layers.wrapper.BaseWrapperLayer;
@@ -16,25 +21,29 @@ import org.nd4j.linalg.factory.Nd4j;
 /**
  * Wraps one DL4J layer implementation of an extended network. Everything is delegated unchanged;
  * while a backward pass with extensions is in progress, the wrapper records the layer input and
- * the pre-activation gradient DL4J computes, and lets the extensions compute their values for this
- * layer before DL4J's pass moves on (while the workspace arrays are still valid). With no
- * extension active it adds nothing but one method call.
+ * the pre-activation gradient DL4J computes, and lets the first-order extensions compute their
+ * values for this layer before DL4J's pass moves on (while the workspace arrays are still valid).
+ * When a second-order extension is active it also records what the second-order pass needs. With
+ * no extension active it adds nothing but one method call.
  */
 public class InterceptingLayer extends BaseWrapperLayer {
 
     private final int index;
     private final Interceptor interceptor;
     private final LayerDerivatives kind;
+    private final InputPreProcessor preProcessor;
 
     /**
      * @param underlying the DL4J layer
      * @param index its index in the network
+     * @param preProcessor the input preprocessor in front of it, or null
      * @param interceptor the network's shared state
      */
-    public InterceptingLayer(Layer underlying, int index, Interceptor interceptor) {
+    public InterceptingLayer(Layer underlying, int index, InputPreProcessor preProcessor, Interceptor interceptor) {
         super(underlying);
         this.index = index;
         this.interceptor = interceptor;
+        this.preProcessor = preProcessor;
         this.kind = LayerKinds.of(underlying).orElse(null);
     }
 
@@ -50,14 +59,31 @@ public class InterceptingLayer extends BaseWrapperLayer {
             return underlying.backpropGradient(epsilon, workspaceMgr);
         }
         try {
-            Pair<Gradient, INDArray> result = interceptedBackprop(pass, epsilon, workspaceMgr);
+            requireSupportedState();
+            INDArray mask = pass.needsCurvature() ? dropoutMask() : null;
+            Step step = delegate(pass, epsilon, workspaceMgr);
+            if (pass.needsCurvature()) {
+                pass.record(new RecordedLayer(index, underlying, kind, underlying.input(), step.preActivation, mask,
+                        residualGradient(pass, epsilon), preProcessor));
+            }
             if (index == 0) {
                 interceptor.completePass();
             }
-            return result;
+            return step.result;
         } catch (RuntimeException e) {
             interceptor.abandonPass();
             throw e;
+        }
+    }
+
+    /** DL4J's result of one layer's backward step, and the pre-activation recorded on the way. */
+    protected static final class Step {
+        final Pair<Gradient, INDArray> result;
+        final INDArray preActivation;
+
+        Step(Pair<Gradient, INDArray> result, INDArray preActivation) {
+            this.result = result;
+            this.preActivation = preActivation;
         }
     }
 
@@ -67,17 +93,15 @@ public class InterceptingLayer extends BaseWrapperLayer {
      * @param pass the pass in progress
      * @param epsilon the gradient w.r.t. the layer output
      * @param workspaceMgr DL4J's workspace manager
-     * @return DL4J's result, unchanged
+     * @return DL4J's result, unchanged, and the recorded pre-activation (or null)
      */
-    protected Pair<Gradient, INDArray> interceptedBackprop(BackwardPass pass, INDArray epsilon,
-                                                           LayerWorkspaceMgr workspaceMgr) {
-        requireSupportedState();
+    protected Step delegate(BackwardPass pass, INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
         if (!kind.hasParameters()) {
-            return underlying.backpropGradient(epsilon, workspaceMgr);
+            return new Step(underlying.backpropGradient(epsilon, workspaceMgr), null);
         }
         BaseLayer conf = (BaseLayer) underlying.conf().getLayer();
         IActivation activation = conf.getActivationFn();
-        RecordingActivation recorder = new RecordingActivation(activation);
+        RecordingActivation recorder = new RecordingActivation(activation, pass.needsCurvature());
         conf.setActivationFn(recorder);
         Pair<Gradient, INDArray> result;
         try {
@@ -86,14 +110,14 @@ public class InterceptingLayer extends BaseWrapperLayer {
             conf.setActivationFn(activation);
         }
         computeExtensions(pass, recorder.preActivationGradient(), result.getFirst());
-        return result;
+        return new Step(result, recorder.preActivation());
     }
 
     /**
-     * Lets the pass's extensions compute this layer's values, outside DL4J's workspaces.
+     * Lets the pass's first-order extensions compute this layer's values, outside DL4J's workspaces.
      *
      * @param pass the pass in progress
-     * @param summedLossGradient {@code Σ_n}-scaled gradient w.r.t. the pre-activation, as DL4J has it
+     * @param summedLossGradient gradient of the summed loss w.r.t. the pre-activation, as DL4J has it
      * @param gradient DL4J's (summed) parameter gradient of this layer
      */
     protected final void computeExtensions(BackwardPass pass, INDArray summedLossGradient, Gradient gradient) {
@@ -104,8 +128,30 @@ public class InterceptingLayer extends BaseWrapperLayer {
         }
     }
 
+    /** @return a detached copy of the dropout mask this layer applied to its input in this step, or null */
+    private INDArray dropoutMask() {
+        IDropout dropout = underlying.conf().getLayer().getIDropout();
+        if (!(dropout instanceof Dropout)) {
+            return null;
+        }
+        INDArray mask = ((Dropout) dropout).getMask();
+        return mask == null ? null : mask.detach();
+    }
+
+    /** @return {@code ∂L/∂a} of the mean loss, detached, where a Hessian residual needs it; else null */
+    private INDArray residualGradient(BackwardPass pass, INDArray epsilon) {
+        IActivation activation = kind.activation(underlying);
+        if (!pass.needsResidual() || epsilon == null || activation == null
+                || ElementwiseActivations.isPiecewiseLinear(activation)) {
+            return null;
+        }
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            return epsilon.div(pass.batchSize());
+        }
+    }
+
     /** Fails unless this layer can take part in an extended pass right now. */
-    protected final void requireSupportedState() {
+    private void requireSupportedState() {
         if (kind == null) {
             throw new IllegalStateException("Layer " + index + " (" + underlying.getClass().getSimpleName()
                     + ") is not supported by dl4j-backpack: " + LayerKinds.whyUnsupported(underlying));
@@ -116,7 +162,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
         }
     }
 
-    /** @return the layer's kind, or null when not supported */
+    /** @return the layer's kind */
     protected final LayerDerivatives kind() {
         return kind;
     }

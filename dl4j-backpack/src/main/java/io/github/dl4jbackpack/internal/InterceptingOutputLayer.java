@@ -1,7 +1,10 @@
 package io.github.dl4jbackpack.internal;
 
 import org.deeplearning4j.nn.api.Layer;
+import io.github.dl4jbackpack.internal.losses.LossCurvatures;
 import org.deeplearning4j.nn.api.layers.IOutputLayer;
+import org.deeplearning4j.nn.conf.InputPreProcessor;
+import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.conf.layers.BaseOutputLayer;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
@@ -21,43 +24,64 @@ import java.util.List;
 public final class InterceptingOutputLayer extends InterceptingLayer implements IOutputLayer {
 
     private final IOutputLayer output;
+    private final int layerCount;
 
     /**
      * @param underlying the DL4J output layer
      * @param index its index in the network
      * @param interceptor the network's shared state
      */
-    public InterceptingOutputLayer(Layer underlying, int index, Interceptor interceptor) {
-        super(underlying, index, interceptor);
+    public InterceptingOutputLayer(Layer underlying, int index, InputPreProcessor preProcessor,
+                                   Interceptor interceptor) {
+        super(underlying, index, preProcessor, interceptor);
         this.output = (IOutputLayer) underlying;
+        this.layerCount = index + 1;
     }
 
     @Override
     public Pair<Gradient, INDArray> backpropGradient(INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
         INDArray labels = output.getLabels();
-        interceptor().beginPass(labels == null ? 0 : labels.size(0));
+        interceptor().beginPass(labels == null ? 0 : labels.size(0), layerCount);
         return super.backpropGradient(epsilon, workspaceMgr);
     }
 
     @Override
-    protected Pair<Gradient, INDArray> interceptedBackprop(BackwardPass pass, INDArray epsilon,
-                                                           LayerWorkspaceMgr workspaceMgr) {
-        requireSupportedState();
-        if (!kind().hasParameters()) {
-            return underlying.backpropGradient(epsilon, workspaceMgr);
+    protected Step delegate(BackwardPass pass, INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
+        org.deeplearning4j.nn.conf.layers.Layer conf = underlying.conf().getLayer();
+        if (pass.needsCurvature()) {
+            pass.setLoss(LossCurvatures.of(lossFunction(conf), ((BaseLayer) conf).getActivationFn())
+                    .orElseThrow(() -> new IllegalStateException("unsupported loss for second order")));
         }
-        BaseOutputLayer conf = (BaseOutputLayer) underlying.conf().getLayer();
-        ILossFunction loss = conf.getLossFn();
-        RecordingLoss recorder = new RecordingLoss(loss);
-        conf.setLossFn(recorder);
+        if (!kind().hasParameters()) {
+            Pair<Gradient, INDArray> result = underlying.backpropGradient(epsilon, workspaceMgr);
+            return new Step(result, pass.needsCurvature() ? underlying.input().detach() : null);
+        }
+        BaseOutputLayer outputConf = (BaseOutputLayer) conf;
+        ILossFunction loss = outputConf.getLossFn();
+        RecordingLoss recorder = new RecordingLoss(loss, pass.needsCurvature());
+        outputConf.setLossFn(recorder);
         Pair<Gradient, INDArray> result;
         try {
             result = underlying.backpropGradient(epsilon, workspaceMgr);
         } finally {
-            conf.setLossFn(loss);
+            outputConf.setLossFn(loss);
         }
         computeExtensions(pass, recorder.preActivationGradient(), result.getFirst());
-        return result;
+        return new Step(result, recorder.preActivation());
+    }
+
+    /**
+     * @param conf an output or loss layer configuration
+     * @return its loss function
+     */
+    static ILossFunction lossFunction(org.deeplearning4j.nn.conf.layers.Layer conf) {
+        if (conf instanceof BaseOutputLayer) {
+            return ((BaseOutputLayer) conf).getLossFn();
+        }
+        if (conf instanceof org.deeplearning4j.nn.conf.layers.LossLayer) {
+            return ((org.deeplearning4j.nn.conf.layers.LossLayer) conf).getLossFn();
+        }
+        throw new IllegalArgumentException("not an output layer: " + conf.getClass().getSimpleName());
     }
 
     @Override

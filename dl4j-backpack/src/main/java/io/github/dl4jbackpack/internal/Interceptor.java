@@ -21,6 +21,7 @@ public final class Interceptor {
 
     private final BackPackNetwork owner;
     private List<Extension<?>> active = List.of();
+    private long curvatureMemoryBudget = 1L << 30;
     private BackwardPass current;
     private Quantities latest;
     private final List<Consumer<Quantities>> subscribers = new CopyOnWriteArrayList<>();
@@ -60,8 +61,21 @@ public final class Interceptor {
         subscribers.remove(subscriber);
     }
 
-    void beginPass(long batchSize) {
-        current = active.isEmpty() ? null : new BackwardPass(active, batchSize);
+    /** @param bytes the memory that one chunk of second-order factor columns may occupy */
+    public void setCurvatureMemoryBudget(long bytes) {
+        if (bytes <= 0) {
+            throw new IllegalArgumentException("memory budget must be positive, got " + bytes);
+        }
+        this.curvatureMemoryBudget = bytes;
+    }
+
+    /** @return the memory that one chunk of second-order factor columns may occupy */
+    public long curvatureMemoryBudget() {
+        return curvatureMemoryBudget;
+    }
+
+    void beginPass(long batchSize, int layerCount) {
+        current = active.isEmpty() ? null : new BackwardPass(active, batchSize, layerCount, curvatureMemoryBudget);
     }
 
     BackwardPass current() {
@@ -70,7 +84,7 @@ public final class Interceptor {
 
     void completePass() {
         if (current != null) {
-            current.markComplete();
+            current.complete();
         }
     }
 

@@ -1,17 +1,23 @@
 package io.github.dl4jbackpack.internal;
 
+import io.github.dl4jbackpack.internal.curvature.FactorKind;
+import io.github.dl4jbackpack.internal.layers.CurvatureSink;
 import io.github.dl4jbackpack.internal.layers.FirstOrderTerms;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.Map;
 import java.util.Set;
 
 /**
  * What the backward pass recorded at one layer with parameters, as extensions see it: the layer's
  * input, the gradient of the mean loss w.r.t. its pre-activation output, DL4J's gradient, and the
- * layer kind's derivatives built on them. Valid only during the backward pass that created it.
+ * layer kind's derivatives built on them, and after the second-order pass the curvature diagonals
+ * it produced. Valid only during the backward pass that created it.
  */
 public final class LayerBackprop {
 
@@ -22,6 +28,8 @@ public final class LayerBackprop {
     private final INDArray input;
     private final INDArray outputGradient;
     private final Gradient summedGradient;
+    private final Map<FactorKind, CurvatureSink> curvature;
+    private final Map<FactorKind, Map<String, INDArray>> summedCurvature = new HashMap<>();
     private FirstOrderTerms firstOrder;
 
     LayerBackprop(int layerIndex, long batchSize, Layer layer, LayerDerivatives kind, INDArray input,
@@ -33,6 +41,19 @@ public final class LayerBackprop {
         this.input = input;
         this.outputGradient = outputGradient;
         this.summedGradient = summedGradient;
+        this.curvature = Map.of();
+    }
+
+    LayerBackprop(int layerIndex, long batchSize, Layer layer, LayerDerivatives kind,
+                  Map<FactorKind, CurvatureSink> curvature) {
+        this.layerIndex = layerIndex;
+        this.batchSize = batchSize;
+        this.layer = layer;
+        this.kind = kind;
+        this.input = null;
+        this.outputGradient = null;
+        this.summedGradient = null;
+        this.curvature = curvature;
     }
 
     /** @return the layer's index in {@code MultiLayerNetwork.getLayers()} */
@@ -50,8 +71,33 @@ public final class LayerBackprop {
         return layer.paramTable().keySet();
     }
 
+    /**
+     * @param kind a kind of factor the second-order pass propagated
+     * @param perExample whether to keep the batch axis
+     * @return the curvature diagonal from that factor per parameter: parameter-shaped, or
+     *     {@code [N, *p]} per example
+     */
+    public Map<String, INDArray> curvature(FactorKind kind, boolean perExample) {
+        CurvatureSink sink = curvature.get(kind);
+        if (sink == null || (perExample && !sink.perExample())) {
+            throw new IllegalStateException("the second-order pass did not compute " + kind
+                    + (perExample ? " per example" : "") + " for layer " + layerIndex);
+        }
+        if (perExample || !sink.perExample()) {
+            return sink.values();
+        }
+        return summedCurvature.computeIfAbsent(kind, k -> {
+            Map<String, INDArray> sums = new LinkedHashMap<>();
+            sink.values().forEach((param, values) -> sums.put(param, values.sum(0)));
+            return sums;
+        });
+    }
+
     /** @return the layer's first-order terms (individual gradients and reductions of them) */
     public FirstOrderTerms firstOrder() {
+        if (input == null) {
+            throw new IllegalStateException("first-order terms are computed during DL4J's pass, not after it");
+        }
         if (firstOrder == null) {
             firstOrder = kind.firstOrder(layer, input, outputGradient);
         }
@@ -63,6 +109,9 @@ public final class LayerBackprop {
      * @return {@code ∇L = Σ_n g_n} for that parameter, a new array of the parameter's shape
      */
     public INDArray gradient(String param) {
+        if (summedGradient == null) {
+            throw new IllegalStateException("the gradient is available during DL4J's pass, not after it");
+        }
         return summedGradient.getGradientFor(param).div(batchSize);
     }
 }

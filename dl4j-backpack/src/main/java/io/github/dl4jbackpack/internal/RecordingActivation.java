@@ -7,16 +7,25 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * Stands in for a layer's activation function for the duration of one {@code backpropGradient}
  * call, delegating everything and keeping the pre-activation gradient {@code ∂/∂z} that DL4J
- * computes there, so the library needs no second computation of {@code z}. Never serialised: it
+ * computes there (and, for the second-order pass, a copy of {@code z}), so the library needs no
+ * second computation of {@code z}. Never serialised: it
  * is swapped out again before the call returns.
  */
 final class RecordingActivation implements IActivation {
 
     private final IActivation delegate;
+    private final boolean keepPreActivation;
     private INDArray preActivationGradient;
+    private INDArray preActivation;
 
-    RecordingActivation(IActivation delegate) {
+    RecordingActivation(IActivation delegate, boolean keepPreActivation) {
         this.delegate = delegate;
+        this.keepPreActivation = keepPreActivation;
+    }
+
+    /** @return a copy of {@code z}, detached from workspaces, if asked to keep it */
+    INDArray preActivation() {
+        return preActivation;
     }
 
     INDArray preActivationGradient() {
@@ -30,6 +39,9 @@ final class RecordingActivation implements IActivation {
 
     @Override
     public Pair<INDArray, INDArray> backprop(INDArray in, INDArray epsilon) {
+        if (keepPreActivation) {
+            preActivation = in.detach();
+        }
         Pair<INDArray, INDArray> result = delegate.backprop(in, epsilon);
         preActivationGradient = result.getFirst();
         return result;

@@ -14,10 +14,18 @@ import org.nd4j.linalg.lossfunctions.ILossFunction;
 final class RecordingLoss implements ILossFunction {
 
     private final ILossFunction delegate;
+    private final boolean keepPreActivation;
     private INDArray preActivationGradient;
+    private INDArray preActivation;
 
-    RecordingLoss(ILossFunction delegate) {
+    RecordingLoss(ILossFunction delegate, boolean keepPreActivation) {
         this.delegate = delegate;
+        this.keepPreActivation = keepPreActivation;
+    }
+
+    /** @return a copy of the output pre-activation, detached from workspaces, if asked to keep it */
+    INDArray preActivation() {
+        return preActivation;
     }
 
     INDArray preActivationGradient() {
@@ -37,6 +45,9 @@ final class RecordingLoss implements ILossFunction {
 
     @Override
     public INDArray computeGradient(INDArray labels, INDArray preOutput, IActivation activationFn, INDArray mask) {
+        if (keepPreActivation) {
+            preActivation = preOutput.detach();
+        }
         INDArray gradient = delegate.computeGradient(labels, preOutput, activationFn, mask);
         preActivationGradient = gradient;
         return gradient;
@@ -45,6 +56,9 @@ final class RecordingLoss implements ILossFunction {
     @Override
     public Pair<Double, INDArray> computeGradientAndScore(INDArray labels, INDArray preOutput,
                                                           IActivation activationFn, INDArray mask, boolean average) {
+        if (keepPreActivation) {
+            preActivation = preOutput.detach();
+        }
         Pair<Double, INDArray> result = delegate.computeGradientAndScore(labels, preOutput, activationFn, mask, average);
         preActivationGradient = result.getSecond();
         return result;

@@ -2,7 +2,9 @@ package io.github.dl4jbackpack.internal;
 
 import io.github.dl4jbackpack.UnsupportedLayerException;
 import io.github.dl4jbackpack.extensions.Extension;
+import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
 import io.github.dl4jbackpack.internal.layers.LayerKinds;
+import io.github.dl4jbackpack.internal.losses.LossCurvatures;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.BackpropType;
 import org.deeplearning4j.nn.conf.InputPreProcessor;
@@ -58,6 +60,55 @@ public final class Validation {
             return;
         }
         String extension = extensions.get(0).name();
+        checkLayers(net, extension);
+        for (Extension<?> e : extensions) {
+            if (!e.curvatureRequests().isEmpty()) {
+                boolean hessian = e.curvatureRequests().stream()
+                        .anyMatch(r -> r.kind().equals(io.github.dl4jbackpack.internal.curvature.FactorKind.RESIDUAL));
+                checkSecondOrder(net, e.name(), hessian);
+            }
+        }
+    }
+
+    private static void checkSecondOrder(MultiLayerNetwork net, String extension, boolean hessian) {
+        Layer[] layers = net.getLayers();
+        int last = layers.length - 1;
+        Layer output = unwrap(layers[last]);
+        org.deeplearning4j.nn.conf.layers.Layer outConf = output.conf().getLayer();
+        if (!(outConf instanceof org.deeplearning4j.nn.conf.layers.BaseOutputLayer)
+                && !(outConf instanceof org.deeplearning4j.nn.conf.layers.LossLayer)) {
+            throw new UnsupportedLayerException(last, output.getClass().getSimpleName(), extension,
+                    "the last layer is not an output or loss layer", "OutputLayer, LossLayer");
+        }
+        org.nd4j.linalg.activations.IActivation outActivation =
+                ((org.deeplearning4j.nn.conf.layers.BaseLayer) outConf).getActivationFn();
+        org.nd4j.linalg.lossfunctions.ILossFunction loss = InterceptingOutputLayer.lossFunction(outConf);
+        if (LossCurvatures.of(loss, outActivation).isEmpty()) {
+            throw new UnsupportedLayerException(last, output.getClass().getSimpleName(), extension,
+                    "loss " + loss + " with activation " + outActivation + " has no implemented Hessian factor",
+                    LossCurvatures.SUPPORTED);
+        }
+        for (int i = 0; i < layers.length; i++) {
+            Layer layer = unwrap(layers[i]);
+            String reason = LayerKinds.of(layer).orElseThrow().secondOrderUnsupported(layer, hessian);
+            org.deeplearning4j.nn.conf.dropout.IDropout dropout = layer.conf().getLayer().getIDropout();
+            if (reason == null && dropout != null && dropout.getClass() != org.deeplearning4j.nn.conf.dropout.Dropout.class) {
+                reason = "input noise " + dropout.getClass().getSimpleName() + " is not supported by second-order "
+                        + "extensions (standard Dropout is)";
+            }
+            if (reason == null && dropout instanceof org.deeplearning4j.nn.conf.dropout.Dropout
+                    && ((org.deeplearning4j.nn.conf.dropout.Dropout) dropout).getHelper() != null) {
+                reason = "dropout computed by a CuDNN helper keeps its mask hidden; second-order extensions need it";
+            }
+            if (reason != null) {
+                throw new UnsupportedLayerException(i, layer.getClass().getSimpleName(), extension, reason,
+                        "activations " + ElementwiseActivations.SUPPORTED + "; pooling max/avg"
+                                + (hessian ? "" : "/pnorm") + "; standard Dropout");
+            }
+        }
+    }
+
+    private static void checkLayers(MultiLayerNetwork net, String extension) {
         MultiLayerConfiguration conf = net.getLayerWiseConfigurations();
         Layer[] layers = net.getLayers();
         if (conf.getBackpropType() != BackpropType.Standard) {

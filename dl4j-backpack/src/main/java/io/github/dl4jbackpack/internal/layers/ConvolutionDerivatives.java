@@ -5,6 +5,7 @@ import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
 import org.deeplearning4j.nn.layers.convolution.ConvolutionLayer;
 import org.deeplearning4j.util.ConvolutionUtils;
+import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.convolution.Convolution;
 import org.nd4j.linalg.factory.Nd4j;
@@ -22,6 +23,11 @@ import java.util.Map;
  * {@code g_n(b) = Σ_t δ_n[:, t]}. Squared norms use {@code tr(δ_n (U_nᵀU_n) δ_nᵀ)} when
  * {@code P² < nIn·kH·kW·nOut}, and the individual gradients otherwise; the second moment forms
  * individual gradients in bounded chunks of examples.
+ *
+ * <p>Second order: the input Jacobian-transpose product is DL4J's own transposed convolution
+ * ({@code Wᵀ} on the columns, then col2im); the squared parameter Jacobian of a column
+ * {@code s_nv [nOut, P]} is {@code (s_nv U_nᵀ)²}, formed in bounded chunks of examples, and that of
+ * a diagonal residual {@code r_n} is {@code r_n (U_n⊙U_n)ᵀ}.
  */
 public final class ConvolutionDerivatives implements LayerDerivatives {
 
@@ -70,6 +76,30 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
         return new Terms(unfolded, delta, weightShape, layer.paramTable().containsKey(DenseDerivatives.B));
     }
 
+    /** Padding and output size of a convolution on a given input, as DL4J computes them. */
+    record Geometry(int[] kernel, int[] strides, int[] dilation, int[] pad, int[] outSize, boolean same) {
+        static Geometry of(org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf, INDArray x) {
+            int[] kernel = conf.getKernelSize();
+            int[] strides = conf.getStride();
+            int[] dilation = conf.getDilation();
+            ConvolutionMode mode = conf.getConvolutionMode();
+            if (mode == ConvolutionMode.Same) {
+                int[] outSize = ConvolutionUtils.getOutputSize(x, kernel, strides, null, mode, dilation,
+                        CNN2DFormat.NCHW);
+                int[] pad = ConvolutionUtils.getSameModeTopLeftPadding(outSize,
+                        new int[] {(int) x.size(2), (int) x.size(3)}, kernel, strides, dilation);
+                return new Geometry(kernel, strides, dilation, pad, outSize, true);
+            }
+            int[] pad = conf.getPadding();
+            int[] outSize = ConvolutionUtils.getOutputSize(x, kernel, strides, pad, mode, dilation, CNN2DFormat.NCHW);
+            return new Geometry(kernel, strides, dilation, pad, outSize, false);
+        }
+    }
+
+    private static org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf(Layer layer) {
+        return (org.deeplearning4j.nn.conf.layers.ConvolutionLayer) layer.conf().getLayer();
+    }
+
     /**
      * Unfolds the input into patches as DL4J's convolution does.
      *
@@ -78,26 +108,105 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
      * @return {@code U} with shape {@code [N, C·kH·kW, P]}
      */
     static INDArray unfold(org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf, INDArray x) {
-        int[] kernel = conf.getKernelSize();
-        int[] strides = conf.getStride();
-        int[] dilation = conf.getDilation();
-        ConvolutionMode mode = conf.getConvolutionMode();
-        int[] pad;
-        int[] outSize;
-        if (mode == ConvolutionMode.Same) {
-            outSize = ConvolutionUtils.getOutputSize(x, kernel, strides, null, mode, dilation, CNN2DFormat.NCHW);
-            pad = ConvolutionUtils.getSameModeTopLeftPadding(outSize, new int[] {(int) x.size(2), (int) x.size(3)},
-                    kernel, strides, dilation);
-        } else {
-            pad = conf.getPadding();
-            outSize = ConvolutionUtils.getOutputSize(x, kernel, strides, pad, mode, dilation, CNN2DFormat.NCHW);
-        }
+        Geometry g = Geometry.of(conf, x);
         long n = x.size(0);
         long c = x.size(1);
-        INDArray col = Nd4j.create(x.dataType(), new long[] {n, c, kernel[0], kernel[1], outSize[0], outSize[1]}, 'c');
-        Convolution.im2col(x, kernel[0], kernel[1], strides[0], strides[1], pad[0], pad[1], dilation[0], dilation[1],
-                mode == ConvolutionMode.Same, col);
-        return col.reshape('c', n, c * kernel[0] * kernel[1], (long) outSize[0] * outSize[1]);
+        INDArray col = Nd4j.create(x.dataType(), new long[] {n, c, g.kernel[0], g.kernel[1], g.outSize[0],
+                g.outSize[1]}, 'c');
+        Convolution.im2col(x, g.kernel[0], g.kernel[1], g.strides[0], g.strides[1], g.pad[0], g.pad[1],
+                g.dilation[0], g.dilation[1], g.same, col);
+        return col.reshape('c', n, c * g.kernel[0] * g.kernel[1], (long) g.outSize[0] * g.outSize[1]);
+    }
+
+    private static INDArray unfolded(RecordedLayer record, INDArray like) {
+        return record.cached("unfolded", () -> unfold(conf(record.layer()), record.input().castTo(like.dataType())));
+    }
+
+    @Override
+    public IActivation activation(Layer layer) {
+        return conf(layer).getActivationFn();
+    }
+
+    @Override
+    public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        return ElementwiseActivations.unsupported(activation(layer), hessian);
+    }
+
+    @Override
+    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
+        org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf = conf(record.layer());
+        INDArray x = record.input();
+        Geometry g = Geometry.of(conf, x);
+        INDArray w = record.layer().getParam(DenseDerivatives.W).castTo(factor.dataType());
+        long m = factor.size(0);
+        long o = w.size(0);
+        long c = w.size(1);
+        long p = (long) g.outSize[0] * g.outSize[1];
+        INDArray columns = factor.reshape('c', m, o, p).permute(1, 0, 2).dup('c').reshape('c', o, m * p);
+        INDArray patches = w.reshape('c', o, c * g.kernel[0] * g.kernel[1]).transpose().mmul(columns);
+        INDArray cols6 = patches.reshape('c', c, g.kernel[0], g.kernel[1], m, g.outSize[0], g.outSize[1])
+                .permute(3, 0, 1, 2, 4, 5).dup('c');
+        INDArray out = Nd4j.create(factor.dataType(), m, c, x.size(2), x.size(3));
+        Convolution.col2im(cols6, out, g.strides[0], g.strides[1], g.pad[0], g.pad[1], (int) x.size(2),
+                (int) x.size(3), g.dilation[0], g.dilation[1]);
+        return out;
+    }
+
+    @Override
+    public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        INDArray u = unfolded(record, factor);
+        long n = factor.size(0);
+        long v = factor.size(1);
+        long o = factor.size(2);
+        long k = u.size(1);
+        long p = u.size(2);
+        INDArray s = factor.reshape('c', n, v * o, p);
+        long step = Math.max(1, Math.min(n, CHUNK_ELEMENTS / Math.max(1, v * o * k)));
+        INDArray weight = sink.perExample() ? Nd4j.create(factor.dataType(), n, o, k)
+                : Nd4j.create(factor.dataType(), o, k);
+        for (long from = 0; from < n; from += step) {
+            long to = Math.min(n, from + step);
+            INDArray g = Nd4j.matmul(s.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all()),
+                    u.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all()), false, true, false);
+            INDArray squares = g.muli(g).reshape('c', to - from, v, o, k).sum(1);
+            if (sink.perExample()) {
+                weight.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all()).assign(squares);
+            } else {
+                weight.addi(squares.sum(0));
+            }
+        }
+        sink.add(DenseDerivatives.W, weight.muli(sign).reshape('c', weightShape(record, sink, n)));
+        if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {
+            INDArray bias = factor.reshape('c', n, v, o, p).sum(3);
+            INDArray squares = bias.muli(bias).sum(1).muli(sign);
+            sink.add(DenseDerivatives.B, sink.perExample() ? squares : squares.sum(0));
+        }
+    }
+
+    @Override
+    public void accumulateResidual(RecordedLayer record, INDArray residual, CurvatureSink sink) {
+        INDArray u = unfolded(record, residual);
+        long n = residual.size(0);
+        long o = residual.size(1);
+        INDArray r = residual.reshape('c', n, o, u.size(2));
+        INDArray weight = Nd4j.matmul(r, u.mul(u), false, true, false);
+        sink.add(DenseDerivatives.W, (sink.perExample() ? weight : weight.sum(0))
+                .reshape('c', weightShape(record, sink, n)));
+        if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {
+            INDArray bias = r.sum(2);
+            sink.add(DenseDerivatives.B, sink.perExample() ? bias : bias.sum(0));
+        }
+    }
+
+    private static long[] weightShape(RecordedLayer record, CurvatureSink sink, long n) {
+        long[] w = record.layer().getParam(DenseDerivatives.W).shape();
+        if (!sink.perExample()) {
+            return w;
+        }
+        long[] shape = new long[w.length + 1];
+        shape[0] = n;
+        System.arraycopy(w, 0, shape, 1, w.length);
+        return shape;
     }
 
     private static final class Terms extends FirstOrderTerms {

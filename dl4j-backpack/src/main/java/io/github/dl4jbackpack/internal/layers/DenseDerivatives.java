@@ -4,6 +4,7 @@ import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.layers.OutputLayer;
 import org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer;
+import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
@@ -18,6 +19,10 @@ import java.util.Map;
  * {@code ‖g_n(W)‖² = ‖x_n‖²‖δ_n‖²}, {@code Σ_n g_n(W)⊙g_n(W) = (X⊙X)ᵀ(Δ⊙Δ)} and
  * {@code ⟨g_n(W), g_m(W)⟩ = (x_n·x_m)(δ_n·δ_m)}: only the individual gradients themselves need
  * {@code [N, nIn, nOut]} memory.
+ *
+ * <p>Second order: {@code J_xᵀ s = W s}; the squared parameter Jacobian of a column {@code s_n}
+ * at {@code z_n} is {@code x_n² (s_n²)ᵀ} for W and {@code s_n²} for b, so sums over columns need
+ * only {@code Σ_v s_nv²}. The output layer's activation belongs to the loss.
  */
 public final class DenseDerivatives implements LayerDerivatives {
 
@@ -50,6 +55,48 @@ public final class DenseDerivatives implements LayerDerivatives {
     @Override
     public boolean hasParameters() {
         return true;
+    }
+
+    @Override
+    public IActivation activation(Layer layer) {
+        return layer.getClass() == DenseLayer.class ? ((BaseLayer) layer.conf().getLayer()).getActivationFn() : null;
+    }
+
+    @Override
+    public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        IActivation activation = activation(layer);
+        return activation == null ? null : ElementwiseActivations.unsupported(activation, hessian);
+    }
+
+    @Override
+    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
+        INDArray w = record.layer().getParam(W).castTo(factor.dataType());
+        return factor.mmul(w.transpose());
+    }
+
+    @Override
+    public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        accumulateSquares(record, factor.mul(factor).sum(1).muli(sign), sink);
+    }
+
+    @Override
+    public void accumulateResidual(RecordedLayer record, INDArray residual, CurvatureSink sink) {
+        accumulateSquares(record, residual.dup(), sink);
+    }
+
+    /** Adds {@code x_n² q_nᵀ} to W and {@code q_n} to b, summed over n unless the sink is per example. */
+    private static void accumulateSquares(RecordedLayer record, INDArray q, CurvatureSink sink) {
+        INDArray x = record.input().castTo(q.dataType());
+        INDArray x2 = x.mul(x);
+        long n = x.size(0);
+        if (sink.perExample()) {
+            sink.add(W, Nd4j.matmul(x2.reshape('c', n, x.size(1), 1), q.reshape('c', n, 1, q.size(1))));
+        } else {
+            sink.add(W, x2.transpose().mmul(q));
+        }
+        if (record.layer().paramTable().containsKey(B)) {
+            sink.add(B, sink.perExample() ? q : q.sum(0));
+        }
     }
 
     @Override

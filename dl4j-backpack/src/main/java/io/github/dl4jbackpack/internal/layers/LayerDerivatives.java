@@ -1,6 +1,7 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import org.deeplearning4j.nn.api.Layer;
+import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
@@ -40,6 +41,59 @@ public interface LayerDerivatives {
      * @return the terms, computed lazily
      */
     default FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
+        throw new UnsupportedOperationException(kindName() + " has no parameters");
+    }
+
+    /**
+     * @param layer a layer of this kind
+     * @return the elementwise activation applied to the layer's output {@code z} inside the network
+     *     function (fused activation of dense and convolution layers, the function of an
+     *     {@code ActivationLayer}), or null; the output layer's activation belongs to the loss
+     */
+    default IActivation activation(Layer layer) {
+        return null;
+    }
+
+    /**
+     * @param layer a layer of this kind
+     * @param hessian whether Hessian residuals are needed
+     * @return why a second-order pass cannot go through this layer, or null
+     */
+    default String secondOrderUnsupported(Layer layer, boolean hessian) {
+        return null;
+    }
+
+    /**
+     * Jacobian-transpose product w.r.t. the layer input.
+     *
+     * @param record the layer's record
+     * @param factor columns at the layer output {@code z}, folded to {@code [N·V, *zShape]}
+     * @return the columns at the layer input, {@code [N·V, *xShape]}
+     */
+    INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor);
+
+    /**
+     * Adds {@code sign · Σ_v (J_θᵀ s_nv)²} for every parameter θ of the layer (summed over n or
+     * per example, as the sink wants).
+     *
+     * @param record the layer's record
+     * @param factor columns at the layer output {@code z}, {@code [N, V, *zShape]}
+     * @param sign +1 or −1
+     * @param sink where to add
+     */
+    default void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        throw new UnsupportedOperationException(kindName() + " has no parameters");
+    }
+
+    /**
+     * Adds {@code diag(J_θᵀ diag(r_n) J_θ)} for every parameter θ of the layer, for a residual
+     * {@code r} that is diagonal at the layer output {@code z}.
+     *
+     * @param record the layer's record
+     * @param residual {@code r}, shaped like {@code z} ({@code [N, *zShape]})
+     * @param sink where to add
+     */
+    default void accumulateResidual(RecordedLayer record, INDArray residual, CurvatureSink sink) {
         throw new UnsupportedOperationException(kindName() + " has no parameters");
     }
 }

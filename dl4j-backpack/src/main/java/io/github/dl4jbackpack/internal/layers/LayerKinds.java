@@ -1,10 +1,8 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import org.deeplearning4j.nn.api.Layer;
-import org.deeplearning4j.nn.layers.ActivationLayer;
 import org.deeplearning4j.nn.layers.DropoutLayer;
 import org.deeplearning4j.nn.layers.LossLayer;
-import org.deeplearning4j.nn.layers.convolution.subsampling.SubsamplingLayer;
 import org.deeplearning4j.nn.layers.normalization.BatchNormalization;
 
 import java.util.List;
@@ -17,10 +15,10 @@ public final class LayerKinds {
     private static final List<LayerDerivatives> KINDS = List.of(
             new DenseDerivatives(),
             new ConvolutionDerivatives(),
-            new ParameterFreeDerivatives(SubsamplingLayer.class),
-            new ParameterFreeDerivatives(ActivationLayer.class),
-            new ParameterFreeDerivatives(DropoutLayer.class),
-            new ParameterFreeDerivatives(LossLayer.class));
+            new SubsamplingDerivatives(),
+            new ActivationLayerDerivatives(),
+            new IdentityDerivatives(DropoutLayer.class),
+            new IdentityDerivatives(LossLayer.class));
 
     private LayerKinds() {
     }

@@ -1,0 +1,244 @@
+package io.github.dl4jbackpack.internal.curvature;
+
+import io.github.dl4jbackpack.internal.layers.CurvatureSink;
+import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
+import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
+import io.github.dl4jbackpack.internal.layers.RecordedLayer;
+import io.github.dl4jbackpack.internal.losses.LossCurvature;
+import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
+import org.nd4j.linalg.activations.IActivation;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Broadcast;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.nd4j.linalg.ops.transforms.Transforms;
+
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * The second-order backward pass (MATH.md, "Second order"), run right after DL4J's own backward
+ * pass on what the layers recorded: it factors the loss Hessian at the output, pushes the factor's
+ * columns down through every layer with Jacobian-transpose products ({@code S ← Jᵀ S}), and at
+ * every layer with parameters adds {@code Σ_v (J_θᵀ s_nv)²} to that layer's curvature diagonal.
+ * For the Hessian it also starts, at every activation with {@code φ'' ≠ 0}, the residual
+ * {@code diag(φ''(z) ⊙ ∂L/∂a)} split into positive and negative parts, and pushes their square
+ * roots down the same way with signs.
+ *
+ * <p>Memory: the columns are processed in chunks so that a chunk's factor, at the widest layer,
+ * stays within the memory budget; the cost in time is that of one backward pass per column.
+ */
+public final class CurvaturePass {
+
+    /** Copies of a chunk's factor alive at once in one step (factor, product, masked and reshaped copies). */
+    private static final int COPIES = 4;
+
+    private final List<RecordedLayer> layers;
+    private final long batchSize;
+    private final long memoryBudget;
+    private final int lowestParametric;
+    private final int maxFeatures;
+
+    /**
+     * @param layers the records of every layer, in network order
+     * @param memoryBudget bytes that one chunk of factor columns may occupy
+     */
+    public CurvaturePass(List<RecordedLayer> layers, long memoryBudget) {
+        this.layers = layers;
+        this.batchSize = layers.get(0).batchSize();
+        this.memoryBudget = memoryBudget;
+        int lowest = -1;
+        long widest = 1;
+        for (RecordedLayer r : layers) {
+            if (lowest < 0 && r.kind().hasParameters()) {
+                lowest = r.index();
+            }
+            widest = Math.max(widest, r.input().length() / batchSize);
+            if (r.preActivation() != null) {
+                widest = Math.max(widest, r.preActivation().length() / batchSize);
+            }
+        }
+        this.lowestParametric = lowest;
+        this.maxFeatures = (int) Math.min(Integer.MAX_VALUE, widest);
+    }
+
+    /**
+     * Runs the pass for every requested kind of factor.
+     *
+     * @param loss the curvature of the network's loss
+     * @param requests what the extensions need
+     * @return per kind, per layer index with parameters, the accumulated diagonal
+     */
+    public Map<FactorKind, Map<Integer, CurvatureSink>> run(LossCurvature loss, Set<CurvatureRequest> requests) {
+        Map<FactorKind, Map<Integer, CurvatureSink>> out = new HashMap<>();
+        for (CurvatureRequest request : requests) {
+            FactorKind kind = request.kind();
+            boolean perExample = requests.contains(new CurvatureRequest(kind, true));
+            if (out.containsKey(kind)) {
+                continue;
+            }
+            Map<Integer, CurvatureSink> sinks = new HashMap<>();
+            for (RecordedLayer r : layers) {
+                if (r.kind().hasParameters()) {
+                    sinks.put(r.index(), new CurvatureSink(perExample));
+                }
+            }
+            out.put(kind, sinks);
+            if (lowestParametric < 0) {
+                continue;
+            }
+            RecordedLayer top = layers.get(layers.size() - 1);
+            switch (kind.type()) {
+                case EXACT:
+                    propagateColumns(loss.sqrtHessian(top.preActivation(), batchSize), top.index(), false, 1.0, sinks);
+                    break;
+                case SAMPLED:
+                    propagateColumns(loss.sampledSqrtHessian(top.preActivation(), batchSize, kind.samples()),
+                            top.index(), false, 1.0, sinks);
+                    break;
+                case RESIDUAL:
+                    propagateResiduals(sinks);
+                    break;
+                default:
+                    throw new IllegalStateException(kind.toString());
+            }
+        }
+        return out;
+    }
+
+    /**
+     * @param factor columns at layer {@code start}'s output {@code z}, {@code [N, V, *zShape]}
+     * @param start the layer at whose output the columns live
+     * @param skipStart whether the start layer's own parameters are already accounted for
+     * @param sign +1 or −1
+     * @param sinks where each layer with parameters accumulates
+     */
+    private void propagateColumns(INDArray factor, int start, boolean skipStart, double sign,
+                                  Map<Integer, CurvatureSink> sinks) {
+        long columns = factor.size(1);
+        long bytesPerColumn = batchSize * (long) maxFeatures * factor.dataType().width() * COPIES;
+        long chunk = Math.max(1, Math.min(columns, memoryBudget / Math.max(1, bytesPerColumn)));
+        for (long from = 0; from < columns; from += chunk) {
+            long to = Math.min(columns, from + chunk);
+            INDArray part = chunk == columns ? factor
+                    : factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to)).dup('c');
+            propagate(part, start, skipStart, sign, sinks);
+        }
+    }
+
+    private void propagate(INDArray factor, int start, boolean skipStart, double sign,
+                           Map<Integer, CurvatureSink> sinks) {
+        INDArray s = factor;
+        boolean atOutputZ = true;
+        for (int i = start; i >= lowestParametric; i--) {
+            RecordedLayer record = layers.get(i);
+            LayerDerivatives kind = record.kind();
+            if (!atOutputZ) {
+                IActivation activation = kind.activation(record.layer());
+                if (activation != null) {
+                    s = scaleColumns(s, record.cached("activationDerivative",
+                            () -> ElementwiseActivations.firstDerivative(activation, preActivation(record))));
+                }
+            }
+            atOutputZ = false;
+            if (kind.hasParameters() && !(skipStart && i == start)) {
+                kind.accumulateCurvature(record, s, sign, sinks.get(i));
+            }
+            if (i == lowestParametric) {
+                break;
+            }
+            long v = s.size(1);
+            INDArray folded = kind.inputJacobianTranspose(record, fold(s));
+            if (record.dropoutMask() != null) {
+                folded = fold(scaleColumns(unfold(folded, v), record.dropoutMask()));
+            }
+            if (record.preProcessor() != null) {
+                folded = record.preProcessor().backprop(folded, (int) folded.size(0), LayerWorkspaceMgr.noWorkspaces());
+            }
+            s = unfold(folded, v);
+        }
+    }
+
+    private void propagateResiduals(Map<Integer, CurvatureSink> sinks) {
+        for (int j = layers.size() - 2; j >= lowestParametric; j--) {
+            RecordedLayer record = layers.get(j);
+            IActivation activation = record.kind().activation(record.layer());
+            if (activation == null || ElementwiseActivations.isPiecewiseLinear(activation)) {
+                continue;
+            }
+            INDArray z = preActivation(record);
+            INDArray r = ElementwiseActivations.secondDerivative(activation, z).muli(record.outputGradient());
+            if (record.kind().hasParameters()) {
+                record.kind().accumulateResidual(record, r, sinks.get(j));
+            }
+            if (j == lowestParametric && record.kind().hasParameters()) {
+                continue;
+            }
+            long features = r.length() / batchSize;
+            INDArray flat = r.reshape('c', batchSize, features);
+            for (double sign : new double[] {1.0, -1.0}) {
+                INDArray root = Transforms.sqrt(Transforms.relu(flat.mul(sign), false), false);
+                if (root.maxNumber().doubleValue() == 0.0) {
+                    continue;
+                }
+                propagateDiagonal(root, z.shape(), j, sign, sinks);
+            }
+        }
+    }
+
+    /** Pushes {@code diag(root_n)} (columns = features) from layer j's output down, in chunks of columns. */
+    private void propagateDiagonal(INDArray root, long[] zShape, int j, double sign, Map<Integer, CurvatureSink> sinks) {
+        long features = root.size(1);
+        long bytesPerColumn = batchSize * (long) maxFeatures * root.dataType().width() * COPIES;
+        long chunk = Math.max(1, Math.min(features, memoryBudget / Math.max(1, bytesPerColumn)));
+        for (long from = 0; from < features; from += chunk) {
+            long to = Math.min(features, from + chunk);
+            long v = to - from;
+            INDArray unitRows = Nd4j.zeros(root.dataType(), v, features);
+            for (long c = 0; c < v; c++) {
+                unitRows.putScalar(c, from + c, 1.0);
+            }
+            INDArray columns = unitRows.reshape('c', 1, v, features).broadcast(batchSize, v, features).dup('c');
+            Broadcast.mul(columns, root, columns, 0, 2);
+            long[] shape = new long[zShape.length + 1];
+            shape[0] = batchSize;
+            shape[1] = v;
+            System.arraycopy(zShape, 1, shape, 2, zShape.length - 1);
+            propagate(columns.reshape('c', shape), j, true, sign, sinks);
+        }
+    }
+
+    private static INDArray preActivation(RecordedLayer record) {
+        return record.preActivation() != null ? record.preActivation() : record.input();
+    }
+
+    /** @return {@code s[n, v, ...] · d[n, ...]} for every column v */
+    private INDArray scaleColumns(INDArray s, INDArray d) {
+        long v = s.size(1);
+        long features = s.length() / (batchSize * v);
+        INDArray s3 = s.reshape('c', batchSize, v, features).dup('c');
+        Broadcast.mul(s3, d.castTo(s.dataType()).reshape('c', batchSize, features), s3, 0, 2);
+        return s3.reshape('c', s.shape());
+    }
+
+    /** {@code [N, V, ...] → [N·V, ...]} */
+    private static INDArray fold(INDArray s) {
+        long[] shape = s.shape();
+        long[] folded = Arrays.copyOfRange(shape, 1, shape.length);
+        folded[0] = shape[0] * shape[1];
+        return s.reshape('c', folded);
+    }
+
+    /** {@code [N·V, ...] → [N, V, ...]} */
+    private INDArray unfold(INDArray folded, long v) {
+        long[] shape = folded.shape();
+        long[] out = new long[shape.length + 1];
+        out[0] = batchSize;
+        out[1] = v;
+        System.arraycopy(shape, 1, out, 2, shape.length - 1);
+        return folded.reshape('c', out);
+    }
+}

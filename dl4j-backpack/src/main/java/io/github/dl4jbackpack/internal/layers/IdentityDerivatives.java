@@ -1,0 +1,39 @@
+package io.github.dl4jbackpack.internal.layers;
+
+import org.deeplearning4j.nn.api.Layer;
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+/**
+ * Layer kinds without parameters whose map is the identity as far as derivatives go:
+ * {@code DropoutLayer} (its dropout mask, like every layer's input dropout, is applied by the
+ * second-order pass itself) and {@code LossLayer} (which hands its input to the loss).
+ */
+public final class IdentityDerivatives implements LayerDerivatives {
+
+    private final Class<? extends Layer> implementation;
+
+    /** @param implementation the DL4J layer implementation class of this kind */
+    public IdentityDerivatives(Class<? extends Layer> implementation) {
+        this.implementation = implementation;
+    }
+
+    @Override
+    public String kindName() {
+        return implementation.getSimpleName();
+    }
+
+    @Override
+    public boolean matches(Layer layer) {
+        return layer.getClass() == implementation;
+    }
+
+    @Override
+    public boolean hasParameters() {
+        return false;
+    }
+
+    @Override
+    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
+        return factor;
+    }
+}

@@ -1,0 +1,96 @@
+package io.github.dl4jbackpack.internal.layers;
+
+import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.conf.InputPreProcessor;
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+import java.util.HashMap;
+import java.util.Map;
+import java.util.function.Supplier;
+
+/**
+ * What one layer's step of DL4J's backward pass left for the second-order pass that follows it:
+ * the layer, its input, its pre-activation output (where it has an activation or feeds the loss),
+ * the dropout mask applied to its input, and the gradient of the mean loss w.r.t. its output
+ * activation (only where a Hessian residual needs it). Valid until the end of that training step.
+ */
+public final class RecordedLayer {
+
+    private final int index;
+    private final Layer layer;
+    private final LayerDerivatives kind;
+    private final INDArray input;
+    private final INDArray preActivation;
+    private final INDArray dropoutMask;
+    private final INDArray outputGradient;
+    private final InputPreProcessor preProcessor;
+    private final Map<String, INDArray> cache = new HashMap<>();
+
+    /**
+     * @param index layer index
+     * @param layer the DL4J layer
+     * @param kind its kind
+     * @param input its input (after input dropout), {@code [N, ...]}
+     * @param preActivation {@code z}, or null where not recorded
+     * @param dropoutMask the mask of input dropout (including the 1/p scaling), or null
+     * @param outputGradient {@code ∂L/∂a} of the mean loss at the layer output, or null
+     * @param preProcessor the input preprocessor in front of the layer, or null
+     */
+    public RecordedLayer(int index, Layer layer, LayerDerivatives kind, INDArray input, INDArray preActivation,
+                         INDArray dropoutMask, INDArray outputGradient, InputPreProcessor preProcessor) {
+        this.index = index;
+        this.layer = layer;
+        this.kind = kind;
+        this.input = input;
+        this.preActivation = preActivation;
+        this.dropoutMask = dropoutMask;
+        this.outputGradient = outputGradient;
+        this.preProcessor = preProcessor;
+    }
+
+    public int index() {
+        return index;
+    }
+
+    public Layer layer() {
+        return layer;
+    }
+
+    public LayerDerivatives kind() {
+        return kind;
+    }
+
+    public INDArray input() {
+        return input;
+    }
+
+    /** @return the batch size N */
+    public long batchSize() {
+        return input.size(0);
+    }
+
+    public INDArray preActivation() {
+        return preActivation;
+    }
+
+    public INDArray dropoutMask() {
+        return dropoutMask;
+    }
+
+    public INDArray outputGradient() {
+        return outputGradient;
+    }
+
+    public InputPreProcessor preProcessor() {
+        return preProcessor;
+    }
+
+    /**
+     * @param key what is cached
+     * @param compute computes it on first use
+     * @return a value computed once per pass for this layer (e.g. the unfolded input)
+     */
+    public INDArray cached(String key, Supplier<INDArray> compute) {
+        return cache.computeIfAbsent(key, k -> compute.get());
+    }
+}

@@ -1,0 +1,196 @@
+package io.github.dl4jbackpack.internal.losses;
+
+import org.nd4j.linalg.activations.IActivation;
+import org.nd4j.linalg.activations.impl.ActivationIdentity;
+import org.nd4j.linalg.activations.impl.ActivationSigmoid;
+import org.nd4j.linalg.activations.impl.ActivationSoftmax;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.lossfunctions.ILossFunction;
+import org.nd4j.linalg.lossfunctions.impl.LossBinaryXENT;
+import org.nd4j.linalg.lossfunctions.impl.LossL2;
+import org.nd4j.linalg.lossfunctions.impl.LossMCXENT;
+import org.nd4j.linalg.lossfunctions.impl.LossMSE;
+import org.nd4j.linalg.ops.transforms.Transforms;
+
+import java.util.Optional;
+
+/**
+ * The supported (loss, output activation) pairs and their curvature (MATH.md, "Second order"):
+ * softmax with MCXENT or NEGATIVELOGLIKELIHOOD, identity with MSE or L2, sigmoid with XENT.
+ */
+public final class LossCurvatures {
+
+    /** What is supported, for messages. */
+    public static final String SUPPORTED = "softmax with MCXENT or NEGATIVELOGLIKELIHOOD, identity with MSE or L2, "
+            + "sigmoid with XENT (all without per-output weights)";
+
+    private LossCurvatures() {
+    }
+
+    /**
+     * @param loss the loss function
+     * @param activation the output activation
+     * @return the curvature of the pair, if supported
+     */
+    public static Optional<LossCurvature> of(ILossFunction loss, IActivation activation) {
+        Class<?> l = loss.getClass();
+        if ((l == LossMCXENT.class || l == org.nd4j.linalg.lossfunctions.impl.LossNegativeLogLikelihood.class)
+                && activation instanceof ActivationSoftmax && ((LossMCXENT) loss).getWeights() == null) {
+            return Optional.of(new SoftmaxCrossEntropy());
+        }
+        if (l == LossMSE.class && activation instanceof ActivationIdentity && ((LossMSE) loss).getWeights() == null) {
+            return Optional.of(new SquaredError(true));
+        }
+        if (l == LossL2.class && activation instanceof ActivationIdentity && ((LossL2) loss).getWeights() == null) {
+            return Optional.of(new SquaredError(false));
+        }
+        if (l == LossBinaryXENT.class && activation instanceof ActivationSigmoid
+                && ((LossBinaryXENT) loss).getWeights() == null) {
+            return Optional.of(new SigmoidCrossEntropy());
+        }
+        return Optional.empty();
+    }
+
+    /** {@code ℓ = −Σ_c y_c log p_c}, {@code p = softmax(z)}: {@code H = diag(p) − p pᵀ}. */
+    static final class SoftmaxCrossEntropy implements LossCurvature {
+
+        @Override
+        public String describe() {
+            return "softmax cross-entropy";
+        }
+
+        private static INDArray probabilities(INDArray z) {
+            return Transforms.softmax(z, true);
+        }
+
+        @Override
+        public INDArray hessian(INDArray z) {
+            INDArray p = probabilities(z);
+            long n = p.size(0);
+            long c = p.size(1);
+            INDArray outer = Nd4j.matmul(p.reshape(n, c, 1), p.reshape(n, 1, c));
+            return diagonalMatrices(p).subi(outer);
+        }
+
+        @Override
+        public INDArray sqrtHessian(INDArray z, long batchSize) {
+            // S = diag(√p) − p √pᵀ: S Sᵀ = diag(p) − p pᵀ since Σ p = 1
+            INDArray p = probabilities(z);
+            long n = p.size(0);
+            long c = p.size(1);
+            INDArray sqrtP = Transforms.sqrt(p, true);
+            INDArray s = diagonalMatrices(sqrtP).subi(Nd4j.matmul(p.reshape(n, c, 1), sqrtP.reshape(n, 1, c)));
+            // columns of S_n are S_n[:, v]; store as [N, V, C]
+            return s.permute(0, 2, 1).dup('c').divi(Math.sqrt(batchSize));
+        }
+
+        @Override
+        public INDArray sampledSqrtHessian(INDArray z, long batchSize, int samples) {
+            INDArray p = probabilities(z);
+            long n = p.size(0);
+            long c = p.size(1);
+            INDArray cumulative = p.cumsum(1).reshape(n, 1, c);
+            INDArray u = Nd4j.rand(p.dataType(), n, samples, 1);
+            // one-hot of the sampled class: [u < cum_c] − [u < cum_{c−1}]
+            INDArray below = cumulative.broadcast(n, samples, c).gt(u.broadcast(n, samples, c)).castTo(p.dataType());
+            INDArray oneHot = below.dup();
+            oneHot.get(org.nd4j.linalg.indexing.NDArrayIndex.all(), org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(1, c))
+                    .subi(below.get(org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                            org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                            org.nd4j.linalg.indexing.NDArrayIndex.interval(0, c - 1)));
+            // guard against round-off making Σp slightly below u: put that mass on the last class
+            INDArray none = oneHot.sum(2).rsub(1.0);
+            oneHot.get(org.nd4j.linalg.indexing.NDArrayIndex.all(), org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.point(c - 1)).addi(none);
+            INDArray gradient = p.reshape(n, 1, c).broadcast(n, samples, c).sub(oneHot);
+            return gradient.divi(Math.sqrt((double) batchSize * samples));
+        }
+    }
+
+    /**
+     * {@code ℓ = s Σ_c (z_c − y_c)²} with {@code s = 1/C} (DL4J MSE) or {@code 1} (L2):
+     * {@code H = 2s I}; sampling {@code y ~ N(z, I/(2s))}.
+     */
+    static final class SquaredError implements LossCurvature {
+        private final boolean mean;
+
+        SquaredError(boolean mean) {
+            this.mean = mean;
+        }
+
+        private double scale(long c) {
+            return mean ? 1.0 / c : 1.0;
+        }
+
+        @Override
+        public String describe() {
+            return mean ? "mean squared error" : "squared error (L2)";
+        }
+
+        @Override
+        public INDArray hessian(INDArray z) {
+            long n = z.size(0);
+            long c = z.size(1);
+            INDArray eye = Nd4j.eye(c).castTo(z.dataType()).muli(2 * scale(c));
+            return eye.reshape(1, c, c).broadcast(n, c, c).dup();
+        }
+
+        @Override
+        public INDArray sqrtHessian(INDArray z, long batchSize) {
+            long c = z.size(1);
+            return hessian(z).divi(2 * scale(c)).muli(Math.sqrt(2 * scale(c) / batchSize));
+        }
+
+        @Override
+        public INDArray sampledSqrtHessian(INDArray z, long batchSize, int samples) {
+            // ∇_z ℓ(z, y) = 2s (z − y) with z − y ~ N(0, I/(2s)): the gradient is √(2s) times a standard normal
+            long n = z.size(0);
+            long c = z.size(1);
+            INDArray noise = Nd4j.randn(z.dataType(), n, samples, c);
+            return noise.muli(Math.sqrt(2 * scale(c)) / Math.sqrt((double) batchSize * samples));
+        }
+    }
+
+    /** {@code ℓ = −Σ_c [y_c log s_c + (1 − y_c) log(1 − s_c)]}, {@code s = σ(z)}: {@code H = diag(s(1−s))}. */
+    static final class SigmoidCrossEntropy implements LossCurvature {
+
+        @Override
+        public String describe() {
+            return "sigmoid binary cross-entropy";
+        }
+
+        private static INDArray curvature(INDArray z) {
+            INDArray s = Transforms.sigmoid(z, true);
+            return s.mul(s.rsub(1.0));
+        }
+
+        @Override
+        public INDArray hessian(INDArray z) {
+            return diagonalMatrices(curvature(z));
+        }
+
+        @Override
+        public INDArray sqrtHessian(INDArray z, long batchSize) {
+            return diagonalMatrices(Transforms.sqrt(curvature(z), false)).divi(Math.sqrt(batchSize));
+        }
+
+        @Override
+        public INDArray sampledSqrtHessian(INDArray z, long batchSize, int samples) {
+            long n = z.size(0);
+            long c = z.size(1);
+            INDArray s = Transforms.sigmoid(z, true).reshape(n, 1, c).broadcast(n, samples, c).dup();
+            INDArray y = Nd4j.rand(z.dataType(), n, samples, c).lt(s).castTo(z.dataType());
+            return s.subi(y).divi(Math.sqrt((double) batchSize * samples));
+        }
+    }
+
+    /** @return {@code [N, C, C]} with {@code d[n]} on each diagonal */
+    static INDArray diagonalMatrices(INDArray d) {
+        long n = d.size(0);
+        long c = d.size(1);
+        INDArray eye = Nd4j.eye(c).castTo(d.dataType()).reshape(1, c, c);
+        return eye.broadcast(n, c, c).mul(d.reshape(n, c, 1).broadcast(n, c, c));
+    }
+}
