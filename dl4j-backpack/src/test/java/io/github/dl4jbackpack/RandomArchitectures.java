@@ -50,6 +50,14 @@ final class RandomArchitectures {
      * @param workspaces workspace mode
      */
     static Sample sample(long seed, boolean dropout, DataType dataType, WorkspaceMode workspaces) {
+        return sample(seed, dropout, false, dataType, workspaces);
+    }
+
+    /**
+     * @param secondOrder whether to use only what second-order extensions support (losses with a
+     *     Hessian factor, no p-norm pooling)
+     */
+    static Sample sample(long seed, boolean dropout, boolean secondOrder, DataType dataType, WorkspaceMode workspaces) {
         Random r = new Random(seed);
         List<Layer> layers = new ArrayList<>();
         StringBuilder d = new StringBuilder("seed " + seed + ":");
@@ -98,6 +106,9 @@ final class RandomArchitectures {
                 }
                 if (Math.min(h, w) >= 3 && r.nextBoolean()) {
                     PoolingType type = new PoolingType[] {PoolingType.MAX, PoolingType.AVG, PoolingType.PNORM}[r.nextInt(3)];
+                    if (secondOrder && type == PoolingType.PNORM) {
+                        type = PoolingType.AVG;
+                    }
                     layers.add(new SubsamplingLayer.Builder(type).kernelSize(2, 2).stride(1, 1).pnorm(2).build());
                     h -= 1;
                     w -= 1;
@@ -144,7 +155,7 @@ final class RandomArchitectures {
                 break;
             default:
                 loss = LossFunction.L2;
-                outAct = Activation.TANH;
+                outAct = secondOrder ? Activation.IDENTITY : Activation.TANH;
         }
         if (r.nextInt(5) == 0) {
             layers.add(new DenseLayer.Builder().nOut(nOut).activation(Activation.IDENTITY).build());

@@ -60,11 +60,10 @@ public class InterceptingLayer extends BaseWrapperLayer {
         }
         try {
             requireSupportedState();
-            INDArray mask = pass.needsCurvature() ? dropoutMask() : null;
             Step step = delegate(pass, epsilon, workspaceMgr);
             if (pass.needsCurvature()) {
-                pass.record(new RecordedLayer(index, underlying, kind, underlying.input(), step.preActivation, mask,
-                        residualGradient(pass, epsilon), preProcessor));
+                pass.record(new RecordedLayer(index, underlying, kind, underlying.input(), step.preActivation,
+                        step.dropoutMask, residualGradient(pass, epsilon), preProcessor));
             }
             if (index == 0) {
                 interceptor.completePass();
@@ -76,14 +75,19 @@ public class InterceptingLayer extends BaseWrapperLayer {
         }
     }
 
-    /** DL4J's result of one layer's backward step, and the pre-activation recorded on the way. */
+    /**
+     * DL4J's result of one layer's backward step, and what was recorded on the way for the
+     * second-order pass: the pre-activation and the input dropout mask (null where not needed).
+     */
     protected static final class Step {
         final Pair<Gradient, INDArray> result;
         final INDArray preActivation;
+        final INDArray dropoutMask;
 
-        Step(Pair<Gradient, INDArray> result, INDArray preActivation) {
+        Step(Pair<Gradient, INDArray> result, INDArray preActivation, INDArray dropoutMask) {
             this.result = result;
             this.preActivation = preActivation;
+            this.dropoutMask = dropoutMask;
         }
     }
 
@@ -96,8 +100,10 @@ public class InterceptingLayer extends BaseWrapperLayer {
      * @return DL4J's result, unchanged, and the recorded pre-activation (or null)
      */
     protected Step delegate(BackwardPass pass, INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
+        // hidden layers apply their input dropout in the forward pass; the backward step clears the mask
+        INDArray mask = pass.needsCurvature() ? Detached.copy(liveDropoutMask()) : null;
         if (!kind.hasParameters()) {
-            return new Step(underlying.backpropGradient(epsilon, workspaceMgr), null);
+            return new Step(underlying.backpropGradient(epsilon, workspaceMgr), null, mask);
         }
         BaseLayer conf = (BaseLayer) underlying.conf().getLayer();
         IActivation activation = conf.getActivationFn();
@@ -110,7 +116,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
             conf.setActivationFn(activation);
         }
         computeExtensions(pass, recorder.preActivationGradient(), result.getFirst());
-        return new Step(result, recorder.preActivation());
+        return new Step(result, recorder.preActivation(), mask);
     }
 
     /**
@@ -128,14 +134,13 @@ public class InterceptingLayer extends BaseWrapperLayer {
         }
     }
 
-    /** @return a detached copy of the dropout mask this layer applied to its input in this step, or null */
-    private INDArray dropoutMask() {
+    /**
+     * @return the mask of the dropout this layer has applied to its input in the current step (DL4J
+     *     keeps it until the layer's backward step ends), or null when none is applied
+     */
+    protected final INDArray liveDropoutMask() {
         IDropout dropout = underlying.conf().getLayer().getIDropout();
-        if (!(dropout instanceof Dropout)) {
-            return null;
-        }
-        INDArray mask = ((Dropout) dropout).getMask();
-        return mask == null ? null : mask.detach();
+        return dropout instanceof Dropout ? ((Dropout) dropout).getMask() : null;
     }
 
     /** @return {@code ∂L/∂a} of the mean loss, detached, where a Hessian residual needs it; else null */

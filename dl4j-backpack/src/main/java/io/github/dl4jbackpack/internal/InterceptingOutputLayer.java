@@ -48,26 +48,37 @@ public final class InterceptingOutputLayer extends InterceptingLayer implements 
     @Override
     protected Step delegate(BackwardPass pass, INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
         org.deeplearning4j.nn.conf.layers.Layer conf = underlying.conf().getLayer();
-        if (pass.needsCurvature()) {
-            pass.setLoss(LossCurvatures.of(lossFunction(conf), ((BaseLayer) conf).getActivationFn())
+        boolean curvature = pass.needsCurvature();
+        boolean firstOrder = kind().hasParameters();
+        if (!curvature && !firstOrder) {
+            return new Step(underlying.backpropGradient(epsilon, workspaceMgr), null, null);
+        }
+        ILossFunction loss = lossFunction(conf);
+        if (curvature) {
+            pass.setLoss(LossCurvatures.of(loss, ((BaseLayer) conf).getActivationFn())
                     .orElseThrow(() -> new IllegalStateException("unsupported loss for second order")));
         }
-        if (!kind().hasParameters()) {
-            Pair<Gradient, INDArray> result = underlying.backpropGradient(epsilon, workspaceMgr);
-            return new Step(result, pass.needsCurvature() ? underlying.input().detach() : null);
-        }
-        BaseOutputLayer outputConf = (BaseOutputLayer) conf;
-        ILossFunction loss = outputConf.getLossFn();
-        RecordingLoss recorder = new RecordingLoss(loss, pass.needsCurvature());
-        outputConf.setLossFn(recorder);
+        // an output layer applies its input dropout inside its backward step, before the loss gradient
+        RecordingLoss recorder = new RecordingLoss(loss, curvature ? this::liveDropoutMask : null);
+        setLossFunction(conf, recorder);
         Pair<Gradient, INDArray> result;
         try {
             result = underlying.backpropGradient(epsilon, workspaceMgr);
         } finally {
-            outputConf.setLossFn(loss);
+            setLossFunction(conf, loss);
         }
-        computeExtensions(pass, recorder.preActivationGradient(), result.getFirst());
-        return new Step(result, recorder.preActivation());
+        if (firstOrder) {
+            computeExtensions(pass, recorder.preActivationGradient(), result.getFirst());
+        }
+        return new Step(result, recorder.preActivation(), recorder.dropoutMask());
+    }
+
+    private static void setLossFunction(org.deeplearning4j.nn.conf.layers.Layer conf, ILossFunction loss) {
+        if (conf instanceof BaseOutputLayer) {
+            ((BaseOutputLayer) conf).setLossFn(loss);
+        } else {
+            ((org.deeplearning4j.nn.conf.layers.LossLayer) conf).setLossFn(loss);
+        }
     }
 
     /**

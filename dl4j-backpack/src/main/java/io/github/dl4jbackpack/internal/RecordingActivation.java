@@ -40,7 +40,7 @@ final class RecordingActivation implements IActivation {
     @Override
     public Pair<INDArray, INDArray> backprop(INDArray in, INDArray epsilon) {
         if (keepPreActivation) {
-            preActivation = in.detach();
+            preActivation = Detached.copy(in);
         }
         Pair<INDArray, INDArray> result = delegate.backprop(in, epsilon);
         preActivationGradient = result.getFirst();
