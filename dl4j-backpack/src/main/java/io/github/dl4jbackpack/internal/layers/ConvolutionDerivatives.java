@@ -200,13 +200,15 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
 
     private static long[] weightShape(RecordedLayer record, CurvatureSink sink, long n) {
         long[] w = record.layer().getParam(DenseDerivatives.W).shape();
-        if (!sink.perExample()) {
-            return w;
-        }
-        long[] shape = new long[w.length + 1];
-        shape[0] = n;
-        System.arraycopy(w, 0, shape, 1, w.length);
-        return shape;
+        return sink.perExample() ? withBatchAxis(n, w) : w;
+    }
+
+    /** @return {@code [n, *shape]} */
+    static long[] withBatchAxis(long n, long[] shape) {
+        long[] out = new long[shape.length + 1];
+        out[0] = n;
+        System.arraycopy(shape, 0, out, 1, shape.length);
+        return out;
     }
 
     private static final class Terms extends FirstOrderTerms {
@@ -251,11 +253,8 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
 
         @Override
         protected Map<String, INDArray> computeIndividualGradients() {
-            long[] shape = new long[weightShape.length + 1];
-            shape[0] = n();
-            System.arraycopy(weightShape, 0, shape, 1, weightShape.length);
             Map<String, INDArray> out = new LinkedHashMap<>();
-            out.put(DenseDerivatives.W, weightGradients(0, n()).reshape('c', shape));
+            out.put(DenseDerivatives.W, weightGradients(0, n()).reshape('c', withBatchAxis(n(), weightShape)));
             if (hasBias) {
                 out.put(DenseDerivatives.B, biasGradients());
             }
