@@ -171,6 +171,45 @@ class SecondOrderTest {
     }
 
     @Test
+    void hundredClassesRunInChunksUnderASmallBudget() {
+        MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.convolutional(5, 5, 2),
+                new ConvolutionLayer.Builder(3, 3).nOut(4).activation(Activation.TANH).build(),
+                new DenseLayer.Builder().nOut(12).activation(Activation.SIGMOID).build(),
+                new OutputLayer.Builder(LossFunction.MCXENT).nOut(100).activation(Activation.SOFTMAX).build());
+        INDArray x = TestNets.features(DataType.DOUBLE, 1, 6, 2, 5, 5);
+        INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 2, 6, 100);
+        BackPackNetwork bp = BackPackNetwork.extend(net);
+        Quantities whole = bp.backward(x, y, new DiagGGNExact(), new DiagHessian());
+        // one chunk of columns may hold ~3 columns at the widest layer (6 examples × 100 features × 8 bytes × 4 copies)
+        bp.setCurvatureMemoryBudget(3 * 6 * 100 * 8 * 4);
+        Quantities chunked = bp.backward(x, y, new DiagGGNExact(), new DiagHessian());
+        assertClose(flatten(whole, DiagGGNExact.class), flatten(chunked, DiagGGNExact.class), 1e-12, 1e-14, "GGN");
+        assertClose(flatten(whole, DiagHessian.class), flatten(chunked, DiagHessian.class), 1e-12, 1e-14, "Hessian");
+    }
+
+    @Test
+    void trainingWithCurvatureEnabledKeepsTheTrajectory() {
+        MultiLayerNetwork plain = TestNets.build(DataType.DOUBLE, InputType.convolutional(6, 6, 2),
+                new ConvolutionLayer.Builder(3, 3).nOut(3).activation(Activation.TANH).build(),
+                new SubsamplingLayer.Builder(PoolingType.MAX).kernelSize(2, 2).stride(2, 2).build(),
+                new OutputLayer.Builder(LossFunction.MCXENT).nOut(3).activation(Activation.SOFTMAX).build());
+        MultiLayerNetwork extended = plain.clone();
+        BackPackNetwork bp = BackPackNetwork.extend(extended);
+        bp.enable(new DiagGGNExact(), new BatchDiagHessian(), new Variance());
+        List<Quantities> seen = new ArrayList<>();
+        bp.addQuantitiesListener(seen::add);
+        for (int step = 0; step < 4; step++) {
+            INDArray x = TestNets.features(DataType.DOUBLE, step, 4, 2, 6, 6);
+            INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, step, 4, 3);
+            plain.fit(x, y);
+            extended.fit(x, y);
+            assertClose(plain.params(), extended.params(), 0, 0, "parameters after step " + step);
+        }
+        assertEquals(4, seen.size());
+        assertTrue(seen.get(3).contains(DiagGGNExact.class) && seen.get(3).contains(BatchDiagHessian.class));
+    }
+
+    @Test
     void workspaceModesAndMixedPassesAgree() {
         List<Quantities> results = new ArrayList<>();
         for (WorkspaceMode mode : new WorkspaceMode[] {WorkspaceMode.ENABLED, WorkspaceMode.NONE}) {

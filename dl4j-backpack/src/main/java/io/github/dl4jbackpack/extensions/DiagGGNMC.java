@@ -12,7 +12,9 @@ import java.util.Map;
  * Monte Carlo estimate of the GGN diagonal (see {@link DiagGGNExact}): the factor of
  * {@code H_n / N} is replaced by M columns {@code (1/√(N M)) ∇_f ℓ(f_n, ŷ_m)} with targets
  * {@code ŷ_m} drawn from the model's predictive distribution, so the estimate is unbiased. Samples
- * are drawn from {@code Nd4j.getRandom()}: seed it for reproducible runs.
+ * are drawn from {@code Nd4j.getRandom()}: seed it for reproducible runs. Drawing advances that
+ * generator, so during training with other random operations (dropout) the later draws differ from
+ * a run without this extension.
  *
  * <p>Value per parameter: the parameter's shape.
  *
