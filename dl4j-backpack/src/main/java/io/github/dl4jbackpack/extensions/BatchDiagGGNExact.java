@@ -25,7 +25,7 @@ public final class BatchDiagGGNExact implements Extension<INDArray> {
 
     @Override
     public List<CurvatureRequest> curvatureRequests() {
-        return List.of(new CurvatureRequest(FactorKind.EXACT, true));
+        return List.of(CurvatureRequest.batchDiagonal(FactorKind.EXACT));
     }
 
     @Override

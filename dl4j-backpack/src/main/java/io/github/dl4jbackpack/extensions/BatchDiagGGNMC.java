@@ -37,7 +37,7 @@ public final class BatchDiagGGNMC implements Extension<INDArray> {
 
     @Override
     public List<CurvatureRequest> curvatureRequests() {
-        return List.of(new CurvatureRequest(kind, true));
+        return List.of(CurvatureRequest.batchDiagonal(kind));
     }
 
     @Override

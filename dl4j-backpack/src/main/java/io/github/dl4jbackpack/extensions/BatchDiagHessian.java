@@ -24,7 +24,7 @@ public final class BatchDiagHessian implements Extension<INDArray> {
 
     @Override
     public List<CurvatureRequest> curvatureRequests() {
-        return List.of(new CurvatureRequest(FactorKind.EXACT, true), new CurvatureRequest(FactorKind.RESIDUAL, true));
+        return List.of(CurvatureRequest.batchDiagonal(FactorKind.EXACT), CurvatureRequest.batchDiagonal(FactorKind.RESIDUAL));
     }
 
     @Override

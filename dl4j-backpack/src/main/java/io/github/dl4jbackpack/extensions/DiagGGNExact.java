@@ -29,7 +29,7 @@ public final class DiagGGNExact implements Extension<INDArray> {
 
     @Override
     public List<CurvatureRequest> curvatureRequests() {
-        return List.of(new CurvatureRequest(FactorKind.EXACT, false));
+        return List.of(CurvatureRequest.diagonal(FactorKind.EXACT));
     }
 
     @Override

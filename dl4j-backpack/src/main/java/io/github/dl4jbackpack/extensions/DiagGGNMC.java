@@ -43,7 +43,7 @@ public final class DiagGGNMC implements Extension<INDArray> {
 
     @Override
     public List<CurvatureRequest> curvatureRequests() {
-        return List.of(new CurvatureRequest(kind, false));
+        return List.of(CurvatureRequest.diagonal(kind));
     }
 
     @Override

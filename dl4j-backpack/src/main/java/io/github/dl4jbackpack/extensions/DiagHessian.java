@@ -30,7 +30,7 @@ public final class DiagHessian implements Extension<INDArray> {
 
     @Override
     public List<CurvatureRequest> curvatureRequests() {
-        return List.of(new CurvatureRequest(FactorKind.EXACT, false), new CurvatureRequest(FactorKind.RESIDUAL, false));
+        return List.of(CurvatureRequest.diagonal(FactorKind.EXACT), CurvatureRequest.diagonal(FactorKind.RESIDUAL));
     }
 
     @Override

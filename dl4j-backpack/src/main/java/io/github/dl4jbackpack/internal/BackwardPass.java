@@ -99,7 +99,7 @@ final class BackwardPass {
                     }
                     Map<FactorKind, CurvatureSink> sinks = new HashMap<>();
                     curvature.forEach((kind, byLayer) -> sinks.put(kind, byLayer.get(r.index())));
-                    LayerBackprop layer = new LayerBackprop(r.index(), batchSize, r.layer(), r.kind(), sinks);
+                    LayerBackprop layer = new LayerBackprop(r, sinks);
                     for (Extension<?> extension : secondOrder) {
                         store(extension, layer);
                     }

@@ -62,8 +62,9 @@ public class InterceptingLayer extends BaseWrapperLayer {
             requireSupportedState();
             Step step = delegate(pass, epsilon, workspaceMgr);
             if (pass.needsCurvature()) {
+                long[] outputShape = epsilon != null ? epsilon.shape() : step.preActivation.shape();
                 pass.record(new RecordedLayer(index, underlying, kind, underlying.input(), step.preActivation,
-                        step.dropoutMask, residualGradient(pass, epsilon), preProcessor));
+                        step.dropoutMask, residualGradient(pass, epsilon), preProcessor, outputShape));
             }
             if (index == 0) {
                 interceptor.completePass();

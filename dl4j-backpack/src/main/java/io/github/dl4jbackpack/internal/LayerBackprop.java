@@ -1,9 +1,11 @@
 package io.github.dl4jbackpack.internal;
 
+import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import io.github.dl4jbackpack.internal.curvature.FactorKind;
 import io.github.dl4jbackpack.internal.layers.CurvatureSink;
 import io.github.dl4jbackpack.internal.layers.FirstOrderTerms;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
+import io.github.dl4jbackpack.internal.layers.RecordedLayer;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -28,6 +30,7 @@ public final class LayerBackprop {
     private final INDArray input;
     private final INDArray outputGradient;
     private final Gradient summedGradient;
+    private final RecordedLayer record;
     private final Map<FactorKind, CurvatureSink> curvature;
     private final Map<FactorKind, Map<String, INDArray>> summedCurvature = new HashMap<>();
     private FirstOrderTerms firstOrder;
@@ -41,18 +44,19 @@ public final class LayerBackprop {
         this.input = input;
         this.outputGradient = outputGradient;
         this.summedGradient = summedGradient;
+        this.record = null;
         this.curvature = Map.of();
     }
 
-    LayerBackprop(int layerIndex, long batchSize, Layer layer, LayerDerivatives kind,
-                  Map<FactorKind, CurvatureSink> curvature) {
-        this.layerIndex = layerIndex;
-        this.batchSize = batchSize;
-        this.layer = layer;
-        this.kind = kind;
+    LayerBackprop(RecordedLayer record, Map<FactorKind, CurvatureSink> curvature) {
+        this.layerIndex = record.index();
+        this.batchSize = record.batchSize();
+        this.layer = record.layer();
+        this.kind = record.kind();
         this.input = null;
         this.outputGradient = null;
         this.summedGradient = null;
+        this.record = record;
         this.curvature = curvature;
     }
 
@@ -91,6 +95,19 @@ public final class LayerBackprop {
             sink.values().forEach((param, values) -> sums.put(param, values.sum(0)));
             return sums;
         });
+    }
+
+    /**
+     * @param kind a kind of factor the second-order pass propagated with the output-side factor
+     * @return the Kronecker factors of every parameter of the layer
+     */
+    public Map<String, KroneckerFactors> kronecker(FactorKind kind) {
+        CurvatureSink sink = curvature.get(kind);
+        if (sink == null || sink.outputFactor() == null) {
+            throw new IllegalStateException("the second-order pass did not compute Kronecker factors from " + kind
+                    + " for layer " + layerIndex);
+        }
+        return this.kind.kroneckerFactors(record, sink.outputFactor());
     }
 
     /** @return the layer's first-order terms (individual gradients and reductions of them) */

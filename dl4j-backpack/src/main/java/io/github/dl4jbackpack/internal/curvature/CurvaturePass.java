@@ -76,14 +76,16 @@ public final class CurvaturePass {
         Map<FactorKind, Map<Integer, CurvatureSink>> out = new HashMap<>();
         for (CurvatureRequest request : requests) {
             FactorKind kind = request.kind();
-            boolean perExample = requests.contains(new CurvatureRequest(kind, true));
             if (out.containsKey(kind)) {
                 continue;
             }
+            boolean perExample = requests.contains(CurvatureRequest.batchDiagonal(kind));
+            boolean diagonal = perExample || requests.contains(CurvatureRequest.diagonal(kind));
+            boolean outputFactor = requests.contains(CurvatureRequest.outputFactor(kind));
             Map<Integer, CurvatureSink> sinks = new HashMap<>();
             for (RecordedLayer r : layers) {
                 if (r.kind().hasParameters()) {
-                    sinks.put(r.index(), new CurvatureSink(perExample));
+                    sinks.put(r.index(), new CurvatureSink(diagonal, perExample, outputFactor));
                 }
             }
             out.put(kind, sinks);
@@ -102,10 +104,106 @@ public final class CurvaturePass {
                 case RESIDUAL:
                     propagateResiduals(sinks);
                     break;
+                case AVERAGED:
+                    propagateAveraged(loss.hessian(top.preActivation()).mean(0), sinks);
+                    break;
                 default:
                     throw new IllegalStateException(kind.toString());
             }
         }
+        return out;
+    }
+
+    /**
+     * The memory KFRA's averaged pass needs: the largest averaged matrix and, through layers whose
+     * Jacobian differs between examples, the per-example products, in bytes.
+     *
+     * @param layers the records
+     * @param bytesPerElement size of one number
+     * @return index of the layer needing most, and the bytes
+     */
+    static long[] averagedMemory(List<RecordedLayer> layers, int bytesPerElement) {
+        long worst = 0;
+        long worstLayer = -1;
+        for (RecordedLayer r : layers) {
+            long z = r.outputFeatures();
+            long x = r.inputFeatures();
+            long n = r.kind().jacobianVariesByExample(r.layer()) ? r.batchSize() : 1;
+            long elements = Math.max(z * z, x * x) + n * x * Math.max(x, z) * 2;
+            if (elements > worst) {
+                worst = elements;
+                worstLayer = r.index();
+            }
+        }
+        return new long[] {worstLayer, worst * bytesPerElement};
+    }
+
+    /**
+     * KFRA (Botev et al. 2017): pushes one batch-averaged matrix down instead of per-example
+     * factors, {@code Ḡ(z(i−1)) = (1/N) Σ_n J_nᵀ Ḡ(z(i)) J_n}, averaging after every module (linear
+     * map, pooling, dropout, activation) as the reference implementation does; the output-side
+     * factor of a layer is {@code Ḡ} at its output.
+     */
+    private void propagateAveraged(INDArray outputAverage, Map<Integer, CurvatureSink> sinks) {
+        long[] need = averagedMemory(layers, outputAverage.dataType().width());
+        if (need[1] > memoryBudget) {
+            throw new IllegalStateException(String.format("KFRA needs the batch-averaged curvature of whole layer "
+                    + "outputs as dense matrices: about %.1f MB at layer %d, more than the curvature memory budget of "
+                    + "%.1f MB. Use KFLR or KFAC, which do not, or raise the budget with "
+                    + "BackPackNetwork.setCurvatureMemoryBudget(bytes).", need[1] / 1e6, need[0], memoryBudget / 1e6));
+        }
+        INDArray g = outputAverage;
+        int top = layers.size() - 1;
+        for (int i = top; i >= lowestParametric; i--) {
+            RecordedLayer record = layers.get(i);
+            LayerDerivatives kind = record.kind();
+            if (i != top) {
+                IActivation activation = kind.activation(record.layer());
+                if (activation != null) {
+                    INDArray d = ElementwiseActivations.firstDerivative(activation, preActivation(record));
+                    g = g.mul(secondMoment(d));
+                }
+            }
+            if (kind.hasParameters()) {
+                sinks.get(i).addOutputFactor(kind.outputFactorOfAveraged(record, g));
+            }
+            if (i == lowestParametric) {
+                break;
+            }
+            g = averagedInputJacobianTranspose(record, g);
+            if (record.dropoutMask() != null) {
+                g = g.muli(secondMoment(record.dropoutMask()));
+            }
+            // the supported preprocessors only reshape, in the row-major order of the flattened features
+        }
+    }
+
+    /** @return {@code (1/N) Σ_n d_n d_nᵀ} over the flattened features of {@code d [N, ...]} */
+    private INDArray secondMoment(INDArray d) {
+        INDArray flat = d.reshape('c', batchSize, d.length() / batchSize);
+        return flat.transpose().mmul(flat).divi(batchSize);
+    }
+
+    /** @return {@code (1/N) Σ_n J_nᵀ g J_n} for the layer's input Jacobian, {@code [hx, hx]} */
+    private INDArray averagedInputJacobianTranspose(RecordedLayer record, INDArray g) {
+        LayerDerivatives kind = record.kind();
+        long[] outputShape = record.outputShape();
+        long hz = record.outputFeatures();
+        long hx = record.inputFeatures();
+        long examples = kind.jacobianVariesByExample(record.layer()) ? batchSize : 1;
+        // rows of g, once per example: J_nᵀ applied to every row gives (g J_n) row by row
+        INDArray rows = g.reshape('c', 1, hz, hz).broadcast(examples, hz, hz).dup('c');
+        INDArray left = kind.inputJacobianTranspose(record, rows.reshape('c', withRows(examples * hz, outputShape)));
+        INDArray transposed = left.reshape('c', examples, hz, hx).permute(0, 2, 1).dup('c');
+        INDArray both = kind.inputJacobianTranspose(record,
+                transposed.reshape('c', withRows(examples * hx, outputShape)));
+        return both.reshape('c', examples, hx, hx).mean(0);
+    }
+
+    /** @return {@code [rows, *shape[1:]]} */
+    private static long[] withRows(long rows, long[] shape) {
+        long[] out = shape.clone();
+        out[0] = rows;
         return out;
     }
 
@@ -145,7 +243,13 @@ public final class CurvaturePass {
             }
             atOutputZ = false;
             if (kind.hasParameters() && !(skipStart && i == start)) {
-                kind.accumulateCurvature(record, s, sign, sinks.get(i));
+                CurvatureSink sink = sinks.get(i);
+                if (sink.wantsDiagonal()) {
+                    kind.accumulateCurvature(record, s, sign, sink);
+                }
+                if (sink.wantsOutputFactor()) {
+                    kind.accumulateOutputFactor(record, s, sink);
+                }
             }
             if (i == lowestParametric) {
                 break;

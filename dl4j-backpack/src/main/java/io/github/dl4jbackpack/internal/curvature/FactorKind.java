@@ -2,8 +2,8 @@ package io.github.dl4jbackpack.internal.curvature;
 
 /**
  * Which matrix factor the second-order pass propagates (MATH.md, "Second order"): the exact
- * symmetric factor of the loss Hessian, a Monte Carlo factor with a number of samples, or the
- * residual factors of the Hessian at nonlinear activations.
+ * symmetric factor of the loss Hessian, a Monte Carlo factor with a number of samples, the
+ * residual factors of the Hessian at nonlinear activations, or KFRA's batch-averaged matrix.
  *
  * @param type the kind of factor
  * @param samples the number of Monte Carlo samples (0 unless {@code SAMPLED})
@@ -17,13 +17,17 @@ public record FactorKind(Type type, int samples) {
         /** Monte Carlo columns whose outer products have expectation {@code H_n / N}. */
         SAMPLED,
         /** The Hessian's residual terms {@code diag(φ''(z) ⊙ ∂L/∂a)} at every activation, propagated down. */
-        RESIDUAL
+        RESIDUAL,
+        /** One batch-averaged matrix instead of per-example factors (KFRA, Botev et al. 2017). */
+        AVERAGED
     }
 
     /** The exact factor. */
     public static final FactorKind EXACT = new FactorKind(Type.EXACT, 0);
     /** The Hessian residual factors. */
     public static final FactorKind RESIDUAL = new FactorKind(Type.RESIDUAL, 0);
+    /** The batch-averaged curvature matrix of KFRA. */
+    public static final FactorKind AVERAGED = new FactorKind(Type.AVERAGED, 0);
 
     /**
      * @param samples the number of Monte Carlo samples, at least 1

@@ -1,5 +1,6 @@
 package io.github.dl4jbackpack.internal.layers;
 
+import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
@@ -196,6 +197,35 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
             INDArray bias = r.sum(2);
             sink.add(DenseDerivatives.B, sink.perExample() ? bias : bias.sum(0));
         }
+    }
+
+    @Override
+    public void accumulateOutputFactor(RecordedLayer record, INDArray factor, CurvatureSink sink) {
+        long rows = factor.size(0) * factor.size(1);
+        long o = factor.size(2);
+        INDArray t = factor.reshape('c', rows, o, factor.length() / (rows * o)).sum(2);
+        sink.addOutputFactor(t.transpose().mmul(t));
+    }
+
+    @Override
+    public INDArray outputFactorOfAveraged(RecordedLayer record, INDArray averaged) {
+        long o = record.layer().getParam(DenseDerivatives.W).size(0);
+        long p = averaged.rows() / o;
+        return averaged.reshape('c', o, p, o, p).sum(1, 3);
+    }
+
+    /** Input-side factor {@code A = (1/N) Σ_n Σ_t u_nt u_ntᵀ} over the unfolded patches. */
+    @Override
+    public Map<String, KroneckerFactors> kroneckerFactors(RecordedLayer record, INDArray outputFactor) {
+        INDArray u = unfolded(record, outputFactor);
+        long n = u.size(0);
+        INDArray a = Nd4j.matmul(u, u, false, true, false).sum(0).divi(n);
+        Map<String, KroneckerFactors> out = new LinkedHashMap<>();
+        out.put(DenseDerivatives.W, KroneckerFactors.convolutionWeight(outputFactor, a));
+        if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {
+            out.put(DenseDerivatives.B, KroneckerFactors.bias(outputFactor));
+        }
+        return out;
     }
 
     private static long[] weightShape(RecordedLayer record, CurvatureSink sink, long n) {

@@ -6,22 +6,42 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
- * Accumulates a curvature diagonal of one layer's parameters over the factor columns pushed
- * through it, either summed over the batch (parameter shape) or per example ({@code [N, *p]}).
+ * Accumulates, for one layer's parameters, what the second-order pass was asked for: the curvature
+ * diagonal (summed over the batch, or per example with shape {@code [N, *p]}) and/or the
+ * output-side Kronecker factor {@code B} shared by the layer's weight and bias.
  */
 public final class CurvatureSink {
 
+    private final boolean diagonal;
     private final boolean perExample;
+    private final boolean outputFactor;
     private final Map<String, INDArray> values = new LinkedHashMap<>();
+    private INDArray factor;
 
-    /** @param perExample whether to keep the batch axis */
-    public CurvatureSink(boolean perExample) {
+    /**
+     * @param diagonal whether to accumulate the diagonal
+     * @param perExample whether the diagonal keeps the batch axis
+     * @param outputFactor whether to accumulate the output-side Kronecker factor
+     */
+    public CurvatureSink(boolean diagonal, boolean perExample, boolean outputFactor) {
+        this.diagonal = diagonal;
         this.perExample = perExample;
+        this.outputFactor = outputFactor;
     }
 
-    /** @return whether values keep the batch axis */
+    /** @return whether the diagonal is wanted */
+    public boolean wantsDiagonal() {
+        return diagonal;
+    }
+
+    /** @return whether diagonal values keep the batch axis */
     public boolean perExample() {
         return perExample;
+    }
+
+    /** @return whether the output-side Kronecker factor is wanted */
+    public boolean wantsOutputFactor() {
+        return outputFactor;
     }
 
     /**
@@ -32,8 +52,18 @@ public final class CurvatureSink {
         values.merge(param, contribution, INDArray::addi);
     }
 
-    /** @return the accumulated values */
+    /** @param contribution a fresh {@code [nOut, nOut]} array to add to the output-side factor */
+    public void addOutputFactor(INDArray contribution) {
+        factor = factor == null ? contribution : factor.addi(contribution);
+    }
+
+    /** @return the accumulated diagonal values */
     public Map<String, INDArray> values() {
         return values;
+    }
+
+    /** @return the accumulated output-side Kronecker factor, or null */
+    public INDArray outputFactor() {
+        return factor;
     }
 }

@@ -1,5 +1,6 @@
 package io.github.dl4jbackpack.internal.layers;
 
+import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.layers.OutputLayer;
@@ -82,6 +83,30 @@ public final class DenseDerivatives implements LayerDerivatives {
     @Override
     public void accumulateResidual(RecordedLayer record, INDArray residual, CurvatureSink sink) {
         accumulateSquares(record, residual.dup(), sink);
+    }
+
+    @Override
+    public void accumulateOutputFactor(RecordedLayer record, INDArray factor, CurvatureSink sink) {
+        INDArray s = factor.reshape('c', factor.size(0) * factor.size(1), factor.size(2));
+        sink.addOutputFactor(s.transpose().mmul(s));
+    }
+
+    @Override
+    public INDArray outputFactorOfAveraged(RecordedLayer record, INDArray averaged) {
+        return averaged.dup();
+    }
+
+    /** Input-side factor {@code A = (1/N) Σ_n x_n x_nᵀ}. */
+    @Override
+    public Map<String, KroneckerFactors> kroneckerFactors(RecordedLayer record, INDArray outputFactor) {
+        INDArray x = record.input().castTo(outputFactor.dataType());
+        INDArray a = x.transpose().mmul(x).divi(x.size(0));
+        Map<String, KroneckerFactors> out = new LinkedHashMap<>();
+        out.put(W, KroneckerFactors.denseWeight(a, outputFactor));
+        if (record.layer().paramTable().containsKey(B)) {
+            out.put(B, KroneckerFactors.bias(outputFactor));
+        }
+        return out;
     }
 
     /** Adds {@code x_n² q_nᵀ} to W and {@code q_n} to b, summed over n unless the sink is per example. */

@@ -1,8 +1,11 @@
 package io.github.dl4jbackpack.internal.layers;
 
+import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import org.deeplearning4j.nn.api.Layer;
 import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
+
+import java.util.Map;
 
 /**
  * What the library knows about the derivatives of one kind of DL4J layer. One implementation per
@@ -94,6 +97,46 @@ public interface LayerDerivatives {
      * @param sink where to add
      */
     default void accumulateResidual(RecordedLayer record, INDArray residual, CurvatureSink sink) {
+        throw new UnsupportedOperationException(kindName() + " has no parameters");
+    }
+
+    /**
+     * @param layer a layer of this kind
+     * @return whether its input Jacobian differs between examples (max pooling routes by the input)
+     */
+    default boolean jacobianVariesByExample(Layer layer) {
+        return false;
+    }
+
+    /**
+     * Adds the output-side Kronecker factor {@code Σ_n Σ_v t_nv t_nvᵀ} of the columns, where
+     * {@code t_nv} is the column summed over output positions (the column itself for dense layers).
+     *
+     * @param record the layer's record
+     * @param factor columns at the layer output {@code z}, {@code [N, V, *zShape]}
+     * @param sink where to add
+     */
+    default void accumulateOutputFactor(RecordedLayer record, INDArray factor, CurvatureSink sink) {
+        throw new UnsupportedOperationException(kindName() + " has no parameters");
+    }
+
+    /**
+     * @param record the layer's record
+     * @param averaged a batch-averaged curvature matrix at the layer output over its flattened
+     *     features, {@code [h, h]}
+     * @return the output-side Kronecker factor it gives (summed over output positions)
+     */
+    default INDArray outputFactorOfAveraged(RecordedLayer record, INDArray averaged) {
+        throw new UnsupportedOperationException(kindName() + " has no parameters");
+    }
+
+    /**
+     * @param record the layer's record
+     * @param outputFactor the layer's output-side factor {@code B}
+     * @return the Kronecker factors of every parameter, with the input-side factor {@code A} from
+     *     the layer input
+     */
+    default Map<String, KroneckerFactors> kroneckerFactors(RecordedLayer record, INDArray outputFactor) {
         throw new UnsupportedOperationException(kindName() + " has no parameters");
     }
 }

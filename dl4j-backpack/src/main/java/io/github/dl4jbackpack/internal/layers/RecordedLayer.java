@@ -24,6 +24,7 @@ public final class RecordedLayer {
     private final INDArray dropoutMask;
     private final INDArray outputGradient;
     private final InputPreProcessor preProcessor;
+    private final long[] outputShape;
     private final Map<String, INDArray> cache = new HashMap<>();
 
     /**
@@ -35,9 +36,11 @@ public final class RecordedLayer {
      * @param dropoutMask the mask of input dropout (including the 1/p scaling), or null
      * @param outputGradient {@code ∂L/∂a} of the mean loss at the layer output, or null
      * @param preProcessor the input preprocessor in front of the layer, or null
+     * @param outputShape the shape of the layer output, batch axis first
      */
     public RecordedLayer(int index, Layer layer, LayerDerivatives kind, INDArray input, INDArray preActivation,
-                         INDArray dropoutMask, INDArray outputGradient, InputPreProcessor preProcessor) {
+                         INDArray dropoutMask, INDArray outputGradient, InputPreProcessor preProcessor,
+                         long[] outputShape) {
         this.index = index;
         this.layer = layer;
         this.kind = kind;
@@ -46,6 +49,26 @@ public final class RecordedLayer {
         this.dropoutMask = dropoutMask;
         this.outputGradient = outputGradient;
         this.preProcessor = preProcessor;
+        this.outputShape = outputShape.clone();
+    }
+
+    /** @return the shape of the layer output, batch axis first */
+    public long[] outputShape() {
+        return outputShape.clone();
+    }
+
+    /** @return the number of output features per example */
+    public long outputFeatures() {
+        long f = 1;
+        for (int i = 1; i < outputShape.length; i++) {
+            f *= outputShape[i];
+        }
+        return f;
+    }
+
+    /** @return the number of input features per example */
+    public long inputFeatures() {
+        return input.length() / input.size(0);
     }
 
     public int index() {

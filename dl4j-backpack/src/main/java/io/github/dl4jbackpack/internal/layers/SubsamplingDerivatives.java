@@ -47,6 +47,12 @@ public final class SubsamplingDerivatives implements LayerDerivatives {
         return null;
     }
 
+    /** Max and p-norm pooling route by the input; average pooling does not, but DL4J's op works per example. */
+    @Override
+    public boolean jacobianVariesByExample(Layer layer) {
+        return true;
+    }
+
     private static org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf(Layer layer) {
         return (org.deeplearning4j.nn.conf.layers.SubsamplingLayer) layer.conf().getLayer();
     }

@@ -1,0 +1,129 @@
+package io.github.dl4jbackpack.extensions;
+
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Optional;
+
+/**
+ * A Kronecker-factored approximation {@code F_1 ⊗ F_2 ⊗ …} of the curvature block of one
+ * parameter, flattened row-major in its {@code paramTable()} shape (MATH.md, "Kronecker factors"):
+ * dense {@code W [nIn, nOut]} → {@code [A, B]}; convolution {@code W [nOut, nIn, kH, kW]} →
+ * {@code [B, A]}; bias → {@code [B]}. {@code A} is the input-side factor (from the layer input),
+ * {@code B} the output-side factor (from the curvature propagated to the layer output).
+ *
+ * <p>Immutable: accessors return copies.
+ */
+public final class KroneckerFactors {
+
+    /** Largest matrix {@link #toMatrix()} builds, in elements. */
+    public static final long MAX_MATRIX_ELEMENTS = 1L << 26;
+
+    private final List<INDArray> factors;
+    private final INDArray inputFactor;
+    private final INDArray outputFactor;
+
+    private KroneckerFactors(List<INDArray> factors, INDArray inputFactor, INDArray outputFactor) {
+        List<INDArray> copies = new ArrayList<>();
+        for (INDArray f : factors) {
+            copies.add(f.dup());
+        }
+        this.factors = Collections.unmodifiableList(copies);
+        this.inputFactor = inputFactor == null ? null : inputFactor.dup();
+        this.outputFactor = outputFactor.dup();
+    }
+
+    /**
+     * @param inputFactor {@code A}, {@code [nIn, nIn]}
+     * @param outputFactor {@code B}, {@code [nOut, nOut]}
+     * @return the factors of a dense weight {@code W [nIn, nOut]}: {@code A ⊗ B}
+     */
+    public static KroneckerFactors denseWeight(INDArray inputFactor, INDArray outputFactor) {
+        return new KroneckerFactors(List.of(inputFactor, outputFactor), inputFactor, outputFactor);
+    }
+
+    /**
+     * @param outputFactor {@code B}, {@code [nOut, nOut]}
+     * @param inputFactor {@code A}, {@code [nIn·kH·kW, nIn·kH·kW]}
+     * @return the factors of a convolution weight {@code W [nOut, nIn, kH, kW]}: {@code B ⊗ A}
+     */
+    public static KroneckerFactors convolutionWeight(INDArray outputFactor, INDArray inputFactor) {
+        return new KroneckerFactors(List.of(outputFactor, inputFactor), inputFactor, outputFactor);
+    }
+
+    /**
+     * @param outputFactor {@code B}, {@code [nOut, nOut]}
+     * @return the factor of a bias: {@code B} itself
+     */
+    public static KroneckerFactors bias(INDArray outputFactor) {
+        return new KroneckerFactors(List.of(outputFactor), null, outputFactor);
+    }
+
+    /** @return the factors, in the order whose Kronecker product approximates the block */
+    public List<INDArray> factors() {
+        List<INDArray> copies = new ArrayList<>();
+        for (INDArray f : factors) {
+            copies.add(f.dup());
+        }
+        return copies;
+    }
+
+    /** @return the input-side factor {@code A}; empty for a bias */
+    public Optional<INDArray> inputFactor() {
+        return Optional.ofNullable(inputFactor).map(INDArray::dup);
+    }
+
+    /** @return the output-side factor {@code B} */
+    public INDArray outputFactor() {
+        return outputFactor.dup();
+    }
+
+    /** @return the side length of the approximated block, the parameter's number of elements */
+    public long dimension() {
+        long d = 1;
+        for (INDArray f : factors) {
+            d *= f.rows();
+        }
+        return d;
+    }
+
+    /**
+     * The Kronecker product of the factors, for small layers.
+     *
+     * @return the {@code [dimension, dimension]} matrix
+     * @throws IllegalStateException if it would exceed {@link #MAX_MATRIX_ELEMENTS} elements
+     */
+    public INDArray toMatrix() {
+        long d = dimension();
+        if (d * d > MAX_MATRIX_ELEMENTS) {
+            throw new IllegalStateException("the Kronecker product would be a " + d + "×" + d + " matrix, larger than "
+                    + MAX_MATRIX_ELEMENTS + " elements; use the factors instead");
+        }
+        INDArray result = factors.get(0).dup();
+        for (int i = 1; i < factors.size(); i++) {
+            result = kron(result, factors.get(i));
+        }
+        return result;
+    }
+
+    /** @return {@code X ⊗ Y}, with entry {@code [(i,k),(j,l)] = X[i,j] Y[k,l]} */
+    static INDArray kron(INDArray x, INDArray y) {
+        long a = x.rows();
+        long a2 = x.columns();
+        long b = y.rows();
+        long b2 = y.columns();
+        INDArray outer = x.dup('c').reshape(a * a2, 1).mmul(y.dup('c').reshape(1, b * b2));
+        return outer.reshape('c', a, a2, b, b2).permute(0, 2, 1, 3).dup('c').reshape('c', a * b, a2 * b2);
+    }
+
+    @Override
+    public String toString() {
+        StringBuilder s = new StringBuilder("KroneckerFactors[");
+        for (int i = 0; i < factors.size(); i++) {
+            s.append(i == 0 ? "" : " ⊗ ").append(factors.get(i).rows()).append('×').append(factors.get(i).columns());
+        }
+        return s.append(']').toString();
+    }
+}
