@@ -15,7 +15,20 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
+import io.github.dl4jbackpack.spi.BlockCurvature;
+import io.github.dl4jbackpack.spi.CurvatureConsumer;
+import io.github.dl4jbackpack.spi.CurvatureUpdater;
+import org.deeplearning4j.nn.api.Trainable;
+import org.deeplearning4j.nn.updater.BaseMultiLayerUpdater;
+import org.deeplearning4j.nn.updater.UpdaterBlock;
+import org.nd4j.linalg.learning.config.IUpdater;
+import org.nd4j.linalg.learning.regularization.L2Regularization;
+import org.nd4j.linalg.learning.regularization.Regularization;
+
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashSet;
+import java.util.Set;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
@@ -48,17 +61,29 @@ import java.util.function.Consumer;
  * ({@link #addQuantitiesListener}) see each iteration's values, before the updater changes the
  * parameters.
  *
+ * <p><b>Curvature updaters.</b> If the configuration uses updaters that need curvature (those of
+ * {@code dl4j-backpack-optim}, implementing {@link io.github.dl4jbackpack.spi.CurvatureUpdater}),
+ * {@code extend} also computes what they need in every training iteration and hands it to them
+ * before DL4J applies the update.
+ *
  * <p>Not thread-safe, like the DL4J network itself.
  */
 public final class BackPackNetwork {
 
     private static final Logger log = LoggerFactory.getLogger(BackPackNetwork.class);
 
+    /** The source key of extensions enabled by the user. */
+    private static final Object USER = new Object();
+
     private final MultiLayerNetwork net;
     private final Interceptor interceptor = new Interceptor(this);
 
+    /** The source key of extensions required by curvature updaters in the configuration. */
+    private static final Object UPDATERS = new Object();
+
     private BackPackNetwork(MultiLayerNetwork net) {
         this.net = net;
+        interceptor.subscribe(this::feedCurvatureUpdaters);
     }
 
     /**
@@ -78,6 +103,7 @@ public final class BackPackNetwork {
         BackPackNetwork bp = first instanceof InterceptingLayer ? ((InterceptingLayer) first).interceptor().owner()
                 : new BackPackNetwork(net);
         bp.install();
+        bp.enableCurvatureUpdaters();
         return bp;
     }
 
@@ -141,16 +167,12 @@ public final class BackPackNetwork {
             net.computeGradientAndScore();
             return new Quantities(net.score(), features.size(0), Map.of());
         }
-        List<Extension<?>> enabled = interceptor.active();
         Quantities before = interceptor.latest();
-        interceptor.setActive(requested);
-        try {
+        interceptor.runWith(requested, () -> {
             net.setInput(features);
             net.setLabels(labels);
             net.computeGradientAndScore();
-        } finally {
-            interceptor.setActive(enabled);
-        }
+        });
         Quantities q = interceptor.latest();
         if (q == null || q == before) {
             throw new IllegalStateException("The backward pass did not reach the extended layers; was a layer of "
@@ -171,18 +193,18 @@ public final class BackPackNetwork {
         Validation.checkDistinct(requested);
         install();
         Validation.checkNetwork(net, requested);
-        interceptor.setActive(requested);
+        interceptor.setActive(USER, requested);
         log.debug("Enabled extensions {} for training", requested);
     }
 
     /** Stops computing extensions during training; the network then costs what it did before. */
     public void disable() {
-        interceptor.setActive(List.of());
+        interceptor.setActive(USER, List.of());
     }
 
-    /** @return the extensions enabled for training (empty when none) */
+    /** @return the extensions enabled for training with {@link #enable} (empty when none) */
     public List<Extension<?>> enabled() {
-        return interceptor.active();
+        return interceptor.activeFor(USER);
     }
 
     /** @return the quantities of the most recent extended pass (training iteration or {@link #backward}) */
@@ -219,6 +241,77 @@ public final class BackPackNetwork {
         }
         net.setLayers(layers);
         return net;
+    }
+
+    /** Enables, for training, what the curvature updaters of the configuration need. */
+    private void enableCurvatureUpdaters() {
+        List<Extension<?>> required = new ArrayList<>();
+        Set<String> names = new HashSet<>();
+        for (Layer layer : net.getLayers()) {
+            Layer plain = layer instanceof InterceptingLayer ? ((BaseWrapperLayer) layer).getUnderlying() : layer;
+            for (String param : plain.paramTable().keySet()) {
+                IUpdater updater = plain.conf().getLayer().getUpdaterByParam(param);
+                if (updater instanceof CurvatureUpdater) {
+                    for (Extension<?> e : ((CurvatureUpdater) updater).requiredExtensions()) {
+                        if (names.add(e.name())) {
+                            required.add(e);
+                        }
+                    }
+                }
+            }
+        }
+        if (!required.isEmpty()) {
+            Validation.checkNetwork(net, required);
+            log.info("Curvature updaters in the configuration: computing {} in every training iteration", names);
+        }
+        interceptor.setActive(UPDATERS, required);
+    }
+
+    /** Hands each curvature updater of the network the quantities of the parameters in its block. */
+    private void feedCurvatureUpdaters(Quantities quantities) {
+        if (interceptor.activeFor(UPDATERS).isEmpty() || !(net.getUpdater() instanceof BaseMultiLayerUpdater)) {
+            return;
+        }
+        Layer[] layers = net.getLayers();
+        for (UpdaterBlock block : ((BaseMultiLayerUpdater<?>) net.getUpdater()).getUpdaterBlocks()) {
+            if (!(block.getGradientUpdater() instanceof CurvatureConsumer)) {
+                continue;
+            }
+            List<BlockCurvature.Segment> segments = new ArrayList<>();
+            for (UpdaterBlock.ParamState p : block.getLayersAndVariablesInBlock()) {
+                int index = indexOf(layers, p.getLayer());
+                INDArray param = layers[index].getParam(p.getParamName());
+                segments.add(new BlockCurvature.Segment(index, p.getParamName(),
+                        p.getParamOffsetStart() - block.getParamOffsetStart(),
+                        p.getParamOffsetEnd() - p.getParamOffsetStart(), param.shape(), param.ordering(),
+                        l2(p.getLayer(), p.getParamName())));
+            }
+            ((CurvatureConsumer) block.getGradientUpdater()).acceptCurvature(
+                    new BlockCurvature(List.copyOf(segments), quantities, net.getIterationCount(), net.getEpochCount()));
+        }
+    }
+
+    private static int indexOf(Layer[] layers, Trainable layer) {
+        for (int i = 0; i < layers.length; i++) {
+            if (layers[i] == layer
+                    || (layers[i] instanceof BaseWrapperLayer && ((BaseWrapperLayer) layers[i]).getUnderlying() == layer)) {
+                return i;
+            }
+        }
+        throw new IllegalStateException("an updater block refers to a layer that is not in the network");
+    }
+
+    private double l2(Trainable layer, String param) {
+        List<Regularization> regularizations = layer.getConfig().getRegularizationByParam(param);
+        double l2 = 0;
+        if (regularizations != null) {
+            for (Regularization r : regularizations) {
+                if (r instanceof L2Regularization) {
+                    l2 += ((L2Regularization) r).getL2().valueAt(net.getIterationCount(), net.getEpochCount());
+                }
+            }
+        }
+        return l2;
     }
 
     private void install() {

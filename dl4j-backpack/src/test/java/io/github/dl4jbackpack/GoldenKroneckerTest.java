@@ -69,7 +69,7 @@ class GoldenKroneckerTest {
         int[] samples = {8, 512};
         for (int i = 0; i < samples.length; i++) {
             for (int seed = 0; seed < 4; seed++) {
-                org.nd4j.linalg.factory.Nd4j.getRandom().setSeed(seed);
+                TestNets.seed(seed);
                 Quantities mc = bp.backward(golden.features(), golden.labels(), new KFAC(samples[i]));
                 for (int layer : golden.parametricLayers()) {
                     INDArray b = exact.get(KFLR.class, layer, "W").outputFactor();

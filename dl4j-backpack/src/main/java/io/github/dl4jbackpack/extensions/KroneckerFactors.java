@@ -24,8 +24,10 @@ public final class KroneckerFactors {
     private final List<INDArray> factors;
     private final INDArray inputFactor;
     private final INDArray outputFactor;
+    private final boolean inputSideFirst;
 
-    private KroneckerFactors(List<INDArray> factors, INDArray inputFactor, INDArray outputFactor) {
+    private KroneckerFactors(List<INDArray> factors, INDArray inputFactor, INDArray outputFactor,
+                             boolean inputSideFirst) {
         List<INDArray> copies = new ArrayList<>();
         for (INDArray f : factors) {
             copies.add(f.dup());
@@ -33,6 +35,7 @@ public final class KroneckerFactors {
         this.factors = Collections.unmodifiableList(copies);
         this.inputFactor = inputFactor == null ? null : inputFactor.dup();
         this.outputFactor = outputFactor.dup();
+        this.inputSideFirst = inputSideFirst;
     }
 
     /**
@@ -41,7 +44,7 @@ public final class KroneckerFactors {
      * @return the factors of a dense weight {@code W [nIn, nOut]}: {@code A ⊗ B}
      */
     public static KroneckerFactors denseWeight(INDArray inputFactor, INDArray outputFactor) {
-        return new KroneckerFactors(List.of(inputFactor, outputFactor), inputFactor, outputFactor);
+        return new KroneckerFactors(List.of(inputFactor, outputFactor), inputFactor, outputFactor, true);
     }
 
     /**
@@ -50,7 +53,7 @@ public final class KroneckerFactors {
      * @return the factors of a convolution weight {@code W [nOut, nIn, kH, kW]}: {@code B ⊗ A}
      */
     public static KroneckerFactors convolutionWeight(INDArray outputFactor, INDArray inputFactor) {
-        return new KroneckerFactors(List.of(outputFactor, inputFactor), inputFactor, outputFactor);
+        return new KroneckerFactors(List.of(outputFactor, inputFactor), inputFactor, outputFactor, false);
     }
 
     /**
@@ -58,7 +61,7 @@ public final class KroneckerFactors {
      * @return the factor of a bias: {@code B} itself
      */
     public static KroneckerFactors bias(INDArray outputFactor) {
-        return new KroneckerFactors(List.of(outputFactor), null, outputFactor);
+        return new KroneckerFactors(List.of(outputFactor), null, outputFactor, false);
     }
 
     /** @return the factors, in the order whose Kronecker product approximates the block */
@@ -78,6 +81,14 @@ public final class KroneckerFactors {
     /** @return the output-side factor {@code B} */
     public INDArray outputFactor() {
         return outputFactor.dup();
+    }
+
+    /**
+     * @return whether the input-side factor comes first in {@link #factors()} (dense weights,
+     *     {@code A ⊗ B}); false for convolution weights ({@code B ⊗ A}) and biases ({@code B})
+     */
+    public boolean inputSideFirst() {
+        return inputSideFirst;
     }
 
     /** @return the side length of the approximated block, the parameter's number of elements */

@@ -1,0 +1,54 @@
+package io.github.dl4jbackpack.optim;
+
+import io.github.dl4jbackpack.Quantities;
+import io.github.dl4jbackpack.extensions.Extension;
+import io.github.dl4jbackpack.extensions.KroneckerFactors;
+import io.github.dl4jbackpack.spi.BlockCurvature;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * The Kronecker rule with π-damping (Martens &amp; Grosse 2015; MATH.md): for a weight with
+ * {@code G ≈ A ⊗ B}, {@code d = √(λ+η)} and {@code π = √((tr A / dim A) / (tr B / dim B))},
+ * {@code Δ = (A + π d I)⁻¹ ∇W (B + d/π I)⁻¹} (dense; the transposed arrangement for convolutions,
+ * whose row-major flattening gives {@code B ⊗ A}). A bias has only {@code B} and gets
+ * {@code Δ = (B + (λ+η) I)⁻¹ ∇b}.
+ */
+final class KroneckerPreconditioner implements Preconditioner {
+
+    private final Class<? extends Extension<KroneckerFactors>> curvature;
+
+    KroneckerPreconditioner(Class<? extends Extension<KroneckerFactors>> curvature) {
+        this.curvature = curvature;
+    }
+
+    @Override
+    public INDArray precondition(INDArray gradient, BlockCurvature.Segment segment, Quantities quantities,
+                                 double damping) {
+        KroneckerFactors k = quantities.get(curvature, segment.layer(), segment.param());
+        double total = damping + segment.l2();
+        INDArray b = k.outputFactor().castTo(DataType.DOUBLE);
+        if (k.inputFactor().isEmpty()) {
+            INDArray g = gradient.reshape('c', gradient.length(), 1);
+            return dampedInverse(b, total).mmul(g).reshape('c', gradient.shape());
+        }
+        INDArray a = k.inputFactor().get().castTo(DataType.DOUBLE);
+        double pi = Math.sqrt((trace(a) / a.rows()) / (trace(b) / b.rows()));
+        double d = Math.sqrt(total);
+        INDArray aInverse = dampedInverse(a, pi * d);
+        INDArray bInverse = dampedInverse(b, d / pi);
+        INDArray first = k.inputSideFirst() ? aInverse : bInverse;
+        INDArray second = k.inputSideFirst() ? bInverse : aInverse;
+        INDArray matrix = gradient.dup('c').reshape('c', first.rows(), second.rows());
+        return first.mmul(matrix).mmul(second).reshape('c', gradient.shape());
+    }
+
+    private static double trace(INDArray m) {
+        return Nd4j.diag(m).sumNumber().doubleValue();
+    }
+
+    private static INDArray dampedInverse(INDArray m, double damping) {
+        return SymmetricMatrices.dampedInverse(m, damping);
+    }
+}
