@@ -202,6 +202,21 @@ public final class BackPackNetwork {
         interceptor.setActive(USER, List.of());
     }
 
+    /**
+     * Lets a component of the library (a listener) ask for extensions in training on its own
+     * behalf, independently of {@link #enable}.
+     *
+     * @param source the component
+     * @param extensions what it needs in the following iterations (empty to stop)
+     */
+    void require(Object source, List<Extension<?>> extensions) {
+        if (!extensions.isEmpty()) {
+            install();
+            Validation.checkNetwork(net, extensions);
+        }
+        interceptor.setActive(source, extensions);
+    }
+
     /** @return the extensions enabled for training with {@link #enable} (empty when none) */
     public List<Extension<?>> enabled() {
         return interceptor.activeFor(USER);
