@@ -1,10 +1,7 @@
 package io.github.dl4jbackpack.samples;
 
 import io.github.dl4jbackpack.BackPackNetwork;
-import io.github.dl4jbackpack.Quantities;
-import io.github.dl4jbackpack.extensions.BatchL2Grad;
-import io.github.dl4jbackpack.extensions.SumGradSquared;
-import io.github.dl4jbackpack.extensions.Variance;
+import io.github.dl4jbackpack.GradientVarianceListener;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
@@ -25,18 +22,17 @@ import org.nd4j.linalg.learning.config.Adam;
 import org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction;
 
 import java.io.PrintStream;
-import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.List;
 import java.util.Map;
 import java.util.Random;
 import java.util.TreeMap;
 
 /**
  * The main demo: trains a small CNN on the UCI digits that ship with this module and, from the
- * same backward passes that train it, reports per layer after each epoch the gradient noise of
- * training: the total variance of per-example gradients, the squared norm of the mean gradient,
- * their ratio (signal-to-noise) and quantiles of per-example gradient norms.
+ * same backward passes that train it (through {@link GradientVarianceListener}), reports per layer
+ * and parameter after each epoch the gradient noise of training: the total variance of per-example
+ * gradients, the norm of the mean gradient, their signal-to-noise ratio and quantiles of
+ * per-example gradient norms.
  *
  * <p>Options: {@code --epochs E} (default 10), {@code --batch B} (64), {@code --seed S} (7),
  * {@code --limit N} (use only the first N training examples).
@@ -46,44 +42,21 @@ public final class GradientNoiseDemo {
     private GradientNoiseDemo() {
     }
 
-    /** Per-layer statistics accumulated over the iterations of one epoch. */
-    static final class LayerStats {
-        double varianceTrace;
-        double meanGradientNormSq;
-        double snr;
-        int iterations;
-        final List<Double> exampleNorms = new ArrayList<>();
+    /** Per-parameter statistics of the listener's reports, averaged over the iterations of one epoch. */
+    static final class EpochAverage {
+        private final double[] sums = new double[6];
+        private int reports;
 
-        /**
-         * Adds one iteration. With {@code g_n = ∇ℓ_n / N} (MATH.md), the per-example loss gradients
-         * have total variance {@code N² Σ Variance} and mean {@code ∇L} with
-         * {@code ‖∇L‖² = N² Σ (SGS/N − Variance)}; their norms are {@code N √BatchL2}.
-         */
-        void add(Quantities q, int layer) {
-            long n = q.batchSize();
-            double variance = 0;
-            double meanSq = 0;
-            INDArray l2 = null;
-            for (String p : q.params(Variance.class, layer)) {
-                INDArray var = q.get(Variance.class, layer, p);
-                INDArray sgs = q.get(SumGradSquared.class, layer, p);
-                variance += var.sumNumber().doubleValue() * n * n;
-                meanSq += sgs.div(n).subi(var).sumNumber().doubleValue() * n * n;
-                INDArray normsSq = q.get(BatchL2Grad.class, layer, p);
-                l2 = l2 == null ? normsSq : l2.addi(normsSq);
+        void add(GradientVarianceListener.Statistics s) {
+            double[] values = {s.variance(), s.gradientNorm(), s.signalToNoise(), s.normQ10(), s.normQ50(), s.normQ90()};
+            for (int i = 0; i < values.length; i++) {
+                sums[i] += values[i];
             }
-            varianceTrace += variance;
-            meanGradientNormSq += meanSq;
-            snr += meanSq / Math.max(variance, Double.MIN_NORMAL);
-            iterations++;
-            for (double v : l2.toDoubleVector()) {
-                exampleNorms.add(n * Math.sqrt(v));
-            }
+            reports++;
         }
 
-        double quantile(double q) {
-            double[] sorted = exampleNorms.stream().mapToDouble(Double::doubleValue).sorted().toArray();
-            return sorted[(int) Math.min(sorted.length - 1, Math.round(q * (sorted.length - 1)))];
+        double mean(int i) {
+            return sums[i] / reports;
         }
     }
 
@@ -139,19 +112,16 @@ public final class GradientNoiseDemo {
         int trainSize = (int) trainX.size(0);
 
         MultiLayerNetwork net = network(seed);
-        BackPackNetwork bp = BackPackNetwork.extend(net);
-        bp.enable(new Variance(), new SumGradSquared(), new BatchL2Grad());
-        Map<Integer, LayerStats> stats = new TreeMap<>();
-        bp.addQuantitiesListener(q -> {
-            for (int layer : q.layers(Variance.class)) {
-                stats.computeIfAbsent(layer, l -> new LayerStats()).add(q, layer);
-            }
-        });
+        GradientVarianceListener listener = new GradientVarianceListener(BackPackNetwork.extend(net), 1);
+        net.addListeners(listener);
+        Map<String, EpochAverage> stats = new TreeMap<>();
 
         out.printf("Training a CNN on %d UCI digits (%d held out), batch %d, %d epochs.%n", trainSize, testSize, batch,
                 epochs);
-        out.println("Per layer, from the training iterations' own backward passes (per-example loss gradients ∇ℓ_n):");
-        out.println("  tr Var = Σ variance of ∇ℓ_n, |mean|² = ‖∇L‖², SNR = |mean|² / tr Var, norms = quantiles of ‖∇ℓ_n‖");
+        out.println("Per layer and parameter, from the training iterations' own backward passes (per-example loss "
+                + "gradients ∇ℓ_n), averaged over the epoch:");
+        out.println("  variance = Σ Var_n(∇ℓ_n), |grad| = ‖∇L‖, SNR = ‖∇L‖² / variance, "
+                + "q10/q50/q90 = quantiles of ‖∇ℓ_n‖");
         Random random = new Random(seed);
         double accuracy = 0;
         for (int epoch = 1; epoch <= epochs; epoch++) {
@@ -165,6 +135,9 @@ public final class GradientNoiseDemo {
                 INDArray x = Nd4j.pullRows(trainX, 1, idx);
                 INDArray y = Nd4j.pullRows(trainY, 1, idx);
                 net.fit(x.reshape(idx.length, 1, Digits.SIDE, Digits.SIDE), y);
+                for (GradientVarianceListener.Statistics s : listener.lastReport()) {
+                    stats.computeIfAbsent(String.format("%d %s", s.layer(), s.param()), k -> new EpochAverage()).add(s);
+                }
                 lossSum += net.score();
                 bar.update(it + 1, String.format("loss %.4f", lossSum / (it + 1)));
             }
@@ -172,14 +145,15 @@ public final class GradientNoiseDemo {
             accuracy = accuracy(net, test);
             out.printf("%nepoch %d: mean training loss %.4f, test accuracy %.3f%n", epoch, lossSum / iterations,
                     accuracy);
-            out.printf("  %-5s %-17s %11s %11s %9s %10s %10s %10s%n", "layer", "type", "tr Var", "|mean|²", "SNR",
-                    "norm q10", "norm q50", "norm q90");
-            for (Map.Entry<Integer, LayerStats> e : stats.entrySet()) {
-                LayerStats s = e.getValue();
-                String type = net.getLayerWiseConfigurations().getConf(e.getKey()).getLayer().getClass().getSimpleName();
-                out.printf("  %-5d %-17s %11.4e %11.4e %9.4f %10.4f %10.4f %10.4f%n", e.getKey(), type,
-                        s.varianceTrace / s.iterations, s.meanGradientNormSq / s.iterations, s.snr / s.iterations,
-                        s.quantile(0.1), s.quantile(0.5), s.quantile(0.9));
+            out.printf("  %-5s %-5s %-17s %11s %11s %9s %10s %10s %10s%n", "layer", "param", "type", "variance",
+                    "|grad|", "SNR", "q10", "q50", "q90");
+            for (Map.Entry<String, EpochAverage> e : stats.entrySet()) {
+                String[] key = e.getKey().split(" ");
+                EpochAverage a = e.getValue();
+                String type = net.getLayerWiseConfigurations().getConf(Integer.parseInt(key[0])).getLayer().getClass()
+                        .getSimpleName();
+                out.printf("  %-5s %-5s %-17s %11.4e %11.4e %9.4f %10.4f %10.4f %10.4f%n", key[0], key[1], type,
+                        a.mean(0), a.mean(1), a.mean(2), a.mean(3), a.mean(4), a.mean(5));
             }
         }
         return accuracy;

@@ -30,8 +30,8 @@ class GradientNoiseDemoTest {
                 new PrintStream(progress, true, StandardCharsets.UTF_8));
         String text = out.toString(StandardCharsets.UTF_8);
         assertTrue(text.contains("epoch 2: mean training loss"), text);
-        for (String layer : new String[] {"0     ConvolutionLayer", "2     ConvolutionLayer", "4     DenseLayer",
-                "5     OutputLayer"}) {
+        for (String layer : new String[] {"0     b     ConvolutionLayer", "0     W     ConvolutionLayer",
+                "2     W     ConvolutionLayer", "4     W     DenseLayer", "5     b     OutputLayer"}) {
             assertTrue(text.contains(layer), text);
         }
         assertTrue(progress.toString(StandardCharsets.UTF_8).contains("10/10"), "progress bar drawn");
