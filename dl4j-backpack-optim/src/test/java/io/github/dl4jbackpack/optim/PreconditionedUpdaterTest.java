@@ -266,6 +266,40 @@ class PreconditionedUpdaterTest {
     }
 
     @Test
+    void perLayerUpdatersMixWithOrdinaryOnes() {
+        KroneckerUpdater kflr = KroneckerUpdater.kflr(0.1, 0.1);
+        MultiLayerConfiguration conf = new NeuralNetConfiguration.Builder()
+                .seed(4)
+                .dataType(DataType.DOUBLE)
+                .updater(new org.nd4j.linalg.learning.config.Sgd(0.05))
+                .list(new ConvolutionLayer.Builder(3, 3).nOut(3).activation(Activation.TANH).build(),
+                        new SubsamplingLayer.Builder(PoolingType.MAX).kernelSize(2, 2).stride(2, 2).build(),
+                        new DenseLayer.Builder().nOut(5).activation(Activation.SIGMOID).updater(kflr).build(),
+                        new OutputLayer.Builder(LossFunction.MCXENT).nOut(3).activation(Activation.SOFTMAX).build())
+                .setInputType(InputType.convolutional(6, 6, 2))
+                .build();
+        MultiLayerNetwork net = new MultiLayerNetwork(conf);
+        net.init();
+        MultiLayerNetwork reference = net.clone();
+        INDArray x = features(6, 5);
+        INDArray y = labels(6, 5);
+        Quantities q = BackPackNetwork.extend(reference).backward(x, y, new io.github.dl4jbackpack.extensions.KFLR());
+        BackPackNetwork.extend(net);
+        net.fit(x, y);
+        for (int layer : new int[] {0, 2, 3}) {
+            for (String param : reference.getLayer(layer).paramTable().keySet()) {
+                INDArray theta = reference.getParam(layer + "_" + param);
+                INDArray gradient = reference.gradient().getGradientFor(layer + "_" + param).div(x.size(0));
+                INDArray expected = layer == 2 ? expectedStep(kflr, q, layer, param, theta, gradient, 0)
+                        : theta.sub(gradient.mul(0.05));
+                INDArray actual = net.getParam(layer + "_" + param);
+                assertEquals(0.0, expected.sub(actual).amaxNumber().doubleValue(),
+                        1e-10 * expected.sub(theta).amaxNumber().doubleValue(), "layer " + layer + " " + param);
+            }
+        }
+    }
+
+    @Test
     void configurationsRoundTripThroughJson() {
         List<IUpdater> updaters = List.of(DiagGGNUpdater.exact(0.1, 1e-3), DiagGGNUpdater.monteCarlo(0.2, 1e-4, 5),
                 KroneckerUpdater.kfac(0.05, 1e-2, 2), KroneckerUpdater.kflr(0.3, 10), KroneckerUpdater.kfra(1, 1),
