@@ -13,6 +13,7 @@ import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Random;
 import java.util.zip.GZIPInputStream;
 
 /**
@@ -29,6 +30,25 @@ public final class Digits {
     private static final String RESOURCE = "/io/github/dl4jbackpack/samples/digits.csv.gz";
 
     private Digits() {
+    }
+
+    /**
+     * @param n number of examples
+     * @param random the source of randomness
+     * @return the indices {@code 0 … n−1} in a random order (Fisher-Yates), for minibatches of an epoch
+     */
+    public static int[] shuffledIndices(int n, Random random) {
+        int[] order = new int[n];
+        for (int i = 0; i < n; i++) {
+            order[i] = i;
+        }
+        for (int i = n - 1; i > 0; i--) {
+            int j = random.nextInt(i + 1);
+            int t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        return order;
     }
 
     /**

@@ -126,7 +126,7 @@ public final class GradientNoiseDemo {
         double accuracy = 0;
         for (int epoch = 1; epoch <= epochs; epoch++) {
             stats.clear();
-            int[] order = shuffled(trainSize, random);
+            int[] order = Digits.shuffledIndices(trainSize, random);
             int iterations = (trainSize + batch - 1) / batch;
             ProgressBar bar = new ProgressBar(progress, String.format("epoch %d/%d", epoch, epochs), iterations);
             double lossSum = 0;
@@ -157,20 +157,6 @@ public final class GradientNoiseDemo {
             }
         }
         return accuracy;
-    }
-
-    private static int[] shuffled(int n, Random random) {
-        int[] order = new int[n];
-        for (int i = 0; i < n; i++) {
-            order[i] = i;
-        }
-        for (int i = n - 1; i > 0; i--) {
-            int j = random.nextInt(i + 1);
-            int t = order[i];
-            order[i] = order[j];
-            order[j] = t;
-        }
-        return order;
     }
 
     private static double accuracy(MultiLayerNetwork net, DataSet test) {

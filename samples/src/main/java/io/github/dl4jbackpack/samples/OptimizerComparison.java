@@ -106,7 +106,7 @@ public final class OptimizerComparison {
             ProgressBar bar = new ProgressBar(progress, String.format("%-32s", e.getKey()), (long) epochs * iterations);
             long start = System.nanoTime();
             for (int epoch = 0; epoch < epochs; epoch++) {
-                int[] order = shuffled(trainSize, random);
+                int[] order = Digits.shuffledIndices(trainSize, random);
                 for (int it = 0; it < iterations; it++) {
                     int[] idx = Arrays.copyOfRange(order, it * batch, Math.min(trainSize, (it + 1) * batch));
                     net.fit(Nd4j.pullRows(trainX, 1, idx), Nd4j.pullRows(trainY, 1, idx));
@@ -128,19 +128,5 @@ public final class OptimizerComparison {
                     r.millisPerIteration());
         }
         return results;
-    }
-
-    private static int[] shuffled(int n, Random random) {
-        int[] order = new int[n];
-        for (int i = 0; i < n; i++) {
-            order[i] = i;
-        }
-        for (int i = n - 1; i > 0; i--) {
-            int j = random.nextInt(i + 1);
-            int t = order[i];
-            order[i] = order[j];
-            order[j] = t;
-        }
-        return order;
     }
 }

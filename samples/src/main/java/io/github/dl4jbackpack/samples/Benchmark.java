@@ -1,0 +1,324 @@
+package io.github.dl4jbackpack.samples;
+
+import io.github.dl4jbackpack.BackPackNetwork;
+import io.github.dl4jbackpack.extensions.BatchDiagGGNExact;
+import io.github.dl4jbackpack.extensions.BatchDotGrad;
+import io.github.dl4jbackpack.extensions.BatchGrad;
+import io.github.dl4jbackpack.extensions.BatchL2Grad;
+import io.github.dl4jbackpack.extensions.DiagGGNExact;
+import io.github.dl4jbackpack.extensions.DiagGGNMC;
+import io.github.dl4jbackpack.extensions.DiagHessian;
+import io.github.dl4jbackpack.extensions.Extension;
+import io.github.dl4jbackpack.extensions.KFAC;
+import io.github.dl4jbackpack.extensions.KFLR;
+import io.github.dl4jbackpack.extensions.KFRA;
+import io.github.dl4jbackpack.extensions.SumGradSquared;
+import io.github.dl4jbackpack.extensions.Variance;
+import org.bytedeco.javacpp.Pointer;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.knowm.xchart.BitmapEncoder;
+import org.knowm.xchart.CategoryChart;
+import org.knowm.xchart.CategoryChartBuilder;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Supplier;
+
+/**
+ * Times one forward and backward pass of the paper's DeepOBS networks with each extension, against
+ * the plain DL4J gradient measured in the same run (the paper's Fig. 3, 6, 8, 9), on synthetic
+ * inputs of the right shape.
+ *
+ * <pre>
+ * --problem logreg|2c2d|3c3d|allcnnc   (default 3c3d)
+ * --batch N                            (default 128)
+ * --reps R --warmup W                  (default 5 and 2; the median of R timed passes is reported)
+ * --methods a,b,...                    (default all: gradient, wrapped, the extensions, loop)
+ * --max-seconds S                      (a method whose first pass takes longer is timed once; default 300)
+ * --csv FILE --plot FILE.png
+ * </pre>
+ *
+ * <p>Methods: {@code gradient} (the unwrapped network), {@code wrapped} (extended, no extension),
+ * each extension alone, and {@code loop} (per-example gradients by a loop of single-example passes
+ * through DL4J). Peak memory is the peak resident memory of the whole process (Java heap and ND4J's
+ * off-heap buffers, which ND4J's own counters do not track) during a method's timed passes: on Linux
+ * the kernel's high-water mark, reset after a garbage collection before each method; elsewhere the
+ * largest of samples taken every 2 ms.
+ */
+public final class Benchmark {
+
+    /** All methods, in the order of the tables. */
+    public static final List<String> METHODS = List.of("gradient", "wrapped", "BatchGrad", "BatchL2Grad",
+            "SumGradSquared", "Variance", "BatchDotGrad", "DiagGGNExact", "DiagGGNMC", "BatchDiagGGNExact",
+            "DiagHessian", "KFAC", "KFLR", "KFRA", "loop");
+
+    private Benchmark() {
+    }
+
+    /** One measured method. */
+    public record Row(String problem, String method, long batch, double medianMillis, double ratioToGradient,
+                      double peakMegabytes, String note) {
+        String csv() {
+            return String.format(Locale.ROOT, "%s,%s,%d,%.3f,%.3f,%.1f,%s", problem, method, batch, medianMillis,
+                    ratioToGradient, peakMegabytes, note.replace(',', ';'));
+        }
+    }
+
+    /**
+     * Runs the benchmark.
+     *
+     * @param args see the class comment
+     */
+    public static void main(String[] args) {
+        Map<String, String> opts = GradientNoiseDemo.options(args);
+        DeepObsNetworks problem = DeepObsNetworks.of(opts.getOrDefault("problem", "3c3d"));
+        long batch = Long.parseLong(opts.getOrDefault("batch", "128"));
+        int reps = Integer.parseInt(opts.getOrDefault("reps", "5"));
+        int warmup = Integer.parseInt(opts.getOrDefault("warmup", "2"));
+        double maxSeconds = Double.parseDouble(opts.getOrDefault("max-seconds", "300"));
+        List<String> methods = opts.containsKey("methods") ? Arrays.asList(opts.get("methods").split(",")) : METHODS;
+        List<Row> rows = run(problem, batch, reps, warmup, maxSeconds, methods, System.out, System.err);
+        if (opts.containsKey("csv")) {
+            writeCsv(rows, Paths.get(opts.get("csv")));
+        }
+        if (opts.containsKey("plot")) {
+            plot(rows, Paths.get(opts.get("plot")));
+        }
+    }
+
+    static Extension<?> extension(String method) {
+        switch (method) {
+            case "BatchGrad": return new BatchGrad();
+            case "BatchL2Grad": return new BatchL2Grad();
+            case "SumGradSquared": return new SumGradSquared();
+            case "Variance": return new Variance();
+            case "BatchDotGrad": return new BatchDotGrad();
+            case "DiagGGNExact": return new DiagGGNExact();
+            case "DiagGGNMC": return new DiagGGNMC(1);
+            case "BatchDiagGGNExact": return new BatchDiagGGNExact();
+            case "DiagHessian": return new DiagHessian();
+            case "KFAC": return new KFAC(1);
+            case "KFLR": return new KFLR();
+            case "KFRA": return new KFRA();
+            default: throw new IllegalArgumentException("unknown method " + method + "; known: " + METHODS);
+        }
+    }
+
+    static List<Row> run(DeepObsNetworks problem, long batch, int reps, int warmup, double maxSeconds,
+                         List<String> methods, PrintStream out, PrintStream progress) {
+        Nd4j.setDefaultDataTypes(DataType.FLOAT, DataType.FLOAT);
+        MultiLayerNetwork plain = problem.build(DataType.FLOAT, null, 1);
+        MultiLayerNetwork wrapped = plain.clone();
+        BackPackNetwork bp = BackPackNetwork.extend(wrapped);
+        bp.setCurvatureMemoryBudget(4L << 30);
+        Nd4j.getRandom().setSeed(17);
+        INDArray x = Nd4j.rand(DataType.FLOAT, problem.inputShape(batch));
+        INDArray y = Nd4j.zeros(DataType.FLOAT, batch, problem.classes());
+        for (int i = 0; i < batch; i++) {
+            y.putScalar(i, i % problem.classes(), 1.0);
+        }
+        Map<String, Runnable> passes = new LinkedHashMap<>();
+        for (String method : methods) {
+            switch (method) {
+                case "gradient":
+                    passes.put(method, () -> {
+                        plain.setInput(x);
+                        plain.setLabels(y);
+                        plain.computeGradientAndScore();
+                    });
+                    break;
+                case "wrapped":
+                    passes.put(method, () -> bp.backward(x, y));
+                    break;
+                case "loop":
+                    passes.put(method, () -> perExampleLoop(plain, x, y));
+                    break;
+                default:
+                    Extension<?> e = extension(method);
+                    passes.put(method, () -> bp.backward(x, y, e));
+            }
+        }
+        out.printf("%s (%,d parameters), batch %d, float32, %d warm-up and %d timed passes per method%n",
+                problem.shortName(), problem.parameters(), batch, warmup, reps);
+        // JIT and native thread pools warm up on the plain and the wrapped pass before anything is timed
+        long warmupEnd = System.nanoTime() + 2_000_000_000L;
+        for (int i = 0; i < 20 && System.nanoTime() < warmupEnd; i++) {
+            plain.setInput(x);
+            plain.setLabels(y);
+            plain.computeGradientAndScore();
+            bp.backward(x, y);
+        }
+        ProgressBar bar = new ProgressBar(progress, String.format("%-8s", problem.shortName()), passes.size());
+        Map<String, double[]> measured = new LinkedHashMap<>();
+        Map<String, String> notes = new LinkedHashMap<>();
+        int done = 0;
+        for (Map.Entry<String, Runnable> p : passes.entrySet()) {
+            bar.update(done, p.getKey());
+            try {
+                measured.put(p.getKey(), measure(p.getValue(), reps, warmup, maxSeconds));
+                notes.put(p.getKey(), "");
+            } catch (RuntimeException | OutOfMemoryError e) {
+                measured.put(p.getKey(), new double[] {Double.NaN, Double.NaN});
+                String message = String.valueOf(e.getMessage()).split("\\. ")[0];
+                notes.put(p.getKey(), "failed: " + message.substring(0, Math.min(200, message.length())));
+            }
+            bar.update(++done, p.getKey());
+        }
+        bar.finish();
+        double gradient = measured.containsKey("gradient") ? measured.get("gradient")[0] : Double.NaN;
+        List<Row> rows = new ArrayList<>();
+        out.printf("%-18s %12s %10s %10s  %s%n", "method", "median ms", "ratio", "peak MB", "note");
+        for (Map.Entry<String, double[]> m : measured.entrySet()) {
+            double[] v = m.getValue();
+            Row row = new Row(problem.shortName(), m.getKey(), batch, v[0], v[0] / gradient, v[1], notes.get(m.getKey()));
+            rows.add(row);
+            out.printf(Locale.ROOT, "%-18s %12.1f %10.2f %10.1f  %s%n", row.method(), row.medianMillis(),
+                    row.ratioToGradient(), row.peakMegabytes(), row.note());
+        }
+        return rows;
+    }
+
+    /** Per-example gradients by single-example passes through DL4J, each gradient kept. */
+    private static void perExampleLoop(MultiLayerNetwork net, INDArray x, INDArray y) {
+        List<INDArray> gradients = new ArrayList<>();
+        for (long n = 0; n < x.size(0); n++) {
+            INDArray xn = x.rank() == 2 ? x.get(NDArrayIndex.interval(n, n + 1), NDArrayIndex.all())
+                    : x.get(NDArrayIndex.interval(n, n + 1), NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.all());
+            net.setInput(xn);
+            net.setLabels(y.get(NDArrayIndex.interval(n, n + 1), NDArrayIndex.all()));
+            net.computeGradientAndScore();
+            gradients.add(net.gradient().gradient().dup());
+        }
+        if (gradients.size() != x.size(0)) {
+            throw new IllegalStateException("loop lost gradients");
+        }
+    }
+
+    /** @return the median milliseconds and the peak memory in MB above the starting point */
+    private static double[] measure(Runnable pass, int reps, int warmup, double maxSeconds) {
+        long start = System.nanoTime();
+        pass.run();
+        double first = (System.nanoTime() - start) / 1e6;
+        if (first / 1000 > maxSeconds) {
+            return new double[] {first, Double.NaN};
+        }
+        for (int i = 1; i < warmup; i++) {
+            pass.run();
+        }
+        System.gc();
+        try {
+            Thread.sleep(300);   // lets the deallocators release what the collection freed
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        boolean kernelPeak = resetPeakResident();
+        AtomicLong sampled = new AtomicLong(Pointer.physicalBytes());
+        AtomicBoolean running = new AtomicBoolean(true);
+        Thread sampler = new Thread(() -> {
+            while (running.get()) {
+                sampled.accumulateAndGet(Pointer.physicalBytes(), Math::max);
+                try {
+                    Thread.sleep(2);
+                } catch (InterruptedException e) {
+                    return;
+                }
+            }
+        });
+        sampler.setDaemon(true);
+        sampler.start();
+        double[] times = new double[Math.max(1, reps)];
+        for (int i = 0; i < times.length; i++) {
+            long t = System.nanoTime();
+            pass.run();
+            times[i] = (System.nanoTime() - t) / 1e6;
+        }
+        running.set(false);
+        try {
+            sampler.join();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        long peak = kernelPeak ? Math.max(peakResident(), sampled.get()) : sampled.get();
+        Arrays.sort(times);
+        double median = times.length % 2 == 1 ? times[times.length / 2]
+                : (times[times.length / 2 - 1] + times[times.length / 2]) / 2;
+        return new double[] {median, peak / 1e6};
+    }
+
+    /** @return whether the kernel's peak-resident mark of this process could be reset (Linux) */
+    private static boolean resetPeakResident() {
+        try {
+            Files.write(Paths.get("/proc/self/clear_refs"), "5".getBytes(StandardCharsets.US_ASCII));
+            return true;
+        } catch (IOException | RuntimeException e) {
+            return false;
+        }
+    }
+
+    /** @return the kernel's peak resident memory of this process (VmHWM), in bytes, or 0 */
+    private static long peakResident() {
+        try {
+            for (String line : Files.readAllLines(Paths.get("/proc/self/status"))) {
+                if (line.startsWith("VmHWM:")) {
+                    return Long.parseLong(line.replaceAll("[^0-9]", "")) * 1024;
+                }
+            }
+        } catch (IOException | RuntimeException e) {
+            return 0;
+        }
+        return 0;
+    }
+
+    static void writeCsv(List<Row> rows, Path file) {
+        List<String> lines = new ArrayList<>();
+        lines.add("problem,method,batch,median_ms,ratio_to_gradient,peak_mb,note");
+        rows.forEach(r -> lines.add(r.csv()));
+        try {
+            Files.write(file, lines, StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    static void plot(List<Row> rows, Path file) {
+        System.setProperty("java.awt.headless", "true");
+        List<String> names = new ArrayList<>();
+        List<Double> ratios = new ArrayList<>();
+        for (Row r : rows) {
+            if (!Double.isNaN(r.ratioToGradient())) {
+                names.add(r.method());
+                ratios.add(r.ratioToGradient());
+            }
+        }
+        Supplier<String> title = () -> rows.isEmpty() ? "" : rows.get(0).problem() + ", N = " + rows.get(0).batch();
+        CategoryChart chart = new CategoryChartBuilder().width(1100).height(500).title(title.get())
+                .xAxisTitle("method").yAxisTitle("time / gradient").build();
+        chart.getStyler().setLegendVisible(false);
+        chart.getStyler().setXAxisLabelRotation(45);
+        chart.addSeries("ratio to gradient", names, ratios);
+        try {
+            String name = file.toString();
+            BitmapEncoder.saveBitmap(chart, name.endsWith(".png") ? name.substring(0, name.length() - 4) : name,
+                    BitmapEncoder.BitmapFormat.PNG);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+}

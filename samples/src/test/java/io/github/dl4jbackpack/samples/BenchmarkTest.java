@@ -1,0 +1,56 @@
+package io.github.dl4jbackpack.samples;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** Smoke runs of the benchmark runner (timings are not asserted: they belong to the runner's reports). */
+class BenchmarkTest {
+
+    static List<Benchmark.Row> run(DeepObsNetworks problem, long batch, List<String> methods) {
+        return Benchmark.run(problem, batch, 1, 0, 60, methods,
+                new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8),
+                new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8));
+    }
+
+    @Test
+    void everyMethodRunsOnLogisticRegression(@TempDir Path dir) throws Exception {
+        List<Benchmark.Row> rows = run(DeepObsNetworks.LOGREG, 8, Benchmark.METHODS);
+        assertEquals(Benchmark.METHODS.size(), rows.size());
+        for (Benchmark.Row r : rows) {
+            assertTrue(r.note().isEmpty(), r.toString());
+            assertTrue(r.medianMillis() > 0 && r.ratioToGradient() > 0, r.toString());
+        }
+        assertEquals(1.0, rows.get(0).ratioToGradient(), 0.0);
+        Path csv = dir.resolve("b.csv");
+        Path png = dir.resolve("b.png");
+        Benchmark.writeCsv(rows, csv);
+        Benchmark.plot(rows, png);
+        List<String> lines = Files.readAllLines(csv);
+        assertEquals("problem,method,batch,median_ms,ratio_to_gradient,peak_mb,note", lines.get(0));
+        assertEquals(1 + rows.size(), lines.size());
+        assertTrue(Files.size(png) > 1000, "chart written");
+    }
+
+    @Test
+    void smallCnnRunsAndKfraRefusesWhatExceedsItsBudget() {
+        List<Benchmark.Row> rows = run(DeepObsNetworks.C3D3, 2,
+                List.of("gradient", "wrapped", "Variance", "DiagGGNMC", "KFLR", "KFRA", "loop"));
+        for (Benchmark.Row r : rows) {
+            if (r.method().equals("KFRA")) {
+                assertTrue(r.note().startsWith("failed: KFRA needs"), r.toString());
+            } else {
+                assertTrue(r.note().isEmpty() && r.medianMillis() > 0, r.toString());
+            }
+        }
+    }
+}
