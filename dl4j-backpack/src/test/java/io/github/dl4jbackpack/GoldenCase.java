@@ -42,6 +42,11 @@ final class GoldenCase {
     static final List<String> NAMES = List.of("logreg_ce", "mlp_relu_mse", "mlp_sigmoid_tanh_ce", "mlp_tanh_bce",
             "cnn_relu_sigmoid_ce", "cnn_stride_avgpool_mse");
 
+    /** @return the case names, as a JUnit parameter source */
+    static java.util.stream.Stream<String> names() {
+        return NAMES.stream();
+    }
+
     final String name;
     final JsonNode spec;
     private final Path dir;

@@ -11,7 +11,6 @@ import org.junit.jupiter.params.provider.MethodSource;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
-import java.util.stream.Stream;
 
 import static io.github.dl4jbackpack.Reference.assertClose;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -19,12 +18,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 /** First-order extensions against the paper's reference implementation on the six golden cases. */
 class GoldenFirstOrderTest {
 
-    static Stream<String> cases() {
-        return GoldenCase.NAMES.stream();
-    }
-
     @ParameterizedTest(name = "{0}")
-    @MethodSource("cases")
+    @MethodSource("io.github.dl4jbackpack.GoldenCase#names")
     void float64MatchesReferenceImplementation(String name) {
         GoldenCase golden = GoldenCase.load(name);
         MultiLayerNetwork net = golden.network(DataType.DOUBLE);
@@ -47,7 +42,7 @@ class GoldenFirstOrderTest {
     }
 
     @ParameterizedTest(name = "{0}")
-    @MethodSource("cases")
+    @MethodSource("io.github.dl4jbackpack.GoldenCase#names")
     void float32WithinFloat32Tolerance(String name) {
         GoldenCase golden = GoldenCase.load(name);
         MultiLayerNetwork net = golden.network(DataType.FLOAT);

@@ -11,7 +11,6 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 import java.util.List;
-import java.util.stream.Stream;
 
 import static io.github.dl4jbackpack.Reference.assertClose;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -19,12 +18,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 /** Kronecker factors against the paper's reference implementation where it has them. */
 class GoldenKroneckerTest {
 
-    static Stream<String> cases() {
-        return GoldenCase.NAMES.stream();
-    }
-
     @ParameterizedTest(name = "{0}")
-    @MethodSource("cases")
+    @MethodSource("io.github.dl4jbackpack.GoldenCase#names")
     void float64MatchesReferenceImplementation(String name) {
         GoldenCase golden = GoldenCase.load(name);
         MultiLayerNetwork net = golden.network(DataType.DOUBLE);
@@ -59,7 +54,7 @@ class GoldenKroneckerTest {
     }
 
     @ParameterizedTest(name = "{0}")
-    @MethodSource("cases")
+    @MethodSource("io.github.dl4jbackpack.GoldenCase#names")
     void kfacConvergesToKflrAsSamplesGrow(String name) {
         GoldenCase golden = GoldenCase.load(name);
         MultiLayerNetwork net = golden.network(DataType.DOUBLE);

@@ -11,19 +11,14 @@ import org.junit.jupiter.params.provider.MethodSource;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
-import java.util.stream.Stream;
 
 import static io.github.dl4jbackpack.Reference.assertClose;
 
 /** Second-order extensions against the paper's reference implementation on the six golden cases. */
 class GoldenSecondOrderTest {
 
-    static Stream<String> cases() {
-        return GoldenCase.NAMES.stream();
-    }
-
     @ParameterizedTest(name = "{0}")
-    @MethodSource("cases")
+    @MethodSource("io.github.dl4jbackpack.GoldenCase#names")
     void float64MatchesReferenceImplementation(String name) {
         GoldenCase golden = GoldenCase.load(name);
         MultiLayerNetwork net = golden.network(DataType.DOUBLE);
