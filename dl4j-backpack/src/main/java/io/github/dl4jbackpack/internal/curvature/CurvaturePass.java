@@ -1,12 +1,13 @@
 package io.github.dl4jbackpack.internal.curvature;
 
+import io.github.dl4jbackpack.internal.layers.ConvolutionDerivatives;
 import io.github.dl4jbackpack.internal.layers.CurvatureSink;
 import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import io.github.dl4jbackpack.internal.layers.RecordedLayer;
 import io.github.dl4jbackpack.internal.losses.LossCurvature;
-import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
 import org.nd4j.linalg.activations.IActivation;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Broadcast;
 import org.nd4j.linalg.factory.Nd4j;
@@ -33,14 +34,11 @@ import java.util.Set;
  */
 public final class CurvaturePass {
 
-    /** Copies of a chunk's factor alive at once in one step (factor, product, masked and reshaped copies). */
-    private static final int COPIES = 4;
-
     private final List<RecordedLayer> layers;
     private final long batchSize;
     private final long memoryBudget;
     private final int lowestParametric;
-    private final int maxFeatures;
+    private final long scratchPerRow;
 
     /**
      * @param layers the records of every layer, in network order
@@ -51,18 +49,40 @@ public final class CurvaturePass {
         this.batchSize = layers.get(0).batchSize();
         this.memoryBudget = memoryBudget;
         int lowest = -1;
-        long widest = 1;
         for (RecordedLayer r : layers) {
             if (lowest < 0 && r.kind().hasParameters()) {
                 lowest = r.index();
             }
-            widest = Math.max(widest, r.input().length() / batchSize);
-            if (r.preActivation() != null) {
-                widest = Math.max(widest, r.preActivation().length() / batchSize);
-            }
         }
         this.lowestParametric = lowest;
-        this.maxFeatures = (int) Math.min(Integer.MAX_VALUE, widest);
+        long scratch = 0;
+        for (RecordedLayer r : layers.subList(Math.max(0, lowest), layers.size())) {
+            // the layer's own temporaries, the activation- and dropout-scaled copies of the columns
+            scratch += r.kind().scratchFeatures(r) + 2 * r.outputFeatures();
+        }
+        this.scratchPerRow = scratch;
+    }
+
+    /**
+     * Columns pushed down at once: everything one chunk allocates, over all layers, stays in the
+     * scratch workspace, which the memory budget bounds.
+     */
+    private long chunkColumns(long columns, int bytesPerElement) {
+        long available = memoryBudget - fixedScratchBytes(bytesPerElement);
+        return Math.max(1, Math.min(columns, available / Math.max(1, columnBytes(bytesPerElement))));
+    }
+
+    private long columnBytes(int bytesPerElement) {
+        return batchSize * scratchPerRow * bytesPerElement;
+    }
+
+    private static long fixedScratchBytes(int bytesPerElement) {
+        return 2 * ConvolutionDerivatives.CHUNK_ELEMENTS * bytesPerElement;
+    }
+
+    /** Opens the scratch workspace sized for chunks of {@code chunk} columns. */
+    private MemoryWorkspace scratch(long chunk, int bytesPerElement) {
+        return ScratchWorkspace.open(chunk * columnBytes(bytesPerElement) + fixedScratchBytes(bytesPerElement));
     }
 
     /**
@@ -217,13 +237,14 @@ public final class CurvaturePass {
     private void propagateColumns(INDArray factor, int start, boolean skipStart, double sign,
                                   Map<Integer, CurvatureSink> sinks) {
         long columns = factor.size(1);
-        long bytesPerColumn = batchSize * (long) maxFeatures * factor.dataType().width() * COPIES;
-        long chunk = Math.max(1, Math.min(columns, memoryBudget / Math.max(1, bytesPerColumn)));
+        long chunk = chunkColumns(columns, factor.dataType().width());
         for (long from = 0; from < columns; from += chunk) {
             long to = Math.min(columns, from + chunk);
-            INDArray part = chunk == columns ? factor
-                    : factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to)).dup('c');
-            propagate(part, start, skipStart, sign, sinks);
+            try (MemoryWorkspace ignored = scratch(chunk, factor.dataType().width())) {
+                INDArray part = chunk == columns ? factor
+                        : factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to)).dup('c');
+                propagate(part, start, skipStart, sign, sinks);
+            }
         }
     }
 
@@ -260,7 +281,8 @@ public final class CurvaturePass {
                 folded = fold(scaleColumns(unfold(folded, v), record.dropoutMask()));
             }
             if (record.preProcessor() != null) {
-                folded = record.preProcessor().backprop(folded, (int) folded.size(0), LayerWorkspaceMgr.noWorkspaces());
+                // the supported preprocessors only reshape, in the row-major order of the features
+                folded = folded.reshape('c', withRows(folded.size(0), layers.get(i - 1).outputShape()));
             }
             s = unfold(folded, v);
         }
@@ -296,10 +318,19 @@ public final class CurvaturePass {
     /** Pushes {@code diag(root_n)} (columns = features) from layer j's output down, in chunks of columns. */
     private void propagateDiagonal(INDArray root, long[] zShape, int j, double sign, Map<Integer, CurvatureSink> sinks) {
         long features = root.size(1);
-        long bytesPerColumn = batchSize * (long) maxFeatures * root.dataType().width() * COPIES;
-        long chunk = Math.max(1, Math.min(features, memoryBudget / Math.max(1, bytesPerColumn)));
+        long chunk = chunkColumns(features, root.dataType().width());
         for (long from = 0; from < features; from += chunk) {
             long to = Math.min(features, from + chunk);
+            try (MemoryWorkspace ignored = scratch(chunk, root.dataType().width())) {
+                propagateUnitColumns(root, zShape, j, sign, sinks, from, to);
+            }
+        }
+    }
+
+    private void propagateUnitColumns(INDArray root, long[] zShape, int j, double sign,
+                                      Map<Integer, CurvatureSink> sinks, long from, long to) {
+        long features = root.size(1);
+        {
             long v = to - from;
             INDArray unitRows = Nd4j.zeros(root.dataType(), v, features);
             for (long c = 0; c < v; c++) {

@@ -33,7 +33,7 @@ import java.util.Map;
 public final class ConvolutionDerivatives implements LayerDerivatives {
 
     /** Upper bound on the number of elements of individual gradients formed at once for reductions. */
-    static final long CHUNK_ELEMENTS = 1L << 24;
+    public static final long CHUNK_ELEMENTS = 1L << 24;
 
     @Override
     public String kindName() {
@@ -145,12 +145,22 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
         long p = (long) g.outSize[0] * g.outSize[1];
         INDArray columns = factor.reshape('c', m, o, p).permute(1, 0, 2).dup('c').reshape('c', o, m * p);
         INDArray patches = w.reshape('c', o, c * g.kernel[0] * g.kernel[1]).transpose().mmul(columns);
+        // col2im reads the patches through strides, as DL4J's own backward pass feeds it: no copy
         INDArray cols6 = patches.reshape('c', c, g.kernel[0], g.kernel[1], m, g.outSize[0], g.outSize[1])
-                .permute(3, 0, 1, 2, 4, 5).dup('c');
+                .permute(3, 0, 1, 2, 4, 5);
         INDArray out = Nd4j.create(factor.dataType(), m, c, x.size(2), x.size(3));
         Convolution.col2im(cols6, out, g.strides[0], g.strides[1], g.pad[0], g.pad[1], (int) x.size(2),
                 (int) x.size(3), g.dilation[0], g.dilation[1]);
         return out;
+    }
+
+    /** The permuted columns, the patches {@code Wᵀ s}, the input-shaped result, the bias sums. */
+    @Override
+    public long scratchFeatures(RecordedLayer record) {
+        long[] w = record.layer().getParam(DenseDerivatives.W).shape();
+        long outputs = record.outputFeatures();
+        long patches = w[1] * w[2] * w[3] * (outputs / w[0]);
+        return 2 * outputs + patches + record.inputFeatures();
     }
 
     @Override
@@ -219,7 +229,7 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
     public Map<String, KroneckerFactors> kroneckerFactors(RecordedLayer record, INDArray outputFactor) {
         INDArray u = unfolded(record, outputFactor);
         long n = u.size(0);
-        INDArray a = Nd4j.matmul(u, u, false, true, false).sum(0).divi(n);
+        INDArray a = Nd4j.tensorMmul(u, u, new int[][] {{0, 2}, {0, 2}}).divi(n);
         Map<String, KroneckerFactors> out = new LinkedHashMap<>();
         out.put(DenseDerivatives.W, KroneckerFactors.convolutionWeight(outputFactor, a));
         if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {

@@ -1,6 +1,8 @@
 package io.github.dl4jbackpack.internal.layers;
 
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
 
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -49,12 +51,31 @@ public final class CurvatureSink {
      * @param contribution a fresh array, parameter-shaped or {@code [N, *p]} as {@link #perExample()}
      */
     public void add(String param, INDArray contribution) {
-        values.merge(param, contribution, INDArray::addi);
+        INDArray sum = values.get(param);
+        if (sum == null) {
+            values.put(param, outsideWorkspaces(contribution));
+        } else {
+            sum.addi(contribution);
+        }
     }
 
     /** @param contribution a fresh {@code [nOut, nOut]} array to add to the output-side factor */
     public void addOutputFactor(INDArray contribution) {
-        factor = factor == null ? contribution : factor.addi(contribution);
+        if (factor == null) {
+            factor = outsideWorkspaces(contribution);
+        } else {
+            factor.addi(contribution);
+        }
+    }
+
+    /** @return the array itself, or a copy outside workspaces if it lives in one */
+    private static INDArray outsideWorkspaces(INDArray array) {
+        if (!array.isAttached()) {
+            return array;
+        }
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            return array.dup();
+        }
     }
 
     /** @return the accumulated diagonal values */

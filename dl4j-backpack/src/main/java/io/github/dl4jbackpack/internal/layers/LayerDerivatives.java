@@ -76,6 +76,18 @@ public interface LayerDerivatives {
     INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor);
 
     /**
+     * Sizes chunks of columns in the second-order pass: an upper bound on the elements, per column
+     * and example, that {@link #inputJacobianTranspose} and the curvature accumulation of this layer
+     * allocate (temporaries included).
+     *
+     * @param record the layer's record
+     * @return elements per column and example
+     */
+    default long scratchFeatures(RecordedLayer record) {
+        return 2 * (record.inputFeatures() + record.outputFeatures());
+    }
+
+    /**
      * Adds {@code sign · Σ_v (J_θᵀ s_nv)²} for every parameter θ of the layer (summed over n or
      * per example, as the sink wants).
      *

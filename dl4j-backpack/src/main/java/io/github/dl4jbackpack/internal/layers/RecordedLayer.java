@@ -2,7 +2,9 @@ package io.github.dl4jbackpack.internal.layers;
 
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.InputPreProcessor;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
 
 import java.util.HashMap;
 import java.util.Map;
@@ -114,6 +116,14 @@ public final class RecordedLayer {
      * @return a value computed once per pass for this layer (e.g. the unfolded input)
      */
     public INDArray cached(String key, Supplier<INDArray> compute) {
-        return cache.computeIfAbsent(key, k -> compute.get());
+        INDArray value = cache.get(key);
+        if (value == null) {
+            // outside workspaces: the value outlives the chunk of columns that first asks for it
+            try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                value = compute.get();
+            }
+            cache.put(key, value);
+        }
+        return value;
     }
 }

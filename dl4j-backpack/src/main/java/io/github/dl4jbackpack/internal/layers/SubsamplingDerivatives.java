@@ -8,6 +8,7 @@ import org.deeplearning4j.nn.layers.convolution.subsampling.SubsamplingLayer;
 import org.deeplearning4j.util.ConvolutionUtils;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.api.ops.DynamicCustomOp;
+import org.nd4j.linalg.factory.Broadcast;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
@@ -62,7 +63,7 @@ public final class SubsamplingDerivatives implements LayerDerivatives {
         org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf = conf(record.layer());
         INDArray x = record.input().castTo(factor.dataType());
         long columns = factor.size(0) / x.size(0);
-        INDArray repeated = columns == 1 ? x : x.repeat(0, columns);
+        INDArray repeated = columns == 1 ? x : repeatPerColumn(x, columns);
         int[] kernel = conf.getKernelSize();
         int[] strides = conf.getStride();
         int[] dilation = conf.getDilation();
@@ -91,10 +92,21 @@ public final class SubsamplingDerivatives implements LayerDerivatives {
                 throw new UnsupportedOperationException("pooling type " + conf.getPoolingType());
         }
         INDArray out = Nd4j.create(factor.dataType(), repeated.shape());
-        op.addInputs(repeated, factor.dup('c')).addOutputs(out)
+        op.addInputs(repeated, factor.isView() ? factor.dup('c') : factor).addOutputs(out)
                 .addIntegerArguments(kernel[0], kernel[1], strides[0], strides[1], pad[0], pad[1], dilation[0],
                         dilation[1], same ? 1 : 0, extra, 0);
         Nd4j.exec(op.build());
         return out;
+    }
+
+    /** @return {@code x [N, ...]} with every example repeated {@code columns} times in a row, {@code [N·V, ...]} */
+    private static INDArray repeatPerColumn(INDArray x, long columns) {
+        long n = x.size(0);
+        long features = x.length() / n;
+        INDArray out = Nd4j.createUninitialized(x.dataType(), n, columns, features);
+        Broadcast.copy(out, x.reshape('c', n, features), out, 0, 2);
+        long[] shape = x.shape().clone();
+        shape[0] = n * columns;
+        return out.reshape('c', shape);
     }
 }
