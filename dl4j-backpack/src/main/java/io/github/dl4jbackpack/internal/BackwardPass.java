@@ -9,6 +9,7 @@ import io.github.dl4jbackpack.internal.layers.CurvatureSink;
 import io.github.dl4jbackpack.internal.layers.RecordedLayer;
 import io.github.dl4jbackpack.internal.losses.LossCurvature;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 import java.util.ArrayList;
@@ -113,8 +114,10 @@ final class BackwardPass {
         Map<String, ?> values = extension.compute(layer);
         Map<String, Object> ordered = new LinkedHashMap<>();
         for (String param : layer.parameterNames()) {
-            if (values.containsKey(param)) {
-                ordered.put(param, values.get(param));
+            Object value = values.get(param);
+            if (value != null) {
+                // computed in a scratch workspace: the results outlive it
+                ordered.put(param, value instanceof INDArray ? ScratchWorkspace.outside((INDArray) value) : value);
             }
         }
         if (ordered.size() != values.size()) {

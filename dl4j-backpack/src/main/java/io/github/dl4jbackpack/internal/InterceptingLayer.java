@@ -121,14 +121,16 @@ public class InterceptingLayer extends BaseWrapperLayer {
     }
 
     /**
-     * Lets the pass's first-order extensions compute this layer's values, outside DL4J's workspaces.
+     * Lets the pass's first-order extensions compute this layer's values in the first-order scratch
+     * workspace, outside DL4J's workspaces.
      *
      * @param pass the pass in progress
      * @param summedLossGradient gradient of the summed loss w.r.t. the pre-activation, as DL4J has it
      * @param gradient DL4J's (summed) parameter gradient of this layer
      */
     protected final void computeExtensions(BackwardPass pass, INDArray summedLossGradient, Gradient gradient) {
-        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces();
+             ScratchWorkspace scratch = ScratchWorkspace.open(ScratchWorkspace.FIRST_ORDER, 0)) {
             INDArray outputGradient = summedLossGradient.div(pass.batchSize());
             pass.computeAt(new LayerBackprop(index, pass.batchSize(), underlying, kind, underlying.input(),
                     outputGradient, gradient));

@@ -195,6 +195,15 @@ public final class Benchmark {
         return rows;
     }
 
+    private static void collectGarbage() {
+        System.gc();
+        try {
+            Thread.sleep(300);   // lets the deallocators release what the collection freed
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
     /** Per-example gradients by single-example passes through DL4J, each gradient kept. */
     private static void perExampleLoop(MultiLayerNetwork net, INDArray x, INDArray y) {
         List<INDArray> gradients = new ArrayList<>();
@@ -213,6 +222,10 @@ public final class Benchmark {
 
     /** @return the median milliseconds and the peak memory in MB above the starting point */
     private static double[] measure(Runnable pass, int reps, int warmup, double maxSeconds) {
+        // every method starts from nothing: the scratch workspaces an earlier method sized for
+        // itself (and DL4J's, which the next pass recreates) would otherwise count in its peak
+        Nd4j.getWorkspaceManager().destroyAllWorkspacesForCurrentThread();
+        collectGarbage();
         long start = System.nanoTime();
         pass.run();
         double first = (System.nanoTime() - start) / 1e6;
@@ -222,12 +235,7 @@ public final class Benchmark {
         for (int i = 1; i < warmup; i++) {
             pass.run();
         }
-        System.gc();
-        try {
-            Thread.sleep(300);   // lets the deallocators release what the collection freed
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
+        collectGarbage();
         boolean kernelPeak = resetPeakResident();
         AtomicLong sampled = new AtomicLong(Pointer.physicalBytes());
         AtomicBoolean running = new AtomicBoolean(true);

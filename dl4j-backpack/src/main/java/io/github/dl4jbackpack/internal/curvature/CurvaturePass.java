@@ -1,5 +1,6 @@
 package io.github.dl4jbackpack.internal.curvature;
 
+import io.github.dl4jbackpack.internal.ScratchWorkspace;
 import io.github.dl4jbackpack.internal.layers.ConvolutionDerivatives;
 import io.github.dl4jbackpack.internal.layers.CurvatureSink;
 import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
@@ -7,7 +8,6 @@ import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import io.github.dl4jbackpack.internal.layers.RecordedLayer;
 import io.github.dl4jbackpack.internal.losses.LossCurvature;
 import org.nd4j.linalg.activations.IActivation;
-import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Broadcast;
 import org.nd4j.linalg.factory.Nd4j;
@@ -81,8 +81,9 @@ public final class CurvaturePass {
     }
 
     /** Opens the scratch workspace sized for chunks of {@code chunk} columns. */
-    private MemoryWorkspace scratch(long chunk, int bytesPerElement) {
-        return ScratchWorkspace.open(chunk * columnBytes(bytesPerElement) + fixedScratchBytes(bytesPerElement));
+    private ScratchWorkspace scratch(long chunk, int bytesPerElement) {
+        return ScratchWorkspace.open(ScratchWorkspace.CURVATURE,
+                chunk * columnBytes(bytesPerElement) + fixedScratchBytes(bytesPerElement));
     }
 
     /**
@@ -240,7 +241,7 @@ public final class CurvaturePass {
         long chunk = chunkColumns(columns, factor.dataType().width());
         for (long from = 0; from < columns; from += chunk) {
             long to = Math.min(columns, from + chunk);
-            try (MemoryWorkspace ignored = scratch(chunk, factor.dataType().width())) {
+            try (ScratchWorkspace ignored = scratch(chunk, factor.dataType().width())) {
                 INDArray part = chunk == columns ? factor
                         : factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to)).dup('c');
                 propagate(part, start, skipStart, sign, sinks);
@@ -321,7 +322,7 @@ public final class CurvaturePass {
         long chunk = chunkColumns(features, root.dataType().width());
         for (long from = 0; from < features; from += chunk) {
             long to = Math.min(features, from + chunk);
-            try (MemoryWorkspace ignored = scratch(chunk, root.dataType().width())) {
+            try (ScratchWorkspace ignored = scratch(chunk, root.dataType().width())) {
                 propagateUnitColumns(root, zShape, j, sign, sinks, from, to);
             }
         }

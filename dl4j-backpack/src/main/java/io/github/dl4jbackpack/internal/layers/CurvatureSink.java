@@ -1,8 +1,7 @@
 package io.github.dl4jbackpack.internal.layers;
 
-import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import io.github.dl4jbackpack.internal.ScratchWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.factory.Nd4j;
 
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -53,7 +52,7 @@ public final class CurvatureSink {
     public void add(String param, INDArray contribution) {
         INDArray sum = values.get(param);
         if (sum == null) {
-            values.put(param, outsideWorkspaces(contribution));
+            values.put(param, ScratchWorkspace.outside(contribution));
         } else {
             sum.addi(contribution);
         }
@@ -62,19 +61,9 @@ public final class CurvatureSink {
     /** @param contribution a fresh {@code [nOut, nOut]} array to add to the output-side factor */
     public void addOutputFactor(INDArray contribution) {
         if (factor == null) {
-            factor = outsideWorkspaces(contribution);
+            factor = ScratchWorkspace.outside(contribution);
         } else {
             factor.addi(contribution);
-        }
-    }
-
-    /** @return the array itself, or a copy outside workspaces if it lives in one */
-    private static INDArray outsideWorkspaces(INDArray array) {
-        if (!array.isAttached()) {
-            return array;
-        }
-        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-            return array.dup();
         }
     }
 

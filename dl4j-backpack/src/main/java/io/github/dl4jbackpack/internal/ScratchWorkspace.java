@@ -1,0 +1,92 @@
+package io.github.dl4jbackpack.internal;
+
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import org.nd4j.linalg.api.memory.MemoryWorkspaceManager;
+import org.nd4j.linalg.api.memory.conf.WorkspaceConfiguration;
+import org.nd4j.linalg.api.memory.enums.AllocationPolicy;
+import org.nd4j.linalg.api.memory.enums.LearningPolicy;
+import org.nd4j.linalg.api.memory.enums.ResetPolicy;
+import org.nd4j.linalg.api.memory.enums.SpillPolicy;
+import org.nd4j.linalg.factory.Nd4j;
+
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * Memory the extensions compute in: an ND4J workspace per thread and purpose, of a fixed size,
+ * reused by every scope and every later pass. Without it each large temporary is a fresh native
+ * allocation that the kernel zero-fills page by page and that only the garbage collector returns,
+ * which cost more time than the arithmetic and let memory pile up between collections.
+ *
+ * <p>Arrays allocated in a scope are valid until it closes: whatever outlives it is copied out
+ * ({@link #outside(org.nd4j.linalg.api.ndarray.INDArray)}). The workspace stays allocated between
+ * passes and grows only when a scope needs more than it holds; allocations beyond its size are
+ * made outside it. {@code Nd4j.getWorkspaceManager().destroyAllWorkspacesForCurrentThread()}
+ * releases it.
+ */
+public final class ScratchWorkspace implements AutoCloseable {
+
+    /** Per-layer first-order computations, sized by what the largest layer needed so far. */
+    public static final String FIRST_ORDER = "dl4j-backpack-first-order";
+    /** Chunks of columns of the second-order pass, sized from the memory budget. */
+    public static final String CURVATURE = "dl4j-backpack-curvature";
+
+    private static final long MINIMUM_BYTES = 1L << 20;
+    private static final ThreadLocal<Map<String, Long>> LEARNED = ThreadLocal.withInitial(HashMap::new);
+
+    private final String id;
+    private final MemoryWorkspace workspace;
+
+    private ScratchWorkspace(String id, MemoryWorkspace workspace) {
+        this.id = id;
+        this.workspace = workspace;
+    }
+
+    /**
+     * Opens the workspace with at least the given size.
+     *
+     * @param id {@link #FIRST_ORDER} or {@link #CURVATURE}
+     * @param bytes the size the scope needs, or 0 for the most any earlier scope of this id needed
+     * @return the open scope
+     */
+    public static ScratchWorkspace open(String id, long bytes) {
+        long size = Math.max(MINIMUM_BYTES, Math.max(bytes, LEARNED.get().getOrDefault(id, 0L)));
+        MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
+        if (manager.checkIfWorkspaceExists(id)) {
+            MemoryWorkspace existing = manager.getWorkspaceForCurrentThread(id);
+            if (existing.getCurrentSize() >= size) {
+                return new ScratchWorkspace(id, existing.notifyScopeEntered());
+            }
+            manager.destroyWorkspace(existing);
+        }
+        WorkspaceConfiguration configuration = WorkspaceConfiguration.builder()
+                .initialSize(size)
+                .policyAllocation(AllocationPolicy.STRICT)
+                .policyLearning(LearningPolicy.NONE)
+                .policyReset(ResetPolicy.BLOCK_LEFT)
+                .policySpill(SpillPolicy.EXTERNAL)
+                .build();
+        return new ScratchWorkspace(id, manager.getAndActivateWorkspace(configuration, id));
+    }
+
+    /**
+     * @param array an array, possibly in a workspace
+     * @return the array itself when it is in none, else a copy outside every workspace
+     */
+    public static org.nd4j.linalg.api.ndarray.INDArray outside(org.nd4j.linalg.api.ndarray.INDArray array) {
+        if (array == null || !array.isAttached()) {
+            return array;
+        }
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            return array.dup();
+        }
+    }
+
+    /** Closes the scope, remembering how much it needed so that the next one fits. */
+    @Override
+    public void close() {
+        long used = workspace.getThisCycleAllocations();
+        LEARNED.get().merge(id, used, Math::max);
+        workspace.close();
+    }
+}
