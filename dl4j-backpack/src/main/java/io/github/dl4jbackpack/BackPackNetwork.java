@@ -123,7 +123,13 @@ public final class BackPackNetwork {
      * Sets the memory that one chunk of second-order factor columns may occupy (default 1 GiB).
      * Second-order extensions push several columns per example through the network (the exact GGN
      * and the Hessian as many as the network has outputs, more for Hessian residuals); columns are
-     * processed in chunks no larger than this, trading memory for more, smaller passes.
+     * processed in chunks whose temporaries, over all layers, fit in this budget, trading memory for
+     * more, smaller passes.
+     *
+     * <p>The chunks are computed in a per-thread ND4J workspace of (at most) this size that stays
+     * allocated after the pass, so that later passes reuse it instead of allocating afresh; first-order
+     * extensions likewise keep a workspace as large as their largest layer needed.
+     * {@code Nd4j.getWorkspaceManager().destroyAllWorkspacesForCurrentThread()} releases both.
      *
      * @param bytes a positive number of bytes
      */

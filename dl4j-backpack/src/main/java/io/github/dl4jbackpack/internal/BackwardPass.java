@@ -57,6 +57,10 @@ final class BackwardPass {
         return batchSize;
     }
 
+    boolean needsFirstOrder() {
+        return !firstOrder.isEmpty();
+    }
+
     boolean needsCurvature() {
         return !requests.isEmpty();
     }

@@ -129,6 +129,9 @@ public class InterceptingLayer extends BaseWrapperLayer {
      * @param gradient DL4J's (summed) parameter gradient of this layer
      */
     protected final void computeExtensions(BackwardPass pass, INDArray summedLossGradient, Gradient gradient) {
+        if (!pass.needsFirstOrder()) {
+            return;
+        }
         try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces();
              ScratchWorkspace scratch = ScratchWorkspace.open(ScratchWorkspace.FIRST_ORDER, 0)) {
             INDArray outputGradient = summedLossGradient.div(pass.batchSize());

@@ -17,7 +17,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class BenchmarkTest {
 
     static List<Benchmark.Row> run(DeepObsNetworks problem, long batch, List<String> methods) {
-        return Benchmark.run(problem, batch, 1, 0, 60, methods,
+        return Benchmark.run(problem, batch, 1, 0, 60, 1L << 30, methods,
                 new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8),
                 new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8));
     }

@@ -1,6 +1,8 @@
 package io.github.dl4jbackpack.internal.layers;
 
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
 
 import java.util.Collections;
 import java.util.Map;
@@ -11,8 +13,10 @@ import java.util.Map;
  * ({@code δ_n}, which already carries the {@code 1/N}). Each quantity is computed at most once
  * per pass, so extensions asking for the same term share it.
  *
- * <p>All returned arrays are detached from DL4J's workspaces; maps are keyed by DL4J parameter
- * name in the layer's parameter order.
+ * <p>Returned arrays live in the scope they were computed in (the first-order scratch workspace
+ * during a pass), except the individual gradients, which are made outside every workspace: they are
+ * {@code BatchGrad}'s result as they are, often the largest array of the pass, and are not copied
+ * again. Maps are keyed by DL4J parameter name in the layer's parameter order.
  */
 public abstract class FirstOrderTerms {
 
@@ -24,7 +28,9 @@ public abstract class FirstOrderTerms {
     /** @return {@code g_n} per parameter, shape {@code [N, *p]} */
     public final Map<String, INDArray> individualGradients() {
         if (individualGradients == null) {
-            individualGradients = Collections.unmodifiableMap(computeIndividualGradients());
+            try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                individualGradients = Collections.unmodifiableMap(computeIndividualGradients());
+            }
         }
         return individualGradients;
     }
