@@ -104,20 +104,22 @@ public final class ExperimentRunner {
         long[] done = {0};
         int[] counts = {0, 0};
         List<Best> best = new ArrayList<>();
+        // A problem may have several plans (e.g. a smaller grid for expensive optimisers): its files
+        // collect all of them.
+        Map<String, List<RunResult>> gridRuns = new LinkedHashMap<>();
+        Map<String, Map<String, List<Protocol.Quartiles>>> curves = new LinkedHashMap<>();
+        Map<String, List<Best>> bestByProblem = new LinkedHashMap<>();
         for (Map.Entry<ProblemPlan, Trainer.Data> e : data.entrySet()) {
             ProblemPlan plan = e.getKey();
             Trainer.Data d = e.getValue();
             String problem = plan.problem().deepObsName();
             long perRun = (long) plan.epochs() * batches(d.train().size(), plan.batch());
-            List<RunResult> gridRuns = new ArrayList<>();
-            Map<String, List<Protocol.Quartiles>> curves = new LinkedHashMap<>();
-            List<Best> problemBest = new ArrayList<>();
             for (Optimizer optimizer : plan.optimizers()) {
                 List<RunResult> grid = new ArrayList<>();
                 for (Setting s : plan.grid(optimizer)) {
                     grid.add(runOrLoad(store, plan, d, s, plan.seeds()[0], bar, done, perRun, counts));
                 }
-                gridRuns.addAll(grid);
+                gridRuns.computeIfAbsent(problem, k -> new ArrayList<>()).addAll(grid);
                 RunResult winner = Protocol.best(grid);
                 List<RunResult> seeds = new ArrayList<>();
                 seeds.add(winner);
@@ -128,14 +130,18 @@ public final class ExperimentRunner {
                 Best b = new Best(problem, s, Protocol.interior(s.alpha(), optimizer.curvature() ? plan.alphas()
                         : plan.rates()), optimizer.curvature() && Protocol.interior(s.lambda(), plan.lambdas()),
                         winner.last().validAccuracy(), seeds);
-                problemBest.add(b);
-                curves.put(optimizer.label(), Protocol.summarize(seeds));
+                bestByProblem.computeIfAbsent(problem, k -> new ArrayList<>()).add(b);
+                curves.computeIfAbsent(problem, k -> new LinkedHashMap<>()).put(optimizer.label() + " (" + seeds.size()
+                        + " seeds)", Protocol.summarize(seeds));
             }
-            best.addAll(problemBest);
-            writeGrid(gridRuns, outDir.resolve("grid_" + problem + ".csv"));
-            writeSummary(problemBest, outDir.resolve("summary_" + problem + ".csv"));
-            Plots.figure(problem + " (" + preset.name() + " preset; median and quartiles over " + plan.seeds().length
-                    + " seeds)", curves, outDir.resolve(problem + ".png"));
+        }
+        for (Map.Entry<String, List<Best>> e : bestByProblem.entrySet()) {
+            String problem = e.getKey();
+            best.addAll(e.getValue());
+            writeGrid(gridRuns.get(problem), outDir.resolve("grid_" + problem + ".csv"));
+            writeSummary(e.getValue(), outDir.resolve("summary_" + problem + ".csv"));
+            Plots.figure(problem + " (" + preset.name() + " preset; median and dashed quartiles over seeds)",
+                    curves.get(problem), outDir.resolve(problem + ".png"));
         }
         bar.finish();
         writeBest(best, outDir.resolve("best_settings.csv"));

@@ -108,6 +108,16 @@ class ProtocolTest {
     }
 
     @Test
+    void quickPresetCoversBothMnistProblemsAndEveryFeasibleOptimizer() {
+        Preset quick = Preset.quick();
+        assertEquals(List.of(Optimizer.values()), quick.plans().stream()
+                .filter(p -> p.problem() == DeepObsNetworks.LOGREG).flatMap(p -> p.optimizers().stream())
+                .sorted().collect(java.util.stream.Collectors.toList()));
+        assertTrue(quick.plans().stream().anyMatch(p -> p.problem() == DeepObsNetworks.C2D2));
+        assertTrue(quick.plans().stream().allMatch(p -> p.batch() == p.problem().batchSize()));
+    }
+
+    @Test
     void runFilesRoundTripAndAreReusedOnlyUnderTheSameConfiguration() {
         RunStore store = new RunStore(dir);
         Setting s = kfac(1e-2, 1e-3);
