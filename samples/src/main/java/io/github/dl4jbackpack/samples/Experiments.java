@@ -63,8 +63,7 @@ public final class Experiments {
             List<Optimizer> opt = keep == null ? p.optimizers()
                     : p.optimizers().stream().filter(keep::contains).collect(Collectors.toList());
             if (!opt.isEmpty()) {
-                plans.add(new ProblemPlan(p.problem(), p.epochs(), p.trainSize(), p.validationSize(), p.evalSize(),
-                        p.batch(), opt, p.alphas(), p.lambdas(), p.rates(), p.seeds()));
+                plans.add(p.withOptimizers(opt));
             }
         }
         if (plans.isEmpty()) {

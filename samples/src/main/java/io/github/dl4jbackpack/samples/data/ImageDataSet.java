@@ -65,11 +65,6 @@ public final class ImageDataSet {
         return classes;
     }
 
-    /** @return a copy of the labels */
-    public int[] labels() {
-        return labels.clone();
-    }
-
     /**
      * Splits off a random validation set.
      *

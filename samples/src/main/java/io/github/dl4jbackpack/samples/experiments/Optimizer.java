@@ -6,8 +6,6 @@ import org.nd4j.linalg.learning.config.Adam;
 import org.nd4j.linalg.learning.config.IUpdater;
 import org.nd4j.linalg.learning.config.Nesterovs;
 
-import java.util.Locale;
-
 /**
  * The optimisers of the paper's Section 4: the damped diagonal and Kronecker rules of
  * {@code dl4j-backpack-optim} (one Monte Carlo sample where sampled) and the two DeepOBS baselines.
@@ -94,6 +92,6 @@ public enum Optimizer {
 
     @Override
     public String toString() {
-        return id.toLowerCase(Locale.ROOT);
+        return id;
     }
 }

@@ -72,13 +72,12 @@ public record ProblemPlan(DeepObsNetworks problem, int epochs, int trainSize, in
     }
 
     /**
-     * @param base the plan to change
-     * @param optimizers the optimisers to keep
-     * @return this plan with fewer optimisers
+     * @param optimizers the optimisers to run instead
+     * @return this plan with other optimisers
      */
-    static ProblemPlan withOptimizers(ProblemPlan base, List<Optimizer> optimizers) {
-        return new ProblemPlan(base.problem, base.epochs, base.trainSize, base.validationSize, base.evalSize, base.batch,
-                optimizers, base.alphas, base.lambdas, base.rates, base.seeds);
+    public ProblemPlan withOptimizers(List<Optimizer> optimizers) {
+        return new ProblemPlan(problem, epochs, trainSize, validationSize, evalSize, batch, optimizers, alphas, lambdas,
+                rates, seeds);
     }
 
     @Override
