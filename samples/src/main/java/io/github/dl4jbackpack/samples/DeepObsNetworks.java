@@ -1,5 +1,6 @@
 package io.github.dl4jbackpack.samples;
 
+import io.github.dl4jbackpack.samples.data.DataSource;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
@@ -26,31 +27,43 @@ import java.util.Locale;
  * The DeepOBS test problems of the paper (Table 2) as DL4J networks with the exact parameter
  * counts: {@code logreg} (MNIST shape, 7,850), {@code 2c2d} (Fashion-MNIST shape, 3,274,634),
  * {@code 3c3d} (CIFAR-10 shape, 895,210) and {@code allcnnc} (CIFAR-100 shape, 1,387,108). All-CNN-C's
- * global average pooling is an average {@code SubsamplingLayer} over the whole 6×6 map.
+ * global average pooling is an average {@code SubsamplingLayer} over the whole 6×6 map. Each problem
+ * also carries DeepOBS's training set-up: data set, batch size, epochs and L2 regularisation.
  */
 public enum DeepObsNetworks {
 
-    /** Logistic regression, 784 → 10. */
-    LOGREG(7_850, 1, 28, 28, 10),
-    /** Two convolutions, two dense layers (Fashion-MNIST). */
-    C2D2(3_274_634, 1, 28, 28, 10),
-    /** Three convolutions, three dense layers (CIFAR-10). */
-    C3D3(895_210, 3, 32, 32, 10),
-    /** All-CNN-C (CIFAR-100). */
-    ALLCNNC(1_387_108, 3, 32, 32, 100);
+    /** Logistic regression, 784 → 10 ({@code mnist_logreg}). */
+    LOGREG(7_850, 1, 28, 28, 10, "mnist_logreg", DataSource.MNIST, 128, 50, 0),
+    /** Two convolutions, two dense layers ({@code fmnist_2c2d}). */
+    C2D2(3_274_634, 1, 28, 28, 10, "fmnist_2c2d", DataSource.FASHION_MNIST, 128, 100, 0),
+    /** Three convolutions, three dense layers ({@code cifar10_3c3d}, L2 0.002). */
+    C3D3(895_210, 3, 32, 32, 10, "cifar10_3c3d", DataSource.CIFAR10, 128, 100, 0.002),
+    /** All-CNN-C ({@code cifar100_allcnnc}, L2 0.0005). */
+    ALLCNNC(1_387_108, 3, 32, 32, 100, "cifar100_allcnnc", DataSource.CIFAR100, 256, 350, 0.0005);
 
     private final long parameters;
     private final int channels;
     private final int height;
     private final int width;
     private final int classes;
+    private final String deepObsName;
+    private final DataSource dataSource;
+    private final int batchSize;
+    private final int epochs;
+    private final double l2;
 
-    DeepObsNetworks(long parameters, int channels, int height, int width, int classes) {
+    DeepObsNetworks(long parameters, int channels, int height, int width, int classes, String deepObsName,
+                    DataSource dataSource, int batchSize, int epochs, double l2) {
         this.parameters = parameters;
         this.channels = channels;
         this.height = height;
         this.width = width;
         this.classes = classes;
+        this.deepObsName = deepObsName;
+        this.dataSource = dataSource;
+        this.batchSize = batchSize;
+        this.epochs = epochs;
+        this.l2 = l2;
     }
 
     /**
@@ -90,6 +103,36 @@ public enum DeepObsNetworks {
         }
     }
 
+    /** @return the DeepOBS test problem name, e.g. {@code fmnist_2c2d} */
+    public String deepObsName() {
+        return deepObsName;
+    }
+
+    /** @return the data set DeepOBS trains this network on */
+    public DataSource dataSource() {
+        return dataSource;
+    }
+
+    /** @return DeepOBS's batch size (the paper's App. C.2: 128, 256 for All-CNN-C) */
+    public int batchSize() {
+        return batchSize;
+    }
+
+    /** @return DeepOBS's number of training epochs */
+    public int epochs() {
+        return epochs;
+    }
+
+    /** @return DeepOBS's L2 regularisation strength η of the weights (0 for logreg and 2c2d) */
+    public double l2() {
+        return l2;
+    }
+
+    /** @return whether inputs are flat vectors ({@code [N, 784]}) rather than NCHW images */
+    public boolean flatInput() {
+        return this == LOGREG;
+    }
+
     /** @return the parameter count of the paper's Table 2 */
     public long parameters() {
         return parameters;
@@ -112,12 +155,26 @@ public enum DeepObsNetworks {
      * @return the initialised network
      */
     public MultiLayerNetwork build(DataType dataType, IUpdater updater, long seed) {
-        NeuralNetConfiguration.ListBuilder list = new NeuralNetConfiguration.Builder()
+        return build(dataType, updater, seed, 0);
+    }
+
+    /**
+     * @param dataType parameter type
+     * @param updater the updater of every layer
+     * @param seed weight initialisation seed
+     * @param l2 L2 regularisation strength of the weights (not the biases); {@link #l2()} is DeepOBS's
+     * @return the initialised network
+     */
+    public MultiLayerNetwork build(DataType dataType, IUpdater updater, long seed, double l2) {
+        NeuralNetConfiguration.Builder builder = new NeuralNetConfiguration.Builder()
                 .seed(seed)
                 .dataType(dataType)
                 .weightInit(WeightInit.XAVIER)
-                .updater(updater == null ? new Sgd(0.01) : updater)
-                .list(layers());
+                .updater(updater == null ? new Sgd(0.01) : updater);
+        if (l2 > 0) {
+            builder.l2(l2);
+        }
+        NeuralNetConfiguration.ListBuilder list = builder.list(layers());
         MultiLayerConfiguration conf = list
                 .setInputType(this == LOGREG ? InputType.feedForward((long) height * width)
                         : InputType.convolutional(height, width, channels))

@@ -1,0 +1,74 @@
+package io.github.dl4jbackpack.samples;
+
+import io.github.dl4jbackpack.samples.experiments.ExperimentRunner;
+import io.github.dl4jbackpack.samples.experiments.Optimizer;
+import io.github.dl4jbackpack.samples.experiments.Preset;
+import io.github.dl4jbackpack.samples.experiments.ProblemPlan;
+
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Collectors;
+
+/**
+ * The paper's optimisation experiments (Section 4, Fig. 7, 10, 11, Table 3) by the DeepOBS
+ * protocol, on MNIST, Fashion-MNIST and, where their binary files are present, CIFAR-10/100.
+ *
+ * <pre>
+ * --preset quick|paper      (default quick)
+ * --data DIR                (default data; filled by scripts/fetch-data.sh)
+ * --out DIR                 (default results/PRESET; finished runs there are reused)
+ * --problems a,b            (only these problems of the preset, e.g. mnist_logreg or logreg)
+ * --optimizers a,b          (only these optimisers, e.g. kfac,adam)
+ * </pre>
+ */
+public final class Experiments {
+
+    private Experiments() {
+    }
+
+    /**
+     * Runs the experiments.
+     *
+     * @param args see the class comment
+     */
+    public static void main(String[] args) {
+        Map<String, String> opts = GradientNoiseDemo.options(args);
+        Preset preset = Preset.of(opts.getOrDefault("preset", "quick"));
+        preset = filter(preset, opts.get("problems"), opts.get("optimizers"));
+        Path data = Paths.get(opts.getOrDefault("data", "data"));
+        Path out = Paths.get(opts.getOrDefault("out", "results/" + preset.name()));
+        System.out.println("Preset " + preset.name() + ", data " + data.toAbsolutePath() + ", output " + out.toAbsolutePath());
+        for (ProblemPlan p : preset.plans()) {
+            System.out.println("  " + p + " (" + p.runCount() + " runs)");
+        }
+        long start = System.nanoTime();
+        ExperimentRunner.run(preset, data, out, System.out, System.err);
+        System.out.printf("wall time %.1f min%n", (System.nanoTime() - start) / 60e9);
+    }
+
+    static Preset filter(Preset preset, String problems, String optimizers) {
+        List<ProblemPlan> plans = new ArrayList<>();
+        List<DeepObsNetworks> wanted = problems == null ? null
+                : Arrays.stream(problems.split(",")).map(DeepObsNetworks::of).collect(Collectors.toList());
+        List<Optimizer> keep = optimizers == null ? null
+                : Arrays.stream(optimizers.split(",")).map(Optimizer::of).collect(Collectors.toList());
+        for (ProblemPlan p : preset.plans()) {
+            if (wanted != null && !wanted.contains(p.problem())) {
+                continue;
+            }
+            List<Optimizer> opt = keep == null ? p.optimizers()
+                    : p.optimizers().stream().filter(keep::contains).collect(Collectors.toList());
+            if (!opt.isEmpty()) {
+                plans.add(p.withOptimizers(opt));
+            }
+        }
+        if (plans.isEmpty()) {
+            throw new IllegalArgumentException("no problem/optimizer of preset " + preset.name() + " is selected");
+        }
+        return new Preset(preset.name(), plans);
+    }
+}
