@@ -51,7 +51,7 @@ import java.util.function.Supplier;
  * --batch N                            (default 128)
  * --reps R --warmup W                  (default 5 and 2; the median of R timed passes is reported)
  * --methods a,b,...                    (default all: gradient, wrapped, the extensions, loop)
- * --max-seconds S                      (a method whose first pass takes longer is timed once; default 300)
+ * --max-seconds S                      (a method whose first pass takes longer is timed once, that pass's peak memory reported; default 300)
  * --budget-mb M                        (the curvature memory budget; default 2048)
  * --csv FILE --plot FILE.png
  * </pre>
@@ -231,48 +231,69 @@ public final class Benchmark {
         // itself (and DL4J's, which the next pass recreates) would otherwise count in its peak
         Nd4j.getWorkspaceManager().destroyAllWorkspacesForCurrentThread();
         collectGarbage();
+        PeakMemory firstPeak = PeakMemory.start();
         long start = System.nanoTime();
         pass.run();
         double first = (System.nanoTime() - start) / 1e6;
+        long firstPeakBytes = firstPeak.stop();
         if (first / 1000 > maxSeconds) {
-            return new double[] {first, Double.NaN};
+            return new double[] {first, firstPeakBytes / 1e6};
         }
         for (int i = 1; i < warmup; i++) {
             pass.run();
         }
         collectGarbage();
-        boolean kernelPeak = resetPeakResident();
-        AtomicLong sampled = new AtomicLong(Pointer.physicalBytes());
-        AtomicBoolean running = new AtomicBoolean(true);
-        Thread sampler = new Thread(() -> {
-            while (running.get()) {
-                sampled.accumulateAndGet(Pointer.physicalBytes(), Math::max);
-                try {
-                    Thread.sleep(2);
-                } catch (InterruptedException e) {
-                    return;
-                }
-            }
-        });
-        sampler.setDaemon(true);
-        sampler.start();
+        PeakMemory peak = PeakMemory.start();
         double[] times = new double[Math.max(1, reps)];
         for (int i = 0; i < times.length; i++) {
             long t = System.nanoTime();
             pass.run();
             times[i] = (System.nanoTime() - t) / 1e6;
         }
-        running.set(false);
-        try {
-            sampler.join();
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
-        long peak = kernelPeak ? Math.max(peakResident(), sampled.get()) : sampled.get();
+        long peakBytes = peak.stop();
         Arrays.sort(times);
         double median = times.length % 2 == 1 ? times[times.length / 2]
                 : (times[times.length / 2 - 1] + times[times.length / 2]) / 2;
-        return new double[] {median, peak / 1e6};
+        return new double[] {median, peakBytes / 1e6};
+    }
+
+    /** The peak resident memory of this process between {@link #start()} and {@link #stop()}. */
+    private static final class PeakMemory {
+        private final boolean kernelPeak;
+        private final AtomicLong sampled = new AtomicLong(Pointer.physicalBytes());
+        private final AtomicBoolean running = new AtomicBoolean(true);
+        private final Thread sampler;
+
+        private PeakMemory() {
+            kernelPeak = resetPeakResident();
+            sampler = new Thread(() -> {
+                while (running.get()) {
+                    sampled.accumulateAndGet(Pointer.physicalBytes(), Math::max);
+                    try {
+                        Thread.sleep(2);
+                    } catch (InterruptedException e) {
+                        return;
+                    }
+                }
+            });
+            sampler.setDaemon(true);
+            sampler.start();
+        }
+
+        static PeakMemory start() {
+            return new PeakMemory();
+        }
+
+        /** @return the peak, in bytes */
+        long stop() {
+            running.set(false);
+            try {
+                sampler.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            return kernelPeak ? Math.max(peakResident(), sampled.get()) : sampled.get();
+        }
     }
 
     /** @return whether the kernel's peak-resident mark of this process could be reset (Linux) */
