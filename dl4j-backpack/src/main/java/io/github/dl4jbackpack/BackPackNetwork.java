@@ -1,70 +1,71 @@
 package io.github.dl4jbackpack;
 
 import io.github.dl4jbackpack.extensions.Extension;
-import io.github.dl4jbackpack.internal.InterceptingLayer;
-import io.github.dl4jbackpack.internal.InterceptingOutputLayer;
 import io.github.dl4jbackpack.internal.Interceptor;
+import io.github.dl4jbackpack.internal.NetworkAccess;
+import io.github.dl4jbackpack.internal.PassResult;
 import io.github.dl4jbackpack.internal.Validation;
-import org.deeplearning4j.nn.api.Layer;
-import org.deeplearning4j.nn.api.layers.IOutputLayer;
-import org.deeplearning4j.nn.conf.InputPreProcessor;
-import org.deeplearning4j.nn.graph.ComputationGraph;
-import org.deeplearning4j.nn.layers.wrapper.BaseWrapperLayer;
-import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
-import org.nd4j.linalg.api.ndarray.INDArray;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
-
+import io.github.dl4jbackpack.internal.graph.Node;
 import io.github.dl4jbackpack.spi.BlockCurvature;
 import io.github.dl4jbackpack.spi.CurvatureConsumer;
 import io.github.dl4jbackpack.spi.CurvatureUpdater;
+import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.api.Trainable;
-import org.deeplearning4j.nn.updater.BaseMultiLayerUpdater;
+import org.deeplearning4j.nn.graph.ComputationGraph;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.nn.updater.UpdaterBlock;
+import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.learning.config.IUpdater;
 import org.nd4j.linalg.learning.regularization.L2Regularization;
 import org.nd4j.linalg.learning.regularization.Regularization;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashSet;
-import java.util.Set;
 import java.util.List;
-import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.function.Consumer;
 
 /**
- * A DL4J {@link MultiLayerNetwork} whose backward pass also computes the quantities of the
- * BackPACK paper (Dangel, Kunstner &amp; Hennig, ICLR 2020): individual gradients, their norms,
- * gradient variance and second moment, and more (see {@link io.github.dl4jbackpack.extensions}).
+ * A DL4J network — a {@link MultiLayerNetwork} or a {@link ComputationGraph} — whose backward pass
+ * also computes the quantities of the BackPACK paper (Dangel, Kunstner &amp; Hennig, ICLR 2020):
+ * individual gradients, their norms, gradient variance and second moment, curvature (see
+ * {@link io.github.dl4jbackpack.extensions}).
  *
  * <pre>{@code
- * BackPackNetwork bp = BackPackNetwork.extend(net);
+ * BackPackNetwork bp = BackPackNetwork.extend(net);            // or extend(graph)
  * Quantities q = bp.backward(features, labels, new Variance(), new BatchL2Grad());
- * INDArray var = q.get(Variance.class, 0, "W");   // same shape as layer 0's W
+ * INDArray var = q.get(Variance.class, "0", "W");   // layer "0" of a MultiLayerNetwork
+ * INDArray v2  = q.byKey(Variance.class, "dense1_W"); // or DL4J's parameter key (a graph vertex here)
  * }</pre>
  *
- * <p><b>What extending does.</b> {@link #extend} wraps each layer implementation in
- * {@code net.getLayers()} with a thin delegating wrapper (a DL4J
- * {@code org.deeplearning4j.nn.layers.wrapper.BaseWrapperLayer}); the configuration, parameters,
- * updater and listeners are untouched. The network keeps working as before: same outputs,
- * bit-identical gradients and training trajectory, and {@code ModelSerializer} writes exactly what
- * it wrote before (a restored network is a plain DL4J network, to be extended again if wanted).
- * Code that casts {@code net.getLayer(i)} to a concrete DL4J layer class should use
- * {@code getUnderlying()} of the wrapper, or {@link #unwrap()} first. Calling {@code net.init()}
- * again replaces the layers; the next {@code backward} or {@code enable} wraps them again.
+ * <p><b>What extending does.</b> {@link #extend} puts a thin delegating wrapper (a DL4J
+ * {@code BaseWrapperLayer}) around each layer implementation: in {@code net.getLayers()} of a
+ * MultiLayerNetwork, in each {@code LayerVertex} and {@code getLayers()} of a graph. Configuration
+ * objects are never modified (several networks may share one); parameters, updater and listeners
+ * are untouched. The network keeps working as before: same outputs, bit-identical gradients and
+ * training trajectory, and {@code ModelSerializer} writes exactly what it wrote before (a restored
+ * network is a plain DL4J network, to be extended again if wanted). Code that casts a layer of the
+ * network to a concrete DL4J layer class should use {@code getUnderlying()} of the wrapper, or
+ * {@link #unwrap()} first.
  *
- * <p><b>During training.</b> After {@link #enable}, every {@code net.fit(...)} iteration computes
- * the enabled extensions in its own backward pass; {@link #latest()} and subscribers
+ * <p><b>Graphs.</b> A graph's objective is the sum of its output layers' mean losses, as DL4J
+ * defines its score; every quantity refers to it (docs/math.md#graphs). Layers are named by vertex
+ * name.
+ *
+ * <p><b>During training.</b> After {@link #enable}, every {@code fit(...)} iteration computes the
+ * enabled extensions in its own backward pass; {@link #latest()} and subscribers
  * ({@link #addQuantitiesListener}) see each iteration's values, before the updater changes the
  * parameters.
  *
  * <p><b>Curvature updaters.</b> If the configuration uses updaters that need curvature (those of
- * {@code dl4j-backpack-optim}, implementing {@link io.github.dl4jbackpack.spi.CurvatureUpdater}),
- * {@code extend} also computes what they need in every training iteration and hands it to them
- * before DL4J applies the update.
+ * {@code dl4j-backpack-optim}, implementing {@link CurvatureUpdater}), {@code extend} also computes
+ * what they need in every training iteration and hands it to them before DL4J applies the update.
  *
  * <p>Not thread-safe, like the DL4J network itself.
  */
@@ -74,21 +75,24 @@ public final class BackPackNetwork {
 
     /** The source key of extensions enabled by the user. */
     private static final Object USER = new Object();
-
-    private final MultiLayerNetwork net;
-    private final Interceptor interceptor = new Interceptor(this);
-
     /** The source key of extensions required by curvature updaters in the configuration. */
     private static final Object UPDATERS = new Object();
 
-    private BackPackNetwork(MultiLayerNetwork net) {
-        this.net = net;
-        interceptor.subscribe(this::feedCurvatureUpdaters);
+    private final NetworkAccess access;
+    private final Interceptor interceptor;
+    private final List<Consumer<Quantities>> subscribers = new CopyOnWriteArrayList<>();
+    private Quantities latest;
+    private boolean unwrapped;
+    private boolean publishing;
+
+    private BackPackNetwork(NetworkAccess access) {
+        this.access = access;
+        this.interceptor = new Interceptor(this, access.topology(), this::publish);
     }
 
     /**
-     * Extends an initialised network. Extending a network that is already extended returns the
-     * object that extended it.
+     * Extends an initialised MultiLayerNetwork. Extending a network that is already extended
+     * returns the object that extended it.
      *
      * @param net a network on which {@code init()} has been called
      * @return the extended network
@@ -99,24 +103,31 @@ public final class BackPackNetwork {
         if (net.getLayers() == null) {
             throw new IllegalStateException("The network has no layers yet: call net.init() before extend(net)");
         }
-        Layer first = net.getLayers()[0];
-        BackPackNetwork bp = first instanceof InterceptingLayer ? ((InterceptingLayer) first).interceptor().owner()
-                : new BackPackNetwork(net);
-        bp.install();
-        bp.enableCurvatureUpdaters();
-        return bp;
+        return extend(NetworkAccess.of(net));
     }
 
     /**
-     * ComputationGraph is not supported yet.
+     * Extends an initialised ComputationGraph. Extending a graph that is already extended returns
+     * the object that extended it.
      *
-     * @param graph a computation graph
-     * @return never
-     * @throws UnsupportedOperationException always
+     * @param graph a graph on which {@code init()} has been called
+     * @return the extended graph
+     * @throws IllegalStateException if the graph is not initialised
      */
     public static BackPackNetwork extend(ComputationGraph graph) {
-        throw new UnsupportedOperationException("ComputationGraph is not supported by dl4j-backpack yet; "
-                + "extend a MultiLayerNetwork (sequential network) instead");
+        Objects.requireNonNull(graph, "graph");
+        if (graph.getVertices() == null || graph.getLayers() == null) {
+            throw new IllegalStateException("The graph has no vertices yet: call graph.init() before extend(graph)");
+        }
+        return extend(NetworkAccess.of(graph));
+    }
+
+    private static BackPackNetwork extend(NetworkAccess access) {
+        Interceptor installed = access.installed();
+        BackPackNetwork bp = installed != null ? (BackPackNetwork) installed.owner() : new BackPackNetwork(access);
+        bp.ensureInstalled();
+        bp.enableCurvatureUpdaters();
+        return bp;
     }
 
     /**
@@ -142,44 +153,94 @@ public final class BackPackNetwork {
         return interceptor.curvatureMemoryBudget();
     }
 
-    /** @return the extended DL4J network */
-    public MultiLayerNetwork network() {
-        return net;
+    /** @return the extended DL4J network or graph */
+    public Model model() {
+        return access.model();
     }
 
     /**
-     * Runs one forward and backward pass on a batch, exactly as
-     * {@code net.setInput(features); net.setLabels(labels); net.computeGradientAndScore()} would
-     * (leaving {@code net.gradient()} and {@code net.score()} as those calls leave them), and computes
-     * the given extensions in the same pass.
+     * @return the extended MultiLayerNetwork
+     * @throws IllegalStateException if a ComputationGraph was extended (see {@link #graph()})
+     */
+    public MultiLayerNetwork network() {
+        if (!(access.model() instanceof MultiLayerNetwork)) {
+            throw new IllegalStateException("this BackPackNetwork extends a ComputationGraph: use graph() or model()");
+        }
+        return (MultiLayerNetwork) access.model();
+    }
+
+    /**
+     * @return the extended ComputationGraph
+     * @throws IllegalStateException if a MultiLayerNetwork was extended (see {@link #network()})
+     */
+    public ComputationGraph graph() {
+        if (!(access.model() instanceof ComputationGraph)) {
+            throw new IllegalStateException("this BackPackNetwork extends a MultiLayerNetwork: use network() or model()");
+        }
+        return (ComputationGraph) access.model();
+    }
+
+    /**
+     * @return the names of the layers, in topological order: indices ({@code "0"}, {@code "1"}, ...)
+     *     in a MultiLayerNetwork, vertex names in a graph (vertices without parameters included)
+     */
+    public List<String> layerNames() {
+        List<String> names = new ArrayList<>();
+        for (Node n : access.topology().nodes()) {
+            names.add(n.name());
+        }
+        return names;
+    }
+
+    /**
+     * Runs one forward and backward pass on a batch of a network with one input and one output,
+     * exactly as {@code setInput(features); setLabels(labels); computeGradientAndScore()} would
+     * (leaving {@code gradient()} and {@code score()} as those calls leave them), and computes the
+     * given extensions in the same pass.
      *
      * @param features a batch of features, {@code [N, nIn]} or {@code [N, C, H, W]}
      * @param labels the labels, {@code [N, nOut]}
      * @param extensions the quantities to compute, each class at most once
      * @return the quantities of this pass
-     * @throws UnsupportedLayerException if an extension cannot handle a layer of the network
+     * @throws UnsupportedLayerException naming every part of the network an extension cannot handle
      * @throws IllegalArgumentException on mismatched shapes or duplicate extensions, before the
      *     network is touched
      */
     public Quantities backward(INDArray features, INDArray labels, Extension<?>... extensions) {
+        return backward(new INDArray[] {features}, new INDArray[] {labels}, extensions);
+    }
+
+    /**
+     * Runs one forward and backward pass on a batch of a network with several inputs or outputs
+     * (a graph's {@code setInputs(features); setLabels(labels); computeGradientAndScore()}), and
+     * computes the given extensions in the same pass.
+     *
+     * @param features one array per network input, in the graph's input order
+     * @param labels one array per network output, in the graph's output order
+     * @param extensions the quantities to compute, each class at most once
+     * @return the quantities of this pass
+     * @throws UnsupportedLayerException naming every part of the network an extension cannot handle
+     * @throws IllegalArgumentException on mismatched numbers or shapes of arrays or duplicate
+     *     extensions, before the network is touched
+     */
+    public Quantities backward(INDArray[] features, INDArray[] labels, Extension<?>... extensions) {
+        Validation.checkDistinct(extensions);
         List<Extension<?>> requested = Arrays.asList(extensions);
-        Validation.checkDistinct(requested);
-        install();
-        Validation.checkNetwork(net, requested);
-        Validation.checkBatch(net, features, labels);
-        if (requested.isEmpty()) {
-            net.setInput(features);
-            net.setLabels(labels);
-            net.computeGradientAndScore();
-            return new Quantities(net.score(), features.size(0), Map.of());
+        if (publishing) {
+            throw new IllegalStateException("backward() was called while the network is inside a pass (from a "
+                    + "quantities listener?): that would run the network on another batch in the middle of a "
+                    + "training step. Collect the quantities and compute later, outside the listener.");
         }
-        Quantities before = interceptor.latest();
-        interceptor.runWith(requested, () -> {
-            net.setInput(features);
-            net.setLabels(labels);
-            net.computeGradientAndScore();
-        });
-        Quantities q = interceptor.latest();
+        ensureInstalled();
+        checkNetwork(requested);
+        Validation.checkBatch(access, features, labels);
+        if (requested.isEmpty()) {
+            access.computeGradientAndScore(features, labels);
+            return new Quantities(access.score(), features[0].size(0), java.util.Map.of());
+        }
+        Quantities before = latest;
+        interceptor.runWith(requested, () -> access.computeGradientAndScore(features, labels));
+        Quantities q = latest;
         if (q == null || q == before) {
             throw new IllegalStateException("The backward pass did not reach the extended layers; was a layer of "
                     + "the network replaced during the pass?");
@@ -188,17 +249,17 @@ public final class BackPackNetwork {
     }
 
     /**
-     * Computes the given extensions in every following training iteration ({@code net.fit}) until
+     * Computes the given extensions in every following training iteration ({@code fit}) until
      * {@link #disable()}. Replaces any previously enabled set.
      *
      * @param extensions the quantities to compute, each class at most once
-     * @throws UnsupportedLayerException if an extension cannot handle a layer of the network
+     * @throws UnsupportedLayerException naming every part of the network an extension cannot handle
      */
     public void enable(Extension<?>... extensions) {
+        Validation.checkDistinct(extensions);
         List<Extension<?>> requested = Arrays.asList(extensions);
-        Validation.checkDistinct(requested);
-        install();
-        Validation.checkNetwork(net, requested);
+        ensureInstalled();
+        checkNetwork(requested);
         interceptor.setActive(USER, requested);
         log.debug("Enabled extensions {} for training", requested);
     }
@@ -217,8 +278,8 @@ public final class BackPackNetwork {
      */
     void require(Object source, List<Extension<?>> extensions) {
         if (!extensions.isEmpty()) {
-            install();
-            Validation.checkNetwork(net, extensions);
+            ensureInstalled();
+            checkNetwork(extensions);
         }
         interceptor.setActive(source, extensions);
     }
@@ -228,50 +289,99 @@ public final class BackPackNetwork {
         return interceptor.activeFor(USER);
     }
 
+    /** @return DL4J's iteration count of the network */
+    int iteration() {
+        return access.iteration();
+    }
+
     /** @return the quantities of the most recent extended pass (training iteration or {@link #backward}) */
     public Optional<Quantities> latest() {
-        return Optional.ofNullable(interceptor.latest());
+        return Optional.ofNullable(latest);
     }
 
     /**
      * @param listener called with the quantities of every extended pass, on the thread that runs it,
-     *     after DL4J's backward pass and before the updater step
+     *     after DL4J's backward pass and before the updater step; it must not run passes of this network
      */
     public void addQuantitiesListener(Consumer<Quantities> listener) {
-        interceptor.subscribe(Objects.requireNonNull(listener));
+        subscribers.add(Objects.requireNonNull(listener, "listener"));
     }
 
     /** @param listener a listener added before */
     public void removeQuantitiesListener(Consumer<Quantities> listener) {
-        interceptor.unsubscribe(listener);
+        subscribers.remove(listener);
     }
 
     /**
-     * Removes the wrappers again: {@code net.getLayers()} holds DL4J's own layer objects afterwards.
-     * The extensions are disabled; calling {@link #backward} or {@link #enable} re-installs them.
+     * Removes the wrappers again: the network holds DL4J's own layer objects afterwards, exactly as
+     * before {@link #extend}. This object is then spent: further calls fail; call {@code extend}
+     * again to extend the network anew.
      *
-     * @return the plain network
+     * @return the plain network or graph
      */
-    public MultiLayerNetwork unwrap() {
+    public Model unwrap() {
         disable();
-        Layer[] layers = net.getLayers().clone();
-        for (int i = 0; i < layers.length; i++) {
-            if (layers[i] instanceof InterceptingLayer) {
-                layers[i] = ((BaseWrapperLayer) layers[i]).getUnderlying();
-            }
+        interceptor.setActive(UPDATERS, List.of());
+        if (access.installed() == interceptor) {
+            access.uninstall();
         }
-        net.setLayers(layers);
-        return net;
+        unwrapped = true;
+        return access.model();
+    }
+
+    /** The results of a completed pass: stored, then handed to the curvature updaters and listeners. */
+    private void publish(PassResult result) {
+        Quantities q = new Quantities(result.score(), result.batchSize(), result.values());
+        latest = q;
+        publishing = true;
+        try {
+            feedCurvatureUpdaters(q);
+            for (Consumer<Quantities> subscriber : subscribers) {
+                subscriber.accept(q);
+            }
+        } finally {
+            publishing = false;
+        }
+    }
+
+    private void checkNetwork(List<Extension<?>> extensions) {
+        List<Validation.Problem> problems = Validation.checkNetwork(access, extensions);
+        if (!problems.isEmpty()) {
+            List<UnsupportedLayerException.Part> parts = new ArrayList<>();
+            for (Validation.Problem p : problems) {
+                parts.add(new UnsupportedLayerException.Part(p.layer(), p.type(), p.extension(), p.reason(),
+                        p.supported()));
+            }
+            throw new UnsupportedLayerException(parts);
+        }
+    }
+
+    private void ensureInstalled() {
+        if (unwrapped) {
+            throw new IllegalStateException("this BackPackNetwork was unwrapped; call BackPackNetwork.extend(...) "
+                    + "again for a new one");
+        }
+        Interceptor installed = access.installed();
+        if (installed == interceptor) {
+            return;
+        }
+        if (installed != null) {
+            throw new IllegalStateException("the network is extended by another BackPackNetwork");
+        }
+        access.install(interceptor);
+        log.debug("Extended a network of {} nodes", access.topology().nodes().size());
     }
 
     /** Enables, for training, what the curvature updaters of the configuration need. */
     private void enableCurvatureUpdaters() {
         List<Extension<?>> required = new ArrayList<>();
         Set<String> names = new HashSet<>();
-        for (Layer layer : net.getLayers()) {
-            Layer plain = layer instanceof InterceptingLayer ? ((BaseWrapperLayer) layer).getUnderlying() : layer;
-            for (String param : plain.paramTable().keySet()) {
-                IUpdater updater = plain.conf().getLayer().getUpdaterByParam(param);
+        for (Node node : access.topology().nodes()) {
+            if (!node.isLayer()) {
+                continue;
+            }
+            for (String param : node.layer().paramTable().keySet()) {
+                IUpdater updater = node.conf().getLayer().getUpdaterByParam(param);
                 if (updater instanceof CurvatureUpdater) {
                     for (Extension<?> e : ((CurvatureUpdater) updater).requiredExtensions()) {
                         if (names.add(e.name())) {
@@ -282,7 +392,7 @@ public final class BackPackNetwork {
             }
         }
         if (!required.isEmpty()) {
-            Validation.checkNetwork(net, required);
+            checkNetwork(required);
             log.info("Curvature updaters in the configuration: computing {} in every training iteration", names);
         }
         interceptor.setActive(UPDATERS, required);
@@ -290,36 +400,25 @@ public final class BackPackNetwork {
 
     /** Hands each curvature updater of the network the quantities of the parameters in its block. */
     private void feedCurvatureUpdaters(Quantities quantities) {
-        if (interceptor.activeFor(UPDATERS).isEmpty() || !(net.getUpdater() instanceof BaseMultiLayerUpdater)) {
+        if (interceptor.activeFor(UPDATERS).isEmpty()) {
             return;
         }
-        Layer[] layers = net.getLayers();
-        for (UpdaterBlock block : ((BaseMultiLayerUpdater<?>) net.getUpdater()).getUpdaterBlocks()) {
+        for (UpdaterBlock block : access.updaterBlocks()) {
             if (!(block.getGradientUpdater() instanceof CurvatureConsumer)) {
                 continue;
             }
             List<BlockCurvature.Segment> segments = new ArrayList<>();
             for (UpdaterBlock.ParamState p : block.getLayersAndVariablesInBlock()) {
-                int index = indexOf(layers, p.getLayer());
-                INDArray param = layers[index].getParam(p.getParamName());
-                segments.add(new BlockCurvature.Segment(index, p.getParamName(),
+                Node node = access.nodeOf(p.getLayer());
+                INDArray param = node.layer().getParam(p.getParamName());
+                segments.add(new BlockCurvature.Segment(node.name(), p.getParamName(),
                         p.getParamOffsetStart() - block.getParamOffsetStart(),
-                        p.getParamOffsetEnd() - p.getParamOffsetStart(), param.shape(), param.ordering(),
+                        p.getParamOffsetEnd() - p.getParamOffsetStart(), param.shape().clone(), param.ordering(),
                         l2(p.getLayer(), p.getParamName())));
             }
             ((CurvatureConsumer) block.getGradientUpdater()).acceptCurvature(
-                    new BlockCurvature(List.copyOf(segments), quantities, net.getIterationCount(), net.getEpochCount()));
+                    new BlockCurvature(List.copyOf(segments), quantities, access.iteration(), access.epoch()));
         }
-    }
-
-    private static int indexOf(Layer[] layers, Trainable layer) {
-        for (int i = 0; i < layers.length; i++) {
-            if (layers[i] == layer
-                    || (layers[i] instanceof BaseWrapperLayer && ((BaseWrapperLayer) layers[i]).getUnderlying() == layer)) {
-                return i;
-            }
-        }
-        throw new IllegalStateException("an updater block refers to a layer that is not in the network");
     }
 
     private double l2(Trainable layer, String param) {
@@ -328,31 +427,10 @@ public final class BackPackNetwork {
         if (regularizations != null) {
             for (Regularization r : regularizations) {
                 if (r instanceof L2Regularization) {
-                    l2 += ((L2Regularization) r).getL2().valueAt(net.getIterationCount(), net.getEpochCount());
+                    l2 += ((L2Regularization) r).getL2().valueAt(access.iteration(), access.epoch());
                 }
             }
         }
         return l2;
-    }
-
-    private void install() {
-        Layer[] layers = net.getLayers();
-        boolean installed = true;
-        for (Layer layer : layers) {
-            installed &= layer instanceof InterceptingLayer && ((InterceptingLayer) layer).interceptor() == interceptor;
-        }
-        if (installed) {
-            return;
-        }
-        Layer[] wrapped = new Layer[layers.length];
-        for (int i = 0; i < layers.length; i++) {
-            Layer layer = layers[i] instanceof InterceptingLayer ? ((BaseWrapperLayer) layers[i]).getUnderlying() : layers[i];
-            boolean output = i == layers.length - 1 && layer instanceof IOutputLayer;
-            InputPreProcessor pre = net.getLayerWiseConfigurations().getInputPreProcess(i);
-            wrapped[i] = output ? new InterceptingOutputLayer(layer, i, pre, interceptor)
-                    : new InterceptingLayer(layer, i, pre, interceptor);
-        }
-        net.setLayers(wrapped);
-        log.debug("Extended a network of {} layers", layers.length);
     }
 }

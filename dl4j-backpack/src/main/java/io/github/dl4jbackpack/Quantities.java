@@ -1,11 +1,12 @@
 package io.github.dl4jbackpack;
 
 import io.github.dl4jbackpack.extensions.Extension;
+import io.github.dl4jbackpack.spi.ParameterQuantities;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 import java.util.Collections;
-import java.util.HashMap;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.Map;
 import java.util.Set;
 import java.util.SortedSet;
@@ -13,34 +14,38 @@ import java.util.TreeSet;
 import java.util.stream.Collectors;
 
 /**
- * The results of one extended backward pass: for every requested extension, a value per layer
- * (index as in {@code MultiLayerNetwork.getLayers()}) and per DL4J parameter name ({@code "W"},
- * {@code "b"}, ...), plus the pass's score and batch size.
+ * The results of one extended backward pass: for every requested extension, a value per layer and
+ * per DL4J parameter name ({@code "W"}, {@code "b"}, ...), plus the pass's score and batch size.
  *
- * <p>Immutable: array values are handed out as copies, so callers may modify what they get.
- * Values follow the scaling of the project's MATH.md (objective: mean loss over the batch) and are
- * shaped like the parameter ({@code paramTable()} shape), with the batch axis first for
- * per-example quantities. All arrays are detached from DL4J workspaces.
+ * <p>Layers are named stably: in a MultiLayerNetwork by their index ({@code "0"}, {@code "1"}, ...,
+ * also accepted as {@code int}), in a ComputationGraph by their vertex name. A value can also be
+ * addressed by DL4J's own parameter key, {@code "<layer>_<param>"} ({@code "0_W"},
+ * {@code "dense1_b"}), as in {@code net.paramTable()}.
+ *
+ * <p>Immutable: array values are handed out as copies, so callers may modify what they get. Values
+ * follow docs/math.md's scaling (objective: the mean loss over the batch, summed over the outputs of
+ * a graph) and are shaped like the parameter ({@code paramTable()} shape), with the batch axis first
+ * for per-example quantities. All arrays are detached from DL4J workspaces.
  */
-public final class Quantities {
+public final class Quantities implements ParameterQuantities {
 
     private final double score;
     private final long batchSize;
-    private final Map<Class<?>, Map<Integer, Map<String, Object>>> values;
+    private final Map<Class<?>, Map<String, Map<String, Object>>> values;
 
     /**
      * Created by the library at the end of a backward pass.
      *
      * @param score the score DL4J computed for the pass
-     * @param batchSize the number of examples N
-     * @param values extension class → layer index → parameter name → value (copied)
+     * @param batchSize the number of examples N in the batch
+     * @param values extension class → layer name → parameter name → value (copied; layer order kept)
      */
-    public Quantities(double score, long batchSize, Map<Class<?>, Map<Integer, Map<String, Object>>> values) {
+    public Quantities(double score, long batchSize, Map<Class<?>, Map<String, Map<String, Object>>> values) {
         this.score = score;
         this.batchSize = batchSize;
-        Map<Class<?>, Map<Integer, Map<String, Object>>> copy = new LinkedHashMap<>();
+        Map<Class<?>, Map<String, Map<String, Object>>> copy = new LinkedHashMap<>();
         values.forEach((ext, byLayer) -> {
-            Map<Integer, Map<String, Object>> layers = new HashMap<>();
+            Map<String, Map<String, Object>> layers = new LinkedHashMap<>();
             byLayer.forEach((layer, params) -> layers.put(layer, Collections.unmodifiableMap(new LinkedHashMap<>(params))));
             copy.put(ext, Collections.unmodifiableMap(layers));
         });
@@ -49,13 +54,13 @@ public final class Quantities {
 
     /**
      * @return the score of the pass, exactly {@code net.score()} after it: DL4J's mean loss over the
-     *     batch, plus any regularisation penalty the configuration adds
+     *     batch (summed over a graph's outputs), plus any regularisation penalty the configuration adds
      */
     public double score() {
         return score;
     }
 
-    /** @return the number of examples N in the batch */
+    @Override
     public long batchSize() {
         return batchSize;
     }
@@ -64,36 +69,81 @@ public final class Quantities {
      * The value of one extension for one parameter.
      *
      * @param extension the extension's class, e.g. {@code Variance.class}
-     * @param layer the layer index as in {@code net.getLayers()}
+     * @param layer the layer name: its index in a MultiLayerNetwork ({@code "0"}), its vertex name in a graph
      * @param param the DL4J parameter name, e.g. {@code "W"} or {@code "b"}
      * @param <T> the extension's value type
      * @return the value (arrays as a fresh copy)
      * @throws IllegalArgumentException if the extension was not computed in this pass, or the layer
      *     or parameter has no value
      */
-    public <T> T get(Class<? extends Extension<T>> extension, int layer, String param) {
+    @Override
+    public <T> T get(Class<? extends Extension<T>> extension, String layer, String param) {
         Map<String, Object> params = layerValues(extension, layer);
         Object value = params.get(param);
         if (value == null) {
-            throw new IllegalArgumentException(extension.getSimpleName() + ": layer " + layer + " has no parameter '"
+            throw new IllegalArgumentException(extension.getSimpleName() + ": layer \"" + layer + "\" has no parameter '"
                     + param + "'; its parameters are " + params.keySet());
         }
         return copyOf(value);
     }
 
     /**
+     * The value of one extension for one parameter of a MultiLayerNetwork's layer.
+     *
+     * @param extension the extension's class
+     * @param layer the layer index as in {@code net.getLayers()}
+     * @param param the DL4J parameter name
+     * @param <T> the extension's value type
+     * @return the value (arrays as a fresh copy)
+     */
+    public <T> T get(Class<? extends Extension<T>> extension, int layer, String param) {
+        return get(extension, String.valueOf(layer), param);
+    }
+
+    /**
+     * The value of one extension for one parameter, by DL4J's parameter key.
+     *
+     * @param extension the extension's class
+     * @param key DL4J's key {@code "<layer>_<param>"}, e.g. {@code "0_W"} or {@code "dense1_b"}
+     * @param <T> the extension's value type
+     * @return the value (arrays as a fresh copy)
+     */
+    public <T> T byKey(Class<? extends Extension<T>> extension, String key) {
+        Map<String, Map<String, Object>> byLayer = byLayer(extension);
+        for (Map.Entry<String, Map<String, Object>> layer : byLayer.entrySet()) {
+            String prefix = layer.getKey() + "_";
+            if (key.startsWith(prefix) && layer.getValue().containsKey(key.substring(prefix.length()))) {
+                return copyOf(layer.getValue().get(key.substring(prefix.length())));
+            }
+        }
+        throw new IllegalArgumentException(extension.getSimpleName() + " has no value for parameter key \"" + key
+                + "\"; keys with values: " + keys(extension));
+    }
+
+    /**
      * The values of one extension for all parameters of one layer.
+     *
+     * @param extension the extension's class
+     * @param layer the layer name
+     * @param <T> the extension's value type
+     * @return parameter name → value (arrays as fresh copies), in the layer's parameter order
+     */
+    public <T> Map<String, T> layer(Class<? extends Extension<T>> extension, String layer) {
+        Map<String, T> out = new LinkedHashMap<>();
+        layerValues(extension, layer).forEach((param, value) -> out.put(param, copyOf(value)));
+        return out;
+    }
+
+    /**
+     * The values of one extension for all parameters of a MultiLayerNetwork's layer.
      *
      * @param extension the extension's class
      * @param layer the layer index
      * @param <T> the extension's value type
      * @return parameter name → value (arrays as fresh copies), in the layer's parameter order
-     * @throws IllegalArgumentException if the extension was not computed or the layer has no values
      */
     public <T> Map<String, T> get(Class<? extends Extension<T>> extension, int layer) {
-        Map<String, T> out = new LinkedHashMap<>();
-        layerValues(extension, layer).forEach((param, value) -> out.put(param, copyOf(value)));
-        return out;
+        return layer(extension, String.valueOf(layer));
     }
 
     /**
@@ -111,23 +161,59 @@ public final class Quantities {
 
     /**
      * @param extension an extension class that this pass computed
-     * @return the indices of the layers that have values (the layers with parameters), ascending
+     * @return the names of the layers that have values (the layers with parameters), in topological order
      */
-    public SortedSet<Integer> layers(Class<? extends Extension<?>> extension) {
-        return Collections.unmodifiableSortedSet(new TreeSet<>(byLayer(extension).keySet()));
+    public Set<String> layerNames(Class<? extends Extension<?>> extension) {
+        return Collections.unmodifiableSet(new LinkedHashSet<>(byLayer(extension).keySet()));
     }
 
     /**
      * @param extension an extension class that this pass computed
-     * @param layer a layer index with values
+     * @return for a MultiLayerNetwork, the indices of the layers that have values, ascending
+     * @throws IllegalStateException for a graph, whose layers have names ({@link #layerNames})
+     */
+    public SortedSet<Integer> layers(Class<? extends Extension<?>> extension) {
+        SortedSet<Integer> out = new TreeSet<>();
+        for (String name : byLayer(extension).keySet()) {
+            try {
+                out.add(Integer.parseInt(name));
+            } catch (NumberFormatException e) {
+                throw new IllegalStateException("layer \"" + name + "\" has a name, not an index: use layerNames()", e);
+            }
+        }
+        return Collections.unmodifiableSortedSet(out);
+    }
+
+    /**
+     * @param extension an extension class that this pass computed
+     * @param layer a layer name with values
      * @return the parameter names of that layer, in the layer's parameter order
      */
-    public Set<String> params(Class<? extends Extension<?>> extension, int layer) {
+    public Set<String> params(Class<? extends Extension<?>> extension, String layer) {
         return layerValues(extension, layer).keySet();
     }
 
-    private Map<Integer, Map<String, Object>> byLayer(Class<?> extension) {
-        Map<Integer, Map<String, Object>> byLayer = values.get(extension);
+    /**
+     * @param extension an extension class that this pass computed
+     * @param layer a MultiLayerNetwork layer index with values
+     * @return the parameter names of that layer, in the layer's parameter order
+     */
+    public Set<String> params(Class<? extends Extension<?>> extension, int layer) {
+        return params(extension, String.valueOf(layer));
+    }
+
+    /**
+     * @param extension an extension class that this pass computed
+     * @return DL4J's parameter keys {@code "<layer>_<param>"} with values, in network order
+     */
+    public Set<String> keys(Class<? extends Extension<?>> extension) {
+        Set<String> out = new LinkedHashSet<>();
+        byLayer(extension).forEach((layer, params) -> params.keySet().forEach(p -> out.add(layer + "_" + p)));
+        return out;
+    }
+
+    private Map<String, Map<String, Object>> byLayer(Class<?> extension) {
+        Map<String, Map<String, Object>> byLayer = values.get(extension);
         if (byLayer == null) {
             throw new IllegalArgumentException(extension.getSimpleName() + " was not computed in this pass; computed: "
                     + values.keySet().stream().map(Class::getSimpleName).collect(Collectors.toList()));
@@ -135,13 +221,12 @@ public final class Quantities {
         return byLayer;
     }
 
-    private Map<String, Object> layerValues(Class<?> extension, int layer) {
-        Map<Integer, Map<String, Object>> byLayer = byLayer(extension);
+    private Map<String, Object> layerValues(Class<?> extension, String layer) {
+        Map<String, Map<String, Object>> byLayer = byLayer(extension);
         Map<String, Object> params = byLayer.get(layer);
         if (params == null) {
-            throw new IllegalArgumentException(extension.getSimpleName() + " has no values for layer " + layer
-                    + " (a layer without parameters, or no such layer); layers with values: "
-                    + new TreeSet<>(byLayer.keySet()));
+            throw new IllegalArgumentException(extension.getSimpleName() + " has no values for layer \"" + layer
+                    + "\" (a layer without parameters, or no such layer); layers with values: " + byLayer.keySet());
         }
         return params;
     }

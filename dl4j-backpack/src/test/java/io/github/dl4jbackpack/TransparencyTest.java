@@ -43,6 +43,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotSame;
 import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** An extended network behaves exactly like the plain one: outputs, gradients, training, saving. */
@@ -189,7 +190,7 @@ class TransparencyTest {
     }
 
     @Test
-    void extendIsIdempotentUnwrapRestoresAndReinitIsRewrapped() {
+    void extendIsIdempotentUnwrapRestoresAndSpendsTheHandle() {
         MultiLayerNetwork net = cnn(DataType.DOUBLE, WorkspaceMode.ENABLED, false);
         Layer[] original = net.getLayers().clone();
         BackPackNetwork bp = BackPackNetwork.extend(net);
@@ -202,9 +203,17 @@ class TransparencyTest {
         bp.unwrap();
         assertArrayEquals(original, net.getLayers());
         net.init(null, true);
+        assertArrayEquals(original, net.getLayers(), "DL4J 1.0.0-M2.1 keeps its layers on a second init()");
         INDArray x = TestNets.features(DataType.DOUBLE, 1, 3, 2, 8, 8);
         INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 1, 3, 3);
-        Quantities q = bp.backward(x, y, new BatchL2Grad());
+        IllegalStateException spent = assertThrows(IllegalStateException.class,
+                () -> bp.backward(x, y, new BatchL2Grad()));
+        assertTrue(spent.getMessage().contains("unwrapped"), spent.getMessage());
+        assertThrows(IllegalStateException.class, () -> bp.enable(new BatchL2Grad()));
+        assertArrayEquals(original, net.getLayers(), "a spent handle does not touch the network");
+        BackPackNetwork again = BackPackNetwork.extend(net);
+        assertNotSame(bp, again);
+        Quantities q = again.backward(x, y, new BatchL2Grad());
         assertTrue(net.getLayer(3) instanceof InterceptingLayer);
         assertEquals(List.of(0, 2, 3), List.copyOf(q.layers(BatchL2Grad.class)));
     }

@@ -1,8 +1,9 @@
 package io.github.dl4jbackpack.optim;
 
-import io.github.dl4jbackpack.Quantities;
+
 import io.github.dl4jbackpack.extensions.Extension;
 import io.github.dl4jbackpack.spi.BlockCurvature;
+import io.github.dl4jbackpack.spi.ParameterQuantities;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
@@ -16,7 +17,7 @@ final class DiagonalPreconditioner implements Preconditioner {
     }
 
     @Override
-    public INDArray precondition(INDArray gradient, BlockCurvature.Segment segment, Quantities quantities,
+    public INDArray precondition(INDArray gradient, BlockCurvature.Segment segment, ParameterQuantities quantities,
                                  double damping) {
         INDArray diagonal = quantities.get(curvature, segment.layer(), segment.param()).castTo(DataType.DOUBLE);
         return gradient.div(diagonal.addi(damping + segment.l2()));

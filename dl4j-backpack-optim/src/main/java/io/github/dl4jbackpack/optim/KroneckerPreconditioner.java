@@ -1,9 +1,10 @@
 package io.github.dl4jbackpack.optim;
 
-import io.github.dl4jbackpack.Quantities;
+
 import io.github.dl4jbackpack.extensions.Extension;
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import io.github.dl4jbackpack.spi.BlockCurvature;
+import io.github.dl4jbackpack.spi.ParameterQuantities;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -24,7 +25,7 @@ final class KroneckerPreconditioner implements Preconditioner {
     }
 
     @Override
-    public INDArray precondition(INDArray gradient, BlockCurvature.Segment segment, Quantities quantities,
+    public INDArray precondition(INDArray gradient, BlockCurvature.Segment segment, ParameterQuantities quantities,
                                  double damping) {
         KroneckerFactors k = quantities.get(curvature, segment.layer(), segment.param());
         double total = damping + segment.l2();

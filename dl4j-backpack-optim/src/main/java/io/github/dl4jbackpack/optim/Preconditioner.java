@@ -1,7 +1,8 @@
 package io.github.dl4jbackpack.optim;
 
-import io.github.dl4jbackpack.Quantities;
+
 import io.github.dl4jbackpack.spi.BlockCurvature;
+import io.github.dl4jbackpack.spi.ParameterQuantities;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /** How one rule turns a parameter's gradient into its preconditioned direction. */
@@ -15,5 +16,5 @@ interface Preconditioner {
      * @param damping λ
      * @return {@code (G + (λ+η) I)⁻¹ gradient} in the same shape (float64)
      */
-    INDArray precondition(INDArray gradient, BlockCurvature.Segment segment, Quantities quantities, double damping);
+    INDArray precondition(INDArray gradient, BlockCurvature.Segment segment, ParameterQuantities quantities, double damping);
 }

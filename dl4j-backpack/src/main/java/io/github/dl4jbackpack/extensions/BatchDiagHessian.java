@@ -1,8 +1,5 @@
 package io.github.dl4jbackpack.extensions;
 
-import io.github.dl4jbackpack.internal.LayerBackprop;
-import io.github.dl4jbackpack.internal.curvature.CurvatureRequest;
-import io.github.dl4jbackpack.internal.curvature.FactorKind;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 import java.util.List;
@@ -28,7 +25,7 @@ public final class BatchDiagHessian implements Extension<INDArray> {
     }
 
     @Override
-    public Map<String, INDArray> compute(LayerBackprop layer) {
+    public Map<String, INDArray> compute(LayerSignals layer) {
         return DiagHessian.sum(layer.curvature(FactorKind.EXACT, true), layer.curvature(FactorKind.RESIDUAL, true));
     }
 }

@@ -1,6 +1,5 @@
 package io.github.dl4jbackpack.extensions;
 
-import io.github.dl4jbackpack.internal.LayerBackprop;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 import java.util.Map;
@@ -23,7 +22,7 @@ public final class BatchDotGrad implements Extension<INDArray> {
     }
 
     @Override
-    public Map<String, INDArray> compute(LayerBackprop layer) {
-        return layer.firstOrder().individualGradientDots();
+    public Map<String, INDArray> compute(LayerSignals layer) {
+        return layer.individualGradientDots();
     }
 }

@@ -1,6 +1,5 @@
 package io.github.dl4jbackpack.extensions;
 
-import io.github.dl4jbackpack.internal.LayerBackprop;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 import java.util.Map;
@@ -24,7 +23,7 @@ public final class BatchL2Grad implements Extension<INDArray> {
     }
 
     @Override
-    public Map<String, INDArray> compute(LayerBackprop layer) {
-        return layer.firstOrder().individualGradientSquaredNorms();
+    public Map<String, INDArray> compute(LayerSignals layer) {
+        return layer.individualGradientSquaredNorms();
     }
 }

@@ -1,8 +1,5 @@
 package io.github.dl4jbackpack.extensions;
 
-import io.github.dl4jbackpack.internal.LayerBackprop;
-import io.github.dl4jbackpack.internal.curvature.CurvatureRequest;
-
 import java.util.List;
 import java.util.Map;
 
@@ -13,7 +10,7 @@ import java.util.Map;
  * <p>Users pass instances (for example {@code new Variance()}) to {@code backward} or
  * {@code enable}, and read the values with {@link io.github.dl4jbackpack.Quantities#get}, keyed by
  * the extension's class. Every extension states in its Javadoc the exact value, its shape and
- * scaling (those of the project's MATH.md: the objective is the mean loss
+ * scaling (those of docs/math.md: the objective is the mean loss
  * {@code L = (1/N) Σ_n ℓ_n}, and the individual gradient is {@code g_n = (1/N) ∇ℓ_n}), and what it
  * costs in memory.
  *
@@ -26,14 +23,14 @@ public interface Extension<T> {
      * backward pass recorded at that layer. Called by the library during the backward pass, once per
      * layer with parameters; user code has no reason to call it.
      *
-     * @param layer the layer's recorded signals and derivatives (internal type)
+     * @param layer the layer's signals in this pass
      * @return the value of every parameter of the layer, keyed by DL4J parameter name
      */
-    Map<String, T> compute(LayerBackprop layer);
+    Map<String, T> compute(LayerSignals layer);
 
     /**
      * What this extension needs from the second-order pass that follows DL4J's backward pass
-     * (internal API). First-order extensions need nothing and are computed during DL4J's pass;
+     * (part of the extension SPI). First-order extensions need nothing and are computed during DL4J's pass;
      * extensions with requests are computed after the second-order pass.
      *
      * @return the curvature this extension reads, empty for first-order extensions

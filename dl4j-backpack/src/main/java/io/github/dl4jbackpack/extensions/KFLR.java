@@ -1,9 +1,5 @@
 package io.github.dl4jbackpack.extensions;
 
-import io.github.dl4jbackpack.internal.LayerBackprop;
-import io.github.dl4jbackpack.internal.curvature.CurvatureRequest;
-import io.github.dl4jbackpack.internal.curvature.FactorKind;
-
 import java.util.List;
 import java.util.Map;
 
@@ -29,7 +25,7 @@ public final class KFLR implements Extension<KroneckerFactors> {
     }
 
     @Override
-    public Map<String, KroneckerFactors> compute(LayerBackprop layer) {
+    public Map<String, KroneckerFactors> compute(LayerSignals layer) {
         return layer.kronecker(FactorKind.EXACT);
     }
 }

@@ -1,24 +1,25 @@
 package io.github.dl4jbackpack.extensions;
 
-import io.github.dl4jbackpack.internal.LayerBackprop;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.ops.transforms.Transforms;
 
-import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
  * Gradient variance: the elementwise population variance of the individual gradients
- * {@code g_n = (1/N) ∇θ ℓ_n},
- * {@code (1/N) Σ_n g_n⊙g_n − ((1/N) Σ_n g_n)⊙((1/N) Σ_n g_n) = SGS/N − (∇L/N)²}.
+ * {@code g_n = (1/N) ∇θ ℓ_n}, {@code (1/N) Σ_n (g_n − ḡ)⊙(g_n − ḡ)} with
+ * {@code ḡ = (1/N) Σ_n g_n = ∇L / N} (docs/math.md#first-order).
  *
- * <p>Value per parameter: the parameter's shape. Because of the {@code 1/N} inside {@code g_n}
- * this equals {@code Var_n(∇ℓ_n) / N²}: multiply by {@code N²} for the variance of per-example
- * loss gradients, or by {@code N} for the variance of the minibatch-mean gradient as an estimator
- * of the expected gradient (for i.i.d. examples).
+ * <p>Value per parameter: the parameter's shape, never negative. Because of the {@code 1/N} inside
+ * {@code g_n} this equals {@code Var_n(∇ℓ_n) / N²}: multiply by {@code N²} for the variance of
+ * per-example loss gradients, or by {@code N} for the variance of the minibatch-mean gradient as an
+ * estimator of the expected gradient (for i.i.d. examples).
  *
- * <p>Memory: that of {@link SumGradSquared} (shared with it when both are requested) plus one
- * array of the parameter's size.
+ * <p>Accuracy: computed from deviations from the mean gradient, not as
+ * {@code SumGradSquared/N − ḡ²}, whose cancellation makes that formula useless in float32 when the
+ * mean gradient is large compared with its spread.
+ *
+ * <p>Cost: dense layers four products of the size of the layer's gradient product; convolutions
+ * form individual gradients in bounded chunks of examples; no {@code [N, #params]} array.
  */
 public final class Variance implements Extension<INDArray> {
 
@@ -27,14 +28,7 @@ public final class Variance implements Extension<INDArray> {
     }
 
     @Override
-    public Map<String, INDArray> compute(LayerBackprop layer) {
-        double n = layer.batchSize();
-        Map<String, INDArray> sgs = layer.firstOrder().sumGradSquared();
-        Map<String, INDArray> out = new LinkedHashMap<>();
-        for (Map.Entry<String, INDArray> e : sgs.entrySet()) {
-            INDArray meanGrad = layer.gradient(e.getKey()).div(n);
-            out.put(e.getKey(), e.getValue().div(n).subi(Transforms.pow(meanGrad, 2, false)));
-        }
-        return out;
+    public Map<String, INDArray> compute(LayerSignals layer) {
+        return layer.variance();
     }
 }

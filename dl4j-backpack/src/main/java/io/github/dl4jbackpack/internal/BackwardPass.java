@@ -1,20 +1,25 @@
 package io.github.dl4jbackpack.internal;
 
-import io.github.dl4jbackpack.Quantities;
+import io.github.dl4jbackpack.extensions.CurvatureRequest;
 import io.github.dl4jbackpack.extensions.Extension;
+import io.github.dl4jbackpack.extensions.FactorKind;
 import io.github.dl4jbackpack.internal.curvature.CurvaturePass;
-import io.github.dl4jbackpack.internal.curvature.CurvatureRequest;
-import io.github.dl4jbackpack.internal.curvature.FactorKind;
+import io.github.dl4jbackpack.internal.graph.Node;
+import io.github.dl4jbackpack.internal.graph.Topology;
 import io.github.dl4jbackpack.internal.layers.CurvatureSink;
 import io.github.dl4jbackpack.internal.layers.RecordedLayer;
+import io.github.dl4jbackpack.internal.layers.VertexDerivatives;
+import io.github.dl4jbackpack.internal.layers.VertexKinds;
+import io.github.dl4jbackpack.internal.layers.VertexRecord;
 import io.github.dl4jbackpack.internal.losses.LossCurvature;
+import org.deeplearning4j.nn.graph.vertex.GraphVertex;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
@@ -23,9 +28,9 @@ import java.util.Set;
 
 /**
  * One extended backward pass: first-order extensions are computed layer by layer as DL4J's pass
- * goes down; what the second-order pass needs is recorded on the way, and that pass runs when
- * DL4J's pass has reached the first layer. Results are collected per extension, layer and
- * parameter.
+ * goes down; what the second-order pass needs is recorded on the way (graph vertices when the pass
+ * begins, while the forward activations are all alive), and that pass runs when DL4J has computed
+ * the training score. Results are collected per extension, layer name and parameter.
  */
 final class BackwardPass {
 
@@ -34,12 +39,16 @@ final class BackwardPass {
     private final Set<CurvatureRequest> requests = new LinkedHashSet<>();
     private final long batchSize;
     private final long memoryBudget;
-    private final RecordedLayer[] records;
-    private final Map<Class<?>, Map<Integer, Map<String, Object>>> results = new HashMap<>();
-    private LossCurvature loss;
-    private boolean complete;
+    private final Topology topology;
+    private final boolean[] region;
+    private final Object[] records;
+    private final Map<Integer, LossCurvature> losses = new HashMap<>();
+    private final Set<Integer> outputsBegun = new HashSet<>();
+    private final Set<Integer> outputsScored = new HashSet<>();
+    private final Map<Class<?>, Map<String, Map<String, Object>>> results = new HashMap<>();
+    private double score;
 
-    BackwardPass(List<Extension<?>> extensions, long batchSize, int layerCount, long memoryBudget) {
+    BackwardPass(List<Extension<?>> extensions, long batchSize, Topology topology, long memoryBudget) {
         for (Extension<?> e : extensions) {
             if (e.curvatureRequests().isEmpty()) {
                 firstOrder.add(e);
@@ -50,7 +59,9 @@ final class BackwardPass {
         }
         this.batchSize = batchSize;
         this.memoryBudget = memoryBudget;
-        this.records = new RecordedLayer[layerCount];
+        this.topology = topology;
+        this.region = CurvaturePass.region(topology);
+        this.records = new Object[topology.nodes().size()];
     }
 
     long batchSize() {
@@ -65,20 +76,77 @@ final class BackwardPass {
         return !requests.isEmpty();
     }
 
+    /** @return whether the second-order pass goes through this node */
+    boolean needsCurvature(Node node) {
+        return needsCurvature() && region[node.position()];
+    }
+
     boolean needsResidual() {
         return requests.stream().anyMatch(r -> r.kind().equals(FactorKind.RESIDUAL));
     }
 
-    void setLoss(LossCurvature loss) {
-        this.loss = loss;
+    /** @return whether this pass records anything at the node */
+    boolean involves(Node node) {
+        return node.isOutput() || needsCurvature(node) || (needsFirstOrder() && CurvaturePass.isParametric(node));
+    }
+
+    /**
+     * @param output an output whose backward step begins
+     * @return whether it joins this pass (false: it was already part of it, so a new pass begins)
+     */
+    boolean joins(Node output) {
+        return outputsBegun.add(output.position());
+    }
+
+    /** The first output's backward step begins: every forward activation is still alive. */
+    void begin(Node output) {
+        outputsBegun.add(output.position());
+        if (!needsCurvature()) {
+            return;
+        }
+        for (Node node : topology.nodes()) {
+            if (!node.isLayer() && region[node.position()]) {
+                records[node.position()] = recordVertex(node);
+            }
+        }
+    }
+
+    /** @return the shapes, needed values and output shape of a graph vertex, copied */
+    private VertexRecord recordVertex(Node node) {
+        GraphVertex vertex = node.vertex();
+        VertexDerivatives kind = VertexKinds.of(vertex).orElseThrow(() ->
+                new IllegalStateException(node.describe() + " is not supported"));
+        INDArray[] live = vertex.getInputs();
+        long[][] shapes = new long[live.length][];
+        INDArray[] values = kind.needsInputValues() ? new INDArray[live.length] : null;
+        for (int i = 0; i < live.length; i++) {
+            shapes[i] = live[i].shape().clone();
+            if (values != null) {
+                values[i] = Detached.copy(live[i]);
+            }
+        }
+        return new VertexRecord(node, kind, shapes, values, outputShape(node));
+    }
+
+    /** @return the shape of a vertex's output, read from the input of a consumer */
+    private long[] outputShape(Node node) {
+        for (int consumer : node.consumers()) {
+            Node c = topology.node(consumer);
+            for (int slot = 0; slot < c.inputCount(); slot++) {
+                if (c.input(slot) == node.position()) {
+                    return c.vertex().getInputs()[slot].shape().clone();
+                }
+            }
+        }
+        throw new IllegalStateException(node.describe() + " has no consumer; it cannot be part of a backward pass");
+    }
+
+    void setLoss(Node output, LossCurvature loss) {
+        losses.put(output.position(), loss);
     }
 
     void record(RecordedLayer layer) {
         records[layer.index()] = layer;
-    }
-
-    boolean isComplete() {
-        return complete;
     }
 
     /** Computes the first-order extensions for one layer with parameters. */
@@ -88,22 +156,30 @@ final class BackwardPass {
         }
     }
 
-    /** DL4J's pass has reached the first layer: runs the second-order pass, if any, and its extensions. */
-    void complete() {
+    /**
+     * @return whether every output has now computed its score (the pass is complete)
+     */
+    boolean addScore(Node output, double outputScore) {
+        if (!outputsBegun.contains(output.position()) || !outputsScored.add(output.position())) {
+            return false;
+        }
+        score += outputScore;
+        return outputsScored.size() == topology.outputs().size();
+    }
+
+    /** Runs the second-order pass, if any, and its extensions; returns the results. */
+    PassResult finish() {
         if (needsCurvature()) {
             try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-                List<RecordedLayer> layers = Arrays.asList(records);
-                if (layers.contains(null) || loss == null) {
-                    throw new IllegalStateException("the backward pass did not record every layer");
-                }
-                Map<FactorKind, Map<Integer, CurvatureSink>> curvature =
-                        new CurvaturePass(layers, memoryBudget).run(loss, requests);
-                for (RecordedLayer r : layers) {
-                    if (!r.kind().hasParameters()) {
+                Map<FactorKind, Map<String, CurvatureSink>> curvature =
+                        new CurvaturePass(topology, region, records, losses, memoryBudget, batchSize).run(requests);
+                for (Node node : topology.nodes()) {
+                    if (!CurvaturePass.isParametric(node)) {
                         continue;
                     }
+                    RecordedLayer r = (RecordedLayer) records[node.position()];
                     Map<FactorKind, CurvatureSink> sinks = new HashMap<>();
-                    curvature.forEach((kind, byLayer) -> sinks.put(kind, byLayer.get(r.index())));
+                    curvature.forEach((kind, byLayer) -> sinks.put(kind, byLayer.get(node.name())));
                     LayerBackprop layer = new LayerBackprop(r, sinks);
                     for (Extension<?> extension : secondOrder) {
                         store(extension, layer);
@@ -111,7 +187,25 @@ final class BackwardPass {
                 }
             }
         }
-        complete = true;
+        Map<Class<?>, Map<String, Map<String, Object>>> ordered = new LinkedHashMap<>();
+        for (Extension<?> e : firstOrder) {
+            ordered.put(e.getClass(), inTopologicalOrder(results.getOrDefault(e.getClass(), Map.of())));
+        }
+        for (Extension<?> e : secondOrder) {
+            ordered.put(e.getClass(), inTopologicalOrder(results.getOrDefault(e.getClass(), Map.of())));
+        }
+        return new PassResult(score, batchSize, ordered);
+    }
+
+    private Map<String, Map<String, Object>> inTopologicalOrder(Map<String, Map<String, Object>> byLayer) {
+        Map<String, Map<String, Object>> out = new LinkedHashMap<>();
+        for (Node n : topology.nodes()) {
+            Map<String, Object> v = byLayer.get(n.name());
+            if (v != null) {
+                out.put(n.name(), v);
+            }
+        }
+        return out;
     }
 
     private void store(Extension<?> extension, LayerBackprop layer) {
@@ -126,12 +220,8 @@ final class BackwardPass {
         }
         if (ordered.size() != values.size()) {
             throw new IllegalStateException(extension.name() + " returned values for " + values.keySet()
-                    + " but layer " + layer.layerIndex() + " has parameters " + layer.parameterNames());
+                    + " but layer " + layer.layerName() + " has parameters " + layer.parameterNames());
         }
-        results.computeIfAbsent(extension.getClass(), k -> new HashMap<>()).put(layer.layerIndex(), ordered);
-    }
-
-    Quantities finish(double score) {
-        return new Quantities(score, batchSize, results);
+        results.computeIfAbsent(extension.getClass(), k -> new HashMap<>()).put(layer.layerName(), ordered);
     }
 }

@@ -1,14 +1,19 @@
 package io.github.dl4jbackpack.internal;
 
+import io.github.dl4jbackpack.internal.graph.Node;
 import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import io.github.dl4jbackpack.internal.layers.LayerKinds;
 import io.github.dl4jbackpack.internal.layers.RecordedLayer;
+import io.github.dl4jbackpack.internal.losses.LossCurvatures;
 import org.deeplearning4j.nn.api.Layer;
-import org.deeplearning4j.nn.conf.InputPreProcessor;
+import org.deeplearning4j.nn.api.TrainingConfig;
+import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.dropout.Dropout;
 import org.deeplearning4j.nn.conf.dropout.IDropout;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
+import org.deeplearning4j.nn.conf.layers.BaseOutputLayer;
+import org.deeplearning4j.nn.conf.layers.LossLayer;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.layers.wrapper.BaseWrapperLayer;
 import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
@@ -17,34 +22,95 @@ import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.lossfunctions.ILossFunction;
 
 /**
- * Wraps one DL4J layer implementation of an extended network. Everything is delegated unchanged;
- * while a backward pass with extensions is in progress, the wrapper records the layer input and
- * the pre-activation gradient DL4J computes, and lets the first-order extensions compute their
- * values for this layer before DL4J's pass moves on (while the workspace arrays are still valid).
- * When a second-order extension is active it also records what the second-order pass needs. With
- * no extension active it adds nothing but one method call.
+ * Wraps one DL4J layer implementation of an extended network (installed in
+ * {@code MultiLayerNetwork.getLayers()}, or in a graph's {@code LayerVertex} and
+ * {@code getLayers()}). Everything is delegated unchanged; while a backward pass with extensions is
+ * in progress, the wrapper records the layer input and the pre-activation gradient DL4J computes,
+ * and lets the first-order extensions compute their values for this layer before DL4J's pass moves
+ * on (while the workspace arrays are still valid).
+ *
+ * <p><b>How the pre-activation gradient is obtained without touching the configuration.</b> DL4J's
+ * layer implementations read their activation (and loss) from {@code conf().getLayer()} inside
+ * their backward step. At installation the wrapped implementation is given a private copy of its
+ * {@code NeuralNetConfiguration} whose activation (output layers: loss) is a recording delegate;
+ * the copy shares the updater and regularisation objects of the original, so changes the user makes
+ * there still apply. The network's own configuration objects are never modified (several networks
+ * may share them), and this wrapper's {@link #conf()} and {@link #getConfig()} return the original,
+ * so DL4J code outside the layer (updater, serialisation, summaries) sees exactly what it saw.
+ * {@link #uninstall()} gives the implementation its original configuration back.
  */
 public class InterceptingLayer extends BaseWrapperLayer {
 
-    private final int index;
+    private final Node node;
     private final Interceptor interceptor;
     private final LayerDerivatives kind;
-    private final InputPreProcessor preProcessor;
+    private final NeuralNetConfiguration original;
+    private final RecordingActivation activationRecorder;
+    private final RecordingLoss lossRecorder;
 
     /**
      * @param underlying the DL4J layer
-     * @param index its index in the network
-     * @param preProcessor the input preprocessor in front of it, or null
+     * @param node its node in the network's topology
      * @param interceptor the network's shared state
      */
-    public InterceptingLayer(Layer underlying, int index, InputPreProcessor preProcessor, Interceptor interceptor) {
+    public InterceptingLayer(Layer underlying, Node node, Interceptor interceptor) {
         super(underlying);
-        this.index = index;
+        this.node = node;
         this.interceptor = interceptor;
-        this.preProcessor = preProcessor;
         this.kind = LayerKinds.of(underlying).orElse(null);
+        this.original = underlying.conf();
+        org.deeplearning4j.nn.conf.layers.Layer conf = original.getLayer();
+        RecordingActivation activation = null;
+        RecordingLoss loss = null;
+        if (conf instanceof BaseOutputLayer || conf instanceof LossLayer) {
+            loss = new RecordingLoss(lossFunction(conf));
+        } else if (kind != null && kind.hasParameters() && conf instanceof BaseLayer
+                && ((BaseLayer) conf).getActivationFn() != null) {
+            activation = new RecordingActivation(((BaseLayer) conf).getActivationFn());
+        }
+        this.activationRecorder = activation;
+        this.lossRecorder = loss;
+        if (activation != null || loss != null) {
+            underlying.setConf(privateCopy(original, activation, loss));
+        }
+    }
+
+    /**
+     * @return a copy of the configuration with the recorders in place, sharing the original's updater
+     *     and regularisation objects
+     */
+    private static NeuralNetConfiguration privateCopy(NeuralNetConfiguration original, RecordingActivation activation,
+                                                      RecordingLoss loss) {
+        NeuralNetConfiguration copy = original.clone();
+        org.deeplearning4j.nn.conf.layers.Layer mine = copy.getLayer();
+        org.deeplearning4j.nn.conf.layers.Layer theirs = original.getLayer();
+        if (mine instanceof BaseLayer) {
+            BaseLayer m = (BaseLayer) mine;
+            BaseLayer t = (BaseLayer) theirs;
+            m.setIUpdater(t.getIUpdater());
+            m.setBiasUpdater(t.getBiasUpdater());
+            m.setRegularization(t.getRegularization());
+            m.setRegularizationBias(t.getRegularizationBias());
+            if (activation != null) {
+                m.setActivationFn(activation);
+            }
+        }
+        if (loss != null) {
+            if (mine instanceof BaseOutputLayer) {
+                ((BaseOutputLayer) mine).setLossFn(loss);
+            } else {
+                ((LossLayer) mine).setLossFn(loss);
+            }
+        }
+        return copy;
+    }
+
+    /** Gives the wrapped implementation its original configuration back. */
+    public void uninstall() {
+        underlying.setConf(original);
     }
 
     /** @return the shared state of the network this layer belongs to */
@@ -52,22 +118,44 @@ public class InterceptingLayer extends BaseWrapperLayer {
         return interceptor;
     }
 
+    /** @return the layer's node */
+    public Node node() {
+        return node;
+    }
+
+    /** @return the network's configuration object of this layer, never modified */
+    @Override
+    public NeuralNetConfiguration conf() {
+        return original;
+    }
+
+    @Override
+    public TrainingConfig getConfig() {
+        return original.getLayer();
+    }
+
+    @Override
+    public void setConf(NeuralNetConfiguration conf) {
+        throw new UnsupportedOperationException("the configuration of an extended layer cannot be replaced; call "
+                + "BackPackNetwork.unwrap() first");
+    }
+
     @Override
     public Pair<Gradient, INDArray> backpropGradient(INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
         BackwardPass pass = interceptor.current();
-        if (pass == null) {
+        if (pass == null || !pass.involves(node)) {
             return underlying.backpropGradient(epsilon, workspaceMgr);
         }
         try {
-            requireSupportedState();
-            Step step = delegate(pass, epsilon, workspaceMgr);
-            if (pass.needsCurvature()) {
-                long[] outputShape = epsilon != null ? epsilon.shape() : step.preActivation.shape();
-                pass.record(new RecordedLayer(index, underlying, kind, underlying.input(), step.preActivation,
-                        step.dropoutMask, residualGradient(pass, epsilon), preProcessor, outputShape));
+            if (underlying.getMaskArray() != null) {
+                throw new UnsupportedOperationException(node.describe() + " has a mask array: masked or time-series "
+                        + "data is not supported by dl4j-backpack extensions yet");
             }
-            if (index == 0) {
-                interceptor.completePass();
+            Step step = delegate(pass, epsilon, workspaceMgr);
+            if (pass.needsCurvature(node)) {
+                INDArray output = epsilon != null ? epsilon : step.preActivation;
+                pass.record(new RecordedLayer(node, underlying, kind, underlying.input(), step.preActivation,
+                        step.dropoutMask, residualGradient(pass, epsilon), output.shape().clone()));
             }
             return step.result;
         } catch (RuntimeException e) {
@@ -101,41 +189,52 @@ public class InterceptingLayer extends BaseWrapperLayer {
      * @return DL4J's result, unchanged, and the recorded pre-activation (or null)
      */
     protected Step delegate(BackwardPass pass, INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
+        boolean curvature = pass.needsCurvature(node);
+        if (lossRecorder != null) {
+            if (curvature) {
+                BaseLayer conf = (BaseLayer) original.getLayer();
+                pass.setLoss(node, LossCurvatures.of(lossRecorder.delegate(), conf.getActivationFn()).orElse(null));
+            }
+            lossRecorder.start(curvature ? this::liveDropoutMask : null);
+            Pair<Gradient, INDArray> result;
+            try {
+                result = underlying.backpropGradient(epsilon, workspaceMgr);
+            } finally {
+                lossRecorder.stop();
+            }
+            if (kind != null && kind.hasParameters()) {
+                computeExtensions(pass, lossRecorder.preActivationGradient(), result.getFirst());
+            }
+            return new Step(result, lossRecorder.preActivation(), lossRecorder.dropoutMask());
+        }
         // hidden layers apply their input dropout in the forward pass; the backward step clears the mask
-        INDArray mask = pass.needsCurvature() ? Detached.copy(liveDropoutMask()) : null;
-        if (!kind.hasParameters()) {
+        INDArray mask = curvature ? Detached.copy(liveDropoutMask()) : null;
+        if (activationRecorder == null) {
             return new Step(underlying.backpropGradient(epsilon, workspaceMgr), null, mask);
         }
-        BaseLayer conf = (BaseLayer) underlying.conf().getLayer();
-        IActivation activation = conf.getActivationFn();
-        RecordingActivation recorder = new RecordingActivation(activation, pass.needsCurvature());
-        conf.setActivationFn(recorder);
+        activationRecorder.start(curvature);
         Pair<Gradient, INDArray> result;
         try {
             result = underlying.backpropGradient(epsilon, workspaceMgr);
         } finally {
-            conf.setActivationFn(activation);
+            activationRecorder.stop();
         }
-        computeExtensions(pass, recorder.preActivationGradient(), result.getFirst());
-        return new Step(result, recorder.preActivation(), mask);
+        computeExtensions(pass, activationRecorder.preActivationGradient(), result.getFirst());
+        return new Step(result, activationRecorder.preActivation(), mask);
     }
 
     /**
      * Lets the pass's first-order extensions compute this layer's values in the first-order scratch
      * workspace, outside DL4J's workspaces.
-     *
-     * @param pass the pass in progress
-     * @param summedLossGradient gradient of the summed loss w.r.t. the pre-activation, as DL4J has it
-     * @param gradient DL4J's (summed) parameter gradient of this layer
      */
-    protected final void computeExtensions(BackwardPass pass, INDArray summedLossGradient, Gradient gradient) {
+    private void computeExtensions(BackwardPass pass, INDArray summedLossGradient, Gradient gradient) {
         if (!pass.needsFirstOrder()) {
             return;
         }
         try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces();
              ScratchWorkspace scratch = ScratchWorkspace.open(ScratchWorkspace.FIRST_ORDER, 0)) {
             INDArray outputGradient = summedLossGradient.div(pass.batchSize());
-            pass.computeAt(new LayerBackprop(index, pass.batchSize(), underlying, kind, underlying.input(),
+            pass.computeAt(new LayerBackprop(node.name(), pass.batchSize(), underlying, kind, underlying.input(),
                     outputGradient, gradient));
         }
     }
@@ -144,14 +243,14 @@ public class InterceptingLayer extends BaseWrapperLayer {
      * @return the mask of the dropout this layer has applied to its input in the current step (DL4J
      *     keeps it until the layer's backward step ends), or null when none is applied
      */
-    protected final INDArray liveDropoutMask() {
+    private INDArray liveDropoutMask() {
         IDropout dropout = underlying.conf().getLayer().getIDropout();
         return dropout instanceof Dropout ? ((Dropout) dropout).getMask() : null;
     }
 
     /** @return {@code ∂L/∂a} of the mean loss, detached, where a Hessian residual needs it; else null */
     private INDArray residualGradient(BackwardPass pass, INDArray epsilon) {
-        IActivation activation = kind.activation(underlying);
+        IActivation activation = kind == null ? null : kind.activation(underlying);
         if (!pass.needsResidual() || epsilon == null || activation == null
                 || ElementwiseActivations.isPiecewiseLinear(activation)) {
             return null;
@@ -161,21 +260,18 @@ public class InterceptingLayer extends BaseWrapperLayer {
         }
     }
 
-    /** Fails unless this layer can take part in an extended pass right now. */
-    private void requireSupportedState() {
-        if (kind == null) {
-            throw new IllegalStateException("Layer " + index + " (" + underlying.getClass().getSimpleName()
-                    + ") is not supported by dl4j-backpack: " + LayerKinds.whyUnsupported(underlying));
+    /**
+     * @param conf an output or loss layer configuration
+     * @return its loss function
+     */
+    static ILossFunction lossFunction(org.deeplearning4j.nn.conf.layers.Layer conf) {
+        if (conf instanceof BaseOutputLayer) {
+            return ((BaseOutputLayer) conf).getLossFn();
         }
-        if (underlying.getMaskArray() != null) {
-            throw new UnsupportedOperationException("Layer " + index + " (" + underlying.getClass().getSimpleName()
-                    + ") has a mask array: masked or time-series data is not supported by dl4j-backpack extensions");
+        if (conf instanceof LossLayer) {
+            return ((LossLayer) conf).getLossFn();
         }
-    }
-
-    /** @return the layer's kind */
-    protected final LayerDerivatives kind() {
-        return kind;
+        throw new IllegalArgumentException("not an output layer: " + conf.getClass().getSimpleName());
     }
 
     @Override

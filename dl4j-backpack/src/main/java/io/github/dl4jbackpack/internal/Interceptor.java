@@ -1,9 +1,8 @@
 package io.github.dl4jbackpack.internal;
 
-import io.github.dl4jbackpack.BackPackNetwork;
-import io.github.dl4jbackpack.Quantities;
 import io.github.dl4jbackpack.extensions.Extension;
-
+import io.github.dl4jbackpack.internal.graph.Node;
+import io.github.dl4jbackpack.internal.graph.Topology;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.factory.Nd4j;
 
@@ -11,39 +10,49 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.function.Consumer;
 
 /**
  * State shared by the intercepting wrappers of one network: which extensions the next backward
- * passes compute, the pass in progress, and the results of the last completed pass. Several
- * sources may ask for extensions during training (the user, curvature updaters, listeners); a pass
- * computes the union of what they ask for.
+ * passes compute, and the pass in progress. Several sources may ask for extensions during training
+ * (the user, curvature updaters, listeners); a pass computes the union of what they ask for.
  *
- * <p>A pass starts when the output layer's backward step begins with at least one extension
- * active, collects the extensions' values layer by layer, and is published when DL4J computes the
- * training score right after the backward pass (as {@code computeGradientAndScore()} does, inside
- * {@code fit} too).
+ * <p>A pass starts when the backward step of an output layer begins with at least one extension
+ * active (the other outputs of a graph join it), collects the extensions' values layer by layer,
+ * and completes when DL4J has computed the training score of every output right after the
+ * backward pass (as {@code computeGradientAndScore()} does, inside {@code fit} too): then the
+ * second-order pass runs and the result goes to the sink.
  */
 public final class Interceptor {
 
-    private final BackPackNetwork owner;
+    private final Object owner;
+    private final Topology topology;
+    private final Consumer<PassResult> sink;
     private final Map<Object, List<Extension<?>>> sources = new LinkedHashMap<>();
     private List<Extension<?>> active = List.of();
     private List<Extension<?>> override;
     private long curvatureMemoryBudget = 1L << 30;
     private BackwardPass current;
-    private Quantities latest;
-    private final List<Consumer<Quantities>> subscribers = new CopyOnWriteArrayList<>();
 
-    /** @param owner the extended network this state belongs to */
-    public Interceptor(BackPackNetwork owner) {
+    /**
+     * @param owner the public object that extended the network
+     * @param topology the network's topology
+     * @param sink receives the result of every completed pass, on the thread that ran it
+     */
+    public Interceptor(Object owner, Topology topology, Consumer<PassResult> sink) {
         this.owner = owner;
+        this.topology = topology;
+        this.sink = sink;
     }
 
-    /** @return the extended network this state belongs to */
-    public BackPackNetwork owner() {
+    /** @return the public object that extended the network */
+    public Object owner() {
         return owner;
+    }
+
+    /** @return the topology of the network */
+    public Topology topology() {
+        return topology;
     }
 
     /**
@@ -84,10 +93,12 @@ public final class Interceptor {
      */
     public void runWith(List<Extension<?>> extensions, Runnable pass) {
         override = List.copyOf(extensions);
+        current = null;
         try {
             pass.run();
         } finally {
             override = null;
+            current = null;
         }
     }
 
@@ -106,21 +117,6 @@ public final class Interceptor {
         return new ArrayList<>(byClass.values());
     }
 
-    /** @return the results of the last completed pass, or null before the first */
-    public Quantities latest() {
-        return latest;
-    }
-
-    /** @param subscriber called with the results of every completed pass, on the training thread */
-    public void subscribe(Consumer<Quantities> subscriber) {
-        subscribers.add(subscriber);
-    }
-
-    /** @param subscriber a subscriber to remove */
-    public void unsubscribe(Consumer<Quantities> subscriber) {
-        subscribers.remove(subscriber);
-    }
-
     /** @param bytes the memory that one chunk of second-order factor columns may occupy */
     public void setCurvatureMemoryBudget(long bytes) {
         if (bytes <= 0) {
@@ -134,35 +130,39 @@ public final class Interceptor {
         return curvatureMemoryBudget;
     }
 
-    void beginPass(long batchSize, int layerCount) {
-        List<Extension<?>> extensions = active();
-        current = extensions.isEmpty() ? null
-                : new BackwardPass(extensions, batchSize, layerCount, curvatureMemoryBudget);
-    }
-
+    /** @return the pass in progress, or null */
     BackwardPass current() {
         return current;
     }
 
-    void completePass() {
+    /**
+     * The backward step of an output layer begins: starts a pass, or joins the pass of the other
+     * outputs of a graph.
+     */
+    void outputBackward(Node output, long batchSize) {
+        if (current != null && current.joins(output)) {
+            return;
+        }
+        List<Extension<?>> extensions = active();
+        current = extensions.isEmpty() ? null
+                : new BackwardPass(extensions, batchSize, topology, curvatureMemoryBudget);
         if (current != null) {
-            current.complete();
+            current.begin(output);
         }
     }
 
-    void finishPass(double score) {
+    /** DL4J computed the training score of an output: completes the pass once every output has one. */
+    void scoreComputed(Node output, double score) {
         BackwardPass pass = current;
-        if (pass == null || !pass.isComplete()) {
+        if (pass == null || !pass.addScore(output, score)) {
             return;
         }
         current = null;
-        latest = pass.finish(score);
-        // DL4J calls this while computing the score, possibly inside a workspace: nothing a
-        // subscriber creates (the updater's state, a listener's arrays) may land there
+        PassResult result = pass.finish();
+        // DL4J calls this while computing the score, inside a workspace: nothing the sink creates (an
+        // updater's state, a listener's arrays) may land there
         try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-            for (Consumer<Quantities> subscriber : subscribers) {
-                subscriber.accept(latest);
-            }
+            sink.accept(result);
         }
     }
 

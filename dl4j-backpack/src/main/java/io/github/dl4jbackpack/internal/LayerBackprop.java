@@ -1,7 +1,8 @@
 package io.github.dl4jbackpack.internal;
 
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
-import io.github.dl4jbackpack.internal.curvature.FactorKind;
+import io.github.dl4jbackpack.extensions.LayerSignals;
+import io.github.dl4jbackpack.extensions.FactorKind;
 import io.github.dl4jbackpack.internal.layers.CurvatureSink;
 import io.github.dl4jbackpack.internal.layers.FirstOrderTerms;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
@@ -16,14 +17,14 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * What the backward pass recorded at one layer with parameters, as extensions see it: the layer's
- * input, the gradient of the mean loss w.r.t. its pre-activation output, DL4J's gradient, and the
- * layer kind's derivatives built on them, and after the second-order pass the curvature diagonals
- * it produced. Valid only during the backward pass that created it.
+ * The library's {@link LayerSignals}: what the backward pass recorded at one layer with parameters
+ * (the layer's input, the gradient of the mean loss w.r.t. its pre-activation output, DL4J's
+ * gradient), the layer kind's first-order terms built on them, and after the second-order pass the
+ * curvature it produced. Valid only during the backward pass that created it.
  */
-public final class LayerBackprop {
+final class LayerBackprop implements LayerSignals {
 
-    private final int layerIndex;
+    private final String layerName;
     private final long batchSize;
     private final Layer layer;
     private final LayerDerivatives kind;
@@ -35,9 +36,9 @@ public final class LayerBackprop {
     private final Map<FactorKind, Map<String, INDArray>> summedCurvature = new HashMap<>();
     private FirstOrderTerms firstOrder;
 
-    LayerBackprop(int layerIndex, long batchSize, Layer layer, LayerDerivatives kind, INDArray input,
+    LayerBackprop(String layerName, long batchSize, Layer layer, LayerDerivatives kind, INDArray input,
                   INDArray outputGradient, Gradient summedGradient) {
-        this.layerIndex = layerIndex;
+        this.layerName = layerName;
         this.batchSize = batchSize;
         this.layer = layer;
         this.kind = kind;
@@ -49,7 +50,7 @@ public final class LayerBackprop {
     }
 
     LayerBackprop(RecordedLayer record, Map<FactorKind, CurvatureSink> curvature) {
-        this.layerIndex = record.index();
+        this.layerName = record.node().name();
         this.batchSize = record.batchSize();
         this.layer = record.layer();
         this.kind = record.kind();
@@ -60,32 +61,27 @@ public final class LayerBackprop {
         this.curvature = curvature;
     }
 
-    /** @return the layer's index in {@code MultiLayerNetwork.getLayers()} */
-    public int layerIndex() {
-        return layerIndex;
+    @Override
+    public String layerName() {
+        return layerName;
     }
 
-    /** @return the number of examples N in the batch */
+    @Override
     public long batchSize() {
         return batchSize;
     }
 
-    /** @return the layer's parameter names in DL4J's {@code paramTable()} order */
+    @Override
     public Set<String> parameterNames() {
         return layer.paramTable().keySet();
     }
 
-    /**
-     * @param kind a kind of factor the second-order pass propagated
-     * @param perExample whether to keep the batch axis
-     * @return the curvature diagonal from that factor per parameter: parameter-shaped, or
-     *     {@code [N, *p]} per example
-     */
+    @Override
     public Map<String, INDArray> curvature(FactorKind kind, boolean perExample) {
         CurvatureSink sink = curvature.get(kind);
         if (sink == null || (perExample && !sink.perExample())) {
             throw new IllegalStateException("the second-order pass did not compute " + kind
-                    + (perExample ? " per example" : "") + " for layer " + layerIndex);
+                    + (perExample ? " per example" : "") + " for layer " + layerName);
         }
         if (perExample || !sink.perExample()) {
             return sink.values();
@@ -97,21 +93,18 @@ public final class LayerBackprop {
         });
     }
 
-    /**
-     * @param kind a kind of factor the second-order pass propagated with the output-side factor
-     * @return the Kronecker factors of every parameter of the layer
-     */
+    @Override
     public Map<String, KroneckerFactors> kronecker(FactorKind kind) {
         CurvatureSink sink = curvature.get(kind);
         if (sink == null || sink.outputFactor() == null) {
             throw new IllegalStateException("the second-order pass did not compute Kronecker factors from " + kind
-                    + " for layer " + layerIndex);
+                    + " for layer " + layerName);
         }
         return this.kind.kroneckerFactors(record, sink.outputFactor());
     }
 
     /** @return the layer's first-order terms (individual gradients and reductions of them) */
-    public FirstOrderTerms firstOrder() {
+    private FirstOrderTerms firstOrder() {
         if (input == null) {
             throw new IllegalStateException("first-order terms are computed during DL4J's pass, not after it");
         }
@@ -121,10 +114,32 @@ public final class LayerBackprop {
         return firstOrder;
     }
 
-    /**
-     * @param param a DL4J parameter name of this layer
-     * @return {@code ∇L = Σ_n g_n} for that parameter, a new array of the parameter's shape
-     */
+    @Override
+    public Map<String, INDArray> individualGradients() {
+        return firstOrder().individualGradients();
+    }
+
+    @Override
+    public Map<String, INDArray> individualGradientSquaredNorms() {
+        return firstOrder().individualGradientSquaredNorms();
+    }
+
+    @Override
+    public Map<String, INDArray> sumGradSquared() {
+        return firstOrder().sumGradSquared();
+    }
+
+    @Override
+    public Map<String, INDArray> variance() {
+        return firstOrder().variance();
+    }
+
+    @Override
+    public Map<String, INDArray> individualGradientDots() {
+        return firstOrder().individualGradientDots();
+    }
+
+    @Override
     public INDArray gradient(String param) {
         if (summedGradient == null) {
             throw new IllegalStateException("the gradient is available during DL4J's pass, not after it");

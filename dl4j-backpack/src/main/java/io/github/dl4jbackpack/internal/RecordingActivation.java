@@ -1,26 +1,45 @@
 package io.github.dl4jbackpack.internal;
 
+import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
 import org.nd4j.common.primitives.Pair;
 import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
- * Stands in for a layer's activation function for the duration of one {@code backpropGradient}
- * call, delegating everything and keeping the pre-activation gradient {@code ∂/∂z} that DL4J
- * computes there (and, for the second-order pass, a copy of {@code z}), so the library needs no
- * second computation of {@code z}. Never serialised: it
- * is swapped out again before the call returns.
+ * The activation function of an extended layer's private configuration copy (see
+ * {@link InterceptingLayer}): delegates everything to the layer's own activation and, while a
+ * recording is running, keeps the pre-activation gradient {@code ∂/∂z} that DL4J computes in its
+ * backward step (and, if asked, a copy of {@code z}), so the library needs no second computation.
+ * Outside a recording it is a pure delegate, so results stay bit-identical. Never serialised: the
+ * configuration objects of the network are never changed.
  */
-final class RecordingActivation implements IActivation {
+final class RecordingActivation implements IActivation, ElementwiseActivations.Delegating {
 
     private final IActivation delegate;
-    private final boolean keepPreActivation;
+    private boolean recording;
+    private boolean keepPreActivation;
     private INDArray preActivationGradient;
     private INDArray preActivation;
 
-    RecordingActivation(IActivation delegate, boolean keepPreActivation) {
+    RecordingActivation(IActivation delegate) {
         this.delegate = delegate;
-        this.keepPreActivation = keepPreActivation;
+    }
+
+    @Override
+    public IActivation delegate() {
+        return delegate;
+    }
+
+    /** @param keepZ whether to keep a copy of {@code z} too */
+    void start(boolean keepZ) {
+        recording = true;
+        keepPreActivation = keepZ;
+        preActivation = null;
+        preActivationGradient = null;
+    }
+
+    void stop() {
+        recording = false;
     }
 
     /** @return a copy of {@code z}, detached from workspaces, if asked to keep it */
@@ -39,16 +58,23 @@ final class RecordingActivation implements IActivation {
 
     @Override
     public Pair<INDArray, INDArray> backprop(INDArray in, INDArray epsilon) {
-        if (keepPreActivation) {
+        if (recording && keepPreActivation) {
             preActivation = Detached.copy(in);
         }
         Pair<INDArray, INDArray> result = delegate.backprop(in, epsilon);
-        preActivationGradient = result.getFirst();
+        if (recording) {
+            preActivationGradient = result.getFirst();
+        }
         return result;
     }
 
     @Override
     public int numParams(int inputSize) {
         return delegate.numParams(inputSize);
+    }
+
+    @Override
+    public String toString() {
+        return delegate.toString();
     }
 }

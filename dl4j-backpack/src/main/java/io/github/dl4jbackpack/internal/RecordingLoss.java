@@ -8,40 +8,50 @@ import org.nd4j.linalg.lossfunctions.ILossFunction;
 import java.util.function.Supplier;
 
 /**
- * Stands in for an output layer's loss function for the duration of one {@code backpropGradient}
- * call, delegating everything and keeping the per-example gradient {@code ∂ℓ_n/∂z_n} w.r.t. the
- * output pre-activation that DL4J computes there (and, for the second-order pass, copies of the
- * pre-activation and of the input dropout mask, which exists only during that call). Never serialised: it is swapped out again before
- * the call returns.
+ * The loss function of an extended output layer's private configuration copy (see
+ * {@link InterceptingLayer}): delegates everything and, while a recording is running, keeps the
+ * per-example gradient {@code ∂ℓ_n/∂z_n} w.r.t. the output pre-activation that DL4J computes (and,
+ * for the second-order pass, copies of the pre-activation and of the input dropout mask, which
+ * exists only during that call). Outside a recording it is a pure delegate.
  */
 final class RecordingLoss implements ILossFunction {
 
     private final ILossFunction delegate;
-    private final Supplier<INDArray> liveDropoutMask;
+    private boolean recording;
+    private Supplier<INDArray> liveDropoutMask;
     private INDArray preActivationGradient;
     private INDArray preActivation;
     private INDArray dropoutMask;
 
-    /**
-     * @param delegate the layer's loss function
-     * @param liveDropoutMask where the second-order pass reads the layer's input dropout mask while
-     *     it exists, or null when no second-order pass needs the pre-activation and mask
-     */
-    RecordingLoss(ILossFunction delegate, Supplier<INDArray> liveDropoutMask) {
+    RecordingLoss(ILossFunction delegate) {
         this.delegate = delegate;
+    }
+
+    /** @return the layer's own loss function */
+    ILossFunction delegate() {
+        return delegate;
+    }
+
+    /**
+     * @param liveDropoutMask where to read the layer's input dropout mask while it exists, or null
+     *     when no second-order pass needs the pre-activation and mask
+     */
+    void start(Supplier<INDArray> liveDropoutMask) {
+        recording = true;
         this.liveDropoutMask = liveDropoutMask;
+        preActivationGradient = null;
+        preActivation = null;
+        dropoutMask = null;
+    }
+
+    void stop() {
+        recording = false;
+        liveDropoutMask = null;
     }
 
     /** @return a copy of the input dropout mask of this step, if recorded and applied, else null */
     INDArray dropoutMask() {
         return dropoutMask;
-    }
-
-    private void keep(INDArray preOutput) {
-        if (liveDropoutMask != null) {
-            preActivation = Detached.copy(preOutput);
-            dropoutMask = Detached.copy(liveDropoutMask.get());
-        }
     }
 
     /** @return a copy of the output pre-activation, detached from workspaces, if asked to keep it */
@@ -51,6 +61,13 @@ final class RecordingLoss implements ILossFunction {
 
     INDArray preActivationGradient() {
         return preActivationGradient;
+    }
+
+    private void keep(INDArray preOutput) {
+        if (recording && liveDropoutMask != null) {
+            preActivation = Detached.copy(preOutput);
+            dropoutMask = Detached.copy(liveDropoutMask.get());
+        }
     }
 
     @Override
@@ -68,7 +85,9 @@ final class RecordingLoss implements ILossFunction {
     public INDArray computeGradient(INDArray labels, INDArray preOutput, IActivation activationFn, INDArray mask) {
         keep(preOutput);
         INDArray gradient = delegate.computeGradient(labels, preOutput, activationFn, mask);
-        preActivationGradient = gradient;
+        if (recording) {
+            preActivationGradient = gradient;
+        }
         return gradient;
     }
 
@@ -77,12 +96,19 @@ final class RecordingLoss implements ILossFunction {
                                                           IActivation activationFn, INDArray mask, boolean average) {
         keep(preOutput);
         Pair<Double, INDArray> result = delegate.computeGradientAndScore(labels, preOutput, activationFn, mask, average);
-        preActivationGradient = result.getSecond();
+        if (recording) {
+            preActivationGradient = result.getSecond();
+        }
         return result;
     }
 
     @Override
     public String name() {
         return delegate.name();
+    }
+
+    @Override
+    public String toString() {
+        return delegate.toString();
     }
 }

@@ -1,47 +1,74 @@
 package io.github.dl4jbackpack.internal;
 
-import io.github.dl4jbackpack.UnsupportedLayerException;
 import io.github.dl4jbackpack.extensions.Extension;
+import io.github.dl4jbackpack.extensions.FactorKind;
+import io.github.dl4jbackpack.internal.curvature.CurvaturePass;
+import io.github.dl4jbackpack.internal.graph.Node;
+import io.github.dl4jbackpack.internal.graph.Topology;
 import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
+import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import io.github.dl4jbackpack.internal.layers.LayerKinds;
+import io.github.dl4jbackpack.internal.layers.ReshapeDerivatives;
+import io.github.dl4jbackpack.internal.layers.VertexDerivatives;
+import io.github.dl4jbackpack.internal.layers.VertexKinds;
 import io.github.dl4jbackpack.internal.losses.LossCurvatures;
-import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.BackpropType;
-import org.deeplearning4j.nn.conf.InputPreProcessor;
-import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
+import org.deeplearning4j.nn.conf.dropout.Dropout;
+import org.deeplearning4j.nn.conf.dropout.IDropout;
+import org.deeplearning4j.nn.conf.layers.BaseLayer;
+import org.deeplearning4j.nn.conf.layers.BaseOutputLayer;
 import org.deeplearning4j.nn.conf.layers.FeedForwardLayer;
-import org.deeplearning4j.nn.conf.preprocessor.CnnToFeedForwardPreProcessor;
-import org.deeplearning4j.nn.conf.preprocessor.FeedForwardToCnnPreProcessor;
-import org.deeplearning4j.nn.layers.OutputLayer;
-import org.deeplearning4j.nn.layers.wrapper.BaseWrapperLayer;
-import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.deeplearning4j.nn.conf.layers.LossLayer;
+import org.deeplearning4j.nn.graph.vertex.GraphVertex;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 
 /**
  * Checks, before anything runs, that a network, a set of extensions and a batch can be handled, and
- * explains precisely what cannot.
+ * explains precisely what cannot: every unsupported part of the network at once.
  */
 public final class Validation {
 
-    private static final List<Class<? extends InputPreProcessor>> SUPPORTED_PREPROCESSORS =
-            List.of(CnnToFeedForwardPreProcessor.class, FeedForwardToCnnPreProcessor.class);
+    /**
+     * One unsupported part, as the public exception reports it.
+     *
+     * @param layer the layer or vertex name, or {@code "network"}
+     * @param type the DL4J class
+     * @param extension the extensions that cannot handle it, comma-separated
+     * @param reason why
+     * @param supported what is supported instead
+     */
+    public record Problem(String layer, String type, String extension, String reason, String supported) {
+    }
+
+    private static final String SECOND_ORDER_SUPPORTED = "layers " + LayerKinds.supportedNames() + "; vertices "
+            + VertexKinds.supportedNames() + "; activations " + ElementwiseActivations.SUPPORTED
+            + "; standard Dropout";
 
     private Validation() {
     }
 
     /**
      * @param extensions requested extensions
-     * @throws IllegalArgumentException on null entries or the same extension class twice
+     * @throws IllegalArgumentException on a null array or entry, or the same extension class twice
      */
-    public static void checkDistinct(List<Extension<?>> extensions) {
+    public static void checkDistinct(Extension<?>[] extensions) {
+        if (extensions == null) {
+            throw new IllegalArgumentException("extensions must not be null; pass none to compute only the gradient");
+        }
         Set<Class<?>> seen = new HashSet<>();
-        for (Extension<?> e : extensions) {
+        for (int i = 0; i < extensions.length; i++) {
+            Extension<?> e = extensions[i];
             if (e == null) {
-                throw new IllegalArgumentException("null extension in " + extensions);
+                throw new IllegalArgumentException("extension " + i + " of " + Arrays.toString(extensions) + " is null");
             }
             if (!seen.add(e.getClass())) {
                 throw new IllegalArgumentException("Extension " + e.name() + " was requested twice; each extension "
@@ -51,135 +78,190 @@ public final class Validation {
     }
 
     /**
-     * @param net the network (layers possibly wrapped)
+     * @param access the network
      * @param extensions the requested extensions
-     * @throws UnsupportedLayerException naming the first layer an extension cannot handle
+     * @return every part of the network an extension cannot handle (empty when all is supported)
      */
-    public static void checkNetwork(MultiLayerNetwork net, List<Extension<?>> extensions) {
+    public static List<Problem> checkNetwork(NetworkAccess access, List<Extension<?>> extensions) {
+        Map<String, Problem> problems = new LinkedHashMap<>();
         if (extensions.isEmpty()) {
-            return;
+            return List.of();
         }
-        String extension = extensions.get(0).name();
-        checkLayers(net, extension);
+        Topology topology = access.topology();
+        if (access.backpropType() != BackpropType.Standard) {
+            for (Extension<?> e : extensions) {
+                add(problems, new Problem("network", access.model().getClass().getSimpleName(), e.name(),
+                        "backprop type " + access.backpropType() + " (truncated backpropagation through time) is "
+                                + "not supported", "BackpropType.Standard"));
+            }
+        }
+        boolean[] region = CurvaturePass.region(topology);
         for (Extension<?> e : extensions) {
-            if (!e.curvatureRequests().isEmpty()) {
-                boolean hessian = e.curvatureRequests().stream()
-                        .anyMatch(r -> r.kind().equals(io.github.dl4jbackpack.internal.curvature.FactorKind.RESIDUAL));
-                checkSecondOrder(net, e.name(), hessian);
+            for (Node node : topology.nodes()) {
+                if (CurvaturePass.isParametric(node)) {
+                    String reason = LayerKinds.whyUnsupported(node.layer());
+                    if (reason != null) {
+                        add(problems, new Problem(node.name(), node.typeName(), e.name(), reason,
+                                "layers with parameters " + LayerKinds.supportedNames()));
+                        continue;
+                    }
+                }
+                if (e.curvatureRequests().isEmpty() || !region[node.position()]) {
+                    continue;
+                }
+                boolean hessian = e.curvatureRequests().stream().anyMatch(r -> r.kind().equals(FactorKind.RESIDUAL));
+                String reason = node.isLayer() ? secondOrderLayer(node, hessian) : secondOrderVertex(node, hessian);
+                if (reason != null) {
+                    add(problems, new Problem(node.name(), node.typeName(), e.name(), reason,
+                            node.isOutput() ? LossCurvatures.SUPPORTED : SECOND_ORDER_SUPPORTED));
+                }
+                if (e.curvatureRequests().stream().anyMatch(r -> r.kind().equals(FactorKind.AVERAGED))) {
+                    long consumers = node.consumers().stream().filter(c -> region[c]).count();
+                    if (consumers > 1) {
+                        add(problems, new Problem(node.name(), node.typeName(), e.name(), "its output feeds "
+                                + consumers + " vertices; KFRA's batch-averaged recursion has no cross terms between "
+                                + "consumers, so it is not defined there (docs/math.md#graphs)",
+                                "KFRA where every node has one consumer; KFLR or KFAC on any graph"));
+                    }
+                }
             }
+        }
+        List<Problem> out = new ArrayList<>(problems.values());
+        return out;
+    }
+
+    /** Merges problems of one part and reason over extensions. */
+    private static void add(Map<String, Problem> problems, Problem p) {
+        String key = p.layer() + "\u0000" + p.reason();
+        Problem known = problems.get(key);
+        if (known == null) {
+            problems.put(key, p);
+        } else if (!Arrays.asList(known.extension().split(", ")).contains(p.extension())) {
+            problems.put(key, new Problem(known.layer(), known.type(), known.extension() + ", " + p.extension(),
+                    known.reason(), known.supported()));
         }
     }
 
-    private static void checkSecondOrder(MultiLayerNetwork net, String extension, boolean hessian) {
-        Layer[] layers = net.getLayers();
-        int last = layers.length - 1;
-        Layer output = unwrap(layers[last]);
-        org.deeplearning4j.nn.conf.layers.Layer outConf = output.conf().getLayer();
-        if (!(outConf instanceof org.deeplearning4j.nn.conf.layers.BaseOutputLayer)
-                && !(outConf instanceof org.deeplearning4j.nn.conf.layers.LossLayer)) {
-            throw new UnsupportedLayerException(last, output.getClass().getSimpleName(), extension,
-                    "the last layer is not an output or loss layer", "OutputLayer, LossLayer");
+    private static String secondOrderLayer(Node node, boolean hessian) {
+        String reason = LayerKinds.whyUnsupported(node.layer());
+        if (reason != null) {
+            return reason;
         }
-        org.nd4j.linalg.activations.IActivation outActivation =
-                ((org.deeplearning4j.nn.conf.layers.BaseLayer) outConf).getActivationFn();
-        org.nd4j.linalg.lossfunctions.ILossFunction loss = InterceptingOutputLayer.lossFunction(outConf);
-        if (LossCurvatures.of(loss, outActivation).isEmpty()) {
-            throw new UnsupportedLayerException(last, output.getClass().getSimpleName(), extension,
-                    "loss " + loss + " with activation " + outActivation + " has no implemented Hessian factor",
-                    LossCurvatures.SUPPORTED);
-        }
-        for (int i = 0; i < layers.length; i++) {
-            Layer layer = unwrap(layers[i]);
-            String reason = LayerKinds.of(layer).orElseThrow().secondOrderUnsupported(layer, hessian);
-            org.deeplearning4j.nn.conf.dropout.IDropout dropout = layer.conf().getLayer().getIDropout();
-            if (reason == null && dropout != null && dropout.getClass() != org.deeplearning4j.nn.conf.dropout.Dropout.class) {
-                reason = "input noise " + dropout.getClass().getSimpleName() + " is not supported by second-order "
-                        + "extensions (standard Dropout is)";
+        org.deeplearning4j.nn.conf.layers.Layer conf = node.conf().getLayer();
+        if (node.isOutput()) {
+            if (!(conf instanceof BaseOutputLayer) && !(conf instanceof LossLayer)) {
+                return "the output is not an output or loss layer";
             }
-            if (reason == null && dropout instanceof org.deeplearning4j.nn.conf.dropout.Dropout
-                    && ((org.deeplearning4j.nn.conf.dropout.Dropout) dropout).getHelper() != null) {
-                reason = "dropout computed by a CuDNN helper keeps its mask hidden; second-order extensions need it";
-            }
-            if (reason != null) {
-                throw new UnsupportedLayerException(i, layer.getClass().getSimpleName(), extension, reason,
-                        "activations " + ElementwiseActivations.SUPPORTED + "; pooling max/avg"
-                                + (hessian ? "" : "/pnorm") + "; standard Dropout");
+            if (LossCurvatures.of(InterceptingLayer.lossFunction(conf), ((BaseLayer) conf).getActivationFn()).isEmpty()) {
+                return "loss " + InterceptingLayer.lossFunction(conf) + " with activation "
+                        + ((BaseLayer) conf).getActivationFn() + " has no implemented Hessian factor";
             }
         }
+        LayerDerivatives kind = LayerKinds.of(node.layer()).orElseThrow();
+        reason = kind.secondOrderUnsupported(node.layer(), hessian);
+        if (reason != null) {
+            return reason;
+        }
+        IDropout dropout = conf.getIDropout();
+        if (dropout != null && dropout.getClass() != Dropout.class) {
+            return "input noise " + dropout.getClass().getSimpleName() + " is not supported by second-order "
+                    + "extensions (standard Dropout is)";
+        }
+        if (dropout instanceof Dropout && ((Dropout) dropout).getHelper() != null) {
+            return "dropout computed by a CuDNN helper keeps its mask hidden; second-order extensions need it";
+        }
+        if (node.preProcessor() != null) {
+            return ReshapeDerivatives.unsupportedPreprocessor(node.preProcessor());
+        }
+        return null;
     }
 
-    private static void checkLayers(MultiLayerNetwork net, String extension) {
-        MultiLayerConfiguration conf = net.getLayerWiseConfigurations();
-        Layer[] layers = net.getLayers();
-        if (conf.getBackpropType() != BackpropType.Standard) {
-            throw new UnsupportedLayerException(layers.length - 1, "MultiLayerNetwork", extension,
-                    "backprop type " + conf.getBackpropType() + " (time series) is not supported",
-                    "BackpropType.Standard");
+    private static String secondOrderVertex(Node node, boolean hessian) {
+        GraphVertex vertex = node.vertex();
+        Optional<VertexDerivatives> kind = VertexKinds.of(vertex);
+        if (kind.isEmpty()) {
+            return "vertex type " + vertex.getClass().getSimpleName() + " is not supported by second-order extensions";
         }
-        for (int i = 0; i < layers.length; i++) {
-            Layer layer = unwrap(layers[i]);
-            String reason = LayerKinds.whyUnsupported(layer);
-            if (reason != null) {
-                throw new UnsupportedLayerException(i, layer.getClass().getSimpleName(), extension, reason,
-                        "layers " + LayerKinds.supportedNames());
-            }
-            InputPreProcessor pre = conf.getInputPreProcess(i);
-            if (pre != null && !SUPPORTED_PREPROCESSORS.contains(pre.getClass())) {
-                throw new UnsupportedLayerException(i, layer.getClass().getSimpleName(), extension,
-                        "input preprocessor " + pre.getClass().getSimpleName() + " is not supported",
-                        "preprocessors CnnToFeedForwardPreProcessor, FeedForwardToCnnPreProcessor");
-            }
-        }
+        return kind.get().secondOrderUnsupported(vertex, hessian);
     }
 
     /**
-     * @param net the network
-     * @param features a batch of features
-     * @param labels the matching labels
+     * @param access the network
+     * @param features one array per network input
+     * @param labels one array per network output
      * @throws IllegalArgumentException when the batch cannot be used, before the network is touched
      */
-    public static void checkBatch(MultiLayerNetwork net, INDArray features, INDArray labels) {
+    public static void checkBatch(NetworkAccess access, INDArray[] features, INDArray[] labels) {
+        Topology topology = access.topology();
         if (features == null || labels == null) {
             throw new IllegalArgumentException("features and labels must not be null");
         }
-        if (features.rank() != 2 && features.rank() != 4) {
-            throw new IllegalArgumentException("features must have rank 2 [N, nIn] or 4 [N, C, H, W]; got shape "
-                    + java.util.Arrays.toString(features.shape())
-                    + (features.rank() == 3 ? " (time-series input is not supported)" : ""));
+        if (features.length != topology.inputCount()) {
+            throw new IllegalArgumentException("the network has " + topology.inputCount() + " input(s) but "
+                    + features.length + " feature array(s) were given");
         }
-        if (labels.rank() != 2) {
-            throw new IllegalArgumentException("labels must have rank 2 [N, nOut]; got shape "
-                    + java.util.Arrays.toString(labels.shape()));
+        if (labels.length != topology.outputs().size()) {
+            throw new IllegalArgumentException("the network has " + topology.outputs().size() + " output(s) but "
+                    + labels.length + " label array(s) were given");
         }
-        if (features.size(0) != labels.size(0)) {
-            throw new IllegalArgumentException("features have " + features.size(0) + " examples but labels have "
-                    + labels.size(0));
+        long n = -1;
+        for (int i = 0; i < features.length; i++) {
+            INDArray f = features[i];
+            if (f == null) {
+                throw new IllegalArgumentException("feature array " + i + " is null");
+            }
+            if (f.rank() != 2 && f.rank() != 4) {
+                throw new IllegalArgumentException("features must have rank 2 [N, nIn] or 4 [N, C, H, W]; feature "
+                        + "array " + i + " has shape " + Arrays.toString(f.shape())
+                        + (f.rank() == 3 ? " (time-series input is not supported yet)" : ""));
+            }
+            n = checkBatchSize(n, f.size(0), "feature array " + i);
         }
-        if (features.size(0) == 0) {
-            throw new IllegalArgumentException("empty batch");
-        }
-        Layer[] layers = net.getLayers();
-        Layer out = unwrap(layers[layers.length - 1]);
-        if (out instanceof OutputLayer) {
-            long nOut = ((FeedForwardLayer) out.conf().getLayer()).getNOut();
-            if (labels.size(1) != nOut) {
-                throw new IllegalArgumentException("labels have " + labels.size(1) + " columns but the output layer "
-                        + (layers.length - 1) + " has nOut=" + nOut);
+        for (int k = 0; k < labels.length; k++) {
+            INDArray l = labels[k];
+            Node out = topology.outputs().get(k);
+            if (l == null) {
+                throw new IllegalArgumentException("label array " + k + " (output " + out.describe() + ") is null");
+            }
+            if (l.rank() != 2) {
+                throw new IllegalArgumentException("labels must have rank 2 [N, nOut]; label array " + k + " (output "
+                        + out.describe() + ") has shape " + Arrays.toString(l.shape()));
+            }
+            n = checkBatchSize(n, l.size(0), "label array " + k);
+            org.deeplearning4j.nn.conf.layers.Layer conf = out.conf() == null ? null : out.conf().getLayer();
+            if (conf instanceof BaseOutputLayer && ((FeedForwardLayer) conf).getNOut() > 0
+                    && l.size(1) != ((FeedForwardLayer) conf).getNOut()) {
+                throw new IllegalArgumentException("label array " + k + " has " + l.size(1) + " columns but output "
+                        + out.describe() + " has nOut=" + ((FeedForwardLayer) conf).getNOut());
             }
         }
-        Layer first = unwrap(layers[0]);
-        if (features.rank() == 2 && net.getLayerWiseConfigurations().getInputPreProcess(0) == null
-                && first.conf().getLayer() instanceof FeedForwardLayer
-                && !(first instanceof org.deeplearning4j.nn.layers.convolution.ConvolutionLayer)) {
-            long nIn = ((FeedForwardLayer) first.conf().getLayer()).getNIn();
-            if (nIn > 0 && features.size(1) != nIn) {
-                throw new IllegalArgumentException("features have " + features.size(1) + " columns but layer 0 has nIn="
-                        + nIn);
+        if (n == 0) {
+            throw new IllegalArgumentException("empty batch");
+        }
+        for (Node node : topology.nodes()) {
+            for (int slot = 0; slot < node.inputCount(); slot++) {
+                int input = node.input(slot);
+                if (input >= 0 || !node.isLayer() || node.preProcessor() != null) {
+                    continue;
+                }
+                INDArray f = features[-input - 1];
+                org.deeplearning4j.nn.conf.layers.Layer conf = node.conf().getLayer();
+                if (f.rank() == 2 && conf instanceof FeedForwardLayer
+                        && !(conf instanceof org.deeplearning4j.nn.conf.layers.ConvolutionLayer)) {
+                    long nIn = ((FeedForwardLayer) conf).getNIn();
+                    if (nIn > 0 && f.size(1) != nIn) {
+                        throw new IllegalArgumentException("feature array " + (-input - 1) + " has " + f.size(1)
+                                + " columns but " + node.describe() + " has nIn=" + nIn);
+                    }
+                }
             }
         }
     }
 
-    static Layer unwrap(Layer layer) {
-        return layer instanceof InterceptingLayer ? ((BaseWrapperLayer) layer).getUnderlying() : layer;
+    private static long checkBatchSize(long n, long size, String what) {
+        if (n >= 0 && size != n) {
+            throw new IllegalArgumentException(what + " has " + size + " examples but an earlier array has " + n);
+        }
+        return size;
     }
 }

@@ -1,7 +1,5 @@
 package io.github.dl4jbackpack.spi;
 
-import io.github.dl4jbackpack.Quantities;
-
 import java.util.List;
 
 /**
@@ -14,12 +12,12 @@ import java.util.List;
  * @param iteration DL4J's iteration count
  * @param epoch DL4J's epoch count
  */
-public record BlockCurvature(List<Segment> segments, Quantities quantities, int iteration, int epoch) {
+public record BlockCurvature(List<Segment> segments, ParameterQuantities quantities, int iteration, int epoch) {
 
     /**
      * One parameter inside a block.
      *
-     * @param layer the layer index in {@code net.getLayers()}
+     * @param layer the layer name (index in a MultiLayerNetwork, vertex name in a graph)
      * @param param the DL4J parameter name
      * @param offset where the parameter starts in the block's flat view
      * @param length its number of elements
@@ -28,6 +26,11 @@ public record BlockCurvature(List<Segment> segments, Quantities quantities, int 
      * @param l2 the L2 regularisation strength η of the parameter at this iteration (0 if none);
      *     DL4J has already added {@code η θ} to the gradient the updater sees
      */
-    public record Segment(int layer, String param, long offset, long length, long[] shape, char order, double l2) {
+    public record Segment(String layer, String param, long offset, long length, long[] shape, char order, double l2) {
+
+        /** @return DL4J's parameter key {@code "<layer>_<param>"} */
+        public String key() {
+            return layer + "_" + param;
+        }
     }
 }

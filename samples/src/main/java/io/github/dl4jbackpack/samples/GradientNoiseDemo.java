@@ -136,7 +136,7 @@ public final class GradientNoiseDemo {
                 INDArray y = Nd4j.pullRows(trainY, 1, idx);
                 net.fit(x.reshape(idx.length, 1, Digits.SIDE, Digits.SIDE), y);
                 for (GradientVarianceListener.Statistics s : listener.lastReport()) {
-                    stats.computeIfAbsent(String.format("%d %s", s.layer(), s.param()), k -> new EpochAverage()).add(s);
+                    stats.computeIfAbsent(s.layer() + " " + s.param(), k -> new EpochAverage()).add(s);
                 }
                 lossSum += net.score();
                 bar.update(it + 1, String.format("loss %.4f", lossSum / (it + 1)));

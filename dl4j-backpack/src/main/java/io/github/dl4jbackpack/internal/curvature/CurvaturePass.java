@@ -1,11 +1,17 @@
 package io.github.dl4jbackpack.internal.curvature;
 
+import io.github.dl4jbackpack.extensions.CurvatureRequest;
+import io.github.dl4jbackpack.extensions.FactorKind;
 import io.github.dl4jbackpack.internal.ScratchWorkspace;
+import io.github.dl4jbackpack.internal.graph.Node;
+import io.github.dl4jbackpack.internal.graph.Topology;
+import io.github.dl4jbackpack.internal.layers.Columns;
 import io.github.dl4jbackpack.internal.layers.ConvolutionDerivatives;
 import io.github.dl4jbackpack.internal.layers.CurvatureSink;
 import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import io.github.dl4jbackpack.internal.layers.RecordedLayer;
+import io.github.dl4jbackpack.internal.layers.VertexRecord;
 import io.github.dl4jbackpack.internal.losses.LossCurvature;
 import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -16,57 +22,96 @@ import org.nd4j.linalg.ops.transforms.Transforms;
 
 import java.util.Arrays;
 import java.util.HashMap;
-import java.util.List;
+import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Set;
 
 /**
- * The second-order backward pass (MATH.md, "Second order"), run right after DL4J's own backward
- * pass on what the layers recorded: it factors the loss Hessian at the output, pushes the factor's
- * columns down through every layer with Jacobian-transpose products ({@code S ← Jᵀ S}), and at
- * every layer with parameters adds {@code Σ_v (J_θᵀ s_nv)²} to that layer's curvature diagonal.
- * For the Hessian it also starts, at every activation with {@code φ'' ≠ 0}, the residual
- * {@code diag(φ''(z) ⊙ ∂L/∂a)} split into positive and negative parts, and pushes their square
- * roots down the same way with signs.
+ * The second-order backward pass (docs/math.md#second-order, #graphs), run right after DL4J's own
+ * backward pass on what the nodes recorded. For every output it factors the loss Hessian at the
+ * output layer's pre-activation and pushes the factor's columns down the network in reverse
+ * topological order with Jacobian-transpose products ({@code S ← Jᵀ S}); where a node feeds several
+ * consumers the columns arriving from them are summed; at every layer with parameters it adds
+ * {@code Σ_v (J_θᵀ s_nv)²} to that layer's curvature diagonal (and/or the output-side Kronecker
+ * factor). The outputs' columns are independent columns (the loss Hessian is block-diagonal over
+ * outputs), so they are propagated one output at a time and their contributions add. For the
+ * Hessian it also starts, at every activation with {@code φ'' ≠ 0}, the residual
+ * {@code diag(φ''(z) ⊙ ∂L/∂a)} split into positive and negative parts, and pushes their square roots
+ * down the same way with signs.
  *
- * <p>Memory: the columns are processed in chunks so that a chunk's factor, at the widest layer,
- * stays within the memory budget; the cost in time is that of one backward pass per column.
+ * <p>Memory: columns are processed in chunks so that a chunk, over all nodes it passes, stays within
+ * the memory budget; the cost in time is that of one backward pass per column.
  */
 public final class CurvaturePass {
 
-    private final List<RecordedLayer> layers;
+    private final Topology topology;
+    private final boolean[] region;
+    private final Object[] records;
+    private final Map<Integer, LossCurvature> losses;
     private final long batchSize;
     private final long memoryBudget;
-    private final int lowestParametric;
     private final long scratchPerRow;
 
     /**
-     * @param layers the records of every layer, in network order
+     * @param topology the network
+     * @param region the nodes the pass walks ({@link #region(Topology)})
+     * @param records per node position: a {@link RecordedLayer} or {@link VertexRecord} for every node in the region
+     * @param losses the curvature of every output's loss, by output position
      * @param memoryBudget bytes that one chunk of factor columns may occupy
+     * @param batchSize N
      */
-    public CurvaturePass(List<RecordedLayer> layers, long memoryBudget) {
-        this.layers = layers;
-        this.batchSize = layers.get(0).batchSize();
+    public CurvaturePass(Topology topology, boolean[] region, Object[] records, Map<Integer, LossCurvature> losses,
+                         long memoryBudget, long batchSize) {
+        this.topology = topology;
+        this.region = region;
+        this.records = records;
+        this.losses = losses;
+        this.batchSize = batchSize;
         this.memoryBudget = memoryBudget;
-        int lowest = -1;
-        for (RecordedLayer r : layers) {
-            if (lowest < 0 && r.kind().hasParameters()) {
-                lowest = r.index();
-            }
-        }
-        this.lowestParametric = lowest;
         long scratch = 0;
-        for (RecordedLayer r : layers.subList(Math.max(0, lowest), layers.size())) {
-            // the layer's own temporaries, the activation- and dropout-scaled copies of the columns
-            scratch += r.kind().scratchFeatures(r) + 2 * r.outputFeatures();
+        for (Node n : topology.nodes()) {
+            if (!region[n.position()]) {
+                continue;
+            }
+            Object r = records[n.position()];
+            if (r == null) {
+                throw new IllegalStateException("the backward pass did not reach " + n.describe());
+            }
+            if (r instanceof RecordedLayer) {
+                RecordedLayer l = (RecordedLayer) r;
+                // the layer's own temporaries, the activation- and dropout-scaled copies of the columns
+                scratch += l.kind().scratchFeatures(l) + 2 * l.outputFeatures();
+            } else {
+                VertexRecord v = (VertexRecord) r;
+                scratch += v.kind().scratchFeatures(v) + v.outputFeatures();
+            }
         }
         this.scratchPerRow = scratch;
     }
 
     /**
-     * Columns pushed down at once: everything one chunk allocates, over all layers, stays in the
-     * scratch workspace, which the memory budget bounds.
+     * @param node a node
+     * @return whether it is a layer with parameters
      */
+    public static boolean isParametric(Node node) {
+        return node.isLayer() && node.layer().numParams() > 0;
+    }
+
+    /**
+     * @param topology a network
+     * @return per position, whether the second-order pass walks the node: it lies on a path from a
+     *     layer with parameters to an output
+     */
+    public static boolean[] region(Topology topology) {
+        boolean[] up = topology.ancestorsOf(Node::isOutput);
+        boolean[] down = topology.descendantsOf(CurvaturePass::isParametric);
+        boolean[] region = new boolean[up.length];
+        for (int i = 0; i < up.length; i++) {
+            region[i] = up[i] && down[i];
+        }
+        return region;
+    }
+
     private long chunkColumns(long columns, int bytesPerElement) {
         long available = memoryBudget - fixedScratchBytes(bytesPerElement);
         return Math.max(1, Math.min(columns, available / Math.max(1, columnBytes(bytesPerElement))));
@@ -80,7 +125,6 @@ public final class CurvaturePass {
         return 2 * ConvolutionDerivatives.CHUNK_ELEMENTS * bytesPerElement;
     }
 
-    /** Opens the scratch workspace sized for chunks of {@code chunk} columns. */
     private ScratchWorkspace scratch(long chunk, int bytesPerElement) {
         return ScratchWorkspace.open(ScratchWorkspace.CURVATURE,
                 chunk * columnBytes(bytesPerElement) + fixedScratchBytes(bytesPerElement));
@@ -89,12 +133,11 @@ public final class CurvaturePass {
     /**
      * Runs the pass for every requested kind of factor.
      *
-     * @param loss the curvature of the network's loss
      * @param requests what the extensions need
-     * @return per kind, per layer index with parameters, the accumulated diagonal
+     * @return per kind, per name of a layer with parameters, the accumulated curvature
      */
-    public Map<FactorKind, Map<Integer, CurvatureSink>> run(LossCurvature loss, Set<CurvatureRequest> requests) {
-        Map<FactorKind, Map<Integer, CurvatureSink>> out = new HashMap<>();
+    public Map<FactorKind, Map<String, CurvatureSink>> run(Set<CurvatureRequest> requests) {
+        Map<FactorKind, Map<String, CurvatureSink>> out = new HashMap<>();
         for (CurvatureRequest request : requests) {
             FactorKind kind = request.kind();
             if (out.containsKey(kind)) {
@@ -104,133 +147,70 @@ public final class CurvaturePass {
             boolean diagonal = perExample || requests.contains(CurvatureRequest.diagonal(kind));
             boolean outputFactor = requests.contains(CurvatureRequest.outputFactor(kind));
             Map<Integer, CurvatureSink> sinks = new HashMap<>();
-            for (RecordedLayer r : layers) {
-                if (r.kind().hasParameters()) {
-                    sinks.put(r.index(), new CurvatureSink(diagonal, perExample, outputFactor));
+            Map<String, CurvatureSink> named = new LinkedHashMap<>();
+            for (Node n : topology.nodes()) {
+                if (isParametric(n)) {
+                    CurvatureSink sink = new CurvatureSink(diagonal, perExample, outputFactor);
+                    sinks.put(n.position(), sink);
+                    named.put(n.name(), sink);
                 }
             }
-            out.put(kind, sinks);
-            if (lowestParametric < 0) {
+            out.put(kind, named);
+            if (kind.type() == FactorKind.Type.RESIDUAL) {
+                propagateResiduals(sinks);
                 continue;
             }
-            RecordedLayer top = layers.get(layers.size() - 1);
-            switch (kind.type()) {
-                case EXACT:
-                    propagateColumns(loss.sqrtHessian(top.preActivation(), batchSize), top.index(), false, 1.0, sinks);
-                    break;
-                case SAMPLED:
-                    propagateColumns(loss.sampledSqrtHessian(top.preActivation(), batchSize, kind.samples()),
-                            top.index(), false, 1.0, sinks);
-                    break;
-                case RESIDUAL:
-                    propagateResiduals(sinks);
-                    break;
-                case AVERAGED:
-                    propagateAveraged(loss.hessian(top.preActivation()).mean(0), sinks);
-                    break;
-                default:
-                    throw new IllegalStateException(kind.toString());
-            }
-        }
-        return out;
-    }
-
-    /**
-     * The memory KFRA's averaged pass needs: the largest averaged matrix and, through layers whose
-     * Jacobian differs between examples, the per-example products, in bytes.
-     *
-     * @param layers the records
-     * @param bytesPerElement size of one number
-     * @return index of the layer needing most, and the bytes
-     */
-    static long[] averagedMemory(List<RecordedLayer> layers, int bytesPerElement) {
-        long worst = 0;
-        long worstLayer = -1;
-        for (RecordedLayer r : layers) {
-            long z = r.outputFeatures();
-            long x = r.inputFeatures();
-            long n = r.kind().jacobianVariesByExample(r.layer()) ? r.batchSize() : 1;
-            long elements = Math.max(z * z, x * x) + n * x * Math.max(x, z) * 2;
-            if (elements > worst) {
-                worst = elements;
-                worstLayer = r.index();
-            }
-        }
-        return new long[] {worstLayer, worst * bytesPerElement};
-    }
-
-    /**
-     * KFRA (Botev et al. 2017): pushes one batch-averaged matrix down instead of per-example
-     * factors, {@code Ḡ(z(i−1)) = (1/N) Σ_n J_nᵀ Ḡ(z(i)) J_n}, averaging after every module (linear
-     * map, pooling, dropout, activation) as the reference implementation does; the output-side
-     * factor of a layer is {@code Ḡ} at its output.
-     */
-    private void propagateAveraged(INDArray outputAverage, Map<Integer, CurvatureSink> sinks) {
-        long[] need = averagedMemory(layers, outputAverage.dataType().width());
-        if (need[1] > memoryBudget) {
-            throw new IllegalStateException(String.format("KFRA needs the batch-averaged curvature of whole layer "
-                    + "outputs as dense matrices: about %.1f MB at layer %d, more than the curvature memory budget of "
-                    + "%.1f MB. Use KFLR or KFAC, which do not, or raise the budget with "
-                    + "BackPackNetwork.setCurvatureMemoryBudget(bytes).", need[1] / 1e6, need[0], memoryBudget / 1e6));
-        }
-        INDArray g = outputAverage;
-        int top = layers.size() - 1;
-        for (int i = top; i >= lowestParametric; i--) {
-            RecordedLayer record = layers.get(i);
-            LayerDerivatives kind = record.kind();
-            if (i != top) {
-                IActivation activation = kind.activation(record.layer());
-                if (activation != null) {
-                    INDArray d = ElementwiseActivations.firstDerivative(activation, preActivation(record));
-                    g = g.mul(secondMoment(d));
+            for (Node output : topology.outputs()) {
+                if (!region[output.position()]) {
+                    continue;
+                }
+                LossCurvature loss = losses.get(output.position());
+                if (loss == null) {
+                    throw new IllegalStateException("no loss curvature was recorded for " + output.describe());
+                }
+                INDArray z = preActivation(layer(output.position()));
+                switch (kind.type()) {
+                    case EXACT:
+                        propagateColumns(loss.sqrtHessian(z, batchSize), output.position(), false, 1.0, sinks);
+                        break;
+                    case SAMPLED:
+                        propagateColumns(loss.sampledSqrtHessian(z, batchSize, kind.samples()), output.position(),
+                                false, 1.0, sinks);
+                        break;
+                    case AVERAGED:
+                        propagateAveraged(loss.hessian(z).mean(0), output.position(), sinks);
+                        break;
+                    default:
+                        throw new IllegalStateException(kind.toString());
                 }
             }
-            if (kind.hasParameters()) {
-                sinks.get(i).addOutputFactor(kind.outputFactorOfAveraged(record, g));
-            }
-            if (i == lowestParametric) {
-                break;
-            }
-            g = averagedInputJacobianTranspose(record, g);
-            if (record.dropoutMask() != null) {
-                g = g.muli(secondMoment(record.dropoutMask()));
-            }
-            // the supported preprocessors only reshape, in the row-major order of the flattened features
         }
-    }
-
-    /** @return {@code (1/N) Σ_n d_n d_nᵀ} over the flattened features of {@code d [N, ...]} */
-    private INDArray secondMoment(INDArray d) {
-        INDArray flat = d.reshape('c', batchSize, d.length() / batchSize);
-        return flat.transpose().mmul(flat).divi(batchSize);
-    }
-
-    /** @return {@code (1/N) Σ_n J_nᵀ g J_n} for the layer's input Jacobian, {@code [hx, hx]} */
-    private INDArray averagedInputJacobianTranspose(RecordedLayer record, INDArray g) {
-        LayerDerivatives kind = record.kind();
-        long[] outputShape = record.outputShape();
-        long hz = record.outputFeatures();
-        long hx = record.inputFeatures();
-        long examples = kind.jacobianVariesByExample(record.layer()) ? batchSize : 1;
-        // rows of g, once per example: J_nᵀ applied to every row gives (g J_n) row by row
-        INDArray rows = g.reshape('c', 1, hz, hz).broadcast(examples, hz, hz).dup('c');
-        INDArray left = kind.inputJacobianTranspose(record, rows.reshape('c', withRows(examples * hz, outputShape)));
-        INDArray transposed = left.reshape('c', examples, hz, hx).permute(0, 2, 1).dup('c');
-        INDArray both = kind.inputJacobianTranspose(record,
-                transposed.reshape('c', withRows(examples * hx, outputShape)));
-        return both.reshape('c', examples, hx, hx).mean(0);
-    }
-
-    /** @return {@code [rows, *shape[1:]]} */
-    private static long[] withRows(long rows, long[] shape) {
-        long[] out = shape.clone();
-        out[0] = rows;
         return out;
     }
 
+    private RecordedLayer layer(int position) {
+        return (RecordedLayer) records[position];
+    }
+
+    /** @return the output shape recorded for a node */
+    private long[] outputShape(int position) {
+        Object r = records[position];
+        return r instanceof RecordedLayer ? ((RecordedLayer) r).outputShape() : ((VertexRecord) r).outputShape();
+    }
+
+    private boolean anyInputInRegion(Node node) {
+        for (int input : node.inputs()) {
+            if (input >= 0 && region[input]) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /**
-     * @param factor columns at layer {@code start}'s output {@code z}, {@code [N, V, *zShape]}
-     * @param start the layer at whose output the columns live
+     * @param factor columns at the start node's output (a layer's pre-activation {@code z} when
+     *     {@code skipActivation}), {@code [N, V, *shape]}
+     * @param start the start node's position
      * @param skipStart whether the start layer's own parameters are already accounted for
      * @param sign +1 or −1
      * @param sinks where each layer with parameters accumulates
@@ -249,63 +229,83 @@ public final class CurvaturePass {
         }
     }
 
+    /** Pushes columns that start at a layer's pre-activation down the graph. */
     private void propagate(INDArray factor, int start, boolean skipStart, double sign,
                            Map<Integer, CurvatureSink> sinks) {
-        INDArray s = factor;
-        boolean atOutputZ = true;
-        for (int i = start; i >= lowestParametric; i--) {
-            RecordedLayer record = layers.get(i);
-            LayerDerivatives kind = record.kind();
-            if (!atOutputZ) {
-                IActivation activation = kind.activation(record.layer());
-                if (activation != null) {
-                    s = scaleColumns(s, record.cached("activationDerivative",
-                            () -> ElementwiseActivations.firstDerivative(activation, preActivation(record))));
+        long v = factor.size(1);
+        Map<Integer, INDArray> pending = new HashMap<>();
+        for (int p = start; p >= 0; p--) {
+            INDArray s = p == start ? fold(factor) : pending.remove(p);
+            if (s == null) {
+                continue;
+            }
+            Node node = topology.node(p);
+            INDArray[] toInputs;
+            if (node.isLayer()) {
+                RecordedLayer record = layer(p);
+                LayerDerivatives kind = record.kind();
+                if (p != start) {
+                    IActivation activation = kind.activation(record.layer());
+                    if (activation != null) {
+                        s = Columns.timesPerExample(s, record.cached("activationDerivative",
+                                () -> ElementwiseActivations.firstDerivative(activation, preActivation(record))));
+                    }
+                }
+                if (isParametric(node) && !(skipStart && p == start)) {
+                    CurvatureSink sink = sinks.get(p);
+                    INDArray unfolded = unfold(s, v);
+                    if (sink.wantsDiagonal()) {
+                        kind.accumulateCurvature(record, unfolded, sign, sink);
+                    }
+                    if (sink.wantsOutputFactor()) {
+                        kind.accumulateOutputFactor(record, unfolded, sink);
+                    }
+                }
+                if (!anyInputInRegion(node)) {
+                    continue;
+                }
+                INDArray in = kind.inputJacobianTranspose(record, s);
+                if (record.dropoutMask() != null) {
+                    in = Columns.timesPerExample(in, record.dropoutMask());
+                }
+                if (node.preProcessor() != null) {
+                    // the supported preprocessors only reshape, in the row-major order of the features
+                    in = in.reshape('c', Columns.withRows(in.size(0), outputShape(node.input(0))));
+                }
+                toInputs = new INDArray[] {in};
+            } else {
+                VertexRecord record = (VertexRecord) records[p];
+                toInputs = record.kind().inputJacobianTranspose(record, s);
+            }
+            for (int slot = 0; slot < toInputs.length; slot++) {
+                int producer = node.input(slot);
+                if (producer >= 0 && region[producer]) {
+                    pending.merge(producer, toInputs[slot], INDArray::add);
                 }
             }
-            atOutputZ = false;
-            if (kind.hasParameters() && !(skipStart && i == start)) {
-                CurvatureSink sink = sinks.get(i);
-                if (sink.wantsDiagonal()) {
-                    kind.accumulateCurvature(record, s, sign, sink);
-                }
-                if (sink.wantsOutputFactor()) {
-                    kind.accumulateOutputFactor(record, s, sink);
-                }
-            }
-            if (i == lowestParametric) {
-                break;
-            }
-            long v = s.size(1);
-            INDArray folded = kind.inputJacobianTranspose(record, fold(s));
-            if (record.dropoutMask() != null) {
-                folded = fold(scaleColumns(unfold(folded, v), record.dropoutMask()));
-            }
-            if (record.preProcessor() != null) {
-                // the supported preprocessors only reshape, in the row-major order of the features
-                folded = folded.reshape('c', withRows(folded.size(0), layers.get(i - 1).outputShape()));
-            }
-            s = unfold(folded, v);
         }
     }
 
     private void propagateResiduals(Map<Integer, CurvatureSink> sinks) {
-        for (int j = layers.size() - 2; j >= lowestParametric; j--) {
-            RecordedLayer record = layers.get(j);
+        for (Node node : topology.nodes()) {
+            int j = node.position();
+            if (!region[j] || !node.isLayer() || node.isOutput()) {
+                continue;
+            }
+            RecordedLayer record = layer(j);
             IActivation activation = record.kind().activation(record.layer());
             if (activation == null || ElementwiseActivations.isPiecewiseLinear(activation)) {
                 continue;
             }
             INDArray z = preActivation(record);
             INDArray r = ElementwiseActivations.secondDerivative(activation, z).muli(record.outputGradient());
-            if (record.kind().hasParameters()) {
+            if (isParametric(node)) {
                 record.kind().accumulateResidual(record, r, sinks.get(j));
             }
-            if (j == lowestParametric && record.kind().hasParameters()) {
+            if (!anyInputInRegion(node)) {
                 continue;
             }
-            long features = r.length() / batchSize;
-            INDArray flat = r.reshape('c', batchSize, features);
+            INDArray flat = r.reshape('c', batchSize, r.length() / batchSize);
             for (double sign : new double[] {1.0, -1.0}) {
                 INDArray root = Transforms.sqrt(Transforms.relu(flat.mul(sign), false), false);
                 if (root.maxNumber().doubleValue() == 0.0) {
@@ -316,48 +316,157 @@ public final class CurvaturePass {
         }
     }
 
-    /** Pushes {@code diag(root_n)} (columns = features) from layer j's output down, in chunks of columns. */
+    /** Pushes {@code diag(root_n)} (columns = features) from node j's pre-activation down, in chunks. */
     private void propagateDiagonal(INDArray root, long[] zShape, int j, double sign, Map<Integer, CurvatureSink> sinks) {
         long features = root.size(1);
         long chunk = chunkColumns(features, root.dataType().width());
         for (long from = 0; from < features; from += chunk) {
             long to = Math.min(features, from + chunk);
             try (ScratchWorkspace ignored = scratch(chunk, root.dataType().width())) {
-                propagateUnitColumns(root, zShape, j, sign, sinks, from, to);
+                long v = to - from;
+                INDArray unitRows = Nd4j.zeros(root.dataType(), v, features);
+                for (long c = 0; c < v; c++) {
+                    unitRows.putScalar(c, from + c, 1.0);
+                }
+                INDArray columns = unitRows.reshape('c', 1, v, features).broadcast(batchSize, v, features).dup('c');
+                Broadcast.mul(columns, root, columns, 0, 2);
+                long[] shape = new long[zShape.length + 1];
+                shape[0] = batchSize;
+                shape[1] = v;
+                System.arraycopy(zShape, 1, shape, 2, zShape.length - 1);
+                propagate(columns.reshape('c', shape), j, true, sign, sinks);
             }
         }
     }
 
-    private void propagateUnitColumns(INDArray root, long[] zShape, int j, double sign,
-                                      Map<Integer, CurvatureSink> sinks, long from, long to) {
-        long features = root.size(1);
-        {
-            long v = to - from;
-            INDArray unitRows = Nd4j.zeros(root.dataType(), v, features);
-            for (long c = 0; c < v; c++) {
-                unitRows.putScalar(c, from + c, 1.0);
+    /**
+     * The memory KFRA's averaged pass needs: the largest averaged matrix and, through nodes whose
+     * Jacobian differs between examples, the per-example products, in bytes.
+     *
+     * @param bytesPerElement size of one number
+     * @return the node needing most, and the bytes
+     */
+    private Object[] averagedMemory(int bytesPerElement) {
+        long worst = 0;
+        Node worstNode = null;
+        for (Node n : topology.nodes()) {
+            if (!region[n.position()]) {
+                continue;
             }
-            INDArray columns = unitRows.reshape('c', 1, v, features).broadcast(batchSize, v, features).dup('c');
-            Broadcast.mul(columns, root, columns, 0, 2);
-            long[] shape = new long[zShape.length + 1];
-            shape[0] = batchSize;
-            shape[1] = v;
-            System.arraycopy(zShape, 1, shape, 2, zShape.length - 1);
-            propagate(columns.reshape('c', shape), j, true, sign, sinks);
+            Object r = records[n.position()];
+            long z;
+            long x;
+            boolean varies;
+            if (r instanceof RecordedLayer) {
+                RecordedLayer l = (RecordedLayer) r;
+                z = l.outputFeatures();
+                x = l.inputFeatures();
+                varies = l.kind().jacobianVariesByExample(l.layer());
+            } else {
+                VertexRecord vr = (VertexRecord) r;
+                z = vr.outputFeatures();
+                x = vr.inputFeatures();
+                varies = vr.kind().needsInputValues();
+            }
+            long e = varies ? batchSize : 1;
+            long elements = Math.max(z * z, x * x) + e * x * Math.max(x, z) * 2;
+            if (elements > worst) {
+                worst = elements;
+                worstNode = n;
+            }
         }
+        return new Object[] {worstNode, worst * bytesPerElement};
+    }
+
+    /**
+     * KFRA (Botev et al. 2017): pushes one batch-averaged matrix down instead of per-example
+     * factors, {@code Ḡ(x) = (1/N) Σ_n J_nᵀ Ḡ(z) J_n}, averaging after every module (linear map,
+     * pooling, dropout, activation) as the reference implementation does; the output-side factor of
+     * a layer is {@code Ḡ} at its output. Defined where no node has several consumers (checked
+     * before the pass runs).
+     */
+    private void propagateAveraged(INDArray outputAverage, int start, Map<Integer, CurvatureSink> sinks) {
+        Object[] need = averagedMemory(outputAverage.dataType().width());
+        if ((Long) need[1] > memoryBudget) {
+            throw new IllegalStateException(String.format("KFRA needs the batch-averaged curvature of whole layer "
+                    + "outputs as dense matrices: about %.1f MB at %s, more than the curvature memory budget of "
+                    + "%.1f MB. Use KFLR or KFAC, which do not, or raise the budget with "
+                    + "BackPackNetwork.setCurvatureMemoryBudget(bytes).", (Long) need[1] / 1e6, need[0],
+                    memoryBudget / 1e6));
+        }
+        Map<Integer, INDArray> pending = new HashMap<>();
+        for (int p = start; p >= 0; p--) {
+            INDArray g = p == start ? outputAverage : pending.remove(p);
+            if (g == null) {
+                continue;
+            }
+            Node node = topology.node(p);
+            INDArray[] toInputs;
+            if (node.isLayer()) {
+                RecordedLayer record = layer(p);
+                LayerDerivatives kind = record.kind();
+                if (p != start) {
+                    IActivation activation = kind.activation(record.layer());
+                    if (activation != null) {
+                        INDArray d = ElementwiseActivations.firstDerivative(activation, preActivation(record));
+                        g = g.mul(secondMoment(d));
+                    }
+                }
+                if (isParametric(node)) {
+                    sinks.get(p).addOutputFactor(kind.outputFactorOfAveraged(record, g));
+                }
+                if (!anyInputInRegion(node)) {
+                    continue;
+                }
+                INDArray in = averaged(g, record.outputShape(), record.inputFeatures(),
+                        kind.jacobianVariesByExample(record.layer()),
+                        rows -> new INDArray[] {kind.inputJacobianTranspose(record, rows)}, 0);
+                if (record.dropoutMask() != null) {
+                    in = in.muli(secondMoment(record.dropoutMask()));
+                }
+                // the supported preprocessors only reshape, in the row-major order of the flattened features
+                toInputs = new INDArray[] {in};
+            } else {
+                VertexRecord record = (VertexRecord) records[p];
+                toInputs = new INDArray[record.inputCount()];
+                for (int slot = 0; slot < toInputs.length; slot++) {
+                    toInputs[slot] = averaged(g, record.outputShape(), Columns.features(record.inputShape(slot)),
+                            record.kind().needsInputValues(), rows -> record.kind().inputJacobianTranspose(record, rows),
+                            slot);
+                }
+            }
+            for (int slot = 0; slot < toInputs.length; slot++) {
+                int producer = node.input(slot);
+                if (producer >= 0 && region[producer]) {
+                    pending.merge(producer, toInputs[slot], INDArray::add);
+                }
+            }
+        }
+    }
+
+    /** @return {@code (1/N) Σ_n d_n d_nᵀ} over the flattened features of {@code d [N, ...]} */
+    private INDArray secondMoment(INDArray d) {
+        INDArray flat = d.reshape('c', batchSize, d.length() / batchSize);
+        return flat.transpose().mmul(flat).divi(batchSize);
+    }
+
+    /**
+     * @return {@code (1/N) Σ_n J_nᵀ g J_n} for one input's Jacobian, {@code [hx, hx]}: rows of g, once
+     *     per example (or once when the Jacobian is the same for all), go through {@code Jᵀ} twice
+     */
+    private INDArray averaged(INDArray g, long[] outputShape, long hx, boolean variesByExample,
+                              java.util.function.Function<INDArray, INDArray[]> jacobianTranspose, int slot) {
+        long hz = g.rows();
+        long examples = variesByExample ? batchSize : 1;
+        INDArray rows = g.reshape('c', 1, hz, hz).broadcast(examples, hz, hz).dup('c');
+        INDArray left = jacobianTranspose.apply(rows.reshape('c', Columns.withRows(examples * hz, outputShape)))[slot];
+        INDArray transposed = left.reshape('c', examples, hz, hx).permute(0, 2, 1).dup('c');
+        INDArray both = jacobianTranspose.apply(transposed.reshape('c', Columns.withRows(examples * hx, outputShape)))[slot];
+        return both.reshape('c', examples, hx, hx).mean(0);
     }
 
     private static INDArray preActivation(RecordedLayer record) {
         return record.preActivation() != null ? record.preActivation() : record.input();
-    }
-
-    /** @return {@code s[n, v, ...] · d[n, ...]} for every column v */
-    private INDArray scaleColumns(INDArray s, INDArray d) {
-        long v = s.size(1);
-        long features = s.length() / (batchSize * v);
-        INDArray s3 = s.reshape('c', batchSize, v, features).dup('c');
-        Broadcast.mul(s3, d.castTo(s.dataType()).reshape('c', batchSize, features), s3, 0, 2);
-        return s3.reshape('c', s.shape());
     }
 
     /** {@code [N, V, ...] → [N·V, ...]} */

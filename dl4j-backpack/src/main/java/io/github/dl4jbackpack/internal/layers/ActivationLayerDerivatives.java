@@ -28,7 +28,8 @@ public final class ActivationLayerDerivatives implements LayerDerivatives {
 
     @Override
     public IActivation activation(Layer layer) {
-        return ((org.deeplearning4j.nn.conf.layers.ActivationLayer) layer.conf().getLayer()).getActivationFn();
+        return ElementwiseActivations.plain(
+                ((org.deeplearning4j.nn.conf.layers.ActivationLayer) layer.conf().getLayer()).getActivationFn());
     }
 
     @Override

@@ -125,7 +125,7 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
 
     @Override
     public IActivation activation(Layer layer) {
-        return conf(layer).getActivationFn();
+        return ElementwiseActivations.plain(conf(layer).getActivationFn());
     }
 
     @Override
@@ -350,6 +350,31 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
             if (hasBias) {
                 INDArray gb = biasGradients();
                 out.put(DenseDerivatives.B, gb.mul(gb).sum(0));
+            }
+            return out;
+        }
+
+        /** Two passes: the mean weight gradient by one product, then chunks of deviations from it. */
+        @Override
+        protected Map<String, INDArray> computeVariance() {
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            Map<String, INDArray> known = individualGradientsIfComputed();
+            if (known != null) {
+                out.put(DenseDerivatives.W, twoPassVariance(known.get(DenseDerivatives.W)));
+            } else {
+                INDArray mean = Nd4j.tensorMmul(delta, unfolded, new int[][] {{0, 2}, {0, 2}}).divi(n());
+                INDArray sum = Nd4j.create(delta.dataType(), delta.size(1), unfolded.size(1));
+                long step = chunk();
+                for (long from = 0; from < n(); from += step) {
+                    long to = Math.min(n(), from + step);
+                    INDArray g = weightGradients(from, to);
+                    org.nd4j.linalg.factory.Broadcast.sub(g, mean, g, 1, 2);
+                    sum.addi(g.muli(g).sum(0));
+                }
+                out.put(DenseDerivatives.W, sum.divi(n()).reshape('c', weightShape));
+            }
+            if (hasBias) {
+                out.put(DenseDerivatives.B, twoPassVariance(biasGradients()));
             }
             return out;
         }

@@ -60,7 +60,8 @@ public final class DenseDerivatives implements LayerDerivatives {
 
     @Override
     public IActivation activation(Layer layer) {
-        return layer.getClass() == DenseLayer.class ? ((BaseLayer) layer.conf().getLayer()).getActivationFn() : null;
+        return layer.getClass() == DenseLayer.class
+                ? ElementwiseActivations.plain(((BaseLayer) layer.conf().getLayer()).getActivationFn()) : null;
     }
 
     @Override
@@ -171,6 +172,39 @@ public final class DenseDerivatives implements LayerDerivatives {
             out.put(W, x.mul(x).transpose().mmul(deltaSq));
             if (hasBias) {
                 out.put(B, deltaSq.sum(0));
+            }
+            return out;
+        }
+
+        /**
+         * With {@code x̄, δ̄} the batch means, {@code A = X − x̄}, {@code B = Δ − δ̄} and
+         * {@code C = AᵀB / N}: {@code g_n − ḡ = x̄ b_nᵀ + a_n δ̄ᵀ + a_n b_nᵀ − C}, whose squares sum to
+         * {@code x̄²·Σb² + Σa²·δ̄² + (A⊙A)ᵀ(B⊙B) + 2x̄⊙Aᵀ(B⊙B) + 2(A⊙A)ᵀB⊙δ̄ + 2N x̄δ̄ᵀ⊙C − N C⊙C}:
+         * every term is at the scale of the deviations, so a large mean gradient cancels nothing.
+         */
+        @Override
+        protected Map<String, INDArray> computeVariance() {
+            long n = x.size(0);
+            INDArray xMean = x.mean(0);
+            INDArray dMean = delta.mean(0);
+            INDArray a = x.subRowVector(xMean);
+            INDArray b = delta.subRowVector(dMean);
+            INDArray a2 = a.mul(a);
+            INDArray b2 = b.mul(b);
+            INDArray c = a.transpose().mmul(b).divi(n);
+            INDArray sum = a2.transpose().mmul(b2);
+            INDArray xCol = xMean.reshape(xMean.length(), 1);
+            INDArray dRow = dMean.reshape(1, dMean.length());
+            sum.addi(xCol.mul(xCol).mmul(b2.sum(0).reshape(1, dMean.length())));
+            sum.addi(a2.sum(0).reshape(xMean.length(), 1).mmul(dRow.mul(dRow)));
+            sum.addi(a.transpose().mmul(b2).muliColumnVector(xCol.mul(2.0)));
+            sum.addi(a2.transpose().mmul(b).muliRowVector(dRow.mul(2.0)));
+            sum.addi(xCol.mmul(dRow).muli(c).muli(2.0 * n));
+            sum.subi(c.mul(c).muli(n));
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            out.put(W, sum.divi(n));
+            if (hasBias) {
+                out.put(B, b2.sum(0).divi(n));
             }
             return out;
         }

@@ -59,6 +59,23 @@ public final class ElementwiseActivations {
     }
 
     /**
+     * An activation that stands in for another (the library's recording activation in the private
+     * configuration copy of an extended layer): derivatives are those of the delegate.
+     */
+    public interface Delegating {
+        /** @return the activation this one stands in for */
+        IActivation delegate();
+    }
+
+    /**
+     * @param activation an activation function, possibly a stand-in
+     * @return the activation it stands for
+     */
+    public static IActivation plain(IActivation activation) {
+        return activation instanceof Delegating ? ((Delegating) activation).delegate() : activation;
+    }
+
+    /**
      * @param activation an activation function
      * @param hessian whether its second derivative is needed
      * @return why it cannot be used in a second-order pass, or null

@@ -24,6 +24,7 @@ public abstract class FirstOrderTerms {
     private Map<String, INDArray> squaredNorms;
     private Map<String, INDArray> secondMoment;
     private Map<String, INDArray> dots;
+    private Map<String, INDArray> variance;
 
     /** @return {@code g_n} per parameter, shape {@code [N, *p]} */
     public final Map<String, INDArray> individualGradients() {
@@ -51,6 +52,32 @@ public abstract class FirstOrderTerms {
         return secondMoment;
     }
 
+    /**
+     * @return {@code (1/N) Σ_n (g_n − ḡ)⊙(g_n − ḡ)} per parameter, parameter shape, computed from
+     *     deviations from the mean (no cancellation of {@code E[g²] − E[g]²}), clamped at 0 against
+     *     round-off
+     */
+    public final Map<String, INDArray> variance() {
+        if (variance == null) {
+            Map<String, INDArray> v = computeVariance();
+            v.values().forEach(a -> org.nd4j.linalg.ops.transforms.Transforms.max(a, 0.0, false));
+            variance = Collections.unmodifiableMap(v);
+        }
+        return variance;
+    }
+
+    /**
+     * @param g per-example values {@code [N, ...]} (not modified)
+     * @return their population variance over the batch axis by the two-pass formula
+     */
+    protected static INDArray twoPassVariance(INDArray g) {
+        long n = g.size(0);
+        INDArray flat = g.dup('c').reshape('c', n, g.length() / n);
+        INDArray centred = flat.subiRowVector(flat.mean(0));
+        long[] shape = java.util.Arrays.copyOfRange(g.shape(), 1, g.rank());
+        return centred.muli(centred).sum(0).divi(n).reshape('c', shape);
+    }
+
     /** @return {@code ⟨g_n, g_m⟩} per parameter, shape {@code [N, N]} */
     public final Map<String, INDArray> individualGradientDots() {
         if (dots == null) {
@@ -75,4 +102,7 @@ public abstract class FirstOrderTerms {
 
     /** @return {@code ⟨g_n, g_m⟩} per parameter */
     protected abstract Map<String, INDArray> computeDots();
+
+    /** @return the variance of {@code g_n} per parameter, by a formula free of cancellation at the mean's scale */
+    protected abstract Map<String, INDArray> computeVariance();
 }

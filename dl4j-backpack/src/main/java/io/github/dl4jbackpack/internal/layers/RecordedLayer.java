@@ -1,5 +1,6 @@
 package io.github.dl4jbackpack.internal.layers;
 
+import io.github.dl4jbackpack.internal.graph.Node;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.InputPreProcessor;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
@@ -18,39 +19,35 @@ import java.util.function.Supplier;
  */
 public final class RecordedLayer {
 
-    private final int index;
+    private final Node node;
     private final Layer layer;
     private final LayerDerivatives kind;
     private final INDArray input;
     private final INDArray preActivation;
     private final INDArray dropoutMask;
     private final INDArray outputGradient;
-    private final InputPreProcessor preProcessor;
     private final long[] outputShape;
     private final Map<String, INDArray> cache = new HashMap<>();
 
     /**
-     * @param index layer index
+     * @param node the layer's node
      * @param layer the DL4J layer
      * @param kind its kind
      * @param input its input (after input dropout), {@code [N, ...]}
      * @param preActivation {@code z}, or null where not recorded
      * @param dropoutMask the mask of input dropout (including the 1/p scaling), or null
      * @param outputGradient {@code ∂L/∂a} of the mean loss at the layer output, or null
-     * @param preProcessor the input preprocessor in front of the layer, or null
      * @param outputShape the shape of the layer output, batch axis first
      */
-    public RecordedLayer(int index, Layer layer, LayerDerivatives kind, INDArray input, INDArray preActivation,
-                         INDArray dropoutMask, INDArray outputGradient, InputPreProcessor preProcessor,
-                         long[] outputShape) {
-        this.index = index;
+    public RecordedLayer(Node node, Layer layer, LayerDerivatives kind, INDArray input, INDArray preActivation,
+                         INDArray dropoutMask, INDArray outputGradient, long[] outputShape) {
+        this.node = node;
         this.layer = layer;
         this.kind = kind;
         this.input = input;
         this.preActivation = preActivation;
         this.dropoutMask = dropoutMask;
         this.outputGradient = outputGradient;
-        this.preProcessor = preProcessor;
         this.outputShape = outputShape.clone();
     }
 
@@ -73,18 +70,28 @@ public final class RecordedLayer {
         return input.length() / input.size(0);
     }
 
+    /** @return the layer's position in topological order */
     public int index() {
-        return index;
+        return node.position();
     }
 
+    /** @return the layer's node */
+    public Node node() {
+        return node;
+    }
+
+
+    /** @return the DL4J layer */
     public Layer layer() {
         return layer;
     }
 
+    /** @return the layer's kind */
     public LayerDerivatives kind() {
         return kind;
     }
 
+    /** @return the layer input as DL4J used it (after the preprocessor and the input dropout) */
     public INDArray input() {
         return input;
     }
@@ -94,20 +101,24 @@ public final class RecordedLayer {
         return input.size(0);
     }
 
+    /** @return {@code z}, or null where not recorded */
     public INDArray preActivation() {
         return preActivation;
     }
 
+    /** @return the input dropout mask, or null */
     public INDArray dropoutMask() {
         return dropoutMask;
     }
 
+    /** @return {@code ∂L/∂a} of the mean loss at the layer output, or null */
     public INDArray outputGradient() {
         return outputGradient;
     }
 
+    /** @return the input preprocessor in front of the layer, or null */
     public InputPreProcessor preProcessor() {
-        return preProcessor;
+        return node.preProcessor();
     }
 
     /**

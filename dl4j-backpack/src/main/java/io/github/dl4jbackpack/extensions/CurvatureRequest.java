@@ -1,4 +1,4 @@
-package io.github.dl4jbackpack.internal.curvature;
+package io.github.dl4jbackpack.extensions;
 
 /**
  * What a second-order extension needs from the second-order pass: one statistic of the curvature

@@ -1,4 +1,4 @@
-package io.github.dl4jbackpack.internal.curvature;
+package io.github.dl4jbackpack.extensions;
 
 /**
  * Which matrix factor the second-order pass propagates (MATH.md, "Second order"): the exact

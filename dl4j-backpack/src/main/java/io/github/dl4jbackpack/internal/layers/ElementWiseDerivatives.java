@@ -1,0 +1,119 @@
+package io.github.dl4jbackpack.internal.layers;
+
+import org.deeplearning4j.nn.conf.graph.ElementWiseVertex.Op;
+import org.deeplearning4j.nn.graph.vertex.GraphVertex;
+import org.deeplearning4j.nn.graph.vertex.impl.ElementWiseVertex;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.api.ops.CustomOp;
+import org.nd4j.linalg.api.ops.DynamicCustomOp;
+import org.nd4j.linalg.factory.Nd4j;
+
+import java.lang.reflect.Field;
+
+/**
+ * DL4J's {@code ElementWiseVertex} (docs/math.md#graphs): Add, Subtract and Average are linear;
+ * Max routes each element to the input DL4J picks (its own {@code mergemaxindex} operation, ties
+ * included), piecewise linear; Product {@code Π_i x_i} has the Jacobian {@code diag(Π_{j≠i} x_j)}
+ * w.r.t. input i. Inputs of different shapes (DL4J's broadcast case) are not supported.
+ * Product's Hessian residual is not implemented yet, so DiagHessian refuses it.
+ */
+public final class ElementWiseDerivatives implements VertexDerivatives {
+
+    @Override
+    public String kindName() {
+        return "ElementWiseVertex";
+    }
+
+    @Override
+    public boolean matches(GraphVertex vertex) {
+        return vertex.getClass() == ElementWiseVertex.class;
+    }
+
+    /** @return the vertex's operation (DL4J keeps it in a private field without accessor) */
+    static Op op(GraphVertex vertex) {
+        try {
+            Field f = ElementWiseVertex.class.getDeclaredField("op");
+            f.setAccessible(true);
+            return (Op) f.get(vertex);
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException("cannot read the operation of " + vertex.getVertexName(), e);
+        }
+    }
+
+    @Override
+    public String secondOrderUnsupported(GraphVertex vertex, boolean hessian) {
+        if (hessian && op(vertex) == Op.Product && vertex.getNumInputArrays() > 1) {
+            return "the Hessian residual of an elementwise Product is not implemented yet (DiagGGN, KFAC and KFLR "
+                    + "go through it)";
+        }
+        return null;
+    }
+
+    @Override
+    public boolean needsInputValues() {
+        return true;
+    }
+
+    @Override
+    public INDArray[] inputJacobianTranspose(VertexRecord record, INDArray columns) {
+        int k = record.inputCount();
+        for (int i = 0; i < k; i++) {
+            if (!java.util.Arrays.equals(record.inputShape(i), record.outputShape())) {
+                throw new IllegalStateException("ElementWiseVertex \"" + record.node().name() + "\" broadcasts inputs of "
+                        + "different shapes, which is not supported");
+            }
+        }
+        INDArray[] out = new INDArray[k];
+        Op op = op(record.vertex());
+        if (k == 1) {
+            out[0] = columns;
+            return out;
+        }
+        switch (op) {
+            case Add:
+                for (int i = 0; i < k; i++) {
+                    out[i] = columns;
+                }
+                return out;
+            case Average:
+                INDArray share = columns.div(k);
+                for (int i = 0; i < k; i++) {
+                    out[i] = share;
+                }
+                return out;
+            case Subtract:
+                out[0] = columns;
+                out[1] = columns.neg();
+                return out;
+            case Product:
+                for (int i = 0; i < k; i++) {
+                    INDArray others = null;
+                    for (int j = 0; j < k; j++) {
+                        if (j != i) {
+                            INDArray x = record.input(j);
+                            others = others == null ? x.dup() : others.muli(x);
+                        }
+                    }
+                    out[i] = Columns.timesPerExample(columns, others);
+                }
+                return out;
+            case Max:
+                INDArray[] inputs = new INDArray[k];
+                for (int i = 0; i < k; i++) {
+                    inputs[i] = record.input(i);
+                }
+                INDArray index = Nd4j.createUninitialized(DataType.INT, inputs[0].shape(), 'c');
+                CustomOp max = DynamicCustomOp.builder("mergemaxindex").addInputs(inputs).addOutputs(index)
+                        .callInplace(false).build();
+                Nd4j.getExecutioner().exec(max);
+                for (int i = 0; i < k; i++) {
+                    INDArray chosen = index.eq(i).castTo(columns.dataType());
+                    out[i] = Columns.timesPerExample(columns, chosen);
+                }
+                return out;
+            default:
+                throw new IllegalStateException("unknown elementwise operation " + op);
+        }
+    }
+}

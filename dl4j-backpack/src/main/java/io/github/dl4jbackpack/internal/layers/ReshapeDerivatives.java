@@ -1,0 +1,75 @@
+package io.github.dl4jbackpack.internal.layers;
+
+import org.deeplearning4j.nn.conf.InputPreProcessor;
+import org.deeplearning4j.nn.conf.preprocessor.CnnToFeedForwardPreProcessor;
+import org.deeplearning4j.nn.conf.preprocessor.FeedForwardToCnnPreProcessor;
+import org.deeplearning4j.nn.graph.vertex.GraphVertex;
+import org.deeplearning4j.nn.graph.vertex.impl.PreprocessorVertex;
+import org.deeplearning4j.nn.graph.vertex.impl.ReshapeVertex;
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+import java.lang.reflect.Field;
+import java.util.List;
+
+/**
+ * Vertices that only reshape each example: {@code ReshapeVertex} (in its own order) and a
+ * {@code PreprocessorVertex} holding a reshaping preprocessor. The Jacobian transpose reshapes
+ * the columns back. The same reshaping preprocessors are supported in front of layers.
+ */
+public final class ReshapeDerivatives implements VertexDerivatives {
+
+    /** The preprocessors that only reshape examples, in row-major order. */
+    public static final List<Class<? extends InputPreProcessor>> RESHAPING_PREPROCESSORS =
+            List.of(CnnToFeedForwardPreProcessor.class, FeedForwardToCnnPreProcessor.class);
+
+    /**
+     * @param pre a preprocessor
+     * @return why it is not a supported reshape, or null
+     */
+    public static String unsupportedPreprocessor(InputPreProcessor pre) {
+        if (!RESHAPING_PREPROCESSORS.contains(pre.getClass())) {
+            return "input preprocessor " + pre.getClass().getSimpleName() + " is not supported (supported: "
+                    + "CnnToFeedForwardPreProcessor, FeedForwardToCnnPreProcessor)";
+        }
+        if (pre instanceof CnnToFeedForwardPreProcessor
+                && ((CnnToFeedForwardPreProcessor) pre).getFormat() != org.deeplearning4j.nn.conf.CNN2DFormat.NCHW) {
+            return "CnnToFeedForwardPreProcessor with format " + ((CnnToFeedForwardPreProcessor) pre).getFormat()
+                    + " permutes the features (NCHW is supported)";
+        }
+        return null;
+    }
+
+    @Override
+    public String kindName() {
+        return "ReshapeVertex/PreprocessorVertex";
+    }
+
+    @Override
+    public boolean matches(GraphVertex vertex) {
+        return vertex.getClass() == ReshapeVertex.class || vertex.getClass() == PreprocessorVertex.class;
+    }
+
+    @Override
+    public String secondOrderUnsupported(GraphVertex vertex, boolean hessian) {
+        if (vertex instanceof PreprocessorVertex) {
+            return unsupportedPreprocessor(((PreprocessorVertex) vertex).getPreProcessor());
+        }
+        return null;
+    }
+
+    @Override
+    public INDArray[] inputJacobianTranspose(VertexRecord record, INDArray columns) {
+        char order = 'c';
+        if (record.vertex() instanceof ReshapeVertex) {
+            try {
+                Field f = ReshapeVertex.class.getDeclaredField("order");
+                f.setAccessible(true);
+                order = f.getChar(record.vertex());
+            } catch (ReflectiveOperationException e) {
+                throw new IllegalStateException("cannot read the order of " + record.vertex().getVertexName(), e);
+            }
+        }
+        long[] shape = Columns.withRows(columns.size(0), record.inputShape(0));
+        return new INDArray[] {columns.dup(order).reshape(order, shape)};
+    }
+}
