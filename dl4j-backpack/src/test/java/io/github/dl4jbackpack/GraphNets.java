@@ -9,6 +9,7 @@ import org.deeplearning4j.nn.conf.WorkspaceMode;
 import org.deeplearning4j.nn.conf.graph.ElementWiseVertex;
 import org.deeplearning4j.nn.conf.graph.GraphVertex;
 import org.deeplearning4j.nn.conf.graph.L2NormalizeVertex;
+import org.deeplearning4j.nn.conf.graph.L2Vertex;
 import org.deeplearning4j.nn.conf.graph.LayerVertex;
 import org.deeplearning4j.nn.conf.graph.MergeVertex;
 import org.deeplearning4j.nn.conf.graph.PreprocessorVertex;
@@ -371,15 +372,13 @@ final class GraphNets {
      * scale   = ScaleVertex(0.7)(subset)
      * shift   = ShiftVertex(-0.3)(scale)
      * norm    = L2NormalizeVertex()(sub)                  4
-     * stack   = StackVertex(a, norm)                      [2N, 4]
-     * shared  = dense 3, tanh (stack)                     [2N, 3]: one weight matrix for both halves
-     * unstack0 = UnstackVertex(0, 2)(shared), unstack1 = UnstackVertex(1, 2)(shared)   [N, 3] each
+     * dist    = L2Vertex(a, b)                            1
      * toCnn   = PreprocessorVertex(FeedForwardToCnn 2×2×1)(prod)   [N,1,2,2]
      * toFf    = PreprocessorVertex(CnnToFeedForward 2×2×1)(toCnn)  [N, 4]
-     * merge   = MergeVertex(shift, unstack0, unstack1, toFf)       3+3+3+4 = 13
+     * merge   = MergeVertex(shift, norm, dist, toFf)       3+4+1+4 = 12
      * out     = output 3, softmax + MCXENT
      * </pre>
-     * Keys a_W, a_b, b_W, b_b, shared_W, shared_b, out_W, out_b.
+     * Keys a_W, a_b, b_W, b_b, out_W, out_b. (Stack/Unstack change the batch axis: see {@link #stacked}.)
      */
     static ComputationGraph vertexZoo(DataType dataType, WorkspaceMode workspaces, long seed) {
         GraphBuilder b = builder(dataType, workspaces, seed)
@@ -394,17 +393,34 @@ final class GraphNets {
                 .addVertex("scale", new ScaleVertex(0.7), "subset")
                 .addVertex("shift", new ShiftVertex(-0.3), "scale")
                 .addVertex("norm", new L2NormalizeVertex(), "sub")
-                .addVertex("stack", new StackVertex(), "a", "norm")
-                .addLayer("shared", dense(3, Activation.TANH), "stack")
-                .addVertex("unstack0", new UnstackVertex(0, 2), "shared")
-                .addVertex("unstack1", new UnstackVertex(1, 2), "shared")
+                .addVertex("dist", new L2Vertex(), "a", "b")
                 .addVertex("toCnn", new PreprocessorVertex(new FeedForwardToCnnPreProcessor(2, 2, 1)), "prod")
                 .addVertex("toFf", new PreprocessorVertex(new CnnToFeedForwardPreProcessor(2, 2, 1)), "toCnn")
-                .addVertex("merge", new MergeVertex(), "shift", "unstack0", "unstack1", "toFf")
+                .addVertex("merge", new MergeVertex(), "shift", "norm", "dist", "toFf")
                 .addLayer("out", output(LossFunction.MCXENT, Activation.SOFTMAX, 3), "merge")
                 .setOutputs("out")
                 .setInputTypes(VERTEX_ZOO_INPUTS);
         return init(b, seed);
+    }
+
+    /**
+     * A siamese-style graph whose dense layer {@code shared} sees the batch twice, stacked by a
+     * {@code StackVertex}: {@code in → a (dense 4)}, {@code stack(a, in) → shared (dense 3) →
+     * unstack0, unstack1 → merge → out}. Keys a_W, a_b, shared_W, shared_b, out_W, out_b.
+     */
+    static ComputationGraph stacked() {
+        GraphBuilder b = builder(DataType.DOUBLE, WorkspaceMode.ENABLED, DEFAULT_SEED)
+                .addInputs("in")
+                .addLayer("a", dense(4, Activation.TANH), "in")
+                .addVertex("stack", new StackVertex(), "a", "in")
+                .addLayer("shared", dense(3, Activation.TANH), "stack")
+                .addVertex("unstack0", new UnstackVertex(0, 2), "shared")
+                .addVertex("unstack1", new UnstackVertex(1, 2), "shared")
+                .addVertex("merge", new MergeVertex(), "unstack0", "unstack1")
+                .addLayer("out", output(LossFunction.MCXENT, Activation.SOFTMAX, 3), "merge")
+                .setOutputs("out")
+                .setInputTypes(VERTEX_ZOO_INPUTS);
+        return init(b, DEFAULT_SEED);
     }
 
     // ---------------------------------------------------------------- data

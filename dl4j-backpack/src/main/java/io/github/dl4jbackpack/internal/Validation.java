@@ -96,8 +96,17 @@ public final class Validation {
             }
         }
         boolean[] region = CurvaturePass.region(topology);
+        double[] copies = batchCopies(topology);
         for (Extension<?> e : extensions) {
             for (Node node : topology.nodes()) {
+                if (CurvaturePass.isParametric(node) && copies[node.position()] != 1) {
+                    add(problems, new Problem(node.name(), node.typeName(), e.name(), "it sees the batch stacked "
+                            + (copies[node.position()] == Math.rint(copies[node.position()])
+                            ? (long) copies[node.position()] + " times " : "") + "by a StackVertex, so its weights are "
+                            + "shared between rows of one example; per-example quantities of shared weights are not "
+                            + "supported yet", "layers with parameters that see each example once"));
+                    continue;
+                }
                 if (CurvaturePass.isParametric(node)) {
                     String reason = LayerKinds.whyUnsupported(node.layer());
                     if (reason != null) {
@@ -128,6 +137,43 @@ public final class Validation {
         }
         List<Problem> out = new ArrayList<>(problems.values());
         return out;
+    }
+
+    /**
+     * @return per node, how many rows per example its output has: 1, except below a
+     *     {@code StackVertex} (the sum over its inputs) until an {@code UnstackVertex} divides it again
+     */
+    static double[] batchCopies(Topology topology) {
+        double[] copies = new double[topology.nodes().size()];
+        for (Node node : topology.nodes()) {
+            double in = 0;
+            double max = 0;
+            for (int input : node.inputs()) {
+                double c = input >= 0 ? copies[input] : 1;
+                in += c;
+                max = Math.max(max, c);
+            }
+            GraphVertex v = node.vertex();
+            if (v instanceof org.deeplearning4j.nn.graph.vertex.impl.StackVertex) {
+                copies[node.position()] = in;
+            } else if (v instanceof org.deeplearning4j.nn.graph.vertex.impl.UnstackVertex) {
+                copies[node.position()] = max / unstackSize(v);
+            } else {
+                copies[node.position()] = node.inputCount() == 0 ? 1 : max;
+            }
+        }
+        return copies;
+    }
+
+    private static int unstackSize(GraphVertex vertex) {
+        try {
+            java.lang.reflect.Field f = org.deeplearning4j.nn.graph.vertex.impl.UnstackVertex.class
+                    .getDeclaredField("stackSize");
+            f.setAccessible(true);
+            return f.getInt(vertex);
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException("cannot read the stack size of " + vertex.getVertexName(), e);
+        }
     }
 
     /** Merges problems of one part and reason over extensions. */

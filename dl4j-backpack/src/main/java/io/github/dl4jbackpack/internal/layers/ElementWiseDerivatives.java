@@ -1,6 +1,6 @@
 package io.github.dl4jbackpack.internal.layers;
 
-import org.deeplearning4j.nn.conf.graph.ElementWiseVertex.Op;
+import org.deeplearning4j.nn.graph.vertex.impl.ElementWiseVertex.Op;
 import org.deeplearning4j.nn.graph.vertex.GraphVertex;
 import org.deeplearning4j.nn.graph.vertex.impl.ElementWiseVertex;
 import org.nd4j.linalg.api.buffer.DataType;
