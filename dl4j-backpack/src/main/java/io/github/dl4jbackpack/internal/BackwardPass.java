@@ -85,6 +85,22 @@ final class BackwardPass {
         return requests.stream().anyMatch(r -> r.kind().equals(FactorKind.RESIDUAL));
     }
 
+    /**
+     * @return whether the layer must keep the gradient w.r.t. its input: for the Hessian, where it
+     *     feeds a graph vertex, whose residual needs the gradient at its output
+     */
+    boolean needsInputGradient(Node node) {
+        if (!needsResidual()) {
+            return false;
+        }
+        for (int input : node.inputs()) {
+            if (input >= 0 && region[input] && !topology.node(input).isLayer()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** @return whether this pass records anything at the node */
     boolean involves(Node node) {
         return node.isOutput() || needsCurvature(node) || (needsFirstOrder() && CurvaturePass.isParametric(node));

@@ -154,8 +154,14 @@ public class InterceptingLayer extends BaseWrapperLayer {
             Step step = delegate(pass, epsilon, workspaceMgr);
             if (pass.needsCurvature(node)) {
                 INDArray output = epsilon != null ? epsilon : step.preActivation;
-                pass.record(new RecordedLayer(node, underlying, kind, underlying.input(), step.preActivation,
-                        step.dropoutMask, residualGradient(pass, epsilon), output.shape().clone()));
+                RecordedLayer record = new RecordedLayer(node, underlying, kind, underlying.input(), step.preActivation,
+                        step.dropoutMask, residualGradient(pass, epsilon), output.shape().clone());
+                if (pass.needsInputGradient(node) && step.result.getSecond() != null) {
+                    try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                        record.setInputGradient(step.result.getSecond().div(pass.batchSize()));
+                    }
+                }
+                pass.record(record);
             }
             return step.result;
         } catch (RuntimeException e) {

@@ -11,6 +11,7 @@ import io.github.dl4jbackpack.internal.layers.CurvatureSink;
 import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import io.github.dl4jbackpack.internal.layers.RecordedLayer;
+import io.github.dl4jbackpack.internal.layers.VertexDerivatives;
 import io.github.dl4jbackpack.internal.layers.VertexRecord;
 import io.github.dl4jbackpack.internal.losses.LossCurvature;
 import org.nd4j.linalg.activations.IActivation;
@@ -23,6 +24,7 @@ import org.nd4j.linalg.ops.transforms.Transforms;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 
@@ -232,10 +234,27 @@ public final class CurvaturePass {
     /** Pushes columns that start at a layer's pre-activation down the graph. */
     private void propagate(INDArray factor, int start, boolean skipStart, double sign,
                            Map<Integer, CurvatureSink> sinks) {
-        long v = factor.size(1);
         Map<Integer, INDArray> pending = new HashMap<>();
-        for (int p = start; p >= 0; p--) {
-            INDArray s = p == start ? fold(factor) : pending.remove(p);
+        pending.put(start, fold(factor));
+        propagate(pending, factor.size(1), start, start, skipStart, sign, sinks);
+    }
+
+    /**
+     * Pushes columns down the graph in reverse topological order.
+     *
+     * @param pending folded columns {@code [N·V, *shape]} waiting at node outputs (consumed)
+     * @param v columns per example
+     * @param top the highest position with columns
+     * @param zStart the position whose columns are at the layer's pre-activation (skip its
+     *     activation), or −1
+     * @param skipStart whether {@code zStart}'s own parameters are already accounted for
+     * @param sign +1 or −1
+     * @param sinks where each layer with parameters accumulates
+     */
+    private void propagate(Map<Integer, INDArray> pending, long v, int top, int zStart, boolean skipStart,
+                           double sign, Map<Integer, CurvatureSink> sinks) {
+        for (int p = top; p >= 0; p--) {
+            INDArray s = pending.remove(p);
             if (s == null) {
                 continue;
             }
@@ -244,14 +263,14 @@ public final class CurvaturePass {
             if (node.isLayer()) {
                 RecordedLayer record = layer(p);
                 LayerDerivatives kind = record.kind();
-                if (p != start) {
+                if (p != zStart) {
                     IActivation activation = kind.activation(record.layer());
                     if (activation != null) {
                         s = Columns.timesPerExample(s, record.cached("activationDerivative",
                                 () -> ElementwiseActivations.firstDerivative(activation, preActivation(record))));
                     }
                 }
-                if (isParametric(node) && !(skipStart && p == start)) {
+                if (isParametric(node) && !(skipStart && p == zStart)) {
                     CurvatureSink sink = sinks.get(p);
                     INDArray unfolded = unfold(s, v);
                     if (sink.wantsDiagonal()) {
@@ -287,8 +306,12 @@ public final class CurvaturePass {
     }
 
     private void propagateResiduals(Map<Integer, CurvatureSink> sinks) {
+        Map<Integer, INDArray> epsilons = new HashMap<>();
         for (Node node : topology.nodes()) {
             int j = node.position();
+            if (region[j] && !node.isLayer()) {
+                propagateVertexResidual((VertexRecord) records[j], epsilons, sinks);
+            }
             if (!region[j] || !node.isLayer() || node.isOutput()) {
                 continue;
             }
@@ -316,6 +339,98 @@ public final class CurvaturePass {
         }
     }
 
+    /**
+     * A vertex's Hessian residual: each signed part's columns (one per output feature) start at the
+     * vertex's inputs at once and are pushed down, in chunks of features.
+     */
+    private void propagateVertexResidual(VertexRecord record, Map<Integer, INDArray> epsilons,
+                                         Map<Integer, CurvatureSink> sinks) {
+        Node node = record.node();
+        if (!anyInputInRegion(node)) {
+            return;
+        }
+        List<VertexDerivatives.ResidualPart> parts = record.kind().residual(record, vertexGradient(node, epsilons));
+        for (VertexDerivatives.ResidualPart part : parts) {
+            long features = Columns.features(record.outputShape());
+            int bytes = part.scales()[0].dataType().width();
+            long chunk = chunkColumns(features, bytes);
+            for (long from = 0; from < features; from += chunk) {
+                long to = Math.min(features, from + chunk);
+                try (ScratchWorkspace ignored = scratch(chunk, bytes)) {
+                    Map<Integer, INDArray> pending = new HashMap<>();
+                    int top = -1;
+                    for (int slot = 0; slot < node.inputCount(); slot++) {
+                        int producer = node.input(slot);
+                        if (producer < 0 || !region[producer]) {
+                            continue;
+                        }
+                        INDArray scale = part.scales()[slot];
+                        INDArray columns = unitColumns(scale.reshape('c', batchSize, features), from, to);
+                        pending.merge(producer, columns.reshape('c', Columns.withRows(batchSize * (to - from),
+                                record.inputShape(slot))), INDArray::add);
+                        top = Math.max(top, producer);
+                    }
+                    propagate(pending, to - from, top, -1, false, part.sign(), sinks);
+                }
+            }
+        }
+    }
+
+    /**
+     * @return {@code ∂L/∂y} of the mean loss at a vertex's output, {@code [N, *outShape]}: the sum over
+     *     its consumers of the gradient they pass back (a layer's recorded input gradient, or a vertex's
+     *     Jacobian transpose of its own output gradient)
+     */
+    private INDArray vertexGradient(Node node, Map<Integer, INDArray> memo) {
+        INDArray known = memo.get(node.position());
+        if (known != null) {
+            return known;
+        }
+        long[] shape = outputShape(node.position());
+        INDArray sum = null;
+        for (int consumer : new java.util.LinkedHashSet<>(node.consumers())) {
+            Node c = topology.node(consumer);
+            if (!region[consumer]) {
+                continue;
+            }
+            INDArray[] contributions;
+            if (c.isLayer()) {
+                INDArray g = layer(consumer).inputGradient();
+                if (g == null) {
+                    throw new IllegalStateException("the gradient at the input of " + c.describe() + " was not recorded");
+                }
+                contributions = new INDArray[] {g.dup('c').reshape('c', shape)};
+            } else {
+                VertexRecord r = (VertexRecord) records[consumer];
+                contributions = r.kind().inputJacobianTranspose(r, vertexGradient(c, memo));
+            }
+            for (int slot = 0; slot < c.inputCount(); slot++) {
+                if (c.input(slot) == node.position()) {
+                    INDArray g = contributions[slot].reshape('c', shape);
+                    sum = sum == null ? g.dup('c') : sum.addi(g);
+                }
+            }
+        }
+        if (sum == null) {
+            throw new IllegalStateException(node.describe() + " passes no gradient back");
+        }
+        memo.put(node.position(), sum);
+        return sum;
+    }
+
+    /** @return {@code [N, to − from, F]}: for column f, {@code scale[n, f]} at feature f, zero elsewhere */
+    private INDArray unitColumns(INDArray scale, long from, long to) {
+        long features = scale.size(1);
+        long v = to - from;
+        INDArray unitRows = Nd4j.zeros(scale.dataType(), v, features);
+        for (long c = 0; c < v; c++) {
+            unitRows.putScalar(c, from + c, 1.0);
+        }
+        INDArray columns = unitRows.reshape('c', 1, v, features).broadcast(batchSize, v, features).dup('c');
+        Broadcast.mul(columns, scale, columns, 0, 2);
+        return columns;
+    }
+
     /** Pushes {@code diag(root_n)} (columns = features) from node j's pre-activation down, in chunks. */
     private void propagateDiagonal(INDArray root, long[] zShape, int j, double sign, Map<Integer, CurvatureSink> sinks) {
         long features = root.size(1);
@@ -324,12 +439,7 @@ public final class CurvaturePass {
             long to = Math.min(features, from + chunk);
             try (ScratchWorkspace ignored = scratch(chunk, root.dataType().width())) {
                 long v = to - from;
-                INDArray unitRows = Nd4j.zeros(root.dataType(), v, features);
-                for (long c = 0; c < v; c++) {
-                    unitRows.putScalar(c, from + c, 1.0);
-                }
-                INDArray columns = unitRows.reshape('c', 1, v, features).broadcast(batchSize, v, features).dup('c');
-                Broadcast.mul(columns, root, columns, 0, 2);
+                INDArray columns = unitColumns(root, from, to);
                 long[] shape = new long[zShape.length + 1];
                 shape[0] = batchSize;
                 shape[1] = v;

@@ -43,11 +43,28 @@ public final class ElementWiseDerivatives implements VertexDerivatives {
 
     @Override
     public String secondOrderUnsupported(GraphVertex vertex, boolean hessian) {
-        if (hessian && op(vertex) == Op.Product && vertex.getNumInputArrays() > 1) {
-            return "the Hessian residual of an elementwise Product is not implemented yet (DiagGGN, KFAC and KFLR "
-                    + "go through it)";
+        if (hessian && op(vertex) == Op.Product && vertex.getNumInputArrays() > 2) {
+            return "the Hessian residual of an elementwise Product of more than two inputs is not implemented "
+                    + "(two inputs are; DiagGGN, KFAC and KFLR go through any)";
         }
         return null;
+    }
+
+    /**
+     * Product {@code y = a ⊙ b}: per element the residual w.r.t. {@code (a_f, b_f)} is
+     * {@code ε_f [[0, 1], [1, 0]] = |ε_f| (u uᵀ − w wᵀ)} with {@code u = (1, s)/√2},
+     * {@code w = (1, −s)/√2}, {@code s = sgn ε_f} (docs/math.md#graphs).
+     */
+    @Override
+    public java.util.List<ResidualPart> residual(VertexRecord record, INDArray epsilon) {
+        if (op(record.vertex()) != Op.Product || record.inputCount() != 2) {
+            return java.util.List.of();
+        }
+        INDArray magnitude = org.nd4j.linalg.ops.transforms.Transforms.sqrt(
+                org.nd4j.linalg.ops.transforms.Transforms.abs(epsilon, true), false).muli(Math.sqrt(0.5));
+        INDArray signed = org.nd4j.linalg.ops.transforms.Transforms.sign(epsilon, true).muli(magnitude);
+        return java.util.List.of(new ResidualPart(1.0, new INDArray[] {magnitude, signed}),
+                new ResidualPart(-1.0, new INDArray[] {magnitude, signed.neg()}));
     }
 
     @Override

@@ -28,6 +28,7 @@ public final class RecordedLayer {
     private final INDArray outputGradient;
     private final long[] outputShape;
     private final Map<String, INDArray> cache = new HashMap<>();
+    private INDArray inputGradient;
 
     /**
      * @param node the layer's node
@@ -109,6 +110,19 @@ public final class RecordedLayer {
     /** @return the input dropout mask, or null */
     public INDArray dropoutMask() {
         return dropoutMask;
+    }
+
+    /**
+     * @param gradient {@code ∂L/∂x} of the mean loss w.r.t. the node's input (before the
+     *     preprocessor), detached, where a vertex's Hessian residual below needs it
+     */
+    public void setInputGradient(INDArray gradient) {
+        this.inputGradient = gradient;
+    }
+
+    /** @return {@code ∂L/∂x} of the mean loss w.r.t. the node's input, or null where not recorded */
+    public INDArray inputGradient() {
+        return inputGradient;
     }
 
     /** @return {@code ∂L/∂a} of the mean loss at the layer output, or null */

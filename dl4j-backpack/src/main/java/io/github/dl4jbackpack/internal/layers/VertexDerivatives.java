@@ -41,6 +41,28 @@ public interface VertexDerivatives {
     INDArray[] inputJacobianTranspose(VertexRecord record, INDArray columns);
 
     /**
+     * One signed part of a vertex's Hessian residual {@code Σ_f ε_f ∇²y_f} w.r.t. its inputs, in
+     * factored form: column f (one per output feature) lives at every input at once, at input i it
+     * is {@code scale_i[n] ⊙ e_f} (a unit vector at feature f scaled per example); the part adds
+     * {@code sign · Σ_f c_f c_fᵀ}.
+     *
+     * @param sign +1 or −1
+     * @param scales per input slot, {@code [N, *inShape_i]} (elementwise vertices: the output shape)
+     */
+    record ResidualPart(double sign, INDArray[] scales) {
+    }
+
+    /**
+     * @param record the vertex's record
+     * @param epsilon {@code ∂L/∂y} of the mean loss at the vertex output, {@code [N, *outShape]}
+     * @return the signed parts of the Hessian residual (empty for vertices that are linear or piecewise
+     *     linear in their inputs)
+     */
+    default java.util.List<ResidualPart> residual(VertexRecord record, INDArray epsilon) {
+        return java.util.List.of();
+    }
+
+    /**
      * Sizes chunks of columns: an upper bound on the elements, per column and example, that
      * {@link #inputJacobianTranspose} allocates.
      *
