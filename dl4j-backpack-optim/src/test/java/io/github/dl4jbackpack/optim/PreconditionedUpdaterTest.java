@@ -144,7 +144,7 @@ class PreconditionedUpdaterTest {
 
     /** The expected new value of one parameter after one step, from the iteration's quantities. */
     @SuppressWarnings("unchecked")
-    static INDArray expectedStep(PreconditionedUpdater rule, Quantities q, int layer, String param, INDArray theta,
+    static INDArray expectedStep(PreconditionedUpdater rule, Quantities q, String layer, String param, INDArray theta,
                                  INDArray gradient, double l2) {
         double alpha = rule.getLearningRate(0, 0);
         double lambda = rule.getDamping();
@@ -194,7 +194,7 @@ class PreconditionedUpdaterTest {
                 INDArray theta = reference.getParam(layer + "_" + param);
                 INDArray gradient = reference.gradient().getGradientFor(layer + "_" + param).div(x.size(0));
                 double l2 = layer != 3 && param.equals("W") ? L2 : 0;   // DL4J's l2() leaves biases alone
-                INDArray expected = expectedStep(rule, q, layer, param, theta, gradient, l2);
+                INDArray expected = expectedStep(rule, q, String.valueOf(layer), param, theta, gradient, l2);
                 INDArray actual = net.getParam(layer + "_" + param);
                 double scale = expected.sub(theta).amaxNumber().doubleValue();
                 double diff = expected.sub(actual).amaxNumber().doubleValue();
@@ -290,7 +290,7 @@ class PreconditionedUpdaterTest {
             for (String param : reference.getLayer(layer).paramTable().keySet()) {
                 INDArray theta = reference.getParam(layer + "_" + param);
                 INDArray gradient = reference.gradient().getGradientFor(layer + "_" + param).div(x.size(0));
-                INDArray expected = layer == 2 ? expectedStep(kflr, q, layer, param, theta, gradient, 0)
+                INDArray expected = layer == 2 ? expectedStep(kflr, q, String.valueOf(layer), param, theta, gradient, 0)
                         : theta.sub(gradient.mul(0.05));
                 INDArray actual = net.getParam(layer + "_" + param);
                 assertEquals(0.0, expected.sub(actual).amaxNumber().doubleValue(),
