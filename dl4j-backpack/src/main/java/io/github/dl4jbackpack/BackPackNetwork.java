@@ -131,24 +131,38 @@ public final class BackPackNetwork {
     }
 
     /**
-     * Sets the memory that one chunk of second-order factor columns may occupy (default 1 GiB).
-     * Second-order extensions push several columns per example through the network (the exact GGN
-     * and the Hessian as many as the network has outputs, more for Hessian residuals); columns are
-     * processed in chunks whose temporaries, over all layers, fit in this budget, trading memory for
-     * more, smaller passes.
+     * Sets the scratch memory of the second-order pass (default 1 GiB). Second-order extensions push
+     * several columns per example through the network (the exact GGN and the Hessian as many as the
+     * network has outputs, more for Hessian residuals); columns are processed in chunks whose
+     * temporaries, over all layers and vertices, fit in this budget, trading memory for more, smaller
+     * passes. The scratch workspace is sized to the chunk actually needed (a small network needs
+     * little), never above the budget; a network and batch of which not even one column fits fail
+     * with a message saying how much is needed. Not counted: the copies of each layer's
+     * pre-activation the pass keeps (the size of the layer outputs) and the results.
      *
-     * <p>The chunks are computed in a per-thread ND4J workspace of (at most) this size that stays
-     * allocated after the pass, so that later passes reuse it instead of allocating afresh; first-order
-     * extensions likewise keep a workspace as large as their largest layer needed.
-     * {@code Nd4j.getWorkspaceManager().destroyAllWorkspacesForCurrentThread()} releases both.
+     * <p>The chunks are computed in a per-thread ND4J workspace that stays allocated after the pass,
+     * so that later passes reuse it instead of allocating afresh; first-order extensions likewise keep
+     * a workspace as large as their largest layer needed. {@link #releaseThreadMemory()} returns both
+     * at once (call it at the end of a thread that ran passes, e.g. in a thread pool's
+     * {@code afterExecute}).
      *
-     * @param bytes a positive number of bytes
+     * @param bytes the budget, at least 64 KiB
+     * @throws IllegalArgumentException for a smaller budget
      */
     public void setCurvatureMemoryBudget(long bytes) {
         interceptor.setCurvatureMemoryBudget(bytes);
     }
 
-    /** @return the memory that one chunk of second-order factor columns may occupy, in bytes */
+    /**
+     * Releases the scratch memory the calling thread's passes keep for reuse (of every extended
+     * network): deterministic, instead of waiting for the thread's end or the garbage collector. The
+     * next pass on the thread allocates it again.
+     */
+    public static void releaseThreadMemory() {
+        io.github.dl4jbackpack.internal.memory.ScratchWorkspace.release();
+    }
+
+    /** @return the scratch memory budget of the second-order pass, in bytes */
     public long curvatureMemoryBudget() {
         return interceptor.curvatureMemoryBudget();
     }

@@ -30,7 +30,7 @@ import java.util.TreeMap;
 import static io.github.dl4jbackpack.Reference.assertClose;
 
 /**
- * Brute-force references for Kronecker factors (MATH.md, "Kronecker factors"), independent of the
+ * Brute-force references for Kronecker factors (docs/math.md#kronecker-factors), independent of the
  * library:
  * <ul>
  *   <li>input-side factors {@code A} as direct sums over layer inputs (from a plain DL4J forward pass)

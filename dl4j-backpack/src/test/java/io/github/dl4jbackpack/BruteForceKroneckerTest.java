@@ -43,7 +43,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * Kronecker factors (KFLR, KFAC, KFRA) against brute-force references (MATH.md, "Kronecker
+ * Kronecker factors (KFLR, KFAC, KFRA) against brute-force references (docs/math.md, "Kronecker
  * factors"), built on plain copies of the network from DL4J's own passes only:
  * <ol>
  *   <li>one example, where the Kronecker product is exact: KFLR's {@code toMatrix()} equals the full

@@ -7,7 +7,10 @@ import io.github.dl4jbackpack.spi.ParameterQuantities;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
-/** {@code Δ = g / (diag G + λ + η)}, elementwise, with a diagonal curvature extension. */
+/**
+ * {@code Δ = g / (diag G + λ + η)}, elementwise, with a diagonal curvature extension; 0 where
+ * {@code diag G + λ + η} is 0 (possible only with λ = 0), instead of the 0/0 of a dead unit.
+ */
 final class DiagonalPreconditioner implements Preconditioner {
 
     private final Class<? extends Extension<INDArray>> curvature;
@@ -19,7 +22,11 @@ final class DiagonalPreconditioner implements Preconditioner {
     @Override
     public INDArray precondition(INDArray gradient, BlockCurvature.Segment segment, ParameterQuantities quantities,
                                  double damping) {
-        INDArray diagonal = quantities.get(curvature, segment.layer(), segment.param()).castTo(DataType.DOUBLE);
-        return gradient.div(diagonal.addi(damping + segment.l2()));
+        INDArray denominator = quantities.get(curvature, segment.layer(), segment.param()).castTo(DataType.DOUBLE)
+                .addi(damping + segment.l2());
+        // no curvature and no damping (a dead unit with λ = 0): no step there, not 0/0
+        INDArray curved = denominator.gt(0.0).castTo(DataType.DOUBLE);
+        INDArray safe = denominator.add(curved.rsub(1.0));
+        return gradient.div(safe).muli(curved);
     }
 }

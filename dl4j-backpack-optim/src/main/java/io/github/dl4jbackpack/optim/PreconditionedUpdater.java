@@ -11,7 +11,7 @@ import java.util.Objects;
 
 /**
  * Common part of the curvature-preconditioned updaters: the step
- * {@code θ ← θ − α (G + (λ+η) I)⁻¹ (∇L + η θ)} (MATH.md, paper Eq. 7) with learning rate α (fixed
+ * {@code θ ← θ − α (G + (λ+η) I)⁻¹ (∇L + η θ)} (docs/math.md#preconditioned-updates, paper Eq. 7) with learning rate α (fixed
  * or an {@link ISchedule}), damping λ and the layer's L2 strength η (0 without L2; DL4J's weight
  * decay is applied after the updater and is not part of the damping). The curvature G comes from
  * the extended backward pass of the same iteration, so the network must be extended with
@@ -36,12 +36,19 @@ public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdate
      * @param damping λ, non-negative
      */
     protected PreconditionedUpdater(double learningRate, ISchedule learningRateSchedule, double damping) {
-        if (damping < 0 || Double.isNaN(damping)) {
-            throw new IllegalArgumentException("damping must be non-negative, got " + damping);
+        if (!(damping >= 0) || Double.isInfinite(damping)) {
+            throw new IllegalArgumentException("damping λ must be finite and non-negative, got " + damping);
         }
+        checkLearningRate(learningRate);
         this.learningRate = learningRate;
         this.learningRateSchedule = learningRateSchedule;
         this.damping = damping;
+    }
+
+    private static void checkLearningRate(double learningRate) {
+        if (!(learningRate >= 0) || Double.isInfinite(learningRate)) {
+            throw new IllegalArgumentException("learning rate α must be finite and non-negative, got " + learningRate);
+        }
     }
 
     /** @return λ */
@@ -84,6 +91,9 @@ public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdate
 
     @Override
     public void setLrAndSchedule(double lr, ISchedule lrSchedule) {
+        if (lrSchedule == null) {
+            checkLearningRate(lr);
+        }
         this.learningRate = lr;
         this.learningRateSchedule = lrSchedule;
     }

@@ -15,7 +15,7 @@ public record CurvatureRequest(FactorKind kind, Statistic statistic) {
         DIAGONAL,
         /** The curvature diagonal per example. */
         BATCH_DIAGONAL,
-        /** The output-side Kronecker factor {@code B} (MATH.md, "Kronecker factors"). */
+        /** The output-side Kronecker factor {@code B} (docs/math.md#kronecker-factors). */
         OUTPUT_FACTOR
     }
 

@@ -9,7 +9,7 @@ import java.util.Map;
 /**
  * Diagonal of the Hessian of the mean loss, {@code diag ∇²_θ L}: the exact GGN diagonal plus the
  * residual terms {@code diag(φ''(z) ⊙ ∂L/∂a)} of every activation that is not piecewise linear,
- * propagated backwards as signed factors (MATH.md, "Hessian diagonal"). For networks whose
+ * propagated backwards as signed factors (docs/math.md#hessian-diagonal). For networks whose
  * activations are all piecewise linear (ReLU, leaky ReLU, max pooling, ...) it equals
  * {@link DiagGGNExact}.
  *

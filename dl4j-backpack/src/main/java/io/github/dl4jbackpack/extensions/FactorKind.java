@@ -1,7 +1,7 @@
 package io.github.dl4jbackpack.extensions;
 
 /**
- * Which matrix factor the second-order pass propagates (MATH.md, "Second order"): the exact
+ * Which matrix factor the second-order pass propagates (docs/math.md#second-order): the exact
  * symmetric factor of the loss Hessian, a Monte Carlo factor with a number of samples, the
  * residual factors of the Hessian at nonlinear activations, or KFRA's batch-averaged matrix.
  *

@@ -9,7 +9,7 @@ import java.util.Optional;
 
 /**
  * A Kronecker-factored approximation {@code F_1 ⊗ F_2 ⊗ …} of the curvature block of one
- * parameter, flattened row-major in its {@code paramTable()} shape (MATH.md, "Kronecker factors"):
+ * parameter, flattened row-major in its {@code paramTable()} shape (docs/math.md#kronecker-factors):
  * dense {@code W [nIn, nOut]} → {@code [A, B]}; convolution {@code W [nOut, nIn, kH, kW]} →
  * {@code [B, A]}; bias → {@code [B]}. {@code A} is the input-side factor (from the layer input),
  * {@code B} the output-side factor (from the curvature propagated to the layer output).

@@ -5,6 +5,7 @@ import io.github.dl4jbackpack.extensions.Extension;
 import io.github.dl4jbackpack.extensions.FactorKind;
 import io.github.dl4jbackpack.internal.curvature.CurvaturePass;
 import io.github.dl4jbackpack.internal.graph.Node;
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import io.github.dl4jbackpack.internal.graph.Topology;
 import io.github.dl4jbackpack.internal.layers.CurvatureSink;
 import io.github.dl4jbackpack.internal.layers.RecordedLayer;

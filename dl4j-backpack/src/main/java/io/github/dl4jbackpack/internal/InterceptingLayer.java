@@ -1,6 +1,7 @@
 package io.github.dl4jbackpack.internal;
 
 import io.github.dl4jbackpack.internal.graph.Node;
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import io.github.dl4jbackpack.internal.layers.LayerKinds;

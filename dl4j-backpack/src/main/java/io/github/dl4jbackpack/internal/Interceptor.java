@@ -119,8 +119,9 @@ public final class Interceptor {
 
     /** @param bytes the memory that one chunk of second-order factor columns may occupy */
     public void setCurvatureMemoryBudget(long bytes) {
-        if (bytes <= 0) {
-            throw new IllegalArgumentException("memory budget must be positive, got " + bytes);
+        if (bytes < io.github.dl4jbackpack.internal.memory.ScratchWorkspace.MINIMUM_BYTES) {
+            throw new IllegalArgumentException("the curvature memory budget must be at least "
+                    + io.github.dl4jbackpack.internal.memory.ScratchWorkspace.MINIMUM_BYTES + " bytes, got " + bytes);
         }
         this.curvatureMemoryBudget = bytes;
     }

@@ -2,7 +2,7 @@ package io.github.dl4jbackpack.internal.curvature;
 
 import io.github.dl4jbackpack.extensions.CurvatureRequest;
 import io.github.dl4jbackpack.extensions.FactorKind;
-import io.github.dl4jbackpack.internal.ScratchWorkspace;
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import io.github.dl4jbackpack.internal.graph.Node;
 import io.github.dl4jbackpack.internal.graph.Topology;
 import io.github.dl4jbackpack.internal.layers.Columns;
@@ -53,6 +53,7 @@ public final class CurvaturePass {
     private final long batchSize;
     private final long memoryBudget;
     private final long scratchPerRow;
+    private final long widestConvolution;
 
     /**
      * @param topology the network
@@ -71,6 +72,7 @@ public final class CurvaturePass {
         this.batchSize = batchSize;
         this.memoryBudget = memoryBudget;
         long scratch = 0;
+        long convolution = 0;
         for (Node n : topology.nodes()) {
             if (!region[n.position()]) {
                 continue;
@@ -83,12 +85,16 @@ public final class CurvaturePass {
                 RecordedLayer l = (RecordedLayer) r;
                 // the layer's own temporaries, the activation- and dropout-scaled copies of the columns
                 scratch += l.kind().scratchFeatures(l) + 2 * l.outputFeatures();
+                if (l.kind() instanceof ConvolutionDerivatives) {
+                    convolution = Math.max(convolution, l.layer().getParam("W").length());
+                }
             } else {
                 VertexRecord v = (VertexRecord) r;
                 scratch += v.kind().scratchFeatures(v) + v.outputFeatures();
             }
         }
         this.scratchPerRow = scratch;
+        this.widestConvolution = convolution;
     }
 
     /**
@@ -114,22 +120,42 @@ public final class CurvaturePass {
         return region;
     }
 
+    /**
+     * @return the most columns whose scratch memory fits the budget, at most {@code columns}
+     * @throws IllegalStateException if not even one column fits
+     */
     private long chunkColumns(long columns, int bytesPerElement) {
-        long available = memoryBudget - fixedScratchBytes(bytesPerElement);
-        return Math.max(1, Math.min(columns, available / Math.max(1, columnBytes(bytesPerElement))));
+        if (scratchBytes(1, bytesPerElement) > memoryBudget) {
+            throw new IllegalStateException(String.format("one factor column of this network and batch needs %.1f MB "
+                    + "of scratch memory, more than the curvature memory budget of %.1f MB; raise it with "
+                    + "BackPackNetwork.setCurvatureMemoryBudget(bytes) or use a smaller batch",
+                    scratchBytes(1, bytesPerElement) / 1e6, memoryBudget / 1e6));
+        }
+        long low = 1;
+        long high = columns;
+        while (low < high) {
+            long mid = low + (high - low + 1) / 2;
+            if (scratchBytes(mid, bytesPerElement) <= memoryBudget) {
+                low = mid;
+            } else {
+                high = mid - 1;
+            }
+        }
+        return low;
     }
 
-    private long columnBytes(int bytesPerElement) {
-        return batchSize * scratchPerRow * bytesPerElement;
-    }
-
-    private static long fixedScratchBytes(int bytesPerElement) {
-        return 2 * ConvolutionDerivatives.CHUNK_ELEMENTS * bytesPerElement;
+    /**
+     * @return the scratch memory of a chunk of columns: every node's temporaries per column and
+     *     example, plus the per-example products of convolutions, which are formed in bounded chunks
+     */
+    private long scratchBytes(long chunk, int bytesPerElement) {
+        long rows = batchSize * chunk;
+        long convolution = Math.min(2 * ConvolutionDerivatives.CHUNK_ELEMENTS, 2 * rows * widestConvolution);
+        return (rows * scratchPerRow + convolution) * bytesPerElement;
     }
 
     private ScratchWorkspace scratch(long chunk, int bytesPerElement) {
-        return ScratchWorkspace.open(ScratchWorkspace.CURVATURE,
-                chunk * columnBytes(bytesPerElement) + fixedScratchBytes(bytesPerElement));
+        return ScratchWorkspace.open(ScratchWorkspace.CURVATURE, scratchBytes(chunk, bytesPerElement));
     }
 
     /**

@@ -1,6 +1,6 @@
 package io.github.dl4jbackpack.internal.layers;
 
-import io.github.dl4jbackpack.internal.ScratchWorkspace;
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 import java.util.LinkedHashMap;

@@ -27,7 +27,7 @@ import java.util.Set;
 /**
  * Derivatives of DL4J's elementwise activation functions {@code a = φ(z)}: the first derivative
  * exactly as DL4J's own backward pass computes it, and the second derivative (for the residual
- * terms of the Hessian, MATH.md "Hessian diagonal"), written out per activation with DL4J's own
+ * terms of the Hessian, docs/math.md#hessian-diagonal), written out per activation with DL4J's own
  * constants.
  */
 public final class ElementwiseActivations {

@@ -16,7 +16,7 @@ import org.nd4j.linalg.ops.transforms.Transforms;
 import java.util.Optional;
 
 /**
- * The supported (loss, output activation) pairs and their curvature (MATH.md, "Second order"):
+ * The supported (loss, output activation) pairs and their curvature (docs/math.md#second-order):
  * softmax with MCXENT or NEGATIVELOGLIKELIHOOD, identity with MSE or L2, sigmoid with XENT.
  */
 public final class LossCurvatures {

@@ -1,4 +1,4 @@
-package io.github.dl4jbackpack.internal;
+package io.github.dl4jbackpack.internal.memory;
 
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.memory.MemoryWorkspaceManager;
@@ -31,7 +31,8 @@ public final class ScratchWorkspace implements AutoCloseable {
     /** Chunks of columns of the second-order pass, sized from the memory budget. */
     public static final String CURVATURE = "dl4j-backpack-curvature";
 
-    private static final long MINIMUM_BYTES = 1L << 20;
+    /** The smallest workspace, so that tiny scopes do not create many tiny workspaces. */
+    public static final long MINIMUM_BYTES = 1L << 16;
     private static final ThreadLocal<Map<String, Long>> LEARNED = ThreadLocal.withInitial(HashMap::new);
 
     private final String id;
@@ -67,6 +68,30 @@ public final class ScratchWorkspace implements AutoCloseable {
                 .policySpill(SpillPolicy.EXTERNAL)
                 .build();
         return new ScratchWorkspace(id, manager.getAndActivateWorkspace(configuration, id));
+    }
+
+    /**
+     * Destroys the calling thread's scratch workspaces (both purposes), returning their memory now
+     * rather than when the thread's workspaces are otherwise destroyed; the next pass on this thread
+     * allocates them again.
+     */
+    public static void release() {
+        MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
+        for (String id : new String[] {FIRST_ORDER, CURVATURE}) {
+            if (manager.checkIfWorkspaceExists(id)) {
+                manager.destroyWorkspace(manager.getWorkspaceForCurrentThread(id));
+            }
+        }
+        LEARNED.remove();
+    }
+
+    /**
+     * @param id {@link #FIRST_ORDER} or {@link #CURVATURE}
+     * @return the bytes the calling thread's workspace of that purpose holds, 0 if it has none
+     */
+    public static long allocatedBytes(String id) {
+        MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
+        return manager.checkIfWorkspaceExists(id) ? manager.getWorkspaceForCurrentThread(id).getCurrentSize() : 0;
     }
 
     /**

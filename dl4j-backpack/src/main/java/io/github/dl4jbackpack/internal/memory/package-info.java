@@ -1,0 +1,4 @@
+/**
+ * Internal: the per-thread scratch workspaces the extensions compute in.
+ */
+package io.github.dl4jbackpack.internal.memory;

@@ -1,0 +1,4 @@
+/**
+ * The DeepOBS-style optimisation experiments of the paper: grids, runs, selection, summaries and plots.
+ */
+package io.github.dl4jbackpack.samples.experiments;

@@ -1,0 +1,5 @@
+/**
+ * Runnable samples: the gradient-noise demo, the optimiser comparison, the benchmark runner and the
+ * paper's optimisation experiments.
+ */
+package io.github.dl4jbackpack.samples;
