@@ -84,6 +84,8 @@ public final class BackPackNetwork {
     private Quantities latest;
     private boolean unwrapped;
     private boolean publishing;
+    private final java.util.concurrent.atomic.AtomicReference<Thread> caller =
+            new java.util.concurrent.atomic.AtomicReference<>();
 
     private BackPackNetwork(NetworkAccess access) {
         this.access = access;
@@ -248,18 +250,29 @@ public final class BackPackNetwork {
         ensureInstalled();
         checkNetwork(requested);
         Validation.checkBatch(access, features, labels);
-        if (requested.isEmpty()) {
-            access.computeGradientAndScore(features, labels);
-            return new Quantities(access.score(), features[0].size(0), java.util.Map.of());
+        Thread self = Thread.currentThread();
+        if (!caller.compareAndSet(null, self)) {
+            Thread other = caller.get();
+            throw new IllegalStateException("backward() is running on thread \"" + (other == null ? "?" : other.getName())
+                    + "\" for this network while thread \"" + self.getName() + "\" calls it; DL4J networks are not "
+                    + "thread-safe: give each thread its own network (net.clone(), then BackPackNetwork.extend)");
         }
-        Quantities before = latest;
-        interceptor.runWith(requested, () -> access.computeGradientAndScore(features, labels));
-        Quantities q = latest;
-        if (q == null || q == before) {
-            throw new IllegalStateException("The backward pass did not reach the extended layers; was a layer of "
-                    + "the network replaced during the pass?");
+        try {
+            if (requested.isEmpty()) {
+                access.computeGradientAndScore(features, labels);
+                return new Quantities(access.score(), features[0].size(0), java.util.Map.of());
+            }
+            Quantities before = latest;
+            interceptor.runWith(requested, () -> access.computeGradientAndScore(features, labels));
+            Quantities q = latest;
+            if (q == null || q == before) {
+                throw new IllegalStateException("The backward pass did not reach the extended layers; was a layer of "
+                        + "the network replaced during the pass?");
+            }
+            return q;
+        } finally {
+            caller.set(null);
         }
-        return q;
     }
 
     /**

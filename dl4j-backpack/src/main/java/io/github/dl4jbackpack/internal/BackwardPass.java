@@ -48,6 +48,7 @@ final class BackwardPass {
     private final Set<Integer> outputsScored = new HashSet<>();
     private final Map<Class<?>, Map<String, Map<String, Object>>> results = new HashMap<>();
     private double score;
+    private final Thread thread = Thread.currentThread();
 
     BackwardPass(List<Extension<?>> extensions, long batchSize, Topology topology, long memoryBudget) {
         for (Extension<?> e : extensions) {
@@ -67,6 +68,11 @@ final class BackwardPass {
 
     long batchSize() {
         return batchSize;
+    }
+
+    /** @return the thread that runs this pass */
+    Thread thread() {
+        return thread;
     }
 
     boolean needsFirstOrder() {

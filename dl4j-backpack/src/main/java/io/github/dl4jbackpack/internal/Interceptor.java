@@ -92,6 +92,10 @@ public final class Interceptor {
      * @param pass what runs the pass
      */
     public void runWith(List<Extension<?>> extensions, Runnable pass) {
+        BackwardPass running = current;
+        if (running != null && running.thread() != Thread.currentThread() && running.thread().isAlive()) {
+            throw concurrentUse(running);
+        }
         override = List.copyOf(extensions);
         current = null;
         try {
@@ -131,9 +135,23 @@ public final class Interceptor {
         return curvatureMemoryBudget;
     }
 
-    /** @return the pass in progress, or null */
+    /**
+     * @return the pass in progress, or null
+     * @throws IllegalStateException if it runs on another thread: DL4J networks are not thread-safe
+     */
     BackwardPass current() {
-        return current;
+        BackwardPass pass = current;
+        if (pass != null && pass.thread() != Thread.currentThread() && pass.thread().isAlive()) {
+            throw concurrentUse(pass);
+        }
+        return pass;
+    }
+
+    private static IllegalStateException concurrentUse(BackwardPass pass) {
+        return new IllegalStateException("this extended network is in a backward pass on thread \""
+                + pass.thread().getName() + "\" while thread \"" + Thread.currentThread().getName() + "\" uses it; "
+                + "DL4J networks are not thread-safe: give each thread its own network (net.clone(), then "
+                + "BackPackNetwork.extend). If a pass on that thread failed, a new backward(...) there resets it.");
     }
 
     /**
@@ -141,7 +159,7 @@ public final class Interceptor {
      * outputs of a graph.
      */
     void outputBackward(Node output, long batchSize) {
-        if (current != null && current.joins(output)) {
+        if (current() != null && current.joins(output)) {
             return;
         }
         List<Extension<?>> extensions = active();

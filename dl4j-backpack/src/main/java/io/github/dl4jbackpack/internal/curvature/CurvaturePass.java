@@ -155,7 +155,7 @@ public final class CurvaturePass {
     }
 
     private ScratchWorkspace scratch(long chunk, int bytesPerElement) {
-        return ScratchWorkspace.open(ScratchWorkspace.CURVATURE, scratchBytes(chunk, bytesPerElement));
+        return ScratchWorkspace.open(ScratchWorkspace.CURVATURE, scratchBytes(chunk, bytesPerElement), memoryBudget);
     }
 
     /**

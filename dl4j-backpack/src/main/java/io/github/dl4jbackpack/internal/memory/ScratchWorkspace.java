@@ -51,11 +51,24 @@ public final class ScratchWorkspace implements AutoCloseable {
      * @return the open scope
      */
     public static ScratchWorkspace open(String id, long bytes) {
-        long size = Math.max(MINIMUM_BYTES, Math.max(bytes, LEARNED.get().getOrDefault(id, 0L)));
+        return open(id, Math.max(bytes, LEARNED.get().getOrDefault(id, 0L)), Long.MAX_VALUE);
+    }
+
+    /**
+     * Opens the workspace with a size in {@code [bytes, limit]}: an existing workspace of this thread
+     * is reused when its size is in that range, else replaced by one of exactly {@code bytes}.
+     *
+     * @param id {@link #FIRST_ORDER} or {@link #CURVATURE}
+     * @param bytes the size the scope needs
+     * @param limit the largest workspace the caller accepts (a memory budget)
+     * @return the open scope
+     */
+    public static ScratchWorkspace open(String id, long bytes, long limit) {
+        long size = Math.max(MINIMUM_BYTES, bytes);
         MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
         if (manager.checkIfWorkspaceExists(id)) {
             MemoryWorkspace existing = manager.getWorkspaceForCurrentThread(id);
-            if (existing.getCurrentSize() >= size) {
+            if (existing.getCurrentSize() >= size && existing.getCurrentSize() <= Math.max(size, limit)) {
                 return new ScratchWorkspace(id, existing.notifyScopeEntered());
             }
             manager.destroyWorkspace(existing);
