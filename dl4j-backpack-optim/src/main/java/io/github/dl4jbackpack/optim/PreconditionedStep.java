@@ -14,7 +14,8 @@ import java.util.Map;
  * The {@code GradientUpdater} of a {@link PreconditionedUpdater}: replaces the gradient of every
  * parameter in its DL4J updater block by {@code α (G + (λ+η) I)⁻¹ (∇L + η θ)} using the curvature
  * the extended network handed over for the current iteration. Stateless: nothing carries over
- * between iterations, so checkpoints resume exactly.
+ * between iterations, so checkpoints resume exactly (Monte Carlo rules: given the same state of ND4J's
+ * random generator).
  */
 final class PreconditionedStep implements GradientUpdater<PreconditionedUpdater>, CurvatureConsumer {
 
