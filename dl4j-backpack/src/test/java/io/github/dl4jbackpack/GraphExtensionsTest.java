@@ -319,6 +319,26 @@ class GraphExtensionsTest {
     }
 
     @Test
+    void aGraphWhoseOutputIsNotALossLayerIsRefusedNamingIt() {
+        org.deeplearning4j.nn.conf.ComputationGraphConfiguration.GraphBuilder b = GraphNets.builder(DataType.DOUBLE,
+                WorkspaceMode.ENABLED, 1)
+                .addInputs("in")
+                .addLayer("hidden", dense(4, Activation.TANH), "in")
+                .addLayer("out", output(LossFunction.MCXENT, Activation.SOFTMAX, 3), "hidden")
+                .addLayer("head", dense(2, Activation.IDENTITY), "hidden")
+                .setOutputs("out", "head")
+                .setInputTypes(InputType.feedForward(3));
+        ComputationGraph graph = GraphNets.init(b, 1);
+        INDArray params = graph.params().dup();
+        UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
+                () -> BackPackNetwork.extend(graph).enable(new BatchGrad(), new DiagGGNExact()));
+        assertEquals(List.of("head"), e.parts().stream().map(UnsupportedLayerException.Part::layer)
+                .collect(Collectors.toList()), e.getMessage());
+        assertTrue(e.getMessage().contains("not an output or loss layer"), e.getMessage());
+        assertEquals(params, graph.params());
+    }
+
+    @Test
     void mismatchedArraysAreRejectedBeforeTheGraphIsTouched() {
         ComputationGraph graph = Topology.MULTI_INPUT.build();
         GraphNets.Data data = Topology.MULTI_INPUT.data(graph, 3, 1);

@@ -95,6 +95,15 @@ public final class Validation {
                                 + "not supported", "BackpropType.Standard"));
             }
         }
+        for (Node output : topology.outputs()) {
+            if (!output.isLayer() || !(output.layer() instanceof org.deeplearning4j.nn.api.layers.IOutputLayer)) {
+                for (Extension<?> e : extensions) {
+                    add(problems, new Problem(output.name(), output.typeName(), e.name(), "it is a network output but "
+                            + "not an output or loss layer, so the network has no loss to differentiate",
+                            "networks whose outputs are output or loss layers (OutputLayer, LossLayer, ...)"));
+                }
+            }
+        }
         boolean[] region = CurvaturePass.region(topology);
         double[] copies = batchCopies(topology);
         for (Extension<?> e : extensions) {
@@ -196,7 +205,8 @@ public final class Validation {
         org.deeplearning4j.nn.conf.layers.Layer conf = node.conf().getLayer();
         if (node.isOutput()) {
             if (!(conf instanceof BaseOutputLayer) && !(conf instanceof LossLayer)) {
-                return "the output is not an output or loss layer";
+                return node.layer() instanceof org.deeplearning4j.nn.api.layers.IOutputLayer
+                        ? "output layer type " + node.typeName() + " has no implemented loss Hessian" : null;
             }
             if (LossCurvatures.of(InterceptingLayer.lossFunction(conf), ((BaseLayer) conf).getActivationFn()).isEmpty()) {
                 return "loss " + InterceptingLayer.lossFunction(conf) + " with activation "
