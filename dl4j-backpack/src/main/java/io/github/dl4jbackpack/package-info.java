@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * dl4j-backpack: the quantities of BackPACK (Dangel, Kunstner &amp; Hennig, ICLR 2020) from the
  * backward pass of a DeepLearning4J network. Start with {@link io.github.dl4jbackpack.BackPackNetwork#extend}

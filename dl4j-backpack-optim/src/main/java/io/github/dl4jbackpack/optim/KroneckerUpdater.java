@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.optim;
 
 import io.github.dl4jbackpack.extensions.Extension;
@@ -38,6 +39,7 @@ public final class KroneckerUpdater extends PreconditionedUpdater {
         KFRA
     }
 
+    /** Which Kronecker factors. */
     private Curvature curvature;
     /** Monte Carlo samples of KFAC (0 for KFLR and KFRA). */
     private int mcSamples;

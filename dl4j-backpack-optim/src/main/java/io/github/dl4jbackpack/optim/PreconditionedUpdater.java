@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.optim;
 
 import io.github.dl4jbackpack.spi.CurvatureUpdater;
@@ -26,8 +27,11 @@ public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdate
     /** Default damping λ. */
     public static final double DEFAULT_DAMPING = 1e-2;
 
+    /** The learning rate α when no schedule is set. */
     private double learningRate;
+    /** A schedule for α, or null. */
     private ISchedule learningRateSchedule;
+    /** The damping λ. */
     private double damping;
 
     /**

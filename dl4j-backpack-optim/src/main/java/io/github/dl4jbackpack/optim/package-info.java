@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * Curvature-preconditioned updaters as drop-in DL4J {@code IUpdater}s
  * ({@link io.github.dl4jbackpack.optim.DiagGGNUpdater}, {@link io.github.dl4jbackpack.optim.KroneckerUpdater}),

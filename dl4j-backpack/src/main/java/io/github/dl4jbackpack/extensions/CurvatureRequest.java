@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.extensions;
 
 /**
@@ -19,17 +20,26 @@ public record CurvatureRequest(FactorKind kind, Statistic statistic) {
         OUTPUT_FACTOR
     }
 
-    /** @return a request of the summed diagonal */
+    /**
+     * @param kind the factor to propagate
+     * @return a request of the summed diagonal
+     */
     public static CurvatureRequest diagonal(FactorKind kind) {
         return new CurvatureRequest(kind, Statistic.DIAGONAL);
     }
 
-    /** @return a request of the per-example diagonal */
+    /**
+     * @param kind the factor to propagate
+     * @return a request of the per-example diagonal
+     */
     public static CurvatureRequest batchDiagonal(FactorKind kind) {
         return new CurvatureRequest(kind, Statistic.BATCH_DIAGONAL);
     }
 
-    /** @return a request of the output-side Kronecker factor */
+    /**
+     * @param kind the factor to propagate
+     * @return a request of the output-side Kronecker factor
+     */
     public static CurvatureRequest outputFactor(FactorKind kind) {
         return new CurvatureRequest(kind, Statistic.OUTPUT_FACTOR);
     }

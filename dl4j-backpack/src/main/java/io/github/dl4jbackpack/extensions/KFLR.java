@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.extensions;
 
 import java.util.List;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * The quantities the extended backward pass computes, one class per quantity (first order:
  * {@link io.github.dl4jbackpack.extensions.BatchGrad}, ..., second order:

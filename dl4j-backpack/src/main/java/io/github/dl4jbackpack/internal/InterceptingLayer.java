@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.internal;
 
 import io.github.dl4jbackpack.internal.graph.Node;
@@ -45,12 +46,13 @@ import org.nd4j.linalg.lossfunctions.ILossFunction;
  */
 public class InterceptingLayer extends BaseWrapperLayer {
 
-    private final Node node;
-    private final Interceptor interceptor;
-    private final LayerDerivatives kind;
-    private final NeuralNetConfiguration original;
-    private final RecordingActivation activationRecorder;
-    private final RecordingLoss lossRecorder;
+    // never serialised: wrappers are not saved (ModelSerializer writes the configuration and parameters)
+    private final transient Node node;
+    private final transient Interceptor interceptor;
+    private final transient LayerDerivatives kind;
+    private final transient NeuralNetConfiguration original;
+    private final transient RecordingActivation activationRecorder;
+    private final transient RecordingLoss lossRecorder;
 
     /**
      * @param underlying the DL4J layer

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.internal;
 
 import io.github.dl4jbackpack.internal.graph.Node;
@@ -19,7 +20,7 @@ import java.util.List;
  */
 public final class InterceptingOutputLayer extends InterceptingLayer implements IOutputLayer {
 
-    private final IOutputLayer output;
+    private final transient IOutputLayer output;
 
     /**
      * @param underlying the DL4J output layer

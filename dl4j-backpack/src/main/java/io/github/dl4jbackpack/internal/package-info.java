@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * Internal: the interception of DL4J's backward pass (layer wrappers, the pass in progress,
  * validation, the one place that knows MultiLayerNetwork from ComputationGraph). Not part of the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * The service-provider interface for applications built on the library in their own modules (the
  * curvature-preconditioned updaters of {@code dl4j-backpack-optim}): a DL4J updater configuration

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * Runnable samples: the gradient-noise demo, the optimiser comparison, the benchmark runner and the
  * paper's optimisation experiments.

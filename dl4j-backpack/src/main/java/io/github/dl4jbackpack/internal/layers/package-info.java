@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * Internal: one class per layer kind ({@link io.github.dl4jbackpack.internal.layers.LayerDerivatives})
  * and per graph vertex kind ({@link io.github.dl4jbackpack.internal.layers.VertexDerivatives}) that

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * Internal: the per-thread scratch workspaces the extensions compute in.
  */

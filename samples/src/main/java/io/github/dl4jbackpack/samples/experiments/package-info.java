@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * The DeepOBS-style optimisation experiments of the paper: grids, runs, selection, summaries and plots.
  */
