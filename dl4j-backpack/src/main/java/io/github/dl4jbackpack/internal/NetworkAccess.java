@@ -116,8 +116,8 @@ public abstract class NetworkAccess {
      */
     public Node nodeOf(Trainable trainable) {
         Object t = trainable;
-        if (t instanceof GraphVertex && ((GraphVertex) t).hasLayer()) {
-            t = ((GraphVertex) t).getLayer();
+        if (t instanceof LayerVertex) {
+            t = ((LayerVertex) t).getLayer();
         }
         Node n = t instanceof Layer ? topology().nodeOfLayer(RESOLVER.plain((Layer) t)) : null;
         if (n == null) {
@@ -248,7 +248,7 @@ public abstract class NetworkAccess {
         public Interceptor installed() {
             Interceptor common = null;
             for (GraphVertex v : graph.getVertices()) {
-                if (!v.hasLayer()) {
+                if (!(v instanceof LayerVertex)) {
                     continue;
                 }
                 Interceptor i = interceptorOf(v.getLayer());
@@ -264,7 +264,7 @@ public abstract class NetworkAccess {
         public void install(Interceptor interceptor) {
             uninstall();
             for (GraphVertex v : graph.getVertices()) {
-                if (v.hasLayer()) {
+                if (v instanceof LayerVertex) {
                     replace((LayerVertex) v, wrap(v.getLayer(), topology.node(v.getVertexName()), interceptor));
                 }
             }
@@ -285,7 +285,7 @@ public abstract class NetworkAccess {
         @Override
         public void uninstall() {
             for (GraphVertex v : graph.getVertices()) {
-                if (v.hasLayer() && v.getLayer() instanceof InterceptingLayer) {
+                if (v instanceof LayerVertex && v.getLayer() instanceof InterceptingLayer) {
                     InterceptingLayer w = (InterceptingLayer) v.getLayer();
                     w.uninstall();
                     replace((LayerVertex) v, w.getUnderlying());

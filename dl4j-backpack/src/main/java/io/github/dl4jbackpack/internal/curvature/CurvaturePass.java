@@ -100,10 +100,12 @@ public final class CurvaturePass {
 
     /**
      * @param node a node
-     * @return whether it is a layer with parameters
+     * @return whether it is a layer with trainable parameters: not frozen ({@code FrozenLayer},
+     *     {@code FrozenLayerWithBackprop}, inside a {@code FrozenVertex}), whose parameters DL4J does
+     *     not train and for which no quantity is computed
      */
     public static boolean isParametric(Node node) {
-        return node.isLayer() && node.layer().numParams() > 0;
+        return node.isLayer() && node.layer().numParams() > 0 && !node.isFrozen();
     }
 
     /**

@@ -64,6 +64,17 @@ public final class Node {
         return layer != null;
     }
 
+    /**
+     * @return whether DL4J keeps the node's parameters fixed: a {@code FrozenLayer} or
+     *     {@code FrozenLayerWithBackprop} (as {@code TransferLearning.setFeatureExtractor} makes them),
+     *     or a {@code FrozenVertex}
+     */
+    public boolean isFrozen() {
+        return layer instanceof org.deeplearning4j.nn.layers.FrozenLayer
+                || layer instanceof org.deeplearning4j.nn.layers.FrozenLayerWithBackprop
+                || vertex instanceof org.deeplearning4j.nn.graph.vertex.impl.FrozenVertex;
+    }
+
     /** @return the DL4J layer implementation (never one of the library's wrappers), or null for a vertex */
     public Layer layer() {
         return layer;

@@ -93,8 +93,9 @@ public final class Topology {
             }
             int position = nodes.size();
             positionOfVertex.put(vertexIndex, position);
-            Layer layer = v.hasLayer() ? unwrap.plain(v.getLayer()) : null;
-            nodes.add(new Node(v.getVertexName(), position, layer, v.hasLayer() ? unwrap.conf(v.getLayer()) : null, v,
+            // a FrozenVertex around a layer is a vertex here: DL4J never backpropagates through it
+            Layer layer = v instanceof LayerVertex ? unwrap.plain(v.getLayer()) : null;
+            nodes.add(new Node(v.getVertexName(), position, layer, layer != null ? unwrap.conf(v.getLayer()) : null, v,
                     inputs,
                     v instanceof LayerVertex ? ((LayerVertex) v).getLayerPreProcessor() : null,
                     outputNames.indexOf(v.getVertexName())));
