@@ -487,7 +487,9 @@ class BruteForceKroneckerTest {
         Quantities reference = BackPackNetwork.extend(net.clone()).backward(x, y, new KFLR());
 
         BackPackNetwork bp = BackPackNetwork.extend(net);
-        long budget = 100_000;   // conv output 400 values: one 400×400 float64 matrix is 1.28 MB
+        // enough for KFLR's columns one at a time, not for KFRA: conv output 400 values, one 400×400
+        // float64 matrix is 1.28 MB
+        long budget = 500_000;
         bp.setCurvatureMemoryBudget(budget);
         IllegalStateException e = assertThrows(IllegalStateException.class, () -> bp.backward(x, y, new KFRA()));
         String message = String.valueOf(e.getMessage());
