@@ -378,26 +378,24 @@ public final class CurvaturePass {
         if (!anyInputInRegion(node)) {
             return;
         }
-        List<VertexDerivatives.ResidualPart> parts = record.kind().residual(record, vertexGradient(node, epsilons));
+        INDArray gradient = vertexGradient(node, epsilons);
+        List<VertexDerivatives.ResidualPart> parts = record.kind().residual(record, gradient);
         for (VertexDerivatives.ResidualPart part : parts) {
-            long features = Columns.features(record.outputShape());
-            int bytes = part.scales()[0].dataType().width();
-            long chunk = chunkColumns(features, bytes);
-            for (long from = 0; from < features; from += chunk) {
-                long to = Math.min(features, from + chunk);
+            long columns = part.columns();
+            int bytes = gradient.dataType().width();
+            long chunk = chunkColumns(columns, bytes);
+            for (long from = 0; from < columns; from += chunk) {
+                long to = Math.min(columns, from + chunk);
                 try (ScratchWorkspace ignored = scratch(chunk, bytes)) {
+                    INDArray[] atInputs = part.columns(from, to);
                     Map<Integer, INDArray> pending = new HashMap<>();
                     int top = -1;
                     for (int slot = 0; slot < node.inputCount(); slot++) {
                         int producer = node.input(slot);
-                        if (producer < 0 || !region[producer]) {
-                            continue;
+                        if (producer >= 0 && region[producer]) {
+                            pending.merge(producer, atInputs[slot], INDArray::add);
+                            top = Math.max(top, producer);
                         }
-                        INDArray scale = part.scales()[slot];
-                        INDArray columns = unitColumns(scale.reshape('c', batchSize, features), from, to);
-                        pending.merge(producer, columns.reshape('c', Columns.withRows(batchSize * (to - from),
-                                record.inputShape(slot))), INDArray::add);
-                        top = Math.max(top, producer);
                     }
                     propagate(pending, to - from, top, -1, false, part.sign(), sinks);
                 }
@@ -447,17 +445,8 @@ public final class CurvaturePass {
         return sum;
     }
 
-    /** @return {@code [N, to − from, F]}: for column f, {@code scale[n, f]} at feature f, zero elsewhere */
-    private INDArray unitColumns(INDArray scale, long from, long to) {
-        long features = scale.size(1);
-        long v = to - from;
-        INDArray unitRows = Nd4j.zeros(scale.dataType(), v, features);
-        for (long c = 0; c < v; c++) {
-            unitRows.putScalar(c, from + c, 1.0);
-        }
-        INDArray columns = unitRows.reshape('c', 1, v, features).broadcast(batchSize, v, features).dup('c');
-        Broadcast.mul(columns, scale, columns, 0, 2);
-        return columns;
+    private static INDArray unitColumns(INDArray scale, long from, long to) {
+        return Columns.unitColumns(scale, from, to);
     }
 
     /** Pushes {@code diag(root_n)} (columns = features) from node j's pre-activation down, in chunks. */

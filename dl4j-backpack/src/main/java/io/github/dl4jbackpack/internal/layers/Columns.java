@@ -71,6 +71,52 @@ public final class Columns {
     }
 
     /**
+     * @param scale per-example scales {@code [N, F]}
+     * @param from first feature
+     * @param to end of the range (exclusive)
+     * @return {@code [N, to − from, F]}: column j of example n is {@code scale[n, from + j]} at feature
+     *     {@code from + j}, zero elsewhere
+     */
+    public static INDArray unitColumns(INDArray scale, long from, long to) {
+        long n = scale.size(0);
+        long features = scale.size(1);
+        long v = to - from;
+        INDArray unitRows = org.nd4j.linalg.factory.Nd4j.zeros(scale.dataType(), v, features);
+        for (long c = 0; c < v; c++) {
+            unitRows.putScalar(c, from + c, 1.0);
+        }
+        INDArray columns = unitRows.reshape('c', 1, v, features).broadcast(n, v, features).dup('c');
+        Broadcast.mul(columns, scale, columns, 0, 2);
+        return columns;
+    }
+
+    /**
+     * Columns of a projection: column j of example n is {@code w[n] · (e_f − Σ_k u_k[n] u_k[n, f])}
+     * for {@code f = from + j}, i.e. {@code w[n] P_n e_f} with {@code P_n = I − Σ_k u_k u_kᵀ}.
+     *
+     * @param weight per-example weights {@code [N]}
+     * @param basis orthonormal vectors {@code u_k}, each {@code [N, F]} (rows may be zero)
+     * @param from first feature
+     * @param to end of the range (exclusive)
+     * @return {@code [N, to − from, F]}
+     */
+    public static INDArray projectionColumns(INDArray weight, INDArray[] basis, long from, long to) {
+        long n = weight.length();
+        long features = basis[0].size(1);
+        long v = to - from;
+        INDArray ones = weight.ulike().reshape(n).assign(1.0);
+        INDArray columns = unitColumns(ones.reshape(n, 1).broadcast(n, features).dup(), from, to);
+        for (INDArray u : basis) {
+            INDArray part = u.get(org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(from, to)).dup('c');
+            columns.subi(org.nd4j.linalg.factory.Nd4j.matmul(part.reshape('c', n, v, 1),
+                    u.dup('c').reshape('c', n, 1, features)));
+        }
+        Broadcast.mul(columns, weight.reshape(n), columns, 0);
+        return columns;
+    }
+
+    /**
      * @param values per-example values {@code [N, *shape]}
      * @param columnsPerExample V
      * @return {@code [N·V, *shape]}, every example repeated V times in a row

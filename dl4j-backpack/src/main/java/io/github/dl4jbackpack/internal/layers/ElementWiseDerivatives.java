@@ -64,8 +64,8 @@ public final class ElementWiseDerivatives implements VertexDerivatives {
         INDArray magnitude = org.nd4j.linalg.ops.transforms.Transforms.sqrt(
                 org.nd4j.linalg.ops.transforms.Transforms.abs(epsilon, true), false).muli(Math.sqrt(0.5));
         INDArray signed = org.nd4j.linalg.ops.transforms.Transforms.sign(epsilon, true).muli(magnitude);
-        return java.util.List.of(new ResidualPart(1.0, new INDArray[] {magnitude, signed}),
-                new ResidualPart(-1.0, new INDArray[] {magnitude, signed.neg()}));
+        return java.util.List.of(VertexDerivatives.diagonal(1.0, new INDArray[] {magnitude, signed}),
+                VertexDerivatives.diagonal(-1.0, new INDArray[] {magnitude, signed.neg()}));
     }
 
     @Override

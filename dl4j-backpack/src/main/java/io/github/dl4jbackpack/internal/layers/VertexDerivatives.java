@@ -43,14 +43,58 @@ public interface VertexDerivatives {
 
     /**
      * One signed part of a vertex's Hessian residual {@code Σ_f ε_f ∇²y_f} w.r.t. its inputs, in
-     * factored form: column f (one per output feature) lives at every input at once, at input i it
-     * is {@code scale_i[n] ⊙ e_f} (a unit vector at feature f scaled per example); the part adds
-     * {@code sign · Σ_f c_f c_fᵀ}.
+     * factored form {@code sign · Σ_v c_v c_vᵀ}: V columns per example, each living at all the
+     * vertex's inputs at once, produced in ranges so that a chunk of them fits the memory budget.
+     */
+    interface ResidualPart {
+
+        /** @return +1 or −1 */
+        double sign();
+
+        /** @return the number V of columns per example */
+        long columns();
+
+        /**
+         * @param from first column
+         * @param to end of the range (exclusive)
+         * @return per input slot, columns {@code [from, to)} of every example, folded
+         *     {@code [N·(to − from), *inShape_i]} (example-major)
+         */
+        INDArray[] columns(long from, long to);
+    }
+
+    /**
+     * Residual columns that are unit vectors scaled per example: column f is
+     * {@code scale_i[n] ⊙ e_f} at input i (elementwise vertices).
      *
      * @param sign +1 or −1
-     * @param scales per input slot, {@code [N, *inShape_i]} (elementwise vertices: the output shape)
+     * @param scales per input slot, {@code [N, *shape]}, all of the same shape
+     * @return the part
      */
-    record ResidualPart(double sign, INDArray[] scales) {
+    static ResidualPart diagonal(double sign, INDArray[] scales) {
+        return new ResidualPart() {
+            @Override
+            public double sign() {
+                return sign;
+            }
+
+            @Override
+            public long columns() {
+                return Columns.features(scales[0].shape());
+            }
+
+            @Override
+            public INDArray[] columns(long from, long to) {
+                INDArray[] out = new INDArray[scales.length];
+                for (int i = 0; i < scales.length; i++) {
+                    long n = scales[i].size(0);
+                    INDArray flat = scales[i].dup('c').reshape('c', n, columns());
+                    out[i] = Columns.unitColumns(flat, from, to)
+                            .reshape('c', Columns.withRows(n * (to - from), scales[i].shape()));
+                }
+                return out;
+            }
+        };
     }
 
     /**
