@@ -74,7 +74,7 @@ public final class DenseDerivatives implements LayerDerivatives {
     @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
         INDArray w = record.layer().getParam(W).castTo(factor.dataType());
-        return factor.mmul(w.transpose());
+        return gemm(factor, false, w, true);
     }
 
     @Override
@@ -90,7 +90,7 @@ public final class DenseDerivatives implements LayerDerivatives {
     @Override
     public void accumulateOutputFactor(RecordedLayer record, INDArray factor, CurvatureSink sink) {
         INDArray s = factor.reshape('c', factor.size(0) * factor.size(1), factor.size(2));
-        sink.addOutputFactor(s.transpose().mmul(s));
+        sink.addOutputFactor(gemm(s, true, s, false));
     }
 
     @Override
@@ -102,13 +102,21 @@ public final class DenseDerivatives implements LayerDerivatives {
     @Override
     public Map<String, KroneckerFactors> kroneckerFactors(RecordedLayer record, INDArray outputFactor) {
         INDArray x = record.input().castTo(outputFactor.dataType());
-        INDArray a = x.transpose().mmul(x).divi(x.size(0));
+        INDArray a = gemm(x, true, x, false).divi(x.size(0));
         Map<String, KroneckerFactors> out = new LinkedHashMap<>();
         out.put(W, KroneckerFactors.denseWeight(a, outputFactor));
         if (record.layer().paramTable().containsKey(B)) {
             out.put(B, KroneckerFactors.bias(outputFactor));
         }
         return out;
+    }
+
+    /**
+     * {@code op(a)·op(b)} by BLAS gemm: ND4J 1.0.0-M2.1's {@code mmul} mishandles an inner dimension of
+     * 1 holding NaN (a batch of one, a single unit), returning finite values.
+     */
+    static INDArray gemm(INDArray a, boolean transposeA, INDArray b, boolean transposeB) {
+        return Nd4j.gemm(a.dup('f'), b.dup('f'), transposeA, transposeB);
     }
 
     /** Adds {@code x_n² q_nᵀ} to W and {@code q_n} to b, summed over n unless the sink is per example. */
@@ -119,7 +127,7 @@ public final class DenseDerivatives implements LayerDerivatives {
         if (sink.perExample()) {
             sink.add(W, Nd4j.matmul(x2.reshape('c', n, x.size(1), 1), q.reshape('c', n, 1, q.size(1))));
         } else {
-            sink.add(W, x2.transpose().mmul(q));
+            sink.add(W, gemm(x2, true, q, false));
         }
         if (record.layer().paramTable().containsKey(B)) {
             sink.add(B, sink.perExample() ? q : q.sum(0));
@@ -170,7 +178,7 @@ public final class DenseDerivatives implements LayerDerivatives {
         protected Map<String, INDArray> computeSumGradSquared() {
             INDArray deltaSq = delta.mul(delta);
             Map<String, INDArray> out = new LinkedHashMap<>();
-            out.put(W, x.mul(x).transpose().mmul(deltaSq));
+            out.put(W, gemm(x.mul(x), true, deltaSq, false));
             if (hasBias) {
                 out.put(B, deltaSq.sum(0));
             }
@@ -192,15 +200,15 @@ public final class DenseDerivatives implements LayerDerivatives {
             INDArray b = delta.subRowVector(dMean);
             INDArray a2 = a.mul(a);
             INDArray b2 = b.mul(b);
-            INDArray c = a.transpose().mmul(b).divi(n);
-            INDArray sum = a2.transpose().mmul(b2);
+            INDArray c = gemm(a, true, b, false).divi(n);
+            INDArray sum = gemm(a2, true, b2, false);
             INDArray xCol = xMean.reshape(xMean.length(), 1);
             INDArray dRow = dMean.reshape(1, dMean.length());
-            sum.addi(xCol.mul(xCol).mmul(b2.sum(0).reshape(1, dMean.length())));
-            sum.addi(a2.sum(0).reshape(xMean.length(), 1).mmul(dRow.mul(dRow)));
-            sum.addi(a.transpose().mmul(b2).muliColumnVector(xCol.mul(2.0)));
-            sum.addi(a2.transpose().mmul(b).muliRowVector(dRow.mul(2.0)));
-            sum.addi(xCol.mmul(dRow).muli(c).muli(2.0 * n));
+            sum.addi(gemm(xCol.mul(xCol), false, b2.sum(0).reshape(1, dMean.length()), false));
+            sum.addi(gemm(a2.sum(0).reshape(xMean.length(), 1), false, dRow.mul(dRow), false));
+            sum.addi(gemm(a, true, b2, false).muliColumnVector(xCol.mul(2.0)));
+            sum.addi(gemm(a2, true, b, false).muliRowVector(dRow.mul(2.0)));
+            sum.addi(gemm(xCol, false, dRow, false).muli(c).muli(2.0 * n));
             sum.subi(c.mul(c).muli(n));
             Map<String, INDArray> out = new LinkedHashMap<>();
             out.put(W, sum.divi(n));
@@ -212,9 +220,9 @@ public final class DenseDerivatives implements LayerDerivatives {
 
         @Override
         protected Map<String, INDArray> computeDots() {
-            INDArray deltaGram = delta.mmul(delta.transpose());
+            INDArray deltaGram = gemm(delta, false, delta, true);
             Map<String, INDArray> out = new LinkedHashMap<>();
-            out.put(W, x.mmul(x.transpose()).muli(deltaGram));
+            out.put(W, gemm(x, false, x, true).muli(deltaGram));
             if (hasBias) {
                 out.put(B, deltaGram);
             }

@@ -139,10 +139,11 @@ public final class ElementwiseActivations {
         }
         if (activation instanceof ActivationELU) {
             double alpha = ((ActivationELU) activation).getAlpha();
-            return negativePart(z, Transforms.exp(z, true).muli(alpha));
+            // exp(min(z, 0)): the positive side, where φ'' = 0, must not overflow to Inf·0 = NaN
+            return negativePart(z, Transforms.exp(Transforms.min(z, 0.0, true), false).muli(alpha));
         }
         if (activation instanceof ActivationSELU) {
-            return negativePart(z, Transforms.exp(z, true).muli(SELU_ALPHA * SELU_LAMBDA));
+            return negativePart(z, Transforms.exp(Transforms.min(z, 0.0, true), false).muli(SELU_ALPHA * SELU_LAMBDA));
         }
         if (activation instanceof ActivationSwish) {
             return sigmoidProductSecondDerivative(z, 1.0);

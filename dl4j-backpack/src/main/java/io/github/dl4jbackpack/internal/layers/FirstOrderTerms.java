@@ -61,7 +61,9 @@ public abstract class FirstOrderTerms {
     public final Map<String, INDArray> variance() {
         if (variance == null) {
             Map<String, INDArray> v = computeVariance();
-            v.values().forEach(a -> org.nd4j.linalg.ops.transforms.Transforms.max(a, 0.0, false));
+            // negative round-off to 0; NaN stays NaN (Transforms.max would turn it into 0)
+            v.values().forEach(a -> org.nd4j.linalg.indexing.BooleanIndexing.replaceWhere(a, 0.0,
+                    org.nd4j.linalg.indexing.conditions.Conditions.lessThan(0.0)));
             variance = Collections.unmodifiableMap(v);
         }
         return variance;
