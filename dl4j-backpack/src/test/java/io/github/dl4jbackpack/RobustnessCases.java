@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack;
 
 import io.github.dl4jbackpack.extensions.BatchDiagGGNExact;
@@ -221,11 +222,9 @@ final class RobustnessCases {
             if (!graph || extensions == null) {
                 return false;
             }
-            boolean hessian = has(DiagHessian.class) || has(BatchDiagHessian.class);
             boolean kfra = has(KFRA.class);
-            return (topology == GraphNets.Topology.VERTEX_ZOO && hessian)
-                    || (kfra && (topology == GraphNets.Topology.RESIDUAL || topology == GraphNets.Topology.VERTEX_ZOO
-                    || topology == GraphNets.Topology.MULTI_OUTPUT));
+            return kfra && (topology == GraphNets.Topology.RESIDUAL || topology == GraphNets.Topology.VERTEX_ZOO
+                    || topology == GraphNets.Topology.MULTI_OUTPUT);
         }
 
         /** @return the batch size of the (valid-shaped) batch */
@@ -276,16 +275,6 @@ final class RobustnessCases {
         }
         c.extensions = extensions(r, second, category.kind == Kind.VALID);
         mutate(c, r);
-        if (c.has(Variance.class)) {
-            c.knownBugs.add(KnownBug.BUG_3_VARIANCE_NAN);
-        }
-        if (c.has(SumGradSquared.class) && c.features != null && c.features.length > 0 && c.features[0] != null
-                && c.features[0].size(0) == 1) {
-            c.knownBugs.add(KnownBug.BUG_4_MMUL_NAN);
-        }
-        if ((c.has(DiagHessian.class) || c.has(BatchDiagHessian.class)) && c.network.matches(".*\\b(ELU|SELU)\\b.*")) {
-            c.knownBugs.add(KnownBug.BUG_5_ELU_HESSIAN_OVERFLOW);
-        }
         return c;
     }
 
@@ -472,7 +461,6 @@ final class RobustnessCases {
                     c.features[k] = a.rank() == 2 ? a.reshape(a.size(0), a.size(1), 1, 1)
                             : a.reshape(a.size(0), a.length() / a.size(0));
                     c.mutation = "feature array " + k + " reshaped to rank " + (a.rank() == 2 ? 4 : 2);
-                    c.knownBugs.add(KnownBug.BUG_1_INPUT_SHAPE);
                 }
                 break;
             }
@@ -494,9 +482,6 @@ final class RobustnessCases {
                 c.features[k] = gaussian(a.dataType(), r, shape);
                 c.mutation = "feature array " + k + " of shape " + Arrays.toString(shape) + " instead of "
                         + Arrays.toString(a.shape());
-                if (a.rank() == 4) {
-                    c.knownBugs.add(KnownBug.BUG_1_INPUT_SHAPE);
-                }
                 break;
             }
             case LABEL_WIDTH: {
@@ -505,9 +490,6 @@ final class RobustnessCases {
                 long width = a.size(1) + (a.size(1) > 1 && r.nextBoolean() ? -1 : 1);
                 c.labels[k] = gaussian(a.dataType(), r, a.size(0), width);
                 c.mutation = "label array " + k + " with " + width + " columns instead of " + a.size(1);
-                if (!c.graph && endsWithLossLayer((MultiLayerNetwork) c.net)) {
-                    c.knownBugs.add(KnownBug.BUG_2_LOSS_LAYER_LABELS);
-                }
                 break;
             }
             case BATCH_MISMATCH: {

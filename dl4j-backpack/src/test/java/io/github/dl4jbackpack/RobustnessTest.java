@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack;
 
 import io.github.dl4jbackpack.RobustnessCases.Case;
@@ -775,14 +776,12 @@ class RobustnessTest {
     static void assertRefusedBeforeThePass(MultiLayerNetwork net, Supplier<Object> call) {
         INDArray input = net.getInput();
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, call::get);
-        assertTrue(Arrays.stream(e.getStackTrace()).noneMatch(f -> f.getClassName().startsWith("org.")),
-                "thrown inside DL4J/ND4J: " + e);
+        assertTrue(Arrays.stream(e.getStackTrace()).noneMatch(f -> f.getClassName().startsWith("org.deeplearning4j.")
+                || f.getClassName().startsWith("org.nd4j.")), "thrown inside DL4J/ND4J: " + e);
         assertTrue(net.getInput() == input, "the network's input was replaced");
     }
 
     @Test
-    @Disabled("BUG-1a: a convolutional input with the wrong number of channels passes validation; DL4J throws "
-            + "DL4JInvalidInputException from inside the pass, after the network's input was replaced")
     void bug1aConvolutionChannelsAreNotValidated() {
         MultiLayerNetwork net = smallCnn();
         INDArray y = Nd4j.zeros(DataType.DOUBLE, 4, 2);
@@ -791,8 +790,6 @@ class RobustnessTest {
     }
 
     @Test
-    @Disabled("BUG-1b: a convolutional input of the wrong height passes validation; DL4J's CnnToFeedForward "
-            + "preprocessor throws IllegalStateException from inside the pass")
     void bug1bConvolutionSpatialSizeIsNotValidated() {
         MultiLayerNetwork net = smallCnn();
         INDArray y = Nd4j.zeros(DataType.DOUBLE, 4, 2);
@@ -801,8 +798,6 @@ class RobustnessTest {
     }
 
     @Test
-    @Disabled("BUG-1c: rank-4 features for a dense input (and rank-2 features for a convolutional one) pass the "
-            + "rank check; DL4J throws DL4JInvalidInputException from inside the pass")
     void bug1cRankTwoVersusFourIsNotValidated() {
         MultiLayerNetwork mlp = smallMlp();
         INDArray y = Nd4j.zeros(DataType.DOUBLE, 4, 3);
@@ -815,8 +810,6 @@ class RobustnessTest {
     }
 
     @Test
-    @Disabled("BUG-2: labels of the wrong width for a LossLayer output pass validation (only OutputLayer nOut is "
-            + "checked); ND4J's loss throws 'Labels and preOutput must have equal shapes' from inside the pass")
     void bug2LossLayerLabelWidthIsNotValidated() {
         MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.feedForward(5),
                 new DenseLayer.Builder().nOut(3).activation(Activation.IDENTITY).build(),
@@ -826,8 +819,6 @@ class RobustnessTest {
     }
 
     @Test
-    @Disabled("BUG-3: Variance clamps round-off with Transforms.max(v, 0), which turns NaN into 0: a NaN in the "
-            + "batch gives NaN gradients, NaN SumGradSquared, but a finite, all-zero Variance")
     void bug3VarianceTurnsNaNIntoZero() {
         MultiLayerNetwork net = smallMlp();
         INDArray x = Nd4j.rand(DataType.DOUBLE, 4, 5);
@@ -843,9 +834,6 @@ class RobustnessTest {
     }
 
     @Test
-    @Disabled("BUG-4: SumGradSquared of a dense layer with one output unit at N = 1 is finite where the gradient is "
-            + "NaN: (x²)ᵀ·(δ²) is an INDArray.mmul by a 1×1 matrix, which ND4J 1.0.0-M2.1 computes as 1e-5·x when the "
-            + "1×1 value is NaN")
     void bug4SumGradSquaredOfOneExampleHidesNaN() {
         MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.feedForward(3),
                 new OutputLayer.Builder(LossFunction.MSE).nOut(1).activation(Activation.IDENTITY).build());
@@ -860,8 +848,6 @@ class RobustnessTest {
     }
 
     @Test
-    @Disabled("BUG-5: the ELU/SELU second derivative exp(z)·α·[z ≤ 0] overflows for z > 88.7 in float32 (709 in "
-            + "float64): Inf·0 = NaN, so DiagHessian is NaN for finite data and finite gradients")
     void bug5EluSecondDerivativeOverflowsForLargePreActivations() {
         MultiLayerNetwork net = TestNets.build(DataType.FLOAT, InputType.feedForward(4),
                 new DenseLayer.Builder().nOut(3).activation(Activation.ELU).build(),

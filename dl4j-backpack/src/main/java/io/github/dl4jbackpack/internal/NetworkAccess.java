@@ -107,6 +107,14 @@ public abstract class NetworkAccess {
     /** @return DL4J's epoch count */
     public abstract int epoch();
 
+    /**
+     * @param node a node that is not a layer
+     * @return the configuration of the graph vertex, or null
+     */
+    public org.deeplearning4j.nn.conf.graph.GraphVertex vertexConfiguration(Node node) {
+        return null;
+    }
+
     /** @return the updater blocks, or an empty list if the updater is not DL4J's multi-layer updater */
     public abstract List<UpdaterBlock> updaterBlocks();
 
@@ -323,6 +331,11 @@ public abstract class NetworkAccess {
         @Override
         public List<UpdaterBlock> updaterBlocks() {
             return graph.getUpdater() != null ? graph.getUpdater().getUpdaterBlocks() : List.of();
+        }
+
+        @Override
+        public org.deeplearning4j.nn.conf.graph.GraphVertex vertexConfiguration(Node node) {
+            return graph.getConfiguration().getVertices().get(node.name());
         }
     }
 }

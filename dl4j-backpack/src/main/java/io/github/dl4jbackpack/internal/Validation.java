@@ -14,6 +14,9 @@ import io.github.dl4jbackpack.internal.layers.VertexDerivatives;
 import io.github.dl4jbackpack.internal.layers.VertexKinds;
 import io.github.dl4jbackpack.internal.losses.LossCurvatures;
 import org.deeplearning4j.nn.conf.BackpropType;
+import org.deeplearning4j.nn.conf.InputPreProcessor;
+import org.deeplearning4j.nn.conf.preprocessor.CnnToFeedForwardPreProcessor;
+import org.deeplearning4j.nn.conf.preprocessor.FeedForwardToCnnPreProcessor;
 import org.deeplearning4j.nn.conf.dropout.Dropout;
 import org.deeplearning4j.nn.conf.dropout.IDropout;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
@@ -295,22 +298,128 @@ public final class Validation {
         if (n == 0) {
             throw new IllegalArgumentException("empty batch");
         }
+        checkShapes(access, features, labels);
+    }
+
+    /**
+     * Follows the shapes of the batch through the network as DL4J's own shape inference does, and
+     * checks what DL4J would otherwise only find inside the pass: the width (or channels) each layer
+     * with parameters expects, the fixed shapes of reshaping preprocessors, and the width of every
+     * output's labels.
+     */
+    private static void checkShapes(NetworkAccess access, INDArray[] features, INDArray[] labels) {
+        Topology topology = access.topology();
+        org.deeplearning4j.nn.conf.inputs.InputType[] types =
+                new org.deeplearning4j.nn.conf.inputs.InputType[topology.nodes().size()];
         for (Node node : topology.nodes()) {
-            for (int slot = 0; slot < node.inputCount(); slot++) {
-                int input = node.input(slot);
-                if (input >= 0 || !node.isLayer() || node.preProcessor() != null) {
-                    continue;
-                }
-                INDArray f = features[-input - 1];
-                org.deeplearning4j.nn.conf.layers.Layer conf = node.conf().getLayer();
-                if (f.rank() == 2 && conf instanceof FeedForwardLayer
-                        && !(conf instanceof org.deeplearning4j.nn.conf.layers.ConvolutionLayer)) {
-                    long nIn = ((FeedForwardLayer) conf).getNIn();
-                    if (nIn > 0 && f.size(1) != nIn) {
-                        throw new IllegalArgumentException("feature array " + (-input - 1) + " has " + f.size(1)
-                                + " columns but " + node.describe() + " has nIn=" + nIn);
+            org.deeplearning4j.nn.conf.inputs.InputType[] in =
+                    new org.deeplearning4j.nn.conf.inputs.InputType[node.inputCount()];
+            boolean known = true;
+            for (int i = 0; i < in.length; i++) {
+                int producer = node.input(i);
+                in[i] = producer >= 0 ? types[producer] : typeOf(features[-producer - 1]);
+                known &= in[i] != null;
+            }
+            if (!known) {
+                continue;
+            }
+            try {
+                if (node.isLayer()) {
+                    org.deeplearning4j.nn.conf.inputs.InputType x = in[0];
+                    if (node.preProcessor() != null) {
+                        checkPreprocessor(node, x);
+                        x = node.preProcessor().getOutputType(x);
                     }
+                    checkLayerInput(node, x);
+                    types[node.position()] = node.conf().getLayer() instanceof LossLayer ? x
+                            : node.conf().getLayer().getOutputType(node.position(), x);
+                } else {
+                    org.deeplearning4j.nn.conf.graph.GraphVertex conf = access.vertexConfiguration(node);
+                    types[node.position()] = conf == null ? null : conf.getOutputType(-1, in);
                 }
+            } catch (IllegalArgumentException e) {
+                throw e;
+            } catch (RuntimeException e) {
+                // DL4J's shape inference does not know this layer or vertex: check nothing below it
+                types[node.position()] = null;
+            }
+        }
+        for (int k = 0; k < labels.length; k++) {
+            Node out = topology.outputs().get(k);
+            org.deeplearning4j.nn.conf.inputs.InputType t = types[out.position()];
+            if (t instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward
+                    && labels[k].size(1) != ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward) t).getSize()) {
+                throw new IllegalArgumentException("label array " + k + " has " + labels[k].size(1) + " columns but output "
+                        + out.describe() + " produces " + ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward) t)
+                        .getSize() + " per example");
+            }
+        }
+    }
+
+    private static org.deeplearning4j.nn.conf.inputs.InputType typeOf(INDArray f) {
+        return f.rank() == 2 ? org.deeplearning4j.nn.conf.inputs.InputType.feedForward(f.size(1))
+                : org.deeplearning4j.nn.conf.inputs.InputType.convolutional(f.size(2), f.size(3), f.size(1));
+    }
+
+    private static String where(Node node) {
+        return node.isLayer() && node.inputCount() == 1 && node.input(0) < 0
+                ? "feature array " + (-node.input(0) - 1) + " (input of " + node.describe() + ")"
+                : "the input of " + node.describe();
+    }
+
+    /** The fixed shapes of DL4J's reshaping preprocessors. */
+    private static void checkPreprocessor(Node node, org.deeplearning4j.nn.conf.inputs.InputType x) {
+        InputPreProcessor pre = node.preProcessor();
+        if (pre instanceof CnnToFeedForwardPreProcessor) {
+            CnnToFeedForwardPreProcessor p = (CnnToFeedForwardPreProcessor) pre;
+            if (x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional) {
+                org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional c =
+                        (org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional) x;
+                if (c.getChannels() != p.getNumChannels() || c.getHeight() != p.getInputHeight()
+                        || c.getWidth() != p.getInputWidth()) {
+                    throw new IllegalArgumentException(where(node) + " is [C=" + c.getChannels() + ", H=" + c.getHeight()
+                            + ", W=" + c.getWidth() + "] per example but the network expects [C=" + p.getNumChannels()
+                            + ", H=" + p.getInputHeight() + ", W=" + p.getInputWidth() + "] there");
+                }
+            }
+        } else if (pre instanceof FeedForwardToCnnPreProcessor) {
+            FeedForwardToCnnPreProcessor p = (FeedForwardToCnnPreProcessor) pre;
+            long expected = p.getNumChannels() * p.getInputHeight() * p.getInputWidth();
+            if (x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward
+                    && ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward) x).getSize() != expected) {
+                throw new IllegalArgumentException(where(node) + " has " + ((org.deeplearning4j.nn.conf.inputs.InputType
+                        .InputTypeFeedForward) x).getSize() + " values per example but the network reshapes " + expected
+                        + " to [C=" + p.getNumChannels() + ", H=" + p.getInputHeight() + ", W=" + p.getInputWidth() + "]");
+            }
+        }
+    }
+
+    /** What the supported layers with a fixed input width (or channel count) expect. */
+    private static void checkLayerInput(Node node, org.deeplearning4j.nn.conf.inputs.InputType x) {
+        org.deeplearning4j.nn.conf.layers.Layer conf = node.conf().getLayer();
+        boolean convolution = conf instanceof org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
+        boolean dense = conf instanceof org.deeplearning4j.nn.conf.layers.DenseLayer || conf instanceof BaseOutputLayer;
+        if (convolution && !(x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional)) {
+            throw new IllegalArgumentException(where(node) + " is " + x + " but a convolution needs [N, C, H, W]");
+        }
+        if (dense && !(x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward)) {
+            throw new IllegalArgumentException(where(node) + " is " + x + " but a dense layer needs [N, nIn]");
+        }
+        long nIn = conf instanceof FeedForwardLayer ? ((FeedForwardLayer) conf).getNIn() : 0;
+        if (nIn <= 0) {
+            return;
+        }
+        if (convolution) {
+            long channels = ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional) x).getChannels();
+            if (channels != nIn) {
+                throw new IllegalArgumentException(where(node) + " has " + channels + " channels but the layer has nIn="
+                        + nIn);
+            }
+        } else if (dense) {
+            long size = ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward) x).getSize();
+            if (size != nIn) {
+                throw new IllegalArgumentException(where(node) + " has " + size + " values per example but the layer "
+                        + "has nIn=" + nIn);
             }
         }
     }
