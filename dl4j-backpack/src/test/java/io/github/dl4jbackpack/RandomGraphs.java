@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack;
 
 import org.deeplearning4j.nn.conf.ComputationGraphConfiguration.GraphBuilder;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack;
 
 import io.github.dl4jbackpack.BruteForce.HessianDiagonals;
@@ -11,7 +12,6 @@ import io.github.dl4jbackpack.extensions.SumGradSquared;
 import io.github.dl4jbackpack.extensions.Variance;
 import org.deeplearning4j.nn.conf.WorkspaceMode;
 import org.deeplearning4j.nn.graph.ComputationGraph;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
@@ -87,9 +87,6 @@ class RandomGraphsTest {
         checkDiagonalGgn(RandomGraphs.generate(seed, DataType.FLOAT, workspaces, false), 1e-3, 1e-3);
     }
 
-    @Disabled("BUG: ElementWiseDerivatives.op() casts the implementation vertex's ElementWiseVertex.Op "
-            + "(org.deeplearning4j.nn.graph.vertex.impl) to org.deeplearning4j.nn.conf.graph.ElementWiseVertex.Op: "
-            + "every second-order pass through an ElementWiseVertex throws ClassCastException")
     @ParameterizedTest(name = "seed {0}, workspaces {1}")
     @MethodSource("float64")
     void diagonalGgnThroughElementWiseVertices(long seed, WorkspaceMode workspaces) {
@@ -99,16 +96,9 @@ class RandomGraphsTest {
     /**
      * The smallest case of the bug: GraphNets.residual(), {@code in → dense1 (tanh) → dense2 (relu)},
      * {@code add = ElementWiseVertex(Add)(dense2, dense1)}, {@code add → out (softmax + MCXENT)}.
-     * Today {@code backward(x, y, new DiagGGNExact())} throws {@code ClassCastException: class
-     * org.deeplearning4j.nn.graph.vertex.impl.ElementWiseVertex$Op cannot be cast to class
-     * org.deeplearning4j.nn.conf.graph.ElementWiseVertex$Op} at {@code ElementWiseDerivatives.op}
-     * (line 38) from {@code inputJacobianTranspose} in the curvature pass, after DL4J's backward pass; KFAC,
-     * KFLR, KFRA and the other GGN extensions likewise. DiagHessian and BatchDiagHessian throw it from
-     * {@code Validation.checkNetwork} (via {@code secondOrderUnsupported}) instead of validating, also on
-     * graphs where they would be refused for another reason (ResNet50, Xception, InceptionResNetV1).
+     * (It once threw a ClassCastException: ElementWiseDerivatives read the vertex's operation as the
+     * configuration's enum instead of the implementation's.)
      */
-    @Disabled("BUG: second-order extensions through an ElementWiseVertex throw ClassCastException "
-            + "(ElementWiseDerivatives.op casts impl.ElementWiseVertex$Op to conf.graph.ElementWiseVertex$Op)")
     @Test
     void elementWiseVertexOnTheCurvaturePath() {
         ComputationGraph graph = GraphNets.residual();

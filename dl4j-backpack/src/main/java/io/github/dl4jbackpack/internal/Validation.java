@@ -283,13 +283,14 @@ public final class Validation {
             if (l == null) {
                 throw new IllegalArgumentException("label array " + k + " (output " + out.describe() + ") is null");
             }
-            if (l.rank() != 2) {
-                throw new IllegalArgumentException("labels must have rank 2 [N, nOut]; label array " + k + " (output "
-                        + out.describe() + ") has shape " + Arrays.toString(l.shape()));
+            if (l.rank() != 2 && l.rank() != 4) {
+                throw new IllegalArgumentException("labels must have rank 2 [N, nOut] (or 4 [N, C, H, W] for per-pixel "
+                        + "outputs); label array " + k + " (output " + out.describe() + ") has shape "
+                        + Arrays.toString(l.shape()));
             }
             n = checkBatchSize(n, l.size(0), "label array " + k);
             org.deeplearning4j.nn.conf.layers.Layer conf = out.conf() == null ? null : out.conf().getLayer();
-            if (conf instanceof BaseOutputLayer && ((FeedForwardLayer) conf).getNOut() > 0
+            if (conf instanceof BaseOutputLayer && l.rank() == 2 && ((FeedForwardLayer) conf).getNOut() > 0
                     && l.size(1) != ((FeedForwardLayer) conf).getNOut()) {
                 throw new IllegalArgumentException("label array " + k + " has " + l.size(1) + " columns but output "
                         + out.describe() + " has nOut=" + ((FeedForwardLayer) conf).getNOut());
@@ -347,6 +348,21 @@ public final class Validation {
         for (int k = 0; k < labels.length; k++) {
             Node out = topology.outputs().get(k);
             org.deeplearning4j.nn.conf.inputs.InputType t = types[out.position()];
+            if (t instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional) {
+                org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional c =
+                        (org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional) t;
+                long[] expected = {labels[k].size(0), c.getChannels(), c.getHeight(), c.getWidth()};
+                if (!Arrays.equals(expected, labels[k].shape())) {
+                    throw new IllegalArgumentException("label array " + k + " has shape " + Arrays.toString(
+                            labels[k].shape()) + " but output " + out.describe() + " produces " + Arrays.toString(
+                            expected) + " (per-pixel labels)");
+                }
+                continue;
+            }
+            if (labels[k].rank() != 2 && t != null) {
+                throw new IllegalArgumentException("label array " + k + " has rank " + labels[k].rank() + " but output "
+                        + out.describe() + " produces " + t + "; labels must be [N, nOut]");
+            }
             if (t instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward
                     && labels[k].size(1) != ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward) t).getSize()) {
                 throw new IllegalArgumentException("label array " + k + " has " + labels[k].size(1) + " columns but output "
