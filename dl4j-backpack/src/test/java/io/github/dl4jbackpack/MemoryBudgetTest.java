@@ -125,6 +125,22 @@ class MemoryBudgetTest {
     }
 
     @Test
+    void firstOrderScratchIsSizedPerNetworkNotByTheLargestNetworkTheThreadEverRan() {
+        MultiLayerNetwork big = cnn();
+        BackPackNetwork.extend(big).backward(TestNets.features(DataType.FLOAT, 3, 64, 3, 12, 12),
+                TestNets.labels(DataType.FLOAT, LossFunction.MCXENT, 4, 64, 10), new Variance(),
+                new io.github.dl4jbackpack.extensions.BatchGrad());
+        long bigScratch = ScratchWorkspace.allocatedBytes(ScratchWorkspace.FIRST_ORDER);
+        BackPackNetwork.releaseThreadMemory();
+        MultiLayerNetwork small = tiny(DataType.FLOAT);
+        BackPackNetwork.extend(small).backward(TestNets.features(DataType.FLOAT, 1, 8, 4),
+                TestNets.labels(DataType.FLOAT, LossFunction.MCXENT, 2, 8, 4), new Variance());
+        long smallScratch = ScratchWorkspace.allocatedBytes(ScratchWorkspace.FIRST_ORDER);
+        assertTrue(smallScratch < bigScratch / 4, "small network's scratch " + smallScratch + " bytes after the big "
+                + "network's " + bigScratch);
+    }
+
+    @Test
     void aThreadsScratchMemoryIsReleasedOnRequest() throws Exception {
         MultiLayerNetwork net = cnn();
         BackPackNetwork bp = BackPackNetwork.extend(net);

@@ -241,10 +241,12 @@ public class InterceptingLayer extends BaseWrapperLayer {
             return;
         }
         try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces();
-             ScratchWorkspace scratch = ScratchWorkspace.open(ScratchWorkspace.FIRST_ORDER, 0)) {
+             ScratchWorkspace scratch = ScratchWorkspace.open(ScratchWorkspace.FIRST_ORDER,
+                     interceptor.firstOrderScratch())) {
             INDArray outputGradient = summedLossGradient.div(pass.batchSize());
             pass.computeAt(new LayerBackprop(node.name(), pass.batchSize(), underlying, kind, underlying.input(),
                     outputGradient, gradient));
+            interceptor.learnFirstOrderScratch(scratch.used());
         }
     }
 

@@ -34,6 +34,7 @@ public final class Interceptor {
     private List<Extension<?>> override;
     private long curvatureMemoryBudget = 1L << 30;
     private BackwardPass current;
+    private volatile long firstOrderScratch;
 
     /**
      * @param owner the public object that extended the network
@@ -129,6 +130,18 @@ public final class Interceptor {
                     + io.github.dl4jbackpack.internal.memory.ScratchWorkspace.MINIMUM_BYTES + " bytes, got " + bytes);
         }
         this.curvatureMemoryBudget = bytes;
+    }
+
+    /** @return the first-order scratch memory this network's largest layer needed so far, in bytes */
+    long firstOrderScratch() {
+        return firstOrderScratch;
+    }
+
+    /** @param bytes what one layer's first-order computation needed */
+    void learnFirstOrderScratch(long bytes) {
+        if (bytes > firstOrderScratch) {
+            firstOrderScratch = bytes;
+        }
     }
 
     /** @return the memory that one chunk of second-order factor columns may occupy */

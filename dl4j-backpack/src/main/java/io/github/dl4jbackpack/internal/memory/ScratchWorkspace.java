@@ -10,8 +10,6 @@ import org.nd4j.linalg.api.memory.enums.ResetPolicy;
 import org.nd4j.linalg.api.memory.enums.SpillPolicy;
 import org.nd4j.linalg.factory.Nd4j;
 
-import java.util.HashMap;
-import java.util.Map;
 
 /**
  * Memory the extensions compute in: an ND4J workspace per thread and purpose, of a fixed size,
@@ -34,7 +32,6 @@ public final class ScratchWorkspace implements AutoCloseable {
 
     /** The smallest workspace, so that tiny scopes do not create many tiny workspaces. */
     public static final long MINIMUM_BYTES = 1L << 16;
-    private static final ThreadLocal<Map<String, Long>> LEARNED = ThreadLocal.withInitial(HashMap::new);
 
     private final String id;
     private final MemoryWorkspace workspace;
@@ -45,14 +42,15 @@ public final class ScratchWorkspace implements AutoCloseable {
     }
 
     /**
-     * Opens the workspace with at least the given size.
+     * Opens the workspace with at least the given size (an existing larger one is reused).
      *
      * @param id {@link #FIRST_ORDER} or {@link #CURVATURE}
-     * @param bytes the size the scope needs, or 0 for the most any earlier scope of this id needed
+     * @param bytes the size the scope needs (for first-order scopes: what the network's largest layer
+     *     needed so far, see {@link #used()})
      * @return the open scope
      */
     public static ScratchWorkspace open(String id, long bytes) {
-        return open(id, Math.max(bytes, LEARNED.get().getOrDefault(id, 0L)), Long.MAX_VALUE);
+        return open(id, bytes, Long.MAX_VALUE);
     }
 
     /**
@@ -96,7 +94,6 @@ public final class ScratchWorkspace implements AutoCloseable {
                 manager.destroyWorkspace(manager.getWorkspaceForCurrentThread(id));
             }
         }
-        LEARNED.remove();
     }
 
     /**
@@ -121,11 +118,14 @@ public final class ScratchWorkspace implements AutoCloseable {
         }
     }
 
-    /** Closes the scope, remembering how much it needed so that the next one fits. */
+    /** @return the bytes allocated in this scope so far (a size for the next scope of the same work) */
+    public long used() {
+        return workspace.getThisCycleAllocations();
+    }
+
+    /** Closes the scope. */
     @Override
     public void close() {
-        long used = workspace.getThisCycleAllocations();
-        LEARNED.get().merge(id, used, Math::max);
         workspace.close();
     }
 }
