@@ -106,51 +106,6 @@ final class RobustnessCases {
         }
     }
 
-    /**
-     * Known library bugs (see the {@code @Disabled} reproducers in {@link RobustnessTest}). A case lists
-     * the bugs it may run into ({@link Case#knownBugs}); a failure is attributed to one of them only if it
-     * has that bug's exact signature.
-     */
-    enum KnownBug {
-        /**
-         * A feature array whose shape does not fit a convolutional input (channels, height, width) or
-         * whose rank is the other supported one (rank 4 for a dense input, rank 2 for a convolutional
-         * one) passes validation; DL4J then fails inside the pass with its own exception
-         * (DL4JInvalidInputException, or IllegalStateException from a preprocessor), after the network's
-         * input was replaced.
-         */
-        BUG_1_INPUT_SHAPE("feature shape at a convolutional input / rank 2 vs 4 not validated: DL4J fails inside the pass"),
-        /**
-         * Labels of the wrong width for a LossLayer output pass validation (only OutputLayer's nOut is
-         * checked); ND4J's loss fails inside the pass.
-         */
-        BUG_2_LOSS_LAYER_LABELS("label width of a LossLayer output not validated: ND4J's loss fails inside the pass"),
-        /**
-         * Variance clamps negative round-off with Transforms.max(v, 0), which maps NaN to 0: with a NaN
-         * or Inf in the batch (or produced by DL4J from extreme finite data), Variance reports finite
-         * values (zeros) where the individual gradients are NaN.
-         */
-        BUG_3_VARIANCE_NAN("Variance turns NaN into 0 (clamping with max(v, 0))"),
-        /**
-         * SumGradSquared of a dense layer is {@code (x²)ᵀ·(δ²)} by INDArray.mmul; with N = 1 and one
-         * output unit that is a product by a 1×1 matrix, which ND4J 1.0.0-M2.1 computes wrongly when the
-         * 1×1 value is NaN (it yields 1e-5·x): finite values where the individual gradient is NaN.
-         */
-        BUG_4_MMUL_NAN("SumGradSquared finite where the gradient is NaN (N = 1, one output unit: ND4J mmul by a 1×1 NaN)"),
-        /**
-         * The ELU/SELU second derivative is computed as {@code exp(z)·α·[z ≤ 0]}: for z above ~709 (float64)
-         * or ~88.7 (float32) {@code exp(z)} overflows and Inf·0 = NaN, so DiagHessian/BatchDiagHessian are
-         * NaN for finite data whose exact Hessian (and DL4J's gradient) is finite.
-         */
-        BUG_5_ELU_HESSIAN_OVERFLOW("ELU/SELU φ'' = exp(z)·[z ≤ 0] overflows to Inf·0 = NaN for large z");
-
-        final String summary;
-
-        KnownBug(String summary) {
-            this.summary = summary;
-        }
-    }
-
     static final List<Supplier<Extension<?>>> FIRST_ORDER = List.of(BatchGrad::new, BatchL2Grad::new,
             SumGradSquared::new, Variance::new, BatchDotGrad::new);
     static final List<Supplier<Extension<?>>> SECOND_ORDER = List.of(DiagGGNExact::new, BatchDiagGGNExact::new,
@@ -181,8 +136,6 @@ final class RobustnessCases {
         int dirtyExample = -1;
         /** whether the non-finite value is in the features (else in the labels) */
         boolean dirtyFeatures;
-        /** the known bugs this case may run into */
-        final java.util.EnumSet<KnownBug> knownBugs = java.util.EnumSet.noneOf(KnownBug.class);
         /** what was done to the batch */
         String mutation = "";
         final boolean secondOrder;
@@ -336,10 +289,6 @@ final class RobustnessCases {
             return ((BaseOutputLayer) out).getLossFn();
         }
         return ((LossLayer) out).getLossFn();
-    }
-
-    static boolean endsWithLossLayer(MultiLayerNetwork net) {
-        return net.getLayerWiseConfigurations().getConf(net.getnLayers() - 1).getLayer() instanceof LossLayer;
     }
 
     /** @return labels for the loss: one-hot (cross-entropy), binary (binary cross-entropy) or N(0,1) */

@@ -73,6 +73,19 @@ public abstract class NetworkAccess {
         return layer instanceof InterceptingLayer ? ((InterceptingLayer) layer).interceptor() : null;
     }
 
+    /** @return the interceptor whose wrappers wrap every one of the layers, or null */
+    static Interceptor common(List<Layer> layers) {
+        Interceptor common = null;
+        for (Layer l : layers) {
+            Interceptor i = interceptorOf(l);
+            if (i == null || (common != null && i != common)) {
+                return null;
+            }
+            common = i;
+        }
+        return common;
+    }
+
     /** @return the interceptor whose wrappers are installed on every layer, or null */
     public abstract Interceptor installed();
 
@@ -161,15 +174,7 @@ public abstract class NetworkAccess {
 
         @Override
         public Interceptor installed() {
-            Interceptor common = null;
-            for (Layer l : net.getLayers()) {
-                Interceptor i = interceptorOf(l);
-                if (i == null || (common != null && i != common)) {
-                    return null;
-                }
-                common = i;
-            }
-            return common;
+            return common(java.util.Arrays.asList(net.getLayers()));
         }
 
         @Override
@@ -254,18 +259,13 @@ public abstract class NetworkAccess {
 
         @Override
         public Interceptor installed() {
-            Interceptor common = null;
+            List<Layer> layers = new java.util.ArrayList<>();
             for (GraphVertex v : graph.getVertices()) {
-                if (!(v instanceof LayerVertex)) {
-                    continue;
+                if (v instanceof LayerVertex) {
+                    layers.add(v.getLayer());
                 }
-                Interceptor i = interceptorOf(v.getLayer());
-                if (i == null || (common != null && i != common)) {
-                    return null;
-                }
-                common = i;
             }
-            return common;
+            return common(layers);
         }
 
         @Override

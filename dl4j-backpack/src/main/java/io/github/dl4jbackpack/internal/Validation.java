@@ -179,14 +179,8 @@ public final class Validation {
     }
 
     private static int unstackSize(GraphVertex vertex) {
-        try {
-            java.lang.reflect.Field f = org.deeplearning4j.nn.graph.vertex.impl.UnstackVertex.class
-                    .getDeclaredField("stackSize");
-            f.setAccessible(true);
-            return f.getInt(vertex);
-        } catch (ReflectiveOperationException e) {
-            throw new IllegalStateException("cannot read the stack size of " + vertex.getVertexName(), e);
-        }
+        return io.github.dl4jbackpack.internal.layers.VertexSettings.<Integer>read(
+                org.deeplearning4j.nn.graph.vertex.impl.UnstackVertex.class, vertex, "stackSize");
     }
 
     /** Merges problems of one part and reason over extensions. */

@@ -10,7 +10,6 @@ import org.nd4j.linalg.api.ops.CustomOp;
 import org.nd4j.linalg.api.ops.DynamicCustomOp;
 import org.nd4j.linalg.factory.Nd4j;
 
-import java.lang.reflect.Field;
 
 /**
  * DL4J's {@code ElementWiseVertex} (docs/math.md#graphs): Add, Subtract and Average are linear;
@@ -33,13 +32,7 @@ public final class ElementWiseDerivatives implements VertexDerivatives {
 
     /** @return the vertex's operation (DL4J keeps it in a private field without accessor) */
     static Op op(GraphVertex vertex) {
-        try {
-            Field f = ElementWiseVertex.class.getDeclaredField("op");
-            f.setAccessible(true);
-            return (Op) f.get(vertex);
-        } catch (ReflectiveOperationException e) {
-            throw new IllegalStateException("cannot read the operation of " + vertex.getVertexName(), e);
-        }
+        return VertexSettings.read(ElementWiseVertex.class, vertex, "op");
     }
 
     @Override

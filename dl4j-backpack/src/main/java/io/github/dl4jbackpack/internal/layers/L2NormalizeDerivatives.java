@@ -8,7 +8,6 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.ops.transforms.Transforms;
 
-import java.lang.reflect.Field;
 
 /**
  * DL4J's {@code L2NormalizeVertex} {@code y = x / r}, {@code r = max(‖x‖, ε)} over all features of
@@ -37,13 +36,7 @@ public final class L2NormalizeDerivatives implements VertexDerivatives {
     }
 
     private static Object field(GraphVertex vertex, String name) {
-        try {
-            Field f = L2NormalizeVertex.class.getDeclaredField(name);
-            f.setAccessible(true);
-            return f.get(vertex);
-        } catch (ReflectiveOperationException e) {
-            throw new IllegalStateException("cannot read " + name + " of " + vertex.getVertexName(), e);
-        }
+        return VertexSettings.read(L2NormalizeVertex.class, vertex, name);
     }
 
     @Override

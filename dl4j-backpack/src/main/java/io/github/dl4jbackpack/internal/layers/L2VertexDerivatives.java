@@ -6,7 +6,6 @@ import org.deeplearning4j.nn.graph.vertex.impl.L2Vertex;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.ops.transforms.Transforms;
 
-import java.lang.reflect.Field;
 
 /**
  * DL4J's {@code L2Vertex}: the distance {@code d = ‖a − b‖} of two inputs per example, output
@@ -33,13 +32,7 @@ public final class L2VertexDerivatives implements VertexDerivatives {
     }
 
     private static double eps(GraphVertex vertex) {
-        try {
-            Field f = L2Vertex.class.getDeclaredField("eps");
-            f.setAccessible(true);
-            return f.getDouble(vertex);
-        } catch (ReflectiveOperationException e) {
-            throw new IllegalStateException("cannot read eps of " + vertex.getVertexName(), e);
-        }
+        return VertexSettings.<Double>read(L2Vertex.class, vertex, "eps");
     }
 
     @Override

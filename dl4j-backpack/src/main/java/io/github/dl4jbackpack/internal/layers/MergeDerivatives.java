@@ -25,13 +25,7 @@ public final class MergeDerivatives implements VertexDerivatives {
 
     /** @return the vertex's merge axis (DL4J keeps it in a private field without accessor) */
     private static int mergeAxis(GraphVertex vertex) {
-        try {
-            java.lang.reflect.Field f = MergeVertex.class.getDeclaredField("mergeAxis");
-            f.setAccessible(true);
-            return f.getInt(vertex);
-        } catch (ReflectiveOperationException e) {
-            throw new IllegalStateException("cannot read the merge axis of " + vertex.getVertexName(), e);
-        }
+        return VertexSettings.<Integer>read(MergeVertex.class, vertex, "mergeAxis");
     }
 
     @Override

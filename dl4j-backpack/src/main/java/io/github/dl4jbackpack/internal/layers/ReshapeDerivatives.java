@@ -9,7 +9,6 @@ import org.deeplearning4j.nn.graph.vertex.impl.PreprocessorVertex;
 import org.deeplearning4j.nn.graph.vertex.impl.ReshapeVertex;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
-import java.lang.reflect.Field;
 import java.util.List;
 
 /**
@@ -62,13 +61,7 @@ public final class ReshapeDerivatives implements VertexDerivatives {
     public INDArray[] inputJacobianTranspose(VertexRecord record, INDArray columns) {
         char order = 'c';
         if (record.vertex() instanceof ReshapeVertex) {
-            try {
-                Field f = ReshapeVertex.class.getDeclaredField("order");
-                f.setAccessible(true);
-                order = f.getChar(record.vertex());
-            } catch (ReflectiveOperationException e) {
-                throw new IllegalStateException("cannot read the order of " + record.vertex().getVertexName(), e);
-            }
+            order = VertexSettings.<Character>read(ReshapeVertex.class, record.vertex(), "order");
         }
         long[] shape = Columns.withRows(columns.size(0), record.inputShape(0));
         return new INDArray[] {columns.dup(order).reshape(order, shape)};

@@ -6,7 +6,6 @@ import org.deeplearning4j.nn.graph.vertex.impl.ScaleVertex;
 import org.deeplearning4j.nn.graph.vertex.impl.ShiftVertex;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
-import java.lang.reflect.Field;
 
 /**
  * DL4J's {@code ScaleVertex} ({@code y = s·x}: Jacobian {@code s I}) and {@code ShiftVertex}
@@ -36,12 +35,7 @@ public final class ScaleShiftDerivatives implements VertexDerivatives {
         if (type == ShiftVertex.class) {
             return new INDArray[] {columns};
         }
-        try {
-            Field f = ScaleVertex.class.getDeclaredField("scaleFactor");
-            f.setAccessible(true);
-            return new INDArray[] {columns.mul(f.getDouble(record.vertex()))};
-        } catch (ReflectiveOperationException e) {
-            throw new IllegalStateException("cannot read the scale of " + record.vertex().getVertexName(), e);
-        }
+        double scale = VertexSettings.<Double>read(ScaleVertex.class, record.vertex(), "scaleFactor");
+        return new INDArray[] {columns.mul(scale)};
     }
 }

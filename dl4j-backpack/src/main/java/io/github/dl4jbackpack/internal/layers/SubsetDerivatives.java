@@ -8,7 +8,6 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.INDArrayIndex;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 
-import java.lang.reflect.Field;
 
 /**
  * DL4J's {@code SubsetVertex}: the slice {@code [from, to]} (inclusive) of dimension 1; the
@@ -27,13 +26,7 @@ public final class SubsetDerivatives implements VertexDerivatives {
     }
 
     private static int field(GraphVertex vertex, String name) {
-        try {
-            Field f = SubsetVertex.class.getDeclaredField(name);
-            f.setAccessible(true);
-            return f.getInt(vertex);
-        } catch (ReflectiveOperationException e) {
-            throw new IllegalStateException("cannot read the range of " + vertex.getVertexName(), e);
-        }
+        return VertexSettings.<Integer>read(SubsetVertex.class, vertex, name);
     }
 
     @Override
