@@ -29,6 +29,7 @@ import java.util.TreeSet;
 import static io.github.dl4jbackpack.Reference.assertClose;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * Networks built with DL4J's {@code TransferLearning} ({@code setFeatureExtractor}): quantities for
@@ -85,6 +86,50 @@ class TransferLearningTest {
         }
         assertArrayEquals(twin.params().data().asDouble(), frozen.params().data().asDouble(), 0.0);
         assertEquals(frozenParams, frozen.getLayer(0).params(), "the frozen layer is not trained");
+    }
+
+    @Test
+    void deepFrozenPartsStayDl4jsFrozenLayersInGraphsAndClones() {
+        org.deeplearning4j.nn.conf.ComputationGraphConfiguration.GraphBuilder b = GraphNets.builder(DataType.DOUBLE,
+                org.deeplearning4j.nn.conf.WorkspaceMode.ENABLED, 5)
+                .addInputs("in")
+                .addLayer("a", GraphNets.dense(5, Activation.TANH), "in")
+                .addLayer("b", GraphNets.dense(4, Activation.TANH), "a")
+                .addLayer("c", GraphNets.dense(4, Activation.SIGMOID), "b")
+                .addLayer("out", GraphNets.output(LossFunction.MCXENT, Activation.SOFTMAX, 3), "c")
+                .setOutputs("out")
+                .setInputTypes(InputType.feedForward(3));
+        ComputationGraph base = GraphNets.init(b, 5);
+        ComputationGraph frozen = new TransferLearning.GraphBuilder(base.clone()).setFeatureExtractor("b").build()
+                .convertDataType(DataType.DOUBLE);
+        frozen.setParams(base.params());
+        ComputationGraph twin = frozen.clone();
+        INDArray[] x = GraphNets.features(DataType.DOUBLE, 4, 1, InputType.feedForward(3));
+        INDArray[] y = GraphNets.labels(frozen, 4, 2);
+        BackPackNetwork bp = BackPackNetwork.extend(frozen);
+        Quantities q = bp.backward(x, y, new BatchGrad(), new DiagGGNExact());
+        assertEquals(new TreeSet<>(List.of("c_W", "c_b", "out_W", "out_b")), new TreeSet<>(q.keys(BatchGrad.class)));
+        twin.setInputs(x);
+        twin.setLabels(y);
+        twin.computeGradientAndScore();
+        assertArrayEquals(twin.gradient().gradient().data().asDouble(), frozen.gradient().gradient().data().asDouble(),
+                0.0, "gradient of the extended graph");
+        ComputationGraph copy = frozen.clone();
+        assertTrue(copy.getLayer("a") instanceof org.deeplearning4j.nn.layers.FrozenLayer, "a clone keeps the frozen layers");
+        for (int step = 0; step < 2; step++) {
+            frozen.fit(x, y);
+            twin.fit(x, y);
+        }
+        assertArrayEquals(twin.params().data().asDouble(), frozen.params().data().asDouble(), 0.0, "trajectory");
+
+        MultiLayerNetwork net = new TransferLearning.Builder(TestNets.build(DataType.DOUBLE, InputType.feedForward(3),
+                new DenseLayer.Builder().nOut(4).activation(Activation.TANH).build(),
+                new DenseLayer.Builder().nOut(4).activation(Activation.TANH).build(),
+                new OutputLayer.Builder(LossFunction.MCXENT).nOut(3).activation(Activation.SOFTMAX).build()))
+                .setFeatureExtractor(1).build();
+        BackPackNetwork.extend(net);
+        assertTrue(net.clone().getLayer(0) instanceof org.deeplearning4j.nn.layers.FrozenLayer,
+                "a clone of an extended network keeps the frozen layers");
     }
 
     @Test

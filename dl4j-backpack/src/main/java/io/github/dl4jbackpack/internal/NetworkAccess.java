@@ -147,7 +147,21 @@ public abstract class NetworkAccess {
         return n;
     }
 
+    /**
+     * @param layer a layer as the network holds it
+     * @return whether it is one of DL4J's frozen layers, which are never wrapped: DL4J recognises them
+     *     by class ({@code instanceof FrozenLayer} decides where its backward pass stops and what
+     *     {@code clone()} freezes), and they have no quantities
+     */
+    static boolean frozen(Layer layer) {
+        return layer instanceof org.deeplearning4j.nn.layers.FrozenLayer
+                || layer instanceof org.deeplearning4j.nn.layers.FrozenLayerWithBackprop;
+    }
+
     private static Layer wrap(Layer plain, Node node, Interceptor interceptor) {
+        if (frozen(plain)) {
+            return plain;
+        }
         return plain instanceof IOutputLayer && node.isOutput()
                 ? new InterceptingOutputLayer(plain, node, interceptor)
                 : new InterceptingLayer(plain, node, interceptor);
@@ -174,7 +188,13 @@ public abstract class NetworkAccess {
 
         @Override
         public Interceptor installed() {
-            return common(java.util.Arrays.asList(net.getLayers()));
+            List<Layer> layers = new java.util.ArrayList<>();
+            for (Layer l : net.getLayers()) {
+                if (!frozen(l)) {
+                    layers.add(l);
+                }
+            }
+            return common(layers);
         }
 
         @Override
@@ -261,7 +281,7 @@ public abstract class NetworkAccess {
         public Interceptor installed() {
             List<Layer> layers = new java.util.ArrayList<>();
             for (GraphVertex v : graph.getVertices()) {
-                if (v instanceof LayerVertex) {
+                if (v instanceof LayerVertex && !frozen(v.getLayer())) {
                     layers.add(v.getLayer());
                 }
             }

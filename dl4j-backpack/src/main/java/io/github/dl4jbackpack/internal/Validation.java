@@ -100,6 +100,14 @@ public final class Validation {
             }
         }
         for (Node output : topology.outputs()) {
+            if (output.isFrozen()) {
+                for (Extension<?> e : extensions) {
+                    add(problems, new Problem(output.name(), output.typeName(), e.name(), "a frozen output layer is "
+                            + "not supported (the library's pass starts at trainable output layers)",
+                            "networks whose output layers are trainable"));
+                }
+                continue;
+            }
             if (!output.isLayer() || !(output.layer() instanceof org.deeplearning4j.nn.api.layers.IOutputLayer)) {
                 for (Extension<?> e : extensions) {
                     add(problems, new Problem(output.name(), output.typeName(), e.name(), "it is a network output but "
