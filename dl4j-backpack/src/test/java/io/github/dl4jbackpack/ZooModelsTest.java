@@ -783,7 +783,11 @@ class ZooModelsTest {
                 org.deeplearning4j.nn.layers.convolution.subsampling.SubsamplingLayer.class,
                 org.deeplearning4j.nn.layers.ActivationLayer.class,
                 org.deeplearning4j.nn.layers.DropoutLayer.class,
-                org.deeplearning4j.nn.layers.LossLayer.class);
+                org.deeplearning4j.nn.layers.LossLayer.class,
+                org.deeplearning4j.nn.layers.pooling.GlobalPoolingLayer.class,
+                org.deeplearning4j.nn.layers.convolution.ZeroPaddingLayer.class,
+                org.deeplearning4j.nn.layers.convolution.Cropping2DLayer.class,
+                org.deeplearning4j.nn.layers.convolution.upsampling.Upsampling2D.class);
         private static final Set<Class<?>> ACTIVATIONS = Set.of(ActivationIdentity.class, ActivationReLU.class,
                 ActivationReLU6.class, ActivationLReLU.class, ActivationThresholdedReLU.class,
                 ActivationHardTanH.class, ActivationHardSigmoid.class, ActivationSigmoid.class, ActivationTanH.class,
@@ -980,6 +984,26 @@ class ZooModelsTest {
                 if (hessian && s.getPoolingType() == PoolingType.PNORM) {
                     return n.type() + " (p-norm, Hessian)";
                 }
+            }
+            if (conf instanceof org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer) {
+                org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer g =
+                        (org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer) conf;
+                if (g.getPoolingType() == PoolingType.PNORM) {
+                    return n.type() + " (p-norm)";
+                }
+                int[] dims = g.getPoolingDimensions();
+                if (dims != null && !(dims.length == 2 && dims[0] == 2 && dims[1] == 3)) {
+                    return n.type() + " (pooling dimensions)";
+                }
+            }
+            if (conf instanceof org.deeplearning4j.nn.conf.layers.ZeroPaddingLayer
+                    && ((org.deeplearning4j.nn.conf.layers.ZeroPaddingLayer) conf).getDataFormat() != CNN2DFormat.NCHW
+                    || conf instanceof org.deeplearning4j.nn.conf.layers.convolutional.Cropping2D
+                    && ((org.deeplearning4j.nn.conf.layers.convolutional.Cropping2D) conf).getDataFormat()
+                    != CNN2DFormat.NCHW
+                    || conf instanceof org.deeplearning4j.nn.conf.layers.Upsampling2D
+                    && ((org.deeplearning4j.nn.conf.layers.Upsampling2D) conf).getFormat() != CNN2DFormat.NCHW) {
+                return n.type() + " (NHWC)";
             }
             IDropout dropout = conf.getIDropout();
             if (dropout != null && dropout.getClass() != Dropout.class) {

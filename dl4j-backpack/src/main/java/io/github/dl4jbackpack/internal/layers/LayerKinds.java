@@ -13,13 +13,20 @@ import java.util.stream.Collectors;
 /** The supported DL4J layer kinds, and the lookup from a DL4J layer implementation to its kind. */
 public final class LayerKinds {
 
-    private static final List<LayerDerivatives> KINDS = List.of(
-            new DenseDerivatives(),
-            new ConvolutionDerivatives(),
-            new SubsamplingDerivatives(),
-            new ActivationLayerDerivatives(),
-            new IdentityDerivatives(DropoutLayer.class),
-            new IdentityDerivatives(LossLayer.class));
+    private static final List<LayerDerivatives> KINDS = kinds();
+
+    private static List<LayerDerivatives> kinds() {
+        List<LayerDerivatives> kinds = new java.util.ArrayList<>(List.of(
+                new DenseDerivatives(),
+                new ConvolutionDerivatives(),
+                new SubsamplingDerivatives(),
+                new GlobalPoolingDerivatives(),
+                new ActivationLayerDerivatives(),
+                new IdentityDerivatives(DropoutLayer.class),
+                new IdentityDerivatives(LossLayer.class)));
+        kinds.addAll(SpatialResizeDerivatives.all());
+        return List.copyOf(kinds);
+    }
 
     private LayerKinds() {
     }
