@@ -140,7 +140,8 @@ public final class Validation {
                     continue;
                 }
                 boolean hessian = e.curvatureRequests().stream().anyMatch(r -> r.kind().equals(FactorKind.RESIDUAL));
-                String reason = node.isLayer() ? secondOrderLayer(node, hessian) : secondOrderVertex(node, hessian);
+                String reason = fusedSoftmaxPart(topology, node) ? null
+                        : node.isLayer() ? secondOrderLayer(node, hessian) : secondOrderVertex(node, hessian);
                 if (reason != null) {
                     add(problems, new Problem(node.name(), node.typeName(), e.name(), reason,
                             node.isOutput() ? LossCurvatures.SUPPORTED : SECOND_ORDER_SUPPORTED));
@@ -189,6 +190,28 @@ public final class Validation {
     private static int unstackSize(GraphVertex vertex) {
         return io.github.dl4jbackpack.internal.layers.VertexSettings.<Integer>read(
                 org.deeplearning4j.nn.graph.vertex.impl.UnstackVertex.class, vertex, "stackSize");
+    }
+
+    /**
+     * @return whether the node is either half of a softmax and a cross-entropy on probabilities that the
+     *     second-order pass treats as one softmax cross-entropy ({@link CurvaturePass#fusedSoftmax})
+     */
+    private static boolean fusedSoftmaxPart(Topology topology, Node node) {
+        for (Node output : topology.outputs()) {
+            Node fused = CurvaturePass.fusedSoftmax(topology, output);
+            if (fused != null && (node == output || node == fused)) {
+                return fusedSoftmaxLayerSupported(fused);
+            }
+        }
+        return false;
+    }
+
+    /** The layer whose softmax is fused into the loss must otherwise be supported (its kind, dropout). */
+    private static boolean fusedSoftmaxLayerSupported(Node layer) {
+        return LayerKinds.whyUnsupported(layer.layer()) == null
+                && (layer.conf().getLayer().getIDropout() == null
+                || layer.conf().getLayer().getIDropout().getClass() == Dropout.class)
+                && (layer.preProcessor() == null || ReshapeDerivatives.unsupportedPreprocessor(layer.preProcessor()) == null);
     }
 
     /** Merges problems of one part and reason over extensions. */

@@ -109,6 +109,37 @@ public final class CurvaturePass {
     }
 
     /**
+     * A softmax followed by cross-entropy on probabilities, split over two layers as Keras import and
+     * some zoo models build it ({@code Dense(softmax)} or {@code ActivationLayer(softmax)}, then
+     * {@code LossLayer(identity, MCXENT)}), is softmax cross-entropy of the first layer's
+     * pre-activation: the pass starts there, with that loss's curvature, and the softmax is part of the
+     * loss (no Jacobian or residual of its own).
+     *
+     * @param topology the network
+     * @param output an output node
+     * @return the layer whose softmax the output's loss completes, or null
+     */
+    public static Node fusedSoftmax(Topology topology, Node output) {
+        if (!output.isLayer() || output.inputCount() != 1 || output.input(0) < 0 || output.preProcessor() != null
+                || !(output.conf().getLayer() instanceof org.deeplearning4j.nn.conf.layers.LossLayer)) {
+            return null;
+        }
+        org.deeplearning4j.nn.conf.layers.LossLayer conf =
+                (org.deeplearning4j.nn.conf.layers.LossLayer) output.conf().getLayer();
+        if (!io.github.dl4jbackpack.internal.losses.LossCurvatures.isCrossEntropyOfProbabilities(conf.getLossFn(),
+                conf.getActivationFn())) {
+            return null;
+        }
+        Node producer = topology.node(output.input(0));
+        if (!producer.isLayer() || producer.isFrozen() || producer.consumers().size() != 1) {
+            return null;
+        }
+        LayerDerivatives kind = io.github.dl4jbackpack.internal.layers.LayerKinds.of(producer.layer()).orElse(null);
+        org.nd4j.linalg.activations.IActivation activation = kind == null ? null : kind.activation(producer.layer());
+        return activation instanceof org.nd4j.linalg.activations.impl.ActivationSoftmax ? producer : null;
+    }
+
+    /**
      * @param topology a network
      * @return per position, whether the second-order pass walks the node: it lies on a path from a
      *     layer with parameters to an output
@@ -195,21 +226,24 @@ public final class CurvaturePass {
                 if (!region[output.position()]) {
                     continue;
                 }
-                LossCurvature loss = losses.get(output.position());
+                Node fused = fusedSoftmax(topology, output);
+                Node start = fused != null ? fused : output;
+                LossCurvature loss = fused != null ? io.github.dl4jbackpack.internal.losses.LossCurvatures
+                        .softmaxCrossEntropy() : losses.get(output.position());
                 if (loss == null) {
                     throw new IllegalStateException("no loss curvature was recorded for " + output.describe());
                 }
-                INDArray z = preActivation(layer(output.position()));
+                INDArray z = preActivation(layer(start.position()));
                 switch (kind.type()) {
                     case EXACT:
-                        propagateColumns(loss.sqrtHessian(z, batchSize), output.position(), false, 1.0, sinks);
+                        propagateColumns(loss.sqrtHessian(z, batchSize), start.position(), false, 1.0, sinks);
                         break;
                     case SAMPLED:
-                        propagateColumns(loss.sampledSqrtHessian(z, batchSize, kind.samples()), output.position(),
+                        propagateColumns(loss.sampledSqrtHessian(z, batchSize, kind.samples()), start.position(),
                                 false, 1.0, sinks);
                         break;
                     case AVERAGED:
-                        propagateAveraged(loss.hessian(z).mean(0), output.position(), sinks);
+                        propagateAveraged(loss.hessian(z).mean(0), start.position(), sinks);
                         break;
                     default:
                         throw new IllegalStateException(kind.toString());
@@ -217,6 +251,15 @@ public final class CurvaturePass {
             }
         }
         return out;
+    }
+
+    private boolean isFusedSoftmax(Node node) {
+        for (Node output : topology.outputs()) {
+            if (fusedSoftmax(topology, output) == node) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private RecordedLayer layer(int position) {
@@ -341,7 +384,7 @@ public final class CurvaturePass {
             if (region[j] && !node.isLayer()) {
                 propagateVertexResidual((VertexRecord) records[j], epsilons, sinks);
             }
-            if (!region[j] || !node.isLayer() || node.isOutput()) {
+            if (!region[j] || !node.isLayer() || node.isOutput() || isFusedSoftmax(node)) {
                 continue;
             }
             RecordedLayer record = layer(j);

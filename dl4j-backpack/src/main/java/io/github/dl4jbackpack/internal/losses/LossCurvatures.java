@@ -53,6 +53,23 @@ public final class LossCurvatures {
         return Optional.empty();
     }
 
+    /**
+     * @param loss a loss function
+     * @param activation the activation applied before it
+     * @return whether the pair is cross-entropy on probabilities (MCXENT or NLL, no weights, identity
+     *     activation): fused with a softmax right before it, it is softmax cross-entropy
+     */
+    public static boolean isCrossEntropyOfProbabilities(ILossFunction loss, IActivation activation) {
+        Class<?> l = loss.getClass();
+        return (l == LossMCXENT.class || l == org.nd4j.linalg.lossfunctions.impl.LossNegativeLogLikelihood.class)
+                && activation instanceof ActivationIdentity && ((LossMCXENT) loss).getWeights() == null;
+    }
+
+    /** @return the curvature of softmax cross-entropy w.r.t. the logits */
+    public static LossCurvature softmaxCrossEntropy() {
+        return new SoftmaxCrossEntropy();
+    }
+
     /** {@code ℓ = −Σ_c y_c log p_c}, {@code p = softmax(z)}: {@code H = diag(p) − p pᵀ}. */
     static final class SoftmaxCrossEntropy implements LossCurvature {
 
