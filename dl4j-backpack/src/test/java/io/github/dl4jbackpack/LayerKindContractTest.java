@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack;
+
+import io.github.dl4jbackpack.internal.graph.Node;
+import io.github.dl4jbackpack.internal.graph.Topology;
+import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
+import io.github.dl4jbackpack.internal.layers.LayerKinds;
+import io.github.dl4jbackpack.internal.layers.RecordedLayer;
+import org.deeplearning4j.nn.conf.ConvolutionMode;
+import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
+import org.deeplearning4j.nn.conf.inputs.InputType;
+import org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
+import org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer;
+import org.deeplearning4j.nn.conf.layers.Layer;
+import org.deeplearning4j.nn.conf.layers.LossLayer;
+import org.deeplearning4j.nn.conf.layers.PoolingType;
+import org.deeplearning4j.nn.conf.layers.SubsamplingLayer;
+import org.deeplearning4j.nn.conf.layers.Upsampling2D;
+import org.deeplearning4j.nn.conf.layers.ZeroPaddingLayer;
+import org.deeplearning4j.nn.conf.layers.convolutional.Cropping2D;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+import org.nd4j.linalg.activations.Activation;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Supplier;
+import java.util.stream.Stream;
+
+import static io.github.dl4jbackpack.Reference.assertClose;
+
+/**
+ * The contract of every layer kind without parameters, one entry per kind and setting: its input
+ * Jacobian-transpose product of several factor columns at once equals DL4J's own backward step of
+ * the layer applied to each column separately (the layer's {@code backpropGradient} with that column
+ * as the gradient at its output), in float64 and float32. Adding a kind adds an entry here.
+ */
+class LayerKindContractTest {
+
+    record Entry(String name, Supplier<Layer> layer, InputType input) {
+        @Override
+        public String toString() {
+            return name;
+        }
+    }
+
+    static Stream<Entry> entries() {
+        InputType cnn = InputType.convolutional(6, 5, 2);
+        return Stream.of(
+                new Entry("max pooling 2x2", () -> new SubsamplingLayer.Builder(PoolingType.MAX).kernelSize(2, 2)
+                        .stride(2, 2).build(), cnn),
+                new Entry("average pooling 3x3 stride 1 same", () -> new SubsamplingLayer.Builder(PoolingType.AVG)
+                        .kernelSize(3, 3).stride(1, 1).convolutionMode(ConvolutionMode.Same).build(), cnn),
+                new Entry("p-norm pooling", () -> new SubsamplingLayer.Builder(PoolingType.PNORM).pnorm(2)
+                        .kernelSize(2, 2).stride(1, 1).build(), cnn),
+                new Entry("global max pooling", () -> new GlobalPoolingLayer.Builder(PoolingType.MAX).build(), cnn),
+                new Entry("global average pooling", () -> new GlobalPoolingLayer.Builder(PoolingType.AVG).build(), cnn),
+                new Entry("global sum pooling, not collapsed", () -> new GlobalPoolingLayer.Builder(PoolingType.SUM)
+                        .collapseDimensions(false).build(), cnn),
+                new Entry("zero padding", () -> new ZeroPaddingLayer.Builder(1, 2, 0, 1).build(), cnn),
+                new Entry("cropping", () -> new Cropping2D.Builder(1, 0, 2, 1).build(), cnn),
+                new Entry("upsampling 2x3", () -> new Upsampling2D.Builder().size(new int[] {2, 3}).build(), cnn));
+    }
+
+    /** A network of the layer under test (after a convolution that makes its input) and an L2 loss. */
+    private static MultiLayerNetwork network(Entry e, DataType type) {
+        MultiLayerNetwork net = TestNets.build(type, e.input(),
+                new ConvolutionLayer.Builder(1, 1).nOut(2).activation(Activation.IDENTITY).build(), e.layer().get(),
+                new LossLayer.Builder(LossFunction.L2).activation(Activation.IDENTITY).build());
+        return net;
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("entries")
+    void inputJacobianTransposeOfManyColumnsIsDl4jsBackwardOfEach(Entry e) {
+        for (DataType type : new DataType[] {DataType.DOUBLE, DataType.FLOAT}) {
+            MultiLayerNetwork net = network(e, type);
+            long n = 3;
+            INDArray x = TestNets.features(type, 7, n, 2, 6, 5);
+            List<INDArray> activations = net.feedForward(x, true);
+            INDArray input = activations.get(1);
+            INDArray output = activations.get(2);
+            int columns = 4;
+            List<INDArray> perColumn = new ArrayList<>();
+            List<INDArray> dl4j = new ArrayList<>();
+            for (int v = 0; v < columns; v++) {
+                INDArray s = Nd4j.randn(type, output.shape());
+                perColumn.add(s);
+                INDArray atInput = inputGradient(net, x, s);
+                dl4j.add(atInput);
+            }
+            // the kind's product of all columns at once, folded example-major [N·V, ...]
+            long[] withColumns = output.shape().clone();
+            INDArray stacked = Nd4j.stack(1, perColumn.toArray(new INDArray[0]));
+            long[] folded = new long[withColumns.length];
+            folded[0] = n * columns;
+            System.arraycopy(withColumns, 1, folded, 1, withColumns.length - 1);
+            org.deeplearning4j.nn.api.Layer layer = net.getLayer(1);
+            Topology topology = Topology.of(net, new Topology.LayerResolver() {
+                @Override
+                public org.deeplearning4j.nn.api.Layer plain(org.deeplearning4j.nn.api.Layer l) {
+                    return l;
+                }
+
+                @Override
+                public NeuralNetConfiguration conf(org.deeplearning4j.nn.api.Layer l) {
+                    return l.conf();
+                }
+            });
+            Node node = topology.node(1);
+            LayerDerivatives kind = LayerKinds.of(layer).orElseThrow();
+            RecordedLayer record = new RecordedLayer(node, layer, kind, input, null, null, null, output.shape());
+            INDArray product = kind.inputJacobianTranspose(record, stacked.dup('c').reshape('c', folded));
+            INDArray unfolded = product.reshape('c', withColumn(n, columns, product.shape()));
+            for (int v = 0; v < columns; v++) {
+                assertClose(dl4j.get(v), unfolded.get(NDArrayIndex.all(), NDArrayIndex.point(v)).dup(),
+                        type == DataType.DOUBLE ? 1e-10 : 1e-4, type == DataType.DOUBLE ? 1e-12 : 1e-5,
+                        e + " " + type + " column " + v);
+            }
+        }
+    }
+
+    /** @return DL4J's own backward step of the tested layer for the output gradient {@code s} */
+    private static INDArray inputGradient(MultiLayerNetwork net, INDArray x, INDArray s) {
+        MultiLayerNetwork copy = new MultiLayerNetwork(net.getLayerWiseConfigurations().clone());
+        copy.init(net.params().dup(), true);
+        List<INDArray> acts = copy.feedForward(x, true);
+        org.deeplearning4j.nn.workspace.LayerWorkspaceMgr mgr = org.deeplearning4j.nn.workspace.LayerWorkspaceMgr
+                .noWorkspaces();
+        org.deeplearning4j.nn.api.Layer layer = copy.getLayer(1);
+        layer.setInput(acts.get(1), mgr);
+        layer.activate(true, mgr);
+        return layer.backpropGradient(s.dup(), mgr).getSecond().dup();
+    }
+
+    private static long[] withColumn(long n, long v, long[] shape) {
+        long[] out = new long[shape.length + 1];
+        out[0] = n;
+        out[1] = v;
+        System.arraycopy(shape, 1, out, 2, shape.length - 1);
+        return out;
+    }
+}
