@@ -148,6 +148,65 @@ class GraphExtensionsTest {
         assertAllClose(GraphBruteForce.diagGgn(jac), values(q, DiagGGNExact.class), 1e-9, 1e-13, "three-way product");
     }
 
+    /** {@code a ⊙ b} of two branches and {@code c ⊙ c} of one: the Product residual couples the inputs. */
+    static ComputationGraph products(WorkspaceMode mode) {
+        org.deeplearning4j.nn.conf.ComputationGraphConfiguration.GraphBuilder b = GraphNets.builder(DataType.DOUBLE,
+                mode, 3)
+                .addInputs("in")
+                .addLayer("a", dense(4, Activation.TANH), "in")
+                .addLayer("b", dense(4, Activation.SIGMOID), "in")
+                .addVertex("ab", new org.deeplearning4j.nn.conf.graph.ElementWiseVertex(
+                        org.deeplearning4j.nn.conf.graph.ElementWiseVertex.Op.Product), "a", "b")
+                .addLayer("c", dense(3, Activation.IDENTITY), "ab")
+                .addVertex("cc", new org.deeplearning4j.nn.conf.graph.ElementWiseVertex(
+                        org.deeplearning4j.nn.conf.graph.ElementWiseVertex.Op.Product), "c", "c")
+                .addVertex("sum", new org.deeplearning4j.nn.conf.graph.ElementWiseVertex(
+                        org.deeplearning4j.nn.conf.graph.ElementWiseVertex.Op.Add), "cc", "c")
+                .addLayer("out", output(LossFunction.MSE, Activation.IDENTITY, 2), "sum")
+                .setOutputs("out")
+                .setInputTypes(InputType.feedForward(3));
+        return GraphNets.init(b, 3);
+    }
+
+    @Test
+    void hessianDiagonalThroughProductVerticesEqualsFiniteDifferences() {
+        for (WorkspaceMode mode : new WorkspaceMode[] {WorkspaceMode.ENABLED, WorkspaceMode.NONE}) {
+            ComputationGraph graph = products(mode);
+            INDArray[] x = GraphNets.features(DataType.DOUBLE, 3, 4, InputType.feedForward(3));
+            INDArray[] y = GraphNets.labels(graph, 3, 5);
+            var fd = GraphBruteForce.finiteDifferenceHessian(graph, x, y, 1e-4);
+            Quantities q = BackPackNetwork.extend(graph).backward(x, y, new DiagHessian(), new BatchDiagHessian(),
+                    new DiagGGNExact());
+            assertAllClose(fd.batch, values(q, DiagHessian.class), 1e-5, 1e-7, mode + " DiagHessian");
+            assertAllClose(fd.perExample, values(q, BatchDiagHessian.class), 1e-5, 1e-7, mode + " BatchDiagHessian");
+            GraphBruteForce.Jacobians jac = GraphBruteForce.jacobians(graph, x);
+            assertAllClose(GraphBruteForce.diagGgn(jac), values(q, DiagGGNExact.class), 1e-9, 1e-13,
+                    mode + " DiagGGNExact");
+        }
+    }
+
+    @Test
+    void layersThatSeeAStackedBatchSumTheirCopiesInFirstOrderAndAreRefusedInSecondOrder() {
+        ComputationGraph graph = GraphNets.stacked();
+        GraphNets.Data data = GraphNets.data(graph, 4, 1, GraphNets.VERTEX_ZOO_INPUTS);
+        Map<String, INDArray> g = GraphReference.individualGradients(graph, data.features(), data.labels());
+        BackPackNetwork bp = BackPackNetwork.extend(graph);
+        Quantities q = bp.backward(data.features(), data.labels(), new BatchGrad(), new BatchL2Grad(),
+                new SumGradSquared(), new Variance(), new BatchDotGrad());
+        assertAllClose(g, values(q, BatchGrad.class), 1e-10, 1e-13, "stacked BatchGrad");
+        assertAllClose(GraphReference.squaredNorms(g), values(q, BatchL2Grad.class), 1e-9, 1e-13, "stacked BatchL2Grad");
+        assertAllClose(GraphReference.sumGradSquared(g), values(q, SumGradSquared.class), 1e-9, 1e-13, "stacked SGS");
+        assertAllClose(GraphReference.variance(g), values(q, Variance.class), 1e-8, 1e-12, "stacked Variance");
+        assertAllClose(GraphReference.dots(g), values(q, BatchDotGrad.class), 1e-9, 1e-13, "stacked BatchDotGrad");
+        UnsupportedLayerException second = assertThrows(UnsupportedLayerException.class,
+                () -> bp.backward(data.features(), data.labels(), new BatchGrad(), new DiagGGNExact()));
+        Set<String> named = second.parts().stream().map(UnsupportedLayerException.Part::layer)
+                .collect(Collectors.toSet());
+        assertEquals(Set.of("shared", "stack", "unstack0", "unstack1"), named, second.getMessage());
+        assertTrue(second.getMessage().contains("stacked 2 times"), second.getMessage());
+        assertTrue(bp.enabled().isEmpty());
+    }
+
     @ParameterizedTest
     @EnumSource(Topology.class)
     void kflrOfOneExampleIsTheExactGgnBlockOfDenseWeightsAndBiases(Topology topology) {

@@ -43,6 +43,7 @@ final class BackwardPass {
     private final long memoryBudget;
     private final Topology topology;
     private final boolean[] region;
+    private final double[] copies;
     private final Object[] records;
     private final Map<Integer, LossCurvature> losses = new HashMap<>();
     private final Set<Integer> outputsBegun = new HashSet<>();
@@ -64,11 +65,17 @@ final class BackwardPass {
         this.memoryBudget = memoryBudget;
         this.topology = topology;
         this.region = CurvaturePass.region(topology);
+        this.copies = Validation.batchCopies(topology);
         this.records = new Object[topology.nodes().size()];
     }
 
     long batchSize() {
         return batchSize;
+    }
+
+    /** @return how many rows per example the node sees (StackVertex copies), 1 normally */
+    long copies(Node node) {
+        return Math.round(copies[node.position()]);
     }
 
     /** @return the thread that runs this pass */

@@ -245,7 +245,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
                      interceptor.firstOrderScratch())) {
             INDArray outputGradient = summedLossGradient.div(pass.batchSize());
             pass.computeAt(new LayerBackprop(node.name(), pass.batchSize(), underlying, kind, underlying.input(),
-                    outputGradient, gradient));
+                    outputGradient, gradient, pass.copies(node)));
             interceptor.learnFirstOrderScratch(scratch.used());
         }
     }

@@ -26,6 +26,8 @@ import java.util.Set;
 final class LayerBackprop implements LayerSignals {
 
     private final String layerName;
+    /** How many rows per example the layer sees (a StackVertex stacks copies), 1 normally. */
+    private final long copies;
     private final long batchSize;
     private final Layer layer;
     private final LayerDerivatives kind;
@@ -38,7 +40,8 @@ final class LayerBackprop implements LayerSignals {
     private FirstOrderTerms firstOrder;
 
     LayerBackprop(String layerName, long batchSize, Layer layer, LayerDerivatives kind, INDArray input,
-                  INDArray outputGradient, Gradient summedGradient) {
+                  INDArray outputGradient, Gradient summedGradient, long copies) {
+        this.copies = copies;
         this.layerName = layerName;
         this.batchSize = batchSize;
         this.layer = layer;
@@ -51,6 +54,7 @@ final class LayerBackprop implements LayerSignals {
     }
 
     LayerBackprop(RecordedLayer record, Map<FactorKind, CurvatureSink> curvature) {
+        this.copies = 1;
         this.layerName = record.node().name();
         this.batchSize = record.batchSize();
         this.layer = record.layer();
@@ -110,7 +114,8 @@ final class LayerBackprop implements LayerSignals {
             throw new IllegalStateException("first-order terms are computed during DL4J's pass, not after it");
         }
         if (firstOrder == null) {
-            firstOrder = kind.firstOrder(layer, input, outputGradient);
+            FirstOrderTerms terms = kind.firstOrder(layer, input, outputGradient);
+            firstOrder = copies == 1 ? terms : new io.github.dl4jbackpack.internal.layers.SharedRowsTerms(terms, copies);
         }
         return firstOrder;
     }

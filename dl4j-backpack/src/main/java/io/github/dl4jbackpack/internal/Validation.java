@@ -120,12 +120,15 @@ public final class Validation {
         double[] copies = batchCopies(topology);
         for (Extension<?> e : extensions) {
             for (Node node : topology.nodes()) {
-                if (CurvaturePass.isParametric(node) && copies[node.position()] != 1) {
+                double k = copies[node.position()];
+                if (CurvaturePass.isParametric(node) && k != 1
+                        && (k != Math.rint(k) || !e.curvatureRequests().isEmpty())) {
                     add(problems, new Problem(node.name(), node.typeName(), e.name(), "it sees the batch stacked "
-                            + (copies[node.position()] == Math.rint(copies[node.position()])
-                            ? (long) copies[node.position()] + " times " : "") + "by a StackVertex, so its weights are "
-                            + "shared between rows of one example; per-example quantities of shared weights are not "
-                            + "supported yet", "layers with parameters that see each example once"));
+                            + (k == Math.rint(k) ? (long) k + " times " : "") + "by a StackVertex, so its weights are "
+                            + "shared between rows of one example; "
+                            + (k == Math.rint(k) ? "second-order extensions do not support that yet"
+                            : "the rows do not divide into whole examples"),
+                            "first-order extensions (they sum each example's copies)"));
                     continue;
                 }
                 if (CurvaturePass.isParametric(node)) {
