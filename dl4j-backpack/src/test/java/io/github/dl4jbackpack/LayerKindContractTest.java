@@ -65,13 +65,15 @@ class LayerKindContractTest {
                         .collapseDimensions(false).build(), cnn),
                 new Entry("zero padding", () -> new ZeroPaddingLayer.Builder(1, 2, 0, 1).build(), cnn),
                 new Entry("cropping", () -> new Cropping2D.Builder(1, 0, 2, 1).build(), cnn),
+                new Entry("local response normalisation", () -> new org.deeplearning4j.nn.conf.layers
+                        .LocalResponseNormalization.Builder().k(1.5).n(3).alpha(0.3).beta(0.75).build(), cnn),
                 new Entry("upsampling 2x3", () -> new Upsampling2D.Builder().size(new int[] {2, 3}).build(), cnn));
     }
 
     /** A network of the layer under test (after a convolution that makes its input) and an L2 loss. */
     private static MultiLayerNetwork network(Entry e, DataType type) {
         MultiLayerNetwork net = TestNets.build(type, e.input(),
-                new ConvolutionLayer.Builder(1, 1).nOut(2).activation(Activation.IDENTITY).build(), e.layer().get(),
+                new ConvolutionLayer.Builder(1, 1).nOut(5).activation(Activation.IDENTITY).build(), e.layer().get(),
                 new LossLayer.Builder(LossFunction.L2).activation(Activation.IDENTITY).build());
         return net;
     }

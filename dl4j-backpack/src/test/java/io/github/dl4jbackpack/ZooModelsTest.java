@@ -811,6 +811,7 @@ class ZooModelsTest {
                 org.deeplearning4j.nn.layers.DropoutLayer.class,
                 org.deeplearning4j.nn.layers.LossLayer.class,
                 org.deeplearning4j.nn.layers.pooling.GlobalPoolingLayer.class,
+                org.deeplearning4j.nn.layers.normalization.LocalResponseNormalization.class,
                 org.deeplearning4j.nn.layers.convolution.ZeroPaddingLayer.class,
                 org.deeplearning4j.nn.layers.convolution.Cropping2DLayer.class,
                 org.deeplearning4j.nn.layers.convolution.upsampling.Upsampling2D.class);
@@ -1046,6 +1047,15 @@ class ZooModelsTest {
                 }
                 if (hessian && s.getPoolingType() == PoolingType.PNORM) {
                     return n.type() + " (p-norm, Hessian)";
+                }
+            }
+            if (conf instanceof org.deeplearning4j.nn.conf.layers.LocalResponseNormalization) {
+                if (((org.deeplearning4j.nn.conf.layers.LocalResponseNormalization) conf).getDataFormat()
+                        != CNN2DFormat.NCHW) {
+                    return n.type() + " (NHWC)";
+                }
+                if (hessian) {
+                    return n.type() + " (Hessian)";
                 }
             }
             if (conf instanceof org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer) {

@@ -21,6 +21,7 @@ public final class LayerKinds {
                 new ConvolutionDerivatives(),
                 new SubsamplingDerivatives(),
                 new GlobalPoolingDerivatives(),
+                new LrnDerivatives(),
                 new ActivationLayerDerivatives(),
                 new IdentityDerivatives(DropoutLayer.class),
                 new IdentityDerivatives(LossLayer.class)));
