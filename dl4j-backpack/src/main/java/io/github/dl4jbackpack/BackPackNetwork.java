@@ -165,6 +165,27 @@ public final class BackPackNetwork {
         io.github.dl4jbackpack.internal.memory.ScratchWorkspace.release();
     }
 
+    /**
+     * Chooses which statistics the network's {@code BatchNormalization} layers normalise with in the
+     * passes that compute extensions: {@link BatchNormStatistics#BATCH} (the default, DL4J's training
+     * behaviour) or {@link BatchNormStatistics#RUNNING} (as in inference, so that every example is
+     * processed independently and per-example quantities are defined). Layers frozen by
+     * {@code FrozenLayer} always use their running statistics, as DL4J makes them.
+     *
+     * @param statistics the statistics
+     */
+    public void setBatchNormStatistics(BatchNormStatistics statistics) {
+        if (statistics == null) {
+            throw new IllegalArgumentException("statistics must not be null");
+        }
+        interceptor.setRunningStatistics(statistics == BatchNormStatistics.RUNNING);
+    }
+
+    /** @return which statistics BatchNormalization layers use in passes with extensions */
+    public BatchNormStatistics batchNormStatistics() {
+        return interceptor.runningStatisticsSetting() ? BatchNormStatistics.RUNNING : BatchNormStatistics.BATCH;
+    }
+
     /** @return the scratch memory budget of the second-order pass, in bytes */
     public long curvatureMemoryBudget() {
         return interceptor.curvatureMemoryBudget();
@@ -373,7 +394,8 @@ public final class BackPackNetwork {
     }
 
     private void checkNetwork(List<Extension<?>> extensions) {
-        List<Validation.Problem> problems = Validation.checkNetwork(access, extensions);
+        List<Validation.Problem> problems = Validation.checkNetwork(access, extensions,
+                interceptor.runningStatisticsSetting());
         if (!problems.isEmpty()) {
             List<UnsupportedLayerException.Part> parts = new ArrayList<>();
             for (Validation.Problem p : problems) {

@@ -74,7 +74,7 @@ class BadInputTest {
     }
 
     @Test
-    void batchNormalizationIsRejectedNamingTheReason() {
+    void perExampleQuantitiesThroughBatchStatisticsAreRejectedNamingTheReasonAndTheAlternatives() {
         MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.feedForward(5),
                 new DenseLayer.Builder().nOut(6).activation(Activation.RELU).build(),
                 new BatchNormalization.Builder().build(), out());
@@ -82,7 +82,8 @@ class BadInputTest {
         UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
                 () -> bp.backward(X, Y, new Variance()));
         assertNames(e, 1, "BatchNormalization", "Variance");
-        assertTrue(e.getMessage().contains("couples the examples"), e.getMessage());
+        assertTrue(e.getMessage().contains("batch's statistics") && e.getMessage().contains("[0]")
+                && e.getMessage().contains("BatchNormStatistics.RUNNING"), e.getMessage());
         assertThrows(UnsupportedLayerException.class, () -> bp.enable(new BatchGrad()));
         assertTrue(bp.enabled().isEmpty());
         assertStillUsable(net, X, Y);

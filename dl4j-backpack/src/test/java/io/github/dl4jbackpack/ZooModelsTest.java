@@ -235,7 +235,7 @@ class ZooModelsTest {
 
     /** One line of the support table, by model name. */
     private record Row(String model, String type, String input, String params, String firstOrder,
-                       String secondOrder, String reasons) {
+                       String secondOrder, String reasons, String running) {
     }
 
     private static final Map<String, Row> ROWS = new TreeMap<>();
@@ -268,10 +268,10 @@ class ZooModelsTest {
                 throw e;
             }
             assertTrue(String.valueOf(e.getMessage()).contains(c.buildFailure()), "unexpected build failure: " + e);
-            ROWS.put(c.name(), new Row(c.name(), "ComputationGraph", "any", "—", "—", "—",
+            ROWS.put(c.name(), new Row(c.name(), "ComputationGraph", "any", "—", "—", "—", 
                     "does not build at any input shape in deeplearning4j-zoo 1.0.0-M2.1 (`" + e.getMessage()
                             + "`: NASNetHelper asks the graph builder for activation types before `NASNet.init()` "
-                            + "adds the input)"));
+                            + "adds the input)", "—"));
             return;
         }
         assertTrue(c.buildFailure() == null, c.name() + " builds now: update this test and the table");
@@ -279,8 +279,10 @@ class ZooModelsTest {
         // computed from the plain model: once extended, its layers compute with private configuration copies
         Expectation expectation = Expectation.of(model);
         Map<String, Map<String, String>> expectedByExtension = new HashMap<>();
+        Map<String, Map<String, String>> expectedWithRunningStatistics = new HashMap<>();
         for (Extension<?> e : allExtensions()) {
             expectedByExtension.put(e.name(), expectation.unsupported(e));
+            expectedWithRunningStatistics.put(e.name(), expectation.unsupported(e, true));
         }
         INDArray x = features(c);
         INDArray y = labels(c, model, x);
@@ -335,6 +337,8 @@ class ZooModelsTest {
         if (!accepted.isEmpty()) {
             runAccepted(c, model, bp, accepted, x, y, gradientBefore, scoreBefore, singleExample);
         }
+        String running = expectation.hasBatchNormalization()
+                ? checkRunningStatistics(c, model, bp, expectedWithRunningStatistics, x, y) : "—";
 
         // the model still works as before
         if (c.check() == StillWorks.GRADIENT) {
@@ -345,7 +349,105 @@ class ZooModelsTest {
             assertExactlyEqual(outputBefore, output(model, x), c.name() + ": output after extending");
         }
 
-        ROWS.put(c.name(), row(c, model, accepted, refusedBy, firstOrder, note));
+        ROWS.put(c.name(), row(c, model, accepted, refusedBy, firstOrder, note, running));
+    }
+
+    /**
+     * Sets every BatchNormalization layer's running statistics to the statistics of a calibration
+     * batch (32 examples), as a user's data would set them: at initialisation (mean 0, variance 1) a deep network such as
+     * ResNet50 overflows float32 in inference mode (DL4J's own {@code output(x, false)} is NaN).
+     */
+    private static void calibrateRunningStatistics(Model model, INDArray x) {
+        Map<String, INDArray> inputs = new HashMap<>();
+        if (model instanceof ComputationGraph) {
+            ComputationGraph g = (ComputationGraph) model;
+            Map<String, INDArray> activations = g.feedForward(new INDArray[] {x}, true, false);
+            g.getConfiguration().getVertexInputs().forEach((vertex, in) -> {
+                if (in.size() == 1 && activations.containsKey(in.get(0))) {
+                    inputs.put(vertex, activations.get(in.get(0)));
+                }
+            });
+        } else {
+            MultiLayerNetwork net = (MultiLayerNetwork) model;
+            List<INDArray> activations = net.feedForward(x, true);
+            for (int i = 0; i < net.getnLayers(); i++) {
+                inputs.put(String.valueOf(i), activations.get(i));
+            }
+        }
+        for (String key : model.paramTable().keySet()) {
+            String layer = key.substring(0, key.lastIndexOf('_'));
+            String param = key.substring(key.lastIndexOf('_') + 1);
+            INDArray in = inputs.get(layer);
+            if (in == null || !(param.equals("mean") || param.equals("var") || param.equals("log10stdev"))) {
+                continue;
+            }
+            int[] dims = in.rank() == 4 ? new int[] {0, 2, 3} : new int[] {0};
+            INDArray target = model.getParam(key);
+            INDArray value = param.equals("mean") ? in.mean(dims) : in.var(false, dims);
+            if (param.equals("log10stdev")) {
+                value = org.nd4j.linalg.ops.transforms.Transforms.log(value, 10.0, false).muli(0.5);
+            }
+            target.assign(value.reshape(target.shape()));
+        }
+    }
+
+    /**
+     * With {@link BatchNormStatistics#RUNNING}: every extension is accepted or refused as expected, and
+     * the accepted first-order extensions run in one pass whose individual gradients sum to the pass's
+     * own gradient (that of the network in inference mode).
+     *
+     * @return the table's summary, e.g. "first order yes; second order only DiagGGNExact, ..."
+     */
+    private static String checkRunningStatistics(ZooCase c, Model model, BackPackNetwork bp,
+                                                 Map<String, Map<String, String>> expectedByExtension,
+                                                 INDArray x, INDArray y) {
+        long[] calibration = x.shape().clone();
+        calibration[0] = 32;
+        calibrateRunningStatistics(model, TestNets.features(DataType.FLOAT, SEED + 1, calibration));
+        bp.setBatchNormStatistics(BatchNormStatistics.RUNNING);
+        try {
+            List<Extension<?>> accepted = new ArrayList<>();
+            for (Extension<?> e : allExtensions()) {
+                Map<String, String> expected = expectedByExtension.get(e.name());
+                if (expected.isEmpty()) {
+                    bp.enable(e);
+                    bp.disable();
+                    accepted.add(e);
+                    continue;
+                }
+                UnsupportedLayerException ex = assertThrows(UnsupportedLayerException.class, () -> bp.backward(x, y, e),
+                        c.name() + " " + e.name() + " (running statistics) should be refused for " + expected.keySet());
+                assertEquals(new TreeSet<>(expected.keySet()), ex.parts().stream().map(UnsupportedLayerException.Part::layer)
+                        .collect(Collectors.toCollection(TreeSet::new)), c.name() + " " + e.name() + " (running)");
+            }
+            List<Extension<?>> firstOrder = filter(accepted, BatchGrad.class, BatchL2Grad.class, SumGradSquared.class,
+                    Variance.class, BatchDotGrad.class);
+            if (!firstOrder.isEmpty()) {
+                long start = System.nanoTime();
+                Quantities q = bp.backward(x, y, firstOrder.toArray(new Extension<?>[0]));
+                String what = c.name() + " running statistics " + firstOrder.stream().map(Extension::name)
+                        .collect(Collectors.toList());
+                System.out.printf("    %s: %.2f s%n", what, (System.nanoTime() - start) / 1e9);
+                for (Extension<?> e : firstOrder) {
+                    checkShapesAndFinite(model, q, e, what);
+                }
+                for (String key : q.keys(BatchGrad.class)) {
+                    if (model.getParam(key).length() <= CONSISTENCY_KEY_LIMIT) {
+                        INDArray sum = q.byKey(BatchGrad.class, key).castTo(DataType.DOUBLE).sum(0);
+                        INDArray expected = model.gradient().getGradientFor(key).castTo(DataType.DOUBLE).div(N);
+                        assertClose(expected, sum, FLOAT_RTOL, FLOAT_ATOL, what + " Σ BatchGrad " + key);
+                    }
+                }
+                System.gc();
+            }
+            String first = firstOrder.isEmpty() ? "no" : "yes";
+            List<String> second = accepted.stream().filter(e -> !FIRST_ORDER.contains(e.getClass()))
+                    .map(Extension::name).collect(Collectors.toList());
+            return "first order " + first + "; second order " + (second.isEmpty() ? "no" : second.size() == 9 ? "yes"
+                    : "only " + String.join(", ", second));
+        } finally {
+            bp.setBatchNormStatistics(BatchNormStatistics.BATCH);
+        }
     }
 
     // ------------------------------------------------------------------ accepted extensions
@@ -456,7 +558,7 @@ class ZooModelsTest {
             }
             if (results.get(BatchGrad.class) == q) {
                 // Σ_n g_n = ∇L = DL4J's summed gradient / N, in the same pass
-                for (String key : model.paramTable().keySet()) {
+                for (String key : trainableParams(model).keySet()) {
                     if (model.getParam(key).length() <= CONSISTENCY_KEY_LIMIT) {
                         INDArray sum = q.byKey(BatchGrad.class, key).castTo(DataType.DOUBLE).sum(0);
                         INDArray expected = model.gradient().getGradientFor(key).castTo(DataType.DOUBLE).div(N);
@@ -521,7 +623,7 @@ class ZooModelsTest {
     private static List<String> consistencyKeys(Model model, Passes plan) {
         Map<String, List<String>> byLayer = new LinkedHashMap<>();
         Map<String, Boolean> small = new HashMap<>();
-        for (String key : model.paramTable().keySet()) {
+        for (String key : trainableParams(model).keySet()) {
             String layer = key.substring(0, key.lastIndexOf('_'));
             byLayer.computeIfAbsent(layer, l -> new ArrayList<>()).add(key);
             small.merge(layer, model.getParam(key).length() <= CONSISTENCY_KEY_LIMIT, Boolean::logicalAnd);
@@ -559,9 +661,22 @@ class ZooModelsTest {
 
     /** Every parameter has a finite value of the extension, shaped as documented. */
     @SuppressWarnings({"unchecked", "rawtypes"})
+    /**
+     * @return the parameters DL4J trains by gradient, in {@code paramTable()} order: all but the running
+     *     mean and variance (or log10 standard deviation) of BatchNormalization layers
+     */
+    private static Map<String, INDArray> trainableParams(Model model) {
+        Map<String, INDArray> out = new LinkedHashMap<>(model.paramTable());
+        out.keySet().removeIf(key -> {
+            String param = key.substring(key.lastIndexOf('_') + 1);
+            return param.equals("mean") || param.equals("var") || param.equals("log10stdev");
+        });
+        return out;
+    }
+
     private static void checkShapesAndFinite(Model model, Quantities q, Extension<?> e, String what) {
         Class cls = e.getClass();
-        Map<String, INDArray> params = model.paramTable();
+        Map<String, INDArray> params = trainableParams(model);
         assertEquals(params.keySet(), q.keys(cls), what + " " + e.name() + ": keys");
         for (Map.Entry<String, INDArray> param : params.entrySet()) {
             String key = param.getKey();
@@ -697,7 +812,8 @@ class ZooModelsTest {
     // ------------------------------------------------------------------ the table
 
     private static Row row(ZooCase c, Model model, List<Extension<?>> accepted,
-                           Map<String, Map<String, String>> refusedBy, String firstOrder, String note) {
+                           Map<String, Map<String, String>> refusedBy, String firstOrder, String note,
+                           String running) {
         String type = model.getClass().getSimpleName();
         int[] s = c.shape();
         String input = s.length == 3 ? s[0] + "×" + s[1] + "×" + s[2] : s[0] + " characters × " + s[1] + " step";
@@ -720,9 +836,16 @@ class ZooModelsTest {
             }
         }
         List<String> reasons = new ArrayList<>();
-        if (!first.isEmpty()) {
-            reasons.add("parameters in " + summary(first));
+        Map<String, String> parameters = new LinkedHashMap<>(first);
+        parameters.values().removeIf(r -> r.startsWith(Expectation.BATCH_STATISTICS));
+        if (!parameters.isEmpty()) {
+            reasons.add("parameters in " + summary(parameters));
         }
+        long batchStatistics = first.values().stream().filter(r -> r.startsWith(Expectation.BATCH_STATISTICS)).count();
+        if (batchStatistics > 0) {
+            reasons.add("per-example quantities through BatchNormalization with batch statistics ×" + batchStatistics);
+        }
+        second.values().removeIf(r -> r.startsWith(Expectation.BATCH_STATISTICS + " (per example)"));
         Map<String, String> secondNoKfra = new LinkedHashMap<>(second);
         secondNoKfra.values().removeIf(r -> r.startsWith(Expectation.FAN_OUT));
         if (!secondNoKfra.isEmpty()) {
@@ -742,7 +865,7 @@ class ZooModelsTest {
                             + "validated here, not run: size)"
                     : "all supported (validated here, not run: size; VGG19 runs the same layer kinds)");
         }
-        return new Row(c.name(), type, input, params, firstOrder, secondOrder, String.join("; ", reasons));
+        return new Row(c.name(), type, input, params, firstOrder, secondOrder, String.join("; ", reasons), running);
     }
 
     /** @return e.g. "BatchNormalization ×18, GlobalPoolingLayer" */
@@ -756,17 +879,19 @@ class ZooModelsTest {
     @AfterAll
     static void writeTable() throws IOException {
         StringBuilder md = new StringBuilder();
-        md.append("| Model | Network type | Input (smallest) | Parameters | First order | Second order | Why not |\n");
-        md.append("|---|---|---|---|---|---|---|\n");
+        md.append("| Model | Network type | Input (smallest) | Parameters | First order | Second order | Why not | "
+                + "With running BatchNormalization statistics |\n");
+        md.append("|---|---|---|---|---|---|---|---|\n");
         for (ZooCase c : CASES) {
             Row r = ROWS.get(c.name());
             if (r == null) {
-                md.append("| ").append(c.name()).append(" | | | | | | (test failed: see the test report) |\n");
+                md.append("| ").append(c.name()).append(" | | | | | | (test failed: see the test report) | |\n");
                 continue;
             }
             md.append("| ").append(r.model()).append(" | ").append(r.type()).append(" | ").append(r.input())
                     .append(" | ").append(r.params()).append(" | ").append(r.firstOrder()).append(" | ")
-                    .append(r.secondOrder()).append(" | ").append(r.reasons().replace("|", "\\|")).append(" |\n");
+                    .append(r.secondOrder()).append(" | ").append(r.reasons().replace("|", "\\|")).append(" | ")
+                    .append(r.running()).append(" |\n");
         }
         md.append("\nFirst order: BatchGrad, BatchL2Grad, SumGradSquared, Variance, BatchDotGrad. Second order: "
                 + "DiagGGNExact, DiagGGNMC, BatchDiagGGNExact, BatchDiagGGNMC, DiagHessian, BatchDiagHessian, KFAC, "
@@ -801,7 +926,8 @@ class ZooModelsTest {
         private static final Set<Class<?>> PARAMETRIC_SUPPORTED = Set.of(
                 org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer.class,
                 org.deeplearning4j.nn.layers.OutputLayer.class,
-                org.deeplearning4j.nn.layers.convolution.ConvolutionLayer.class);
+                org.deeplearning4j.nn.layers.convolution.ConvolutionLayer.class,
+                org.deeplearning4j.nn.layers.normalization.BatchNormalization.class);
         private static final Set<Class<?>> LAYERS_SUPPORTED = Set.of(
                 org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer.class,
                 org.deeplearning4j.nn.layers.OutputLayer.class,
@@ -812,6 +938,7 @@ class ZooModelsTest {
                 org.deeplearning4j.nn.layers.LossLayer.class,
                 org.deeplearning4j.nn.layers.pooling.GlobalPoolingLayer.class,
                 org.deeplearning4j.nn.layers.normalization.LocalResponseNormalization.class,
+                org.deeplearning4j.nn.layers.normalization.BatchNormalization.class,
                 org.deeplearning4j.nn.layers.convolution.ZeroPaddingLayer.class,
                 org.deeplearning4j.nn.layers.convolution.Cropping2DLayer.class,
                 org.deeplearning4j.nn.layers.convolution.upsampling.Upsampling2D.class);
@@ -955,8 +1082,76 @@ class ZooModelsTest {
             return false;
         }
 
-        /** @return the parts an extension cannot handle: name → short reason, empty when all is supported */
+        static final String BATCH_STATISTICS = "BatchNormalization with batch statistics";
+
+        /** @return whether the model has a BatchNormalization layer */
+        boolean hasBatchNormalization() {
+            return nodes.stream().anyMatch(n -> n.layer() instanceof org.deeplearning4j.nn.layers.normalization
+                    .BatchNormalization);
+        }
+
+        /**
+         * @return the parts an extension cannot handle with DL4J's batch statistics (the default): name →
+         *     short reason, empty when all is supported
+         */
         Map<String, String> unsupported(Extension<?> extension) {
+            return unsupported(extension, false);
+        }
+
+        /**
+         * @param running whether BatchNormalization layers use their running statistics
+         *     ({@link BatchNormStatistics#RUNNING})
+         * @return the parts an extension cannot handle: name → short reason, empty when all is supported
+         */
+        Map<String, String> unsupported(Extension<?> extension, boolean running) {
+            Map<String, String> out = structural(extension);
+            Class<?> e = extension.getClass();
+            boolean perExample = FIRST_ORDER.contains(e) || PER_EXAMPLE.contains(e) || e == SumGradSquared.class
+                    || e == Variance.class;
+            for (int i = 0; i < nodes.size(); i++) {
+                Node n = nodes.get(i);
+                if (!(n.layer() instanceof org.deeplearning4j.nn.layers.normalization.BatchNormalization)
+                        || out.containsKey(n.name())) {
+                    continue;
+                }
+                if (e == KFRA.class && n.parametric()) {
+                    out.put(n.name(), "BatchNormalization (KFRA)");
+                    continue;
+                }
+                if (running || !parametricBelow(i)) {
+                    continue;
+                }
+                if (perExample) {
+                    out.put(n.name(), BATCH_STATISTICS + " (per example)");
+                } else if (HESSIAN.contains(e)) {
+                    out.put(n.name(), BATCH_STATISTICS + " (Hessian)");
+                } else if (e == KFRA.class) {
+                    out.put(n.name(), BATCH_STATISTICS + " (KFRA)");
+                }
+            }
+            return out;
+        }
+
+        /** @return whether a layer with parameters feeds node i, directly or not */
+        private boolean parametricBelow(int i) {
+            boolean[] seen = new boolean[nodes.size()];
+            java.util.ArrayDeque<Integer> todo = new java.util.ArrayDeque<>(nodes.get(i).inputs());
+            while (!todo.isEmpty()) {
+                int j = todo.pop();
+                if (seen[j]) {
+                    continue;
+                }
+                seen[j] = true;
+                if (nodes.get(j).parametric()) {
+                    return true;
+                }
+                todo.addAll(nodes.get(j).inputs());
+            }
+            return false;
+        }
+
+        /** @return what the layer kinds, vertices and losses alone rule out */
+        private Map<String, String> structural(Extension<?> extension) {
             Class<?> e = extension.getClass();
             boolean secondOrder = !FIRST_ORDER.contains(e);
             boolean hessian = HESSIAN.contains(e);

@@ -53,6 +53,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
     private final transient NeuralNetConfiguration original;
     private final transient RecordingActivation activationRecorder;
     private final transient RecordingLoss lossRecorder;
+    /** Whether the last training forward step of a batch-normalising layer used the running statistics. */
+    private transient boolean runningForward;
 
     /**
      * @param underlying the DL4J layer
@@ -70,8 +72,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
         RecordingLoss loss = null;
         if (conf instanceof BaseOutputLayer || conf instanceof LossLayer) {
             loss = new RecordingLoss(lossFunction(conf));
-        } else if (kind != null && kind.hasParameters() && conf instanceof BaseLayer
-                && ((BaseLayer) conf).getActivationFn() != null) {
+        } else if (kind != null && kind.hasParameters() && !kind.normalisesOverBatch(underlying)
+                && conf instanceof BaseLayer && ((BaseLayer) conf).getActivationFn() != null) {
             activation = new RecordingActivation(((BaseLayer) conf).getActivationFn());
         }
         this.activationRecorder = activation;
@@ -143,11 +145,38 @@ public class InterceptingLayer extends BaseWrapperLayer {
                 + "BackPackNetwork.unwrap() first");
     }
 
+    /**
+     * A layer that normalises over the batch (BatchNormalization) normalises with its running
+     * statistics in the training passes of an extended network set to do so
+     * ({@code BackPackNetwork.setBatchNormStatistics}); everything else is DL4J's own step.
+     */
+    @Override
+    public INDArray activate(boolean training, LayerWorkspaceMgr workspaceMgr) {
+        return underlying.activate(training && !runningForward(training), workspaceMgr);
+    }
+
+    @Override
+    public INDArray activate(INDArray input, boolean training, LayerWorkspaceMgr workspaceMgr) {
+        return underlying.activate(input, training && !runningForward(training), workspaceMgr);
+    }
+
+    private boolean runningForward(boolean training) {
+        runningForward = training && kind != null && kind.normalisesOverBatch(underlying)
+                && interceptor.runningStatistics();
+        return runningForward;
+    }
+
+    /** DL4J's backward step, or the layer kind's own where the forward step used the running statistics. */
+    private Pair<Gradient, INDArray> underlyingBackprop(INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
+        return runningForward ? kind.runningStatisticsBackward(underlying, epsilon, workspaceMgr)
+                : underlying.backpropGradient(epsilon, workspaceMgr);
+    }
+
     @Override
     public Pair<Gradient, INDArray> backpropGradient(INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
         BackwardPass pass = interceptor.current();
         if (pass == null || !pass.involves(node)) {
-            return underlying.backpropGradient(epsilon, workspaceMgr);
+            return underlyingBackprop(epsilon, workspaceMgr);
         }
         try {
             if (underlying.getMaskArray() != null) {
@@ -159,6 +188,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
                 INDArray output = epsilon != null ? epsilon : step.preActivation;
                 RecordedLayer record = new RecordedLayer(node, underlying, kind, underlying.input(), step.preActivation,
                         step.dropoutMask, residualGradient(pass, epsilon), output.shape().clone());
+                record.setRunningStatistics(runningForward);
                 if (pass.needsInputGradient(node) && step.result.getSecond() != null) {
                     try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
                         record.setInputGradient(step.result.getSecond().div(pass.batchSize()));
@@ -219,7 +249,13 @@ public class InterceptingLayer extends BaseWrapperLayer {
         // hidden layers apply their input dropout in the forward pass; the backward step clears the mask
         INDArray mask = curvature ? Detached.copy(liveDropoutMask()) : null;
         if (activationRecorder == null) {
-            return new Step(underlying.backpropGradient(epsilon, workspaceMgr), null, mask);
+            Pair<Gradient, INDArray> result = underlyingBackprop(epsilon, workspaceMgr);
+            if (kind != null && io.github.dl4jbackpack.internal.curvature.CurvaturePass.isParametric(node)
+                    && kind.activation(underlying) == null) {
+                // no activation inside the layer (BatchNormalization): ∂L/∂z is the incoming gradient
+                computeExtensions(pass, epsilon, result.getFirst());
+            }
+            return new Step(result, null, mask);
         }
         activationRecorder.start(curvature);
         Pair<Gradient, INDArray> result;
@@ -245,7 +281,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
                      interceptor.firstOrderScratch())) {
             INDArray outputGradient = summedLossGradient.div(pass.batchSize());
             pass.computeAt(new LayerBackprop(node.name(), pass.batchSize(), underlying, kind, underlying.input(),
-                    outputGradient, gradient, pass.copies(node)));
+                    outputGradient, gradient, pass.copies(node), runningForward));
             interceptor.learnFirstOrderScratch(scratch.used());
         }
     }

@@ -33,6 +33,7 @@ public final class Interceptor {
     private List<Extension<?>> active = List.of();
     private List<Extension<?>> override;
     private long curvatureMemoryBudget = 1L << 30;
+    private boolean runningStatistics;
     private BackwardPass current;
     private volatile long firstOrderScratch;
 
@@ -142,6 +143,27 @@ public final class Interceptor {
         if (bytes > firstOrderScratch) {
             firstOrderScratch = bytes;
         }
+    }
+
+    /**
+     * @param running whether layers that normalise over the batch use their running statistics in
+     *     passes with extensions
+     */
+    public void setRunningStatistics(boolean running) {
+        this.runningStatistics = running;
+    }
+
+    /** @return whether the setting asks for the running statistics, whether or not a pass is running */
+    public boolean runningStatisticsSetting() {
+        return runningStatistics;
+    }
+
+    /**
+     * @return whether a training forward step now should normalise with the running statistics: the
+     *     setting asks for them and extensions are active
+     */
+    boolean runningStatistics() {
+        return runningStatistics && !active().isEmpty();
     }
 
     /** @return the memory that one chunk of second-order factor columns may occupy */

@@ -37,11 +37,13 @@ final class LayerBackprop implements LayerSignals {
     private final RecordedLayer record;
     private final Map<FactorKind, CurvatureSink> curvature;
     private final Map<FactorKind, Map<String, INDArray>> summedCurvature = new HashMap<>();
+    private final boolean runningStatistics;
     private FirstOrderTerms firstOrder;
 
     LayerBackprop(String layerName, long batchSize, Layer layer, LayerDerivatives kind, INDArray input,
-                  INDArray outputGradient, Gradient summedGradient, long copies) {
+                  INDArray outputGradient, Gradient summedGradient, long copies, boolean runningStatistics) {
         this.copies = copies;
+        this.runningStatistics = runningStatistics;
         this.layerName = layerName;
         this.batchSize = batchSize;
         this.layer = layer;
@@ -64,6 +66,7 @@ final class LayerBackprop implements LayerSignals {
         this.summedGradient = null;
         this.record = record;
         this.curvature = curvature;
+        this.runningStatistics = record.runningStatistics();
     }
 
     @Override
@@ -78,7 +81,7 @@ final class LayerBackprop implements LayerSignals {
 
     @Override
     public Set<String> parameterNames() {
-        return layer.paramTable().keySet();
+        return kind.trainableParameters(layer);
     }
 
     @Override
@@ -114,7 +117,7 @@ final class LayerBackprop implements LayerSignals {
             throw new IllegalStateException("first-order terms are computed during DL4J's pass, not after it");
         }
         if (firstOrder == null) {
-            FirstOrderTerms terms = kind.firstOrder(layer, input, outputGradient);
+            FirstOrderTerms terms = kind.firstOrder(layer, input, outputGradient, runningStatistics);
             firstOrder = copies == 1 ? terms : new io.github.dl4jbackpack.internal.layers.SharedRowsTerms(terms, copies);
         }
         return firstOrder;

@@ -2,6 +2,7 @@
 package io.github.dl4jbackpack.internal;
 
 import io.github.dl4jbackpack.extensions.Extension;
+import io.github.dl4jbackpack.extensions.CurvatureRequest;
 import io.github.dl4jbackpack.extensions.FactorKind;
 import io.github.dl4jbackpack.internal.curvature.CurvaturePass;
 import io.github.dl4jbackpack.internal.graph.Node;
@@ -84,9 +85,12 @@ public final class Validation {
     /**
      * @param access the network
      * @param extensions the requested extensions
+     * @param runningStatistics whether layers that normalise over the batch use their running
+     *     statistics in passes with extensions
      * @return every part of the network an extension cannot handle (empty when all is supported)
      */
-    public static List<Problem> checkNetwork(NetworkAccess access, List<Extension<?>> extensions) {
+    public static List<Problem> checkNetwork(NetworkAccess access, List<Extension<?>> extensions,
+                                             boolean runningStatistics) {
         Map<String, Problem> problems = new LinkedHashMap<>();
         if (extensions.isEmpty()) {
             return List.of();
@@ -160,8 +164,102 @@ public final class Validation {
                 }
             }
         }
-        List<Problem> out = new ArrayList<>(problems.values());
-        return out;
+        for (Node node : topology.nodes()) {
+            checkBatchStatistics(topology, node, extensions, runningStatistics, region, problems);
+        }
+        return new ArrayList<>(problems.values());
+    }
+
+    private static final String BATCH_STATISTICS_ALTERNATIVES = "BackPackNetwork.setBatchNormStatistics("
+            + "BatchNormStatistics.RUNNING) (passes with extensions normalise with the running statistics, as in "
+            + "inference: every extension is defined); or the batch-level curvature DiagGGNExact, DiagGGNMC, KFLR, "
+            + "KFAC, which include the coupling (docs/math.md#batch-normalization)";
+
+    /**
+     * A layer that normalises over the batch with the batch's statistics (BatchNormalization in
+     * training mode) makes every example's loss depend on every example through the layers with
+     * parameters below it: per-example quantities are not defined there, and of the second-order
+     * ones only the batch-level GGN (diagonal and Kronecker factors) is implemented.
+     */
+    private static void checkBatchStatistics(Topology topology, Node node, List<Extension<?>> extensions,
+                                             boolean runningStatistics, boolean[] region, Map<String, Problem> problems) {
+        if (!node.isLayer()) {
+            return;
+        }
+        org.deeplearning4j.nn.api.Layer layer = node.layer();
+        boolean frozenWithBackprop = layer instanceof org.deeplearning4j.nn.layers.FrozenLayerWithBackprop;
+        if (frozenWithBackprop) {
+            layer = ((org.deeplearning4j.nn.layers.FrozenLayerWithBackprop) layer).getUnderlying();
+        } else if (node.isFrozen()) {
+            return;     // a FrozenLayer normalises with the running statistics and stops DL4J's backward pass
+        }
+        LayerDerivatives kind = LayerKinds.of(layer).orElse(null);
+        if (kind == null || !kind.normalisesOverBatch(layer)) {
+            return;
+        }
+        if (!frozenWithBackprop && CurvaturePass.isParametric(node)) {
+            for (Extension<?> e : extensions) {
+                if (e.curvatureRequests().stream().anyMatch(r -> r.kind().equals(FactorKind.AVERAGED))) {
+                    add(problems, new Problem(node.name(), node.typeName(), e.name(), "KFRA's batch-averaged "
+                            + "matrices do not keep the per-example normalised inputs that the blocks of gamma and "
+                            + "beta need", "KFLR or KFAC (exact blocks of gamma and beta)"));
+                }
+            }
+        }
+        List<String> below = new ArrayList<>();
+        List<Node> belowNodes = new ArrayList<>();
+        boolean[] ancestors = topology.ancestorsOf(n -> n == node);
+        for (Node n : topology.nodes()) {
+            if (n != node && ancestors[n.position()] && CurvaturePass.isParametric(n)) {
+                below.add(n.name());
+                belowNodes.add(n);
+            }
+        }
+        if (below.isEmpty()) {
+            return;
+        }
+        if (frozenWithBackprop) {
+            for (Extension<?> e : extensions) {
+                add(problems, new Problem(node.name(), node.typeName(), e.name(), "DL4J's backward step through a "
+                        + "frozen BatchNormalization (FrozenLayerWithBackprop) uses the batch-statistics formula while "
+                        + "its forward step normalised with the running statistics, so the gradient reaching layers "
+                        + below + " below it belongs to neither function", "freeze the layers below it too "
+                        + "(FrozenLayer, TransferLearning.setFeatureExtractor), or train the BatchNormalization"));
+            }
+            return;
+        }
+        if (runningStatistics) {
+            return;
+        }
+        String coupled = "in training mode it normalises with the batch's statistics, so every example's loss "
+                + "depends on the whole batch through layers " + below + " below it: ";
+        for (Extension<?> e : extensions) {
+            List<CurvatureRequest> requests = e.curvatureRequests();
+            boolean perExample = requests.isEmpty()
+                    || requests.stream().anyMatch(r -> r.statistic() == CurvatureRequest.Statistic.BATCH_DIAGONAL);
+            String reason = null;
+            if (perExample) {
+                reason = coupled + "per-example quantities (individual gradients and what is built on them) are "
+                        + "not defined there";
+            } else if (requests.stream().anyMatch(r -> r.kind().equals(FactorKind.RESIDUAL))) {
+                reason = coupled + "the Hessian's residual through the batch statistics is not implemented";
+            } else if (requests.stream().anyMatch(r -> r.kind().equals(FactorKind.AVERAGED))) {
+                reason = coupled + "KFRA's batch-averaged recursion needs per-example Jacobians, which the batch "
+                        + "statistics do not have";
+            }
+            if (reason != null) {
+                add(problems, new Problem(node.name(), node.typeName(), e.name(), reason, BATCH_STATISTICS_ALTERNATIVES));
+                continue;
+            }
+            for (Node n : belowNodes) {
+                LayerDerivatives k = LayerKinds.of(n.layer()).orElse(null);
+                if (k != null && region[n.position()] && !k.supportsSharedColumns(n.layer())) {
+                    add(problems, new Problem(n.name(), n.typeName(), e.name(), "it lies below BatchNormalization "
+                            + node.name() + " in training mode, where curvature columns span the whole batch; "
+                            + k.kindName() + " does not support that yet", BATCH_STATISTICS_ALTERNATIVES));
+                }
+            }
+        }
     }
 
     /**
@@ -376,6 +474,10 @@ public final class Validation {
         for (int k = 0; k < labels.length; k++) {
             Node out = topology.outputs().get(k);
             org.deeplearning4j.nn.conf.inputs.InputType t = types[out.position()];
+            if (out.conf() != null && out.conf().getLayer()
+                    instanceof org.deeplearning4j.nn.conf.layers.objdetect.Yolo2OutputLayer) {
+                continue;   // bounding-box labels [N, 4 + C, H, W], not shaped like the output
+            }
             if (t instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional) {
                 org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional c =
                         (org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional) t;

@@ -75,23 +75,30 @@ public final class CurvaturePass {
         long scratch = 0;
         long convolution = 0;
         for (Node n : topology.nodes()) {
+            if (region[n.position()] && records[n.position()] == null) {
+                throw new IllegalStateException("the backward pass did not reach " + n.describe());
+            }
+        }
+        // below a layer that normalises over the batch, every column spans the batch: N times the rows
+        boolean[] spanning = topology.ancestorsOf(n -> region[n.position()]
+                && records[n.position()] instanceof RecordedLayer
+                && ((RecordedLayer) records[n.position()]).couplesExamples());
+        for (Node n : topology.nodes()) {
             if (!region[n.position()]) {
                 continue;
             }
+            long rowsPerColumn = spanning[n.position()] ? batchSize : 1;
             Object r = records[n.position()];
-            if (r == null) {
-                throw new IllegalStateException("the backward pass did not reach " + n.describe());
-            }
             if (r instanceof RecordedLayer) {
                 RecordedLayer l = (RecordedLayer) r;
                 // the layer's own temporaries, the activation- and dropout-scaled copies of the columns
-                scratch += l.kind().scratchFeatures(l) + 2 * l.outputFeatures();
+                scratch += rowsPerColumn * (l.kind().scratchFeatures(l) + 2 * l.outputFeatures());
                 if (l.kind() instanceof ConvolutionDerivatives) {
                     convolution = Math.max(convolution, l.layer().getParam("W").length());
                 }
             } else {
                 VertexRecord v = (VertexRecord) r;
-                scratch += v.kind().scratchFeatures(v) + v.outputFeatures();
+                scratch += rowsPerColumn * (v.kind().scratchFeatures(v) + v.outputFeatures());
             }
         }
         this.scratchPerRow = scratch;
@@ -105,7 +112,11 @@ public final class CurvaturePass {
      *     not train and for which no quantity is computed
      */
     public static boolean isParametric(Node node) {
-        return node.isLayer() && node.layer().numParams() > 0 && !node.isFrozen();
+        if (!node.isLayer() || node.isFrozen() || node.layer().numParams() == 0) {
+            return false;
+        }
+        return io.github.dl4jbackpack.internal.layers.LayerKinds.of(node.layer())
+                .map(kind -> !kind.trainableParameters(node.layer()).isEmpty()).orElse(true);
     }
 
     /**
@@ -308,14 +319,19 @@ public final class CurvaturePass {
                            Map<Integer, CurvatureSink> sinks) {
         Map<Integer, INDArray> pending = new HashMap<>();
         pending.put(start, fold(factor));
-        propagate(pending, factor.size(1), start, start, skipStart, sign, sinks);
+        propagate(pending, start, start, skipStart, sign, sinks);
     }
 
     /**
      * Pushes columns down the graph in reverse topological order.
      *
-     * @param pending folded columns {@code [N·V, *shape]} waiting at node outputs (consumed)
-     * @param v columns per example
+     * <p>Columns start as columns of one example each ({@code [N·V, *shape]}, example n's at rows
+     * {@code n·V + v}); at a layer that normalises over the batch they are spread, each column becoming
+     * one that spans the batch ({@code [N·N·V, *shape]}, example m's part of column c at row
+     * {@code m·NV + c}), and stay so below it; at layers with parameters such columns sum over the
+     * examples before squaring (docs/math.md#batch-normalization).
+     *
+     * @param pending folded columns waiting at node outputs (consumed)
      * @param top the highest position with columns
      * @param zStart the position whose columns are at the layer's pre-activation (skip its
      *     activation), or −1
@@ -323,13 +339,15 @@ public final class CurvaturePass {
      * @param sign +1 or −1
      * @param sinks where each layer with parameters accumulates
      */
-    private void propagate(Map<Integer, INDArray> pending, long v, int top, int zStart, boolean skipStart,
+    private void propagate(Map<Integer, INDArray> pending, int top, int zStart, boolean skipStart,
                            double sign, Map<Integer, CurvatureSink> sinks) {
+        java.util.Set<Integer> spanning = new java.util.HashSet<>();
         for (int p = top; p >= 0; p--) {
             INDArray s = pending.remove(p);
             if (s == null) {
                 continue;
             }
+            boolean spans = spanning.remove(p);
             Node node = topology.node(p);
             INDArray[] toInputs;
             if (node.isLayer()) {
@@ -344,16 +362,28 @@ public final class CurvaturePass {
                 }
                 if (isParametric(node) && !(skipStart && p == zStart)) {
                     CurvatureSink sink = sinks.get(p);
-                    INDArray unfolded = unfold(s, v);
+                    INDArray unfolded = unfold(s);
                     if (sink.wantsDiagonal()) {
-                        kind.accumulateCurvature(record, unfolded, sign, sink);
+                        if (spans) {
+                            kind.accumulateSharedCurvature(record, unfolded, sign, sink);
+                        } else {
+                            kind.accumulateCurvature(record, unfolded, sign, sink);
+                        }
                     }
                     if (sink.wantsOutputFactor()) {
-                        kind.accumulateOutputFactor(record, unfolded, sink);
+                        if (spans) {
+                            kind.accumulateSharedOutputFactor(record, unfolded, sink);
+                        } else {
+                            kind.accumulateOutputFactor(record, unfolded, sink);
+                        }
                     }
                 }
                 if (!anyInputInRegion(node)) {
                     continue;
+                }
+                if (record.couplesExamples() && !spans) {
+                    s = spread(s);
+                    spans = true;
                 }
                 INDArray in = kind.inputJacobianTranspose(record, s);
                 if (record.dropoutMask() != null) {
@@ -371,10 +401,43 @@ public final class CurvaturePass {
             for (int slot = 0; slot < toInputs.length; slot++) {
                 int producer = node.input(slot);
                 if (producer >= 0 && region[producer]) {
-                    pending.merge(producer, toInputs[slot], INDArray::add);
+                    INDArray columns = toInputs[slot];
+                    INDArray known = pending.get(producer);
+                    boolean knownSpans = spanning.contains(producer);
+                    if (known != null && knownSpans != spans) {
+                        // one consumer's columns span the batch, the other's not yet: spread those
+                        if (spans) {
+                            known = spread(known);
+                        } else {
+                            columns = spread(columns);
+                        }
+                    }
+                    pending.put(producer, known == null ? columns : known.add(columns));
+                    if (spans || knownSpans) {
+                        spanning.add(producer);
+                    }
                 }
             }
         }
+    }
+
+    /**
+     * @param folded columns of one example each, {@code [N·V, *shape]}
+     * @return the same columns as columns spanning the batch, zero at the other examples,
+     *     {@code [N·N·V, *shape]}: example m's part of column {@code (n, v)} at row {@code m·NV + n·V + v}
+     */
+    private INDArray spread(INDArray folded) {
+        long n = batchSize;
+        long v = folded.size(0) / n;
+        long features = folded.length() / folded.size(0);
+        INDArray rows = folded.dup('c').reshape('c', n, v, features);
+        INDArray out = Nd4j.create(folded.dataType(), n, n, v, features);
+        for (long m = 0; m < n; m++) {
+            out.get(NDArrayIndex.point(m), NDArrayIndex.point(m)).assign(rows.get(NDArrayIndex.point(m)));
+        }
+        long[] shape = folded.shape().clone();
+        shape[0] = n * folded.size(0);
+        return out.reshape('c', shape);
     }
 
     private void propagateResiduals(Map<Integer, CurvatureSink> sinks) {
@@ -440,7 +503,7 @@ public final class CurvaturePass {
                             top = Math.max(top, producer);
                         }
                     }
-                    propagate(pending, to - from, top, -1, false, part.sign(), sinks);
+                    propagate(pending, top, -1, false, part.sign(), sinks);
                 }
             }
         }
@@ -649,7 +712,8 @@ public final class CurvaturePass {
     }
 
     /** {@code [N·V, ...] → [N, V, ...]} */
-    private INDArray unfold(INDArray folded, long v) {
+    private INDArray unfold(INDArray folded) {
+        long v = folded.size(0) / batchSize;
         long[] shape = folded.shape();
         long[] out = new long[shape.length + 1];
         out[0] = batchSize;

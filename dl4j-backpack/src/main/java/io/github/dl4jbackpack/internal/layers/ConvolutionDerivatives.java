@@ -196,6 +196,40 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
     }
 
     @Override
+    public boolean supportsSharedColumns(Layer layer) {
+        return true;
+    }
+
+    /**
+     * Per column c, {@code Σ_m s_mc U_mᵀ}: the columns {@code [C·O, N·P]} times the patches
+     * {@code [N·P, K]}, in chunks of columns, squared and summed.
+     */
+    @Override
+    public void accumulateSharedCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        INDArray u = unfolded(record, factor);
+        long n = factor.size(0);
+        long columns = factor.size(1);
+        long o = factor.size(2);
+        long k = u.size(1);
+        long p = u.size(2);
+        INDArray patches = u.permute(0, 2, 1).dup('c').reshape('c', n * p, k);
+        long step = Math.max(1, Math.min(columns, CHUNK_ELEMENTS / Math.max(1, o * Math.max(k, n * p))));
+        INDArray weight = Nd4j.create(factor.dataType(), o, k);
+        for (long from = 0; from < columns; from += step) {
+            long to = Math.min(columns, from + step);
+            INDArray s = factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to)).dup('c')
+                    .reshape('c', n, (to - from) * o, p).permute(1, 0, 2).dup('c').reshape('c', (to - from) * o, n * p);
+            INDArray g = DenseDerivatives.gemm(s, false, patches, false).reshape('c', to - from, o, k);
+            weight.addi(g.muli(g).sum(0));
+        }
+        sink.add(DenseDerivatives.W, weight.muli(sign).reshape('c', record.layer().getParam(DenseDerivatives.W).shape()));
+        if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {
+            INDArray t = factor.reshape('c', n, columns, o, p).sum(0, 3);
+            sink.add(DenseDerivatives.B, t.muli(t).sum(0).muli(sign));
+        }
+    }
+
+    @Override
     public void accumulateResidual(RecordedLayer record, INDArray residual, CurvatureSink sink) {
         INDArray u = unfolded(record, residual);
         long n = residual.size(0);

@@ -9,6 +9,7 @@ import org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer;
 import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -80,6 +81,35 @@ public final class DenseDerivatives implements LayerDerivatives {
     @Override
     public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
         accumulateSquares(record, factor.mul(factor).sum(1).muli(sign), sink);
+    }
+
+    @Override
+    public boolean supportsSharedColumns(Layer layer) {
+        return true;
+    }
+
+    /** Per column c, {@code Σ_m x_m s_mcᵀ = Xᵀ S_c}: one GEMM for a chunk of columns, squared and summed. */
+    @Override
+    public void accumulateSharedCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        INDArray x = record.input().castTo(factor.dataType());
+        long n = factor.size(0);
+        long columns = factor.size(1);
+        long out = factor.size(2);
+        long in = x.size(1);
+        long step = Math.max(1, Math.min(columns, ConvolutionDerivatives.CHUNK_ELEMENTS / Math.max(1, in * out)));
+        INDArray weight = Nd4j.create(factor.dataType(), in, out);
+        for (long from = 0; from < columns; from += step) {
+            long to = Math.min(columns, from + step);
+            INDArray s = factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to), NDArrayIndex.all()).dup('c')
+                    .reshape('c', n, (to - from) * out);
+            INDArray g = gemm(x, true, s, false).reshape('c', in, to - from, out);
+            weight.addi(g.muli(g).sum(1));
+        }
+        sink.add(W, weight.muli(sign));
+        if (record.layer().paramTable().containsKey(B)) {
+            INDArray t = factor.sum(0);
+            sink.add(B, t.muli(t).sum(0).muli(sign));
+        }
     }
 
     @Override

@@ -94,6 +94,58 @@ public abstract class FirstOrderTerms {
         return individualGradients;
     }
 
+    /**
+     * Terms of a layer whose individual gradients are small enough to form directly (a few values per
+     * channel): every reduction is computed from them.
+     *
+     * @param gradients {@code g_n} per parameter, {@code [N, *p]}
+     * @return the terms
+     */
+    public static FirstOrderTerms ofIndividualGradients(Map<String, INDArray> gradients) {
+        return new FirstOrderTerms() {
+            @Override
+            protected Map<String, INDArray> computeIndividualGradients() {
+                return new java.util.LinkedHashMap<>(gradients);
+            }
+
+            private Map<String, INDArray> each(java.util.function.Function<INDArray, INDArray> f) {
+                Map<String, INDArray> out = new java.util.LinkedHashMap<>();
+                gradients.forEach((param, g) -> out.put(param, f.apply(g)));
+                return out;
+            }
+
+            private static INDArray flat(INDArray g) {
+                return g.dup('c').reshape('c', g.size(0), g.length() / g.size(0));
+            }
+
+            @Override
+            protected Map<String, INDArray> computeSquaredNorms() {
+                return each(g -> {
+                    INDArray f = flat(g);
+                    return f.muli(f).sum(1);
+                });
+            }
+
+            @Override
+            protected Map<String, INDArray> computeSumGradSquared() {
+                return each(g -> g.mul(g).sum(0));
+            }
+
+            @Override
+            protected Map<String, INDArray> computeDots() {
+                return each(g -> {
+                    INDArray f = flat(g);
+                    return f.mmul(f.transpose());
+                });
+            }
+
+            @Override
+            protected Map<String, INDArray> computeVariance() {
+                return each(FirstOrderTerms::twoPassVariance);
+            }
+        };
+    }
+
     /** @return {@code g_n} per parameter */
     protected abstract Map<String, INDArray> computeIndividualGradients();
 

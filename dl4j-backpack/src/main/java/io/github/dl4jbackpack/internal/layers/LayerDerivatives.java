@@ -3,10 +3,14 @@ package io.github.dl4jbackpack.internal.layers;
 
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.gradient.Gradient;
+import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
+import org.nd4j.common.primitives.Pair;
 import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 import java.util.Map;
+import java.util.Set;
 
 /**
  * What the library knows about the derivatives of one kind of DL4J layer. One implementation per
@@ -37,6 +41,24 @@ public interface LayerDerivatives {
     boolean hasParameters();
 
     /**
+     * @param layer a layer of this kind
+     * @return the names of the parameters DL4J trains by gradient, in {@code paramTable()} order (a
+     *     BatchNormalization's running statistics are parameters but not these)
+     */
+    default Set<String> trainableParameters(Layer layer) {
+        return hasParameters() ? layer.paramTable().keySet() : Set.of();
+    }
+
+    /**
+     * @param layer a layer of this kind
+     * @return whether, in DL4J's training mode, one example's output depends on the other examples of
+     *     the batch (batch normalisation)
+     */
+    default boolean normalisesOverBatch(Layer layer) {
+        return false;
+    }
+
+    /**
      * First-order terms of a layer with parameters.
      *
      * @param layer the DL4J layer (for its configuration and parameters)
@@ -46,6 +68,36 @@ public interface LayerDerivatives {
      */
     default FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
         throw new UnsupportedOperationException(kindName() + " has no parameters");
+    }
+
+    /**
+     * The backward step of a layer that {@link #normalisesOverBatch normalises over the batch}, for a
+     * pass whose forward step normalised with the running statistics (DL4J's own step assumes the
+     * batch's).
+     *
+     * @param layer the DL4J layer, after such a forward step
+     * @param epsilon {@code ∂L/∂y} of the summed loss at the layer output
+     * @param workspaceMgr DL4J's workspace manager
+     * @return the gradient (written into the layer's gradient views) and {@code ∂L/∂x}
+     */
+    default Pair<Gradient, INDArray> runningStatisticsBackward(Layer layer, INDArray epsilon,
+                                                              LayerWorkspaceMgr workspaceMgr) {
+        throw new UnsupportedOperationException(kindName() + " has no batch statistics");
+    }
+
+    /**
+     * First-order terms of a layer with parameters, for a pass in which a layer that
+     * {@link #normalisesOverBatch normalises over the batch} used the running statistics (or not).
+     *
+     * @param layer the DL4J layer
+     * @param input the layer input as DL4J used it
+     * @param outputGradient {@code δ = ∂L/∂z} of the mean loss
+     * @param runningStatistics whether the forward pass normalised with the running statistics
+     * @return the terms, computed lazily
+     */
+    default FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient,
+                                       boolean runningStatistics) {
+        return firstOrder(layer, input, outputGradient);
     }
 
     /**
@@ -99,6 +151,40 @@ public interface LayerDerivatives {
      */
     default void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
         throw new UnsupportedOperationException(kindName() + " has no parameters");
+    }
+
+    /**
+     * Adds {@code sign · Σ_c (Σ_m J_θ,mᵀ s_mc)²} for columns that span the whole batch (below a layer
+     * that normalises over the batch): example m's part of column c is {@code s_mc}, and a column's
+     * parameter Jacobian-transpose product sums over the examples before it is squared.
+     *
+     * @param record the layer's record
+     * @param factor columns at the layer output {@code z}, {@code [N, C, *zShape]}
+     * @param sign +1 or −1
+     * @param sink where to add (never per example)
+     */
+    default void accumulateSharedCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        throw new UnsupportedOperationException(kindName() + " does not support columns spanning the batch");
+    }
+
+    /**
+     * @param layer a layer of this kind
+     * @return whether {@link #accumulateSharedCurvature} is implemented
+     */
+    default boolean supportsSharedColumns(Layer layer) {
+        return !hasParameters();
+    }
+
+    /**
+     * The output-side Kronecker factor of columns that span the whole batch; by default every
+     * example's part of a column counts as a column of its own ("expand", docs/math.md#batch-normalization).
+     *
+     * @param record the layer's record
+     * @param factor columns at the layer output {@code z}, {@code [N, C, *zShape]}
+     * @param sink where to add
+     */
+    default void accumulateSharedOutputFactor(RecordedLayer record, INDArray factor, CurvatureSink sink) {
+        accumulateOutputFactor(record, factor, sink);
     }
 
     /**

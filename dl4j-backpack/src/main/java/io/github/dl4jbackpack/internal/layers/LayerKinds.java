@@ -4,7 +4,6 @@ package io.github.dl4jbackpack.internal.layers;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.layers.DropoutLayer;
 import org.deeplearning4j.nn.layers.LossLayer;
-import org.deeplearning4j.nn.layers.normalization.BatchNormalization;
 
 import java.util.List;
 import java.util.Optional;
@@ -22,6 +21,7 @@ public final class LayerKinds {
                 new SubsamplingDerivatives(),
                 new GlobalPoolingDerivatives(),
                 new LrnDerivatives(),
+                new BatchNormDerivatives(),
                 new ActivationLayerDerivatives(),
                 new IdentityDerivatives(DropoutLayer.class),
                 new IdentityDerivatives(LossLayer.class)));
@@ -47,14 +47,9 @@ public final class LayerKinds {
 
     /**
      * @param layer a DL4J layer implementation
-     * @return an explanation for a layer that is not supported, naming why where the reason is
-     *     specific (BatchNormalization couples the examples of a batch)
+     * @return an explanation for a layer that is not supported, or null when it is
      */
     public static String whyUnsupported(Layer layer) {
-        if (layer instanceof BatchNormalization) {
-            return "BatchNormalization in training mode normalises with batch statistics, which couples the "
-                    + "examples: per-example gradients and the GGN are undefined there";
-        }
         Optional<LayerDerivatives> kind = of(layer);
         if (kind.isEmpty()) {
             return "layer type " + layer.getClass().getSimpleName() + " is not supported";

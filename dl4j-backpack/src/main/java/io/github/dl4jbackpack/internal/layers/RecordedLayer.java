@@ -30,6 +30,7 @@ public final class RecordedLayer {
     private final long[] outputShape;
     private final Map<String, INDArray> cache = new HashMap<>();
     private INDArray inputGradient;
+    private boolean runningStatistics;
 
     /**
      * @param node the layer's node
@@ -119,6 +120,27 @@ public final class RecordedLayer {
      */
     public void setInputGradient(INDArray gradient) {
         this.inputGradient = gradient;
+    }
+
+    /**
+     * @param running whether the layer, which normalises over the batch in DL4J's training mode,
+     *     normalised with its running statistics in this pass
+     */
+    public void setRunningStatistics(boolean running) {
+        this.runningStatistics = running;
+    }
+
+    /** @return whether the layer normalised with its running statistics in this pass */
+    public boolean runningStatistics() {
+        return runningStatistics;
+    }
+
+    /**
+     * @return whether one example's output of this layer depended on the other examples of the batch
+     *     in this pass (batch normalisation with the batch's statistics)
+     */
+    public boolean couplesExamples() {
+        return kind.normalisesOverBatch(layer) && !runningStatistics;
     }
 
     /** @return {@code ∂L/∂x} of the mean loss w.r.t. the node's input, or null where not recorded */

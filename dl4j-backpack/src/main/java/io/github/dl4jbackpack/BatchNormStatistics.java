@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack;
+
+/**
+ * Which statistics a {@code BatchNormalization} layer normalises with in the training passes that
+ * compute extensions (docs/math.md#batch-normalization), set with
+ * {@link BackPackNetwork#setBatchNormStatistics}.
+ */
+public enum BatchNormStatistics {
+    /**
+     * The batch's mean and variance, as DL4J trains (the default): gradients, score and trajectory
+     * are DL4J's own. Every example's loss then depends on the whole batch through the layers below a
+     * normalisation, so per-example quantities of those layers are refused; the batch-level GGN
+     * (DiagGGNExact, DiagGGNMC, KFLR, KFAC) is exact, coupling included, at a cost that grows with N
+     * below the first normalisation (every curvature column spans the batch there).
+     */
+    BATCH,
+    /**
+     * The running mean and variance, as in inference, in every pass that computes extensions (passes
+     * without extensions are DL4J's own). Each example is then processed independently and every
+     * extension is defined; the pass's gradient is that of the network in inference mode, and the
+     * running statistics are left unchanged by it. Use it for per-example gradients (norms, variance,
+     * differential privacy) of a network whose running statistics are already meaningful, e.g. a
+     * pretrained one.
+     */
+    RUNNING
+}

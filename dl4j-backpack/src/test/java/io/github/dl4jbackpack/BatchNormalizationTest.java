@@ -1,0 +1,571 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack;
+
+import io.github.dl4jbackpack.extensions.BatchDiagGGNExact;
+import io.github.dl4jbackpack.extensions.BatchGrad;
+import io.github.dl4jbackpack.extensions.BatchL2Grad;
+import io.github.dl4jbackpack.extensions.DiagGGNExact;
+import io.github.dl4jbackpack.extensions.DiagGGNMC;
+import io.github.dl4jbackpack.extensions.DiagHessian;
+import io.github.dl4jbackpack.extensions.KFLR;
+import io.github.dl4jbackpack.extensions.KFRA;
+import io.github.dl4jbackpack.extensions.KroneckerFactors;
+import io.github.dl4jbackpack.extensions.Variance;
+import org.deeplearning4j.nn.conf.inputs.InputType;
+import org.deeplearning4j.nn.conf.layers.ActivationLayer;
+import org.deeplearning4j.nn.conf.layers.BatchNormalization;
+import org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
+import org.deeplearning4j.nn.conf.layers.DenseLayer;
+import org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer;
+import org.deeplearning4j.nn.conf.layers.Layer;
+import org.deeplearning4j.nn.conf.layers.OutputLayer;
+import org.deeplearning4j.nn.conf.layers.PoolingType;
+import org.deeplearning4j.nn.graph.ComputationGraph;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.deeplearning4j.nn.params.BatchNormalizationParamInitializer;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
+import org.nd4j.linalg.activations.Activation;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.iter.NdIndexIterator;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Supplier;
+import java.util.stream.Stream;
+
+import static io.github.dl4jbackpack.Reference.assertClose;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * BatchNormalization, float64, against references built only from DL4J's forward passes and central
+ * differences (no backward pass of the library or of DL4J):
+ * <ul>
+ *   <li>batch statistics (DL4J's training mode): the batch-level GGN diagonal and the exact blocks of
+ *       γ and β against the Jacobians of the whole batch's outputs {@code ∂z_n/∂θ} through the batch
+ *       statistics ({@code output(X, true)} differentiated numerically), coupling included; every
+ *       per-example request refused with the alternatives, except for layers with no normalisation
+ *       above their parameters;</li>
+ *   <li>running statistics ({@link BatchNormStatistics#RUNNING}): every quantity against the network
+ *       in inference mode ({@code output(X, false)}), example by example.</li>
+ * </ul>
+ */
+class BatchNormalizationTest {
+
+    private static final int N = 5;
+
+    record Case(String name, InputType input, long[] features, Supplier<Layer[]> hidden, BruteForce.Loss loss,
+                int nOut) {
+        @Override
+        public String toString() {
+            return name;
+        }
+
+        MultiLayerNetwork build(LossFunction function, Activation activation) {
+            List<Layer> layers = new ArrayList<>(Arrays.asList(hidden.get()));
+            layers.add(new OutputLayer.Builder(function).activation(activation).nOut(nOut).build());
+            MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, input, layers.toArray(new Layer[0]));
+            positiveVariances(net);
+            return net;
+        }
+
+        INDArray x() {
+            long[] shape = features.clone();
+            shape[0] = N;
+            return TestNets.features(DataType.DOUBLE, 7, shape).muli(1.5).addi(0.3);
+        }
+
+        INDArray y() {
+            return TestNets.labels(DataType.DOUBLE, loss.function, 8, N, nOut);
+        }
+    }
+
+    /** Running variances drawn positive (the random parameters of the test networks may be negative). */
+    static void positiveVariances(MultiLayerNetwork net) {
+        for (String key : net.paramTable().keySet()) {
+            if (key.endsWith("_" + BatchNormalizationParamInitializer.GLOBAL_VAR)) {
+                INDArray v = net.getParam(key);
+                v.assign(Nd4j.rand(DataType.DOUBLE, v.shape()).addi(0.5));
+            }
+        }
+    }
+
+    static Stream<Case> cases() {
+        return Stream.of(
+                new Case("dense-bn-dense", InputType.feedForward(4), new long[] {N, 4}, () -> new Layer[] {
+                    new DenseLayer.Builder().nOut(5).activation(Activation.TANH).build(),
+                    new BatchNormalization.Builder().build(),
+                    new DenseLayer.Builder().nOut(4).activation(Activation.SIGMOID).build()},
+                        BruteForce.Loss.MCXENT, 3),
+                new Case("conv-bn-relu-conv", InputType.convolutional(5, 5, 2), new long[] {N, 2, 5, 5},
+                        () -> new Layer[] {
+                            new ConvolutionLayer.Builder(2, 2).nOut(3).activation(Activation.ELU).build(),
+                            new BatchNormalization.Builder().build(),
+                            new ActivationLayer.Builder().activation(Activation.RELU).build(),
+                            new ConvolutionLayer.Builder(2, 2).nOut(2).activation(Activation.TANH).build(),
+                            new GlobalPoolingLayer.Builder(PoolingType.AVG).build()},
+                        BruteForce.Loss.MSE, 2),
+                new Case("conv-bn-locked-logstd-dense", InputType.convolutional(4, 4, 2), new long[] {N, 2, 4, 4},
+                        () -> new Layer[] {
+                            new ConvolutionLayer.Builder(2, 2).nOut(2).activation(Activation.SOFTPLUS).build(),
+                            new BatchNormalization.Builder().lockGammaBeta(true).gamma(1.5).beta(0.2)
+                                    .useLogStd(true).build(),
+                            new DenseLayer.Builder().nOut(3).activation(Activation.TANH).build(),
+                            new BatchNormalization.Builder().build()},
+                        BruteForce.Loss.XENT, 2));
+    }
+
+    // ---------------------------------------------------------------- references
+
+    /**
+     * @param ref the network under test with an identity output (its output is the pre-activation z)
+     * @param training whether DL4J's forward pass normalises with the batch's statistics
+     * @return {@code z_n} and {@code ∂z_n/∂θ} for every example, by central differences of
+     *     {@code ref.output(X, training)} over every trainable parameter
+     */
+    static BruteForce.Jacobians jacobians(MultiLayerNetwork ref, INDArray x, boolean training) {
+        return jacobians(ref, () -> ref.output(x, training));
+    }
+
+    /**
+     * @param ref a network (its parameters are perturbed and restored exactly)
+     * @param output computes the pre-activation z of the network under test, {@code [N, C]}
+     * @return {@code z_n} and {@code ∂z_n/∂θ} for every example, by central differences
+     */
+    static BruteForce.Jacobians jacobians(org.deeplearning4j.nn.api.Model ref, Supplier<INDArray> output) {
+        double h = 1e-6;
+        INDArray z = output.get().dup();
+        int n = (int) z.size(0);
+        int c = (int) z.size(1);
+        Map<String, long[]> shapes = new LinkedHashMap<>();
+        List<Map<String, INDArray>> js = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            js.add(new LinkedHashMap<>());
+        }
+        for (String key : trainableKeys(ref)) {
+            INDArray param = ref.getParam(key);
+            shapes.put(key, param.shape());
+            INDArray[] rows = new INDArray[n];
+            for (int i = 0; i < n; i++) {
+                rows[i] = Nd4j.create(DataType.DOUBLE, c, param.length());
+            }
+            NdIndexIterator it = new NdIndexIterator('c', param.shape());
+            long flat = 0;
+            while (it.hasNext()) {
+                long[] idx = it.next();
+                double original = param.getDouble(idx);
+                param.putScalar(idx, original + h);
+                INDArray plus = output.get().dup();
+                param.putScalar(idx, original - h);
+                INDArray minus = output.get().dup();
+                param.putScalar(idx, original);
+                INDArray d = plus.subi(minus).divi(2 * h);
+                for (int i = 0; i < n; i++) {
+                    rows[i].getColumn(flat).assign(d.getRow(i));
+                }
+                flat++;
+            }
+            for (int i = 0; i < n; i++) {
+                js.get(i).put(key, rows[i]);
+            }
+        }
+        double[][] zs = new double[n][];
+        for (int i = 0; i < n; i++) {
+            zs[i] = z.getRow(i).toDoubleVector();
+        }
+        return new BruteForce.Jacobians(zs, js, shapes);
+    }
+
+    /** @return the keys DL4J trains by gradient (not the running statistics) */
+    static List<String> trainableKeys(org.deeplearning4j.nn.api.Model net) {
+        List<String> keys = new ArrayList<>();
+        for (String key : net.paramTable().keySet()) {
+            String p = BruteForce.paramOf(key);
+            if (!p.equals(BatchNormalizationParamInitializer.GLOBAL_MEAN)
+                    && !p.equals(BatchNormalizationParamInitializer.GLOBAL_VAR)
+                    && !p.equals(BatchNormalizationParamInitializer.GLOBAL_LOG_STD)) {
+                keys.add(key);
+            }
+        }
+        return keys;
+    }
+
+    /** @return per-example losses {@code ℓ_n} of the network (DL4J's loss on the identity network's z) */
+    static double[] losses(Case c, MultiLayerNetwork ref, INDArray x, INDArray y, boolean training) {
+        INDArray z = ref.output(x, training);
+        return c.loss().function.getILossFunction().computeScoreArray(y, z, c.loss().activation.getActivationFunction(),
+                null).toDoubleVector();
+    }
+
+    /** @return the exact GGN block {@code (1/N) Σ_n J_nᵀ H_n J_n} of one parameter */
+    static INDArray ggnBlock(BruteForce.Jacobians jac, BruteForce.Loss loss, String key) {
+        INDArray sum = null;
+        for (int i = 0; i < jac.n(); i++) {
+            INDArray j = jac.j.get(i).get(key);
+            INDArray h = Nd4j.createFromArray(loss.hessian(jac.z[i]));
+            INDArray term = j.transpose().mmul(h).mmul(j);
+            sum = sum == null ? term : sum.addi(term);
+        }
+        return sum.divi(jac.n());
+    }
+
+    // ---------------------------------------------------------------- batch statistics
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("cases")
+    void batchStatisticsGgnIncludesTheCouplingOfTheWholeBatch(Case c) {
+        MultiLayerNetwork net = c.build(c.loss().function, c.loss().activation);
+        MultiLayerNetwork ref = c.build(LossFunction.L2, Activation.IDENTITY);
+        ref.setParams(net.params());
+        INDArray x = c.x();
+        BruteForce.Jacobians jac = jacobians(ref, x, true);
+        Map<String, INDArray> ggn = BruteForce.sumOverBatch(BruteForce.batchDiagGgn(jac, c.loss()));
+
+        Quantities q = BackPackNetwork.extend(net).backward(x, c.y(), new DiagGGNExact(), new KFLR());
+        for (String key : ggn.keySet()) {
+            int layer = BruteForce.layerOf(key);
+            String param = BruteForce.paramOf(key);
+            assertClose(ggn.get(key), q.get(DiagGGNExact.class, layer, param), 1e-6, 1e-9, c + " GGN " + key);
+            if (param.equals("gamma") || param.equals("beta")) {
+                KroneckerFactors f = q.get(KFLR.class, layer, param);
+                assertClose(ggnBlock(jac, c.loss(), key), f.factors().get(0), 1e-6, 1e-9, c + " block " + key);
+            }
+        }
+    }
+
+    @Test
+    void theCouplingMatters() {
+        // the same network with the batch statistics treated as constants would differ: guard that the
+        // reference sees the coupling at all (the whole-batch Jacobian is not block-diagonal)
+        Case c = cases().findFirst().orElseThrow();
+        MultiLayerNetwork ref = c.build(LossFunction.L2, Activation.IDENTITY);
+        BruteForce.Jacobians jac = jacobians(ref, c.x(), true);
+        INDArray dense0 = jac.j.get(0).get("0_W");
+        double crossTalk = 0;
+        // ∂z_0/∂θ depends on the other examples' inputs: perturbing x_1 changes it
+        INDArray x2 = c.x();
+        x2.getRow(1).addi(1.0);
+        BruteForce.Jacobians moved = jacobians(ref, x2, true);
+        crossTalk = moved.j.get(0).get("0_W").sub(dense0).norm2Number().doubleValue();
+        assertTrue(crossTalk > 1e-3, "example 0's Jacobian must depend on example 1 through the batch statistics");
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("cases")
+    void batchStatisticsMonteCarloGgnConvergesToTheExactOne(Case c) {
+        MultiLayerNetwork net = c.build(c.loss().function, c.loss().activation);
+        BackPackNetwork bp = BackPackNetwork.extend(net);
+        Quantities exact = bp.backward(c.x(), c.y(), new DiagGGNExact());
+        Nd4j.getRandom().setSeed(99);
+        Quantities mc = bp.backward(c.x(), c.y(), new DiagGGNMC(4000));
+        for (String layer : exact.layerNames(DiagGGNExact.class)) {
+            for (String param : exact.params(DiagGGNExact.class, layer)) {
+                INDArray e = exact.get(DiagGGNExact.class, layer, param);
+                INDArray m = mc.get(DiagGGNMC.class, layer, param);
+                double scale = e.norm2Number().doubleValue();
+                double error = m.sub(e).norm2Number().doubleValue();
+                assertTrue(error <= 0.15 * scale + 1e-9, c + " MC GGN " + layer + "_" + param + ": " + error + " vs "
+                        + scale);
+            }
+        }
+    }
+
+    @Test
+    void batchStatisticsRefusePerExampleHessianAndKfraNamingTheAlternatives() {
+        Case c = cases().findFirst().orElseThrow();
+        BackPackNetwork bp = BackPackNetwork.extend(c.build(c.loss().function, c.loss().activation));
+        for (io.github.dl4jbackpack.extensions.Extension<?> e : List.of(new BatchGrad(), new Variance(),
+                new BatchDiagGGNExact(), new DiagHessian(), new KFRA())) {
+            UnsupportedLayerException thrown = assertThrows(UnsupportedLayerException.class,
+                    () -> bp.backward(c.x(), c.y(), e), e.name());
+            assertTrue(thrown.getMessage().contains("BatchNormStatistics.RUNNING"), thrown.getMessage());
+            assertTrue(thrown.parts().stream().anyMatch(p -> p.layer().equals("1")), thrown.getMessage());
+        }
+    }
+
+    @Test
+    void aNormalisationWithNoParametersBelowItLeavesPerExampleQuantitiesDefined() {
+        // input → BN → dense → output: the batch statistics depend on the data only, so ℓ_n depends on
+        // the parameters through example n alone; its gradient is checked against central differences
+        // of ℓ_n through DL4J's training-mode forward pass of the whole batch
+        Case c = new Case("bn-dense", InputType.feedForward(4), new long[] {N, 4}, () -> new Layer[] {
+            new BatchNormalization.Builder().build(),
+            new DenseLayer.Builder().nOut(3).activation(Activation.TANH).build()}, BruteForce.Loss.MCXENT, 3);
+        MultiLayerNetwork net = c.build(c.loss().function, c.loss().activation);
+        MultiLayerNetwork ref = c.build(c.loss().function, c.loss().activation);
+        ref.setParams(net.params());
+        INDArray x = c.x();
+        INDArray y = c.y();
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, new BatchGrad(), new BatchL2Grad());
+        double h = 1e-6;
+        for (String key : trainableKeys(ref)) {
+            INDArray param = ref.getParam(key);
+            INDArray expected = Nd4j.create(DataType.DOUBLE, BruteForce.withBatch(N, param.shape()));
+            NdIndexIterator it = new NdIndexIterator('c', param.shape());
+            while (it.hasNext()) {
+                long[] idx = it.next();
+                double original = param.getDouble(idx);
+                param.putScalar(idx, original + h);
+                double[] plus = outputLosses(c, ref, x, y);
+                param.putScalar(idx, original - h);
+                double[] minus = outputLosses(c, ref, x, y);
+                param.putScalar(idx, original);
+                for (int n = 0; n < N; n++) {
+                    long[] at = new long[idx.length + 1];
+                    at[0] = n;
+                    System.arraycopy(idx, 0, at, 1, idx.length);
+                    expected.putScalar(at, (plus[n] - minus[n]) / (2 * h) / N);
+                }
+            }
+            assertClose(expected, q.get(BatchGrad.class, BruteForce.layerOf(key), BruteForce.paramOf(key)), 1e-6,
+                    1e-9, "individual gradient " + key);
+        }
+    }
+
+    /** @return ℓ_n from the network's own training-mode output (probabilities) */
+    private static double[] outputLosses(Case c, MultiLayerNetwork net, INDArray x, INDArray y) {
+        INDArray p = net.output(x, true);
+        double[] out = new double[N];
+        for (int n = 0; n < N; n++) {
+            for (int k = 0; k < c.nOut(); k++) {
+                out[n] -= y.getDouble(n, k) * Math.log(p.getDouble(n, k));
+            }
+        }
+        return out;
+    }
+
+    @Test
+    void batchStatisticsLeaveGradientsAndRunningStatisticsAsDl4jMakesThem() {
+        Case c = cases().skip(1).findFirst().orElseThrow();
+        MultiLayerNetwork net = c.build(c.loss().function, c.loss().activation);
+        MultiLayerNetwork plain = net.clone();
+        BackPackNetwork.extend(net).enable(new DiagGGNExact(), new KFLR());
+        for (int step = 0; step < 3; step++) {
+            net.fit(c.x(), c.y());
+            plain.fit(c.x(), c.y());
+        }
+        assertEquals(plain.params(), net.params(), "parameters and running statistics after three steps");
+    }
+
+    // ---------------------------------------------------------------- running statistics
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("cases")
+    void runningStatisticsGiveEveryQuantityOfTheInferenceModeNetwork(Case c) {
+        MultiLayerNetwork net = c.build(c.loss().function, c.loss().activation);
+        MultiLayerNetwork ref = c.build(LossFunction.L2, Activation.IDENTITY);
+        ref.setParams(net.params());
+        INDArray x = c.x();
+        INDArray y = c.y();
+        BruteForce.Jacobians jac = jacobians(ref, x, false);
+        Map<String, INDArray> batchGgn = BruteForce.batchDiagGgn(jac, c.loss());
+        Map<String, INDArray> grads = new LinkedHashMap<>();
+        for (int n = 0; n < N; n++) {
+            double[] y0 = y.getRow(n).toDoubleVector();
+            INDArray g = Nd4j.createFromArray(c.loss().gradient(jac.z[n], y0)).reshape(1, jac.z[n].length);
+            for (String key : jac.shapes.keySet()) {
+                INDArray row = g.mmul(jac.j.get(n).get(key)).divi(N);
+                grads.computeIfAbsent(key, k -> Nd4j.create(DataType.DOUBLE,
+                        BruteForce.withBatch(N, jac.shapes.get(k))));
+                grads.get(key).get(org.nd4j.linalg.indexing.NDArrayIndex.point(n)).assign(row.reshape('c',
+                        jac.shapes.get(key)));
+            }
+        }
+        Map<String, INDArray> hessian = hessianDiagonal(c, ref, x, y);
+
+        INDArray statistics = runningStatistics(net);
+        BackPackNetwork bp = BackPackNetwork.extend(net);
+        bp.setBatchNormStatistics(BatchNormStatistics.RUNNING);
+        Quantities q = bp.backward(x, y, new BatchGrad(), new Variance(), new DiagGGNExact(),
+                new BatchDiagGGNExact(), new DiagHessian(), new KFLR());
+        for (String key : jac.shapes.keySet()) {
+            int layer = BruteForce.layerOf(key);
+            String param = BruteForce.paramOf(key);
+            assertClose(grads.get(key), q.get(BatchGrad.class, layer, param), 1e-6, 1e-6, c + " gradient " + key);
+            assertClose(batchGgn.get(key), q.get(BatchDiagGGNExact.class, layer, param), 1e-6, 1e-10,
+                    c + " per-example GGN " + key);
+            assertClose(batchGgn.get(key).sum(0), q.get(DiagGGNExact.class, layer, param), 1e-6, 1e-10,
+                    c + " GGN " + key);
+            assertClose(hessian.get(key), q.get(DiagHessian.class, layer, param), 1e-4, 1e-6, c + " Hessian " + key);
+            if (param.equals("gamma") || param.equals("beta")) {
+                KroneckerFactors f = q.get(KFLR.class, layer, param);
+                assertClose(ggnBlock(jac, c.loss(), key), f.factors().get(0), 1e-6, 1e-10, c + " block " + key);
+            }
+        }
+        // the pass's gradient is the inference-mode network's, and the running statistics stay
+        for (String key : jac.shapes.keySet()) {
+            assertClose(grads.get(key).sum(0), net.gradient().getGradientFor(key).div(N), 1e-6, 1e-6,
+                    c + " DL4J gradient " + key);
+        }
+        assertEquals(statistics, runningStatistics(net), "running statistics after the pass");
+    }
+
+    /**
+     * @return the Hessian diagonal of {@code L = (1/N) Σ ℓ_n} in inference mode, by the five-point second
+     *     difference (error O(h⁴), rounding ≈ 1e-9 at this h, small enough not to cross ReLU kinks here)
+     */
+    private static Map<String, INDArray> hessianDiagonal(Case c, MultiLayerNetwork ref, INDArray x, INDArray y) {
+        double h = 5e-4;
+        Map<String, INDArray> out = new LinkedHashMap<>();
+        for (String key : trainableKeys(ref)) {
+            INDArray param = ref.getParam(key);
+            INDArray d = Nd4j.create(DataType.DOUBLE, param.shape());
+            NdIndexIterator it = new NdIndexIterator('c', param.shape());
+            double centre = mean(losses(c, ref, x, y, false));
+            while (it.hasNext()) {
+                long[] idx = it.next();
+                double original = param.getDouble(idx);
+                double[] f = new double[5];
+                for (int k = -2; k <= 2; k++) {
+                    param.putScalar(idx, original + k * h);
+                    f[k + 2] = k == 0 ? centre : mean(losses(c, ref, x, y, false));
+                }
+                param.putScalar(idx, original);
+                d.putScalar(idx, (-f[0] + 16 * f[1] - 30 * f[2] + 16 * f[3] - f[4]) / (12 * h * h));
+            }
+            out.put(key, d);
+        }
+        return out;
+    }
+
+    private static double mean(double[] v) {
+        return Arrays.stream(v).average().orElseThrow();
+    }
+
+    private static INDArray runningStatistics(MultiLayerNetwork net) {
+        List<INDArray> parts = new ArrayList<>();
+        for (String key : net.paramTable().keySet()) {
+            if (!trainableKeys(net).contains(key)) {
+                parts.add(net.getParam(key).dup().reshape(-1));
+            }
+        }
+        return Nd4j.concat(0, parts.toArray(new INDArray[0]));
+    }
+
+    @Test
+    void runningStatisticsStayUnchangedByTrainingPassesWithExtensions() {
+        Case c = cases().findFirst().orElseThrow();
+        MultiLayerNetwork net = c.build(c.loss().function, c.loss().activation);
+        INDArray before = runningStatistics(net);
+        BackPackNetwork bp = BackPackNetwork.extend(net);
+        bp.setBatchNormStatistics(BatchNormStatistics.RUNNING);
+        bp.enable(new BatchL2Grad());
+        net.fit(c.x(), c.y());
+        assertEquals(before, runningStatistics(net));
+        assertArrayEquals(new long[] {N}, bp.latest().orElseThrow().get(BatchL2Grad.class, 1, "gamma").shape());
+        bp.disable();
+        net.fit(c.x(), c.y());
+        assertTrue(runningStatistics(net).sub(before).norm2Number().doubleValue() > 0,
+                "a step without extensions is DL4J's own, which moves the running statistics");
+    }
+
+    // ---------------------------------------------------------------- graphs and refusals
+
+    /**
+     * {@code in → d1 → {bn → d2, d3} → add → out}: the columns reaching d1 from the normalised branch
+     * span the batch, those from the other branch do not yet, and they are summed at d1's fan-out.
+     */
+    static ComputationGraph residualGraph() {
+        ComputationGraph g = GraphNets.init(GraphNets.builder(DataType.DOUBLE, org.deeplearning4j.nn.conf.WorkspaceMode.ENABLED,
+                GraphNets.DEFAULT_SEED)
+                .addInputs("in")
+                .addLayer("d1", GraphNets.dense(5, Activation.TANH), "in")
+                .addLayer("bn", new BatchNormalization.Builder().build(), "d1")
+                .addLayer("d2", GraphNets.dense(4, Activation.SIGMOID), "bn")
+                .addLayer("d3", GraphNets.dense(4, Activation.TANH), "d1")
+                .addVertex("add", new org.deeplearning4j.nn.conf.graph.ElementWiseVertex(
+                        org.deeplearning4j.nn.conf.graph.ElementWiseVertex.Op.Add), "d2", "d3")
+                .addLayer("out", new OutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(3)
+                        .build(), "add")
+                .setOutputs("out")
+                .setInputTypes(InputType.feedForward(4)), GraphNets.DEFAULT_SEED);
+        for (String key : g.paramTable().keySet()) {
+            if (key.endsWith("_var")) {
+                g.getParam(key).assign(Nd4j.rand(DataType.DOUBLE, g.getParam(key).shape()).addi(0.5));
+            }
+        }
+        return g;
+    }
+
+    @Test
+    void graphsWithANormalisedAndAPlainBranchMergeTheirColumns() {
+        ComputationGraph g = residualGraph();
+        ComputationGraph ref = GraphBruteForce.jacobianGraph(g);
+        INDArray x = TestNets.features(DataType.DOUBLE, 7, N, 4).muli(1.5);
+        INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 8, N, 3);
+        BackPackNetwork bp = BackPackNetwork.extend(g);
+        for (boolean running : new boolean[] {false, true}) {
+            BruteForce.Jacobians jac = jacobians(ref, () -> ref.output(!running, x)[0]);
+            Map<String, INDArray> batchGgn = BruteForce.batchDiagGgn(jac, BruteForce.Loss.MCXENT);
+            bp.setBatchNormStatistics(running ? BatchNormStatistics.RUNNING : BatchNormStatistics.BATCH);
+            Quantities q = running ? bp.backward(x, y, new DiagGGNExact(), new BatchDiagGGNExact(), new KFLR())
+                    : bp.backward(x, y, new DiagGGNExact(), new KFLR());
+            String mode = running ? "running" : "batch";
+            for (String key : jac.shapes.keySet()) {
+                assertClose(batchGgn.get(key).sum(0), q.byKey(DiagGGNExact.class, key), 1e-6, 1e-9,
+                        mode + " GGN " + key);
+                if (running) {
+                    assertClose(batchGgn.get(key), q.byKey(BatchDiagGGNExact.class, key), 1e-6, 1e-9,
+                            mode + " per-example GGN " + key);
+                }
+                if (key.startsWith("bn_")) {
+                    KroneckerFactors f = q.byKey(KFLR.class, key);
+                    assertClose(ggnBlock(jac, BruteForce.Loss.MCXENT, key), f.factors().get(0), 1e-6, 1e-9,
+                            mode + " block " + key);
+                }
+            }
+        }
+    }
+
+    @Test
+    void configurationsDl4jItselfComputesInconsistentlyAreRefused() {
+        // lockGammaBeta with gamma ≠ 1 and beta = 0: DL4J's forward pass leaves gamma out, its backward applies it
+        MultiLayerNetwork locked = TestNets.build(DataType.DOUBLE, InputType.feedForward(4),
+                new DenseLayer.Builder().nOut(5).activation(Activation.TANH).build(),
+                new BatchNormalization.Builder().lockGammaBeta(true).gamma(2.0).beta(0.0).build(),
+                new OutputLayer.Builder(LossFunction.MSE).activation(Activation.IDENTITY).nOut(2).build());
+        INDArray x = TestNets.features(DataType.DOUBLE, 3, N, 4);
+        INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MSE, 4, N, 2);
+        UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
+                () -> BackPackNetwork.extend(locked).backward(x, y, new DiagGGNExact()));
+        assertEquals("1", e.layerName(), e.getMessage());
+        assertTrue(e.getMessage().contains("gamma=2.0"), e.getMessage());
+
+        // a FrozenLayerWithBackprop normalisation above a trainable layer
+        MultiLayerNetwork frozen = TestNets.build(DataType.DOUBLE, InputType.feedForward(4),
+                new DenseLayer.Builder().nOut(5).activation(Activation.TANH).build(),
+                new org.deeplearning4j.nn.conf.layers.misc.FrozenLayerWithBackprop(
+                        new BatchNormalization.Builder().build()),
+                new OutputLayer.Builder(LossFunction.MSE).activation(Activation.IDENTITY).nOut(2).build());
+        positiveVariances(frozen);
+        BackPackNetwork bp = BackPackNetwork.extend(frozen);
+        bp.setBatchNormStatistics(BatchNormStatistics.RUNNING);
+        e = assertThrows(UnsupportedLayerException.class, () -> bp.backward(x, y, new BatchGrad()));
+        assertEquals("1", e.layerName(), e.getMessage());
+        assertTrue(e.getMessage().contains("FrozenLayerWithBackprop"), e.getMessage());
+
+        // NHWC
+        MultiLayerNetwork nhwc = TestNets.build(DataType.DOUBLE, InputType.convolutional(4, 4, 2,
+                        org.deeplearning4j.nn.conf.CNN2DFormat.NHWC),
+                new ConvolutionLayer.Builder(2, 2).nOut(2).dataFormat(org.deeplearning4j.nn.conf.CNN2DFormat.NHWC)
+                        .build(),
+                new BatchNormalization.Builder().dataFormat(org.deeplearning4j.nn.conf.CNN2DFormat.NHWC).build(),
+                new GlobalPoolingLayer.Builder(PoolingType.AVG).build(),
+                new OutputLayer.Builder(LossFunction.MSE).activation(Activation.IDENTITY).nOut(2).build());
+        INDArray xh = TestNets.features(DataType.DOUBLE, 3, N, 4, 4, 2);
+        e = assertThrows(UnsupportedLayerException.class,
+                () -> BackPackNetwork.extend(nhwc).backward(xh, y, new DiagGGNExact()));
+        assertTrue(e.parts().stream().anyMatch(p -> p.layer().equals("1") && p.reason().contains("NHWC")),
+                e.getMessage());
+    }
+}
