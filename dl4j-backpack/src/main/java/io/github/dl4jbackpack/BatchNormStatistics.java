@@ -11,8 +11,9 @@ public enum BatchNormStatistics {
      * The batch's mean and variance, as DL4J trains (the default): gradients, score and trajectory
      * are DL4J's own. Every example's loss then depends on the whole batch through the layers below a
      * normalisation, so per-example quantities of those layers are refused; the batch-level GGN
-     * (DiagGGNExact, DiagGGNMC, KFLR, KFAC) is exact, coupling included, at a cost that grows with N
-     * below the first normalisation (every curvature column spans the batch there).
+     * (DiagGGNExact, DiagGGNMC, KFLR, KFAC) and the Hessian diagonal (DiagHessian) are exact, coupling
+     * included, at a cost that grows with N below the first normalisation (every curvature column spans
+     * the batch there); the Hessian also pushes one column per element of every normalisation's input.
      */
     BATCH,
     /**

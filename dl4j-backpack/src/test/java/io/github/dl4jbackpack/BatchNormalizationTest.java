@@ -2,6 +2,7 @@
 package io.github.dl4jbackpack;
 
 import io.github.dl4jbackpack.extensions.BatchDiagGGNExact;
+import io.github.dl4jbackpack.extensions.BatchDiagHessian;
 import io.github.dl4jbackpack.extensions.BatchGrad;
 import io.github.dl4jbackpack.extensions.BatchL2Grad;
 import io.github.dl4jbackpack.extensions.DiagGGNExact;
@@ -223,19 +224,22 @@ class BatchNormalizationTest {
 
     @ParameterizedTest(name = "{0}")
     @MethodSource("cases")
-    void batchStatisticsGgnIncludesTheCouplingOfTheWholeBatch(Case c) {
+    void batchStatisticsGgnAndHessianIncludeTheCouplingOfTheWholeBatch(Case c) {
         MultiLayerNetwork net = c.build(c.loss().function, c.loss().activation);
         MultiLayerNetwork ref = c.build(LossFunction.L2, Activation.IDENTITY);
         ref.setParams(net.params());
         INDArray x = c.x();
         BruteForce.Jacobians jac = jacobians(ref, x, true);
         Map<String, INDArray> ggn = BruteForce.sumOverBatch(BruteForce.batchDiagGgn(jac, c.loss()));
+        Map<String, INDArray> hessian = hessianDiagonal(c, ref, x, c.y(), true);
 
-        Quantities q = BackPackNetwork.extend(net).backward(x, c.y(), new DiagGGNExact(), new KFLR());
+        Quantities q = BackPackNetwork.extend(net).backward(x, c.y(), new DiagGGNExact(), new DiagHessian(),
+                new KFLR());
         for (String key : ggn.keySet()) {
             int layer = BruteForce.layerOf(key);
             String param = BruteForce.paramOf(key);
             assertClose(ggn.get(key), q.get(DiagGGNExact.class, layer, param), 1e-6, 1e-9, c + " GGN " + key);
+            assertClose(hessian.get(key), q.get(DiagHessian.class, layer, param), 1e-4, 1e-6, c + " Hessian " + key);
             if (param.equals("gamma") || param.equals("beta")) {
                 KroneckerFactors f = q.get(KFLR.class, layer, param);
                 assertClose(ggnBlock(jac, c.loss(), key), f.factors().get(0), 1e-6, 1e-9, c + " block " + key);
@@ -281,11 +285,11 @@ class BatchNormalizationTest {
     }
 
     @Test
-    void batchStatisticsRefusePerExampleHessianAndKfraNamingTheAlternatives() {
+    void batchStatisticsRefusePerExampleQuantitiesAndKfraNamingTheAlternatives() {
         Case c = cases().findFirst().orElseThrow();
         BackPackNetwork bp = BackPackNetwork.extend(c.build(c.loss().function, c.loss().activation));
         for (io.github.dl4jbackpack.extensions.Extension<?> e : List.of(new BatchGrad(), new Variance(),
-                new BatchDiagGGNExact(), new DiagHessian(), new KFRA())) {
+                new BatchDiagGGNExact(), new BatchDiagHessian(), new KFRA())) {
             UnsupportedLayerException thrown = assertThrows(UnsupportedLayerException.class,
                     () -> bp.backward(c.x(), c.y(), e), e.name());
             assertTrue(thrown.getMessage().contains("BatchNormStatistics.RUNNING"), thrown.getMessage());
@@ -381,7 +385,7 @@ class BatchNormalizationTest {
                         jac.shapes.get(key)));
             }
         }
-        Map<String, INDArray> hessian = hessianDiagonal(c, ref, x, y);
+        Map<String, INDArray> hessian = hessianDiagonal(c, ref, x, y, false);
 
         INDArray statistics = runningStatistics(net);
         BackPackNetwork bp = BackPackNetwork.extend(net);
@@ -414,21 +418,28 @@ class BatchNormalizationTest {
      * @return the Hessian diagonal of {@code L = (1/N) Σ ℓ_n} in inference mode, by the five-point second
      *     difference (error O(h⁴), rounding ≈ 1e-9 at this h, small enough not to cross ReLU kinks here)
      */
-    private static Map<String, INDArray> hessianDiagonal(Case c, MultiLayerNetwork ref, INDArray x, INDArray y) {
+    private static Map<String, INDArray> hessianDiagonal(Case c, MultiLayerNetwork ref, INDArray x, INDArray y,
+                                                        boolean training) {
+        return hessianDiagonal(ref, () -> mean(losses(c, ref, x, y, training)));
+    }
+
+    /** @return the Hessian diagonal of a loss by the five-point second difference, per trainable key */
+    private static Map<String, INDArray> hessianDiagonal(org.deeplearning4j.nn.api.Model ref,
+                                                        java.util.function.DoubleSupplier loss) {
         double h = 5e-4;
         Map<String, INDArray> out = new LinkedHashMap<>();
         for (String key : trainableKeys(ref)) {
             INDArray param = ref.getParam(key);
             INDArray d = Nd4j.create(DataType.DOUBLE, param.shape());
             NdIndexIterator it = new NdIndexIterator('c', param.shape());
-            double centre = mean(losses(c, ref, x, y, false));
+            double centre = loss.getAsDouble();
             while (it.hasNext()) {
                 long[] idx = it.next();
                 double original = param.getDouble(idx);
                 double[] f = new double[5];
                 for (int k = -2; k <= 2; k++) {
                     param.putScalar(idx, original + k * h);
-                    f[k + 2] = k == 0 ? centre : mean(losses(c, ref, x, y, false));
+                    f[k + 2] = k == 0 ? centre : loss.getAsDouble();
                 }
                 param.putScalar(idx, original);
                 d.putScalar(idx, (-f[0] + 16 * f[1] - 30 * f[2] + 16 * f[3] - f[4]) / (12 * h * h));
@@ -507,13 +518,17 @@ class BatchNormalizationTest {
         for (boolean running : new boolean[] {false, true}) {
             BruteForce.Jacobians jac = jacobians(ref, () -> ref.output(!running, x)[0]);
             Map<String, INDArray> batchGgn = BruteForce.batchDiagGgn(jac, BruteForce.Loss.MCXENT);
+            Map<String, INDArray> hessian = hessianDiagonal(ref, () -> LossFunction.MCXENT.getILossFunction()
+                    .computeScore(y, ref.output(!running, x)[0], Activation.SOFTMAX.getActivationFunction(), null,
+                            true));
             bp.setBatchNormStatistics(running ? BatchNormStatistics.RUNNING : BatchNormStatistics.BATCH);
-            Quantities q = running ? bp.backward(x, y, new DiagGGNExact(), new BatchDiagGGNExact(), new KFLR())
-                    : bp.backward(x, y, new DiagGGNExact(), new KFLR());
+            Quantities q = running ? bp.backward(x, y, new DiagGGNExact(), new BatchDiagGGNExact(), new DiagHessian(),
+                    new KFLR()) : bp.backward(x, y, new DiagGGNExact(), new DiagHessian(), new KFLR());
             String mode = running ? "running" : "batch";
             for (String key : jac.shapes.keySet()) {
                 assertClose(batchGgn.get(key).sum(0), q.byKey(DiagGGNExact.class, key), 1e-6, 1e-9,
                         mode + " GGN " + key);
+                assertClose(hessian.get(key), q.byKey(DiagHessian.class, key), 1e-4, 1e-6, mode + " Hessian " + key);
                 if (running) {
                     assertClose(batchGgn.get(key), q.byKey(BatchDiagGGNExact.class, key), 1e-6, 1e-9,
                             mode + " per-example GGN " + key);

@@ -36,7 +36,8 @@ import java.util.stream.Stream;
 import static io.github.dl4jbackpack.Reference.assertClose;
 
 /**
- * The contract of every layer kind without parameters, one entry per kind and setting: its input
+ * The contract of every layer kind's input Jacobian (the parameter-free kinds and batch normalisation
+ * with the batch's statistics), one entry per kind and setting: its input
  * Jacobian-transpose product of several factor columns at once equals DL4J's own backward step of
  * the layer applied to each column separately (the layer's {@code backpropGradient} with that column
  * as the gradient at its output), in float64 and float32. Adding a kind adds an entry here.
@@ -67,7 +68,14 @@ class LayerKindContractTest {
                 new Entry("cropping", () -> new Cropping2D.Builder(1, 0, 2, 1).build(), cnn),
                 new Entry("local response normalisation", () -> new org.deeplearning4j.nn.conf.layers
                         .LocalResponseNormalization.Builder().k(1.5).n(3).alpha(0.3).beta(0.75).build(), cnn),
-                new Entry("upsampling 2x3", () -> new Upsampling2D.Builder().size(new int[] {2, 3}).build(), cnn));
+                new Entry("upsampling 2x3", () -> new Upsampling2D.Builder().size(new int[] {2, 3}).build(), cnn),
+                // with the batch's statistics, each column spans the batch: DL4J's backward step of one
+                // whole-batch gradient is the product of one column
+                new Entry("batch normalisation, batch statistics", () -> new org.deeplearning4j.nn.conf.layers
+                        .BatchNormalization.Builder().build(), cnn),
+                new Entry("batch normalisation, locked gamma and beta, log std", () -> new org.deeplearning4j.nn
+                        .conf.layers.BatchNormalization.Builder().lockGammaBeta(true).gamma(0.7).beta(-0.3)
+                        .useLogStd(true).build(), cnn));
     }
 
     /** A network of the layer under test (after a convolution that makes its input) and an L2 loss. */
@@ -132,6 +140,7 @@ class LayerKindContractTest {
     private static INDArray inputGradient(MultiLayerNetwork net, INDArray x, INDArray s) {
         MultiLayerNetwork copy = new MultiLayerNetwork(net.getLayerWiseConfigurations().clone());
         copy.init(net.params().dup(), true);
+        copy.initGradientsView();   // layers with parameters write their gradients there
         List<INDArray> acts = copy.feedForward(x, true);
         org.deeplearning4j.nn.workspace.LayerWorkspaceMgr mgr = org.deeplearning4j.nn.workspace.LayerWorkspaceMgr
                 .noWorkspaces();

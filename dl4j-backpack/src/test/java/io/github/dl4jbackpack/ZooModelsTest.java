@@ -335,7 +335,8 @@ class ZooModelsTest {
         String firstOrder = accepted.stream().anyMatch(e -> FIRST_ORDER.contains(e.getClass())) ? "yes" : "no";
         String note = "";
         if (!accepted.isEmpty()) {
-            runAccepted(c, model, bp, accepted, x, y, gradientBefore, scoreBefore, singleExample);
+            runAccepted(c, model, bp, accepted, x, y, gradientBefore, scoreBefore, singleExample,
+                    expectation.hasBatchNormalization());
         }
         String running = expectation.hasBatchNormalization()
                 ? checkRunningStatistics(c, model, bp, expectedWithRunningStatistics, x, y) : "—";
@@ -525,7 +526,7 @@ class ZooModelsTest {
 
     private static void runAccepted(ZooCase c, Model model, BackPackNetwork bp, List<Extension<?>> accepted,
                                     INDArray x, INDArray y, INDArray gradientBefore, double scoreBefore,
-                                    Map<String, INDArray> singleExample) {
+                                    Map<String, INDArray> singleExample, boolean batchNormalization) {
         List<List<Extension<?>>> passes = new ArrayList<>();
         Passes plan = passesOf(c);
         if (plan == Passes.EACH) {
@@ -533,7 +534,10 @@ class ZooModelsTest {
         } else if (plan == Passes.GROUPED) {
             passes.add(filter(accepted, BatchGrad.class, BatchL2Grad.class, SumGradSquared.class, Variance.class,
                     BatchDotGrad.class));
-            passes.add(filter(accepted, DiagGGNExact.class, BatchDiagGGNExact.class, DiagHessian.class));
+            // the Hessian through batch statistics pushes one column per normalised element: minutes on
+            // these models (docs/math.md#batch-normalization); it is validated here and run on small networks
+            passes.add(batchNormalization ? filter(accepted, DiagGGNExact.class, BatchDiagGGNExact.class)
+                    : filter(accepted, DiagGGNExact.class, BatchDiagGGNExact.class, DiagHessian.class));
             passes.removeIf(List::isEmpty);
         }
         Map<Class<?>, Quantities> results = new HashMap<>();
@@ -570,7 +574,8 @@ class ZooModelsTest {
         for (Extension<?> e : accepted) {
             if (!results.containsKey(e.getClass())) {
                 boolean validatedOnly = plan == Passes.VALIDATE
-                        || plan == Passes.GROUPED && GROUPED_VALIDATED.contains(e.getClass());
+                        || plan == Passes.GROUPED && (GROUPED_VALIDATED.contains(e.getClass())
+                        || batchNormalization && e.getClass() == DiagHessian.class);
                 assertTrue(validatedOnly, e.name() + " not run");
             }
         }
@@ -1123,8 +1128,6 @@ class ZooModelsTest {
                 }
                 if (perExample) {
                     out.put(n.name(), BATCH_STATISTICS + " (per example)");
-                } else if (HESSIAN.contains(e)) {
-                    out.put(n.name(), BATCH_STATISTICS + " (Hessian)");
                 } else if (e == KFRA.class) {
                     out.put(n.name(), BATCH_STATISTICS + " (KFRA)");
                 }

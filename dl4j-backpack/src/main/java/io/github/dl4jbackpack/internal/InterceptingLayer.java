@@ -298,8 +298,9 @@ public class InterceptingLayer extends BaseWrapperLayer {
     /** @return {@code ∂L/∂a} of the mean loss, detached, where a Hessian residual needs it; else null */
     private INDArray residualGradient(BackwardPass pass, INDArray epsilon) {
         IActivation activation = kind == null ? null : kind.activation(underlying);
-        if (!pass.needsResidual() || epsilon == null || activation == null
-                || ElementwiseActivations.isPiecewiseLinear(activation)) {
+        boolean coupling = kind != null && kind.normalisesOverBatch(underlying) && !runningForward;
+        if (!pass.needsResidual() || epsilon == null || (!coupling && (activation == null
+                || ElementwiseActivations.isPiecewiseLinear(activation)))) {
             return null;
         }
         try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {

@@ -172,14 +172,14 @@ public final class Validation {
 
     private static final String BATCH_STATISTICS_ALTERNATIVES = "BackPackNetwork.setBatchNormStatistics("
             + "BatchNormStatistics.RUNNING) (passes with extensions normalise with the running statistics, as in "
-            + "inference: every extension is defined); or the batch-level curvature DiagGGNExact, DiagGGNMC, KFLR, "
-            + "KFAC, which include the coupling (docs/math.md#batch-normalization)";
+            + "inference: every extension is defined); or the batch-level curvature DiagGGNExact, DiagGGNMC, "
+            + "DiagHessian, KFLR, KFAC, which include the coupling (docs/math.md#batch-normalization)";
 
     /**
      * A layer that normalises over the batch with the batch's statistics (BatchNormalization in
      * training mode) makes every example's loss depend on every example through the layers with
-     * parameters below it: per-example quantities are not defined there, and of the second-order
-     * ones only the batch-level GGN (diagonal and Kronecker factors) is implemented.
+     * parameters below it: per-example quantities are not defined there, nor is KFRA's averaged
+     * recursion; the batch-level GGN, Hessian diagonal and Kronecker factors are.
      */
     private static void checkBatchStatistics(Topology topology, Node node, List<Extension<?>> extensions,
                                              boolean runningStatistics, boolean[] region, Map<String, Problem> problems) {
@@ -241,8 +241,6 @@ public final class Validation {
             if (perExample) {
                 reason = coupled + "per-example quantities (individual gradients and what is built on them) are "
                         + "not defined there";
-            } else if (requests.stream().anyMatch(r -> r.kind().equals(FactorKind.RESIDUAL))) {
-                reason = coupled + "the Hessian's residual through the batch statistics is not implemented";
             } else if (requests.stream().anyMatch(r -> r.kind().equals(FactorKind.AVERAGED))) {
                 reason = coupled + "KFRA's batch-averaged recursion needs per-example Jacobians, which the batch "
                         + "statistics do not have";

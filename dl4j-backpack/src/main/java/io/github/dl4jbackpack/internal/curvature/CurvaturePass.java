@@ -319,7 +319,7 @@ public final class CurvaturePass {
                            Map<Integer, CurvatureSink> sinks) {
         Map<Integer, INDArray> pending = new HashMap<>();
         pending.put(start, fold(factor));
-        propagate(pending, start, start, skipStart, sign, sinks);
+        propagate(pending, new java.util.HashSet<>(), start, start, skipStart, sign, sinks);
     }
 
     /**
@@ -332,6 +332,7 @@ public final class CurvaturePass {
      * examples before squaring (docs/math.md#batch-normalization).
      *
      * @param pending folded columns waiting at node outputs (consumed)
+     * @param spanning the positions in {@code pending} whose columns span the batch (consumed)
      * @param top the highest position with columns
      * @param zStart the position whose columns are at the layer's pre-activation (skip its
      *     activation), or −1
@@ -339,9 +340,8 @@ public final class CurvaturePass {
      * @param sign +1 or −1
      * @param sinks where each layer with parameters accumulates
      */
-    private void propagate(Map<Integer, INDArray> pending, int top, int zStart, boolean skipStart,
-                           double sign, Map<Integer, CurvatureSink> sinks) {
-        java.util.Set<Integer> spanning = new java.util.HashSet<>();
+    private void propagate(Map<Integer, INDArray> pending, java.util.Set<Integer> spanning, int top, int zStart,
+                           boolean skipStart, double sign, Map<Integer, CurvatureSink> sinks) {
         for (int p = top; p >= 0; p--) {
             INDArray s = pending.remove(p);
             if (s == null) {
@@ -451,6 +451,10 @@ public final class CurvaturePass {
                 continue;
             }
             RecordedLayer record = layer(j);
+            if (record.couplesExamples()) {
+                propagateCouplingResidual(record, sinks);
+                continue;
+            }
             IActivation activation = record.kind().activation(record.layer());
             if (activation == null || ElementwiseActivations.isPiecewiseLinear(activation)) {
                 continue;
@@ -470,6 +474,40 @@ public final class CurvaturePass {
                     continue;
                 }
                 propagateDiagonal(root, z.shape(), j, sign, sinks);
+            }
+        }
+    }
+
+    /**
+     * The Hessian residual of a layer that normalises over the batch, at its input: each signed part's
+     * columns (of one example each, or spanning the batch) start at the layer's producer and are pushed
+     * down, in chunks.
+     */
+    private void propagateCouplingResidual(RecordedLayer record, Map<Integer, CurvatureSink> sinks) {
+        Node node = record.node();
+        int producer = node.input(0);
+        if (producer < 0 || !region[producer]) {
+            return;
+        }
+        for (VertexDerivatives.ResidualPart part : record.kind().couplingResidual(record)) {
+            long columns = part.columns();
+            int bytes = record.outputGradient().dataType().width();
+            long chunk = chunkColumns(columns, bytes);
+            for (long from = 0; from < columns; from += chunk) {
+                long to = Math.min(columns, from + chunk);
+                try (ScratchWorkspace ignored = scratch(chunk, bytes)) {
+                    INDArray atInput = part.columns(from, to)[0];
+                    if (node.preProcessor() != null) {
+                        atInput = atInput.reshape('c', Columns.withRows(atInput.size(0), outputShape(producer)));
+                    }
+                    Map<Integer, INDArray> pending = new HashMap<>();
+                    pending.put(producer, atInput);
+                    java.util.Set<Integer> spanning = new java.util.HashSet<>();
+                    if (part.spansBatch()) {
+                        spanning.add(producer);
+                    }
+                    propagate(pending, spanning, producer, -1, false, part.sign(), sinks);
+                }
             }
         }
     }
@@ -503,7 +541,7 @@ public final class CurvaturePass {
                             top = Math.max(top, producer);
                         }
                     }
-                    propagate(pending, top, -1, false, part.sign(), sinks);
+                    propagate(pending, new java.util.HashSet<>(), top, -1, false, part.sign(), sinks);
                 }
             }
         }

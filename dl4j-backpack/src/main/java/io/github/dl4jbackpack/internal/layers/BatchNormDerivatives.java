@@ -14,9 +14,12 @@ import org.nd4j.common.primitives.Pair;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Broadcast;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.ops.transforms.Transforms;
 
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.LinkedHashSet;
 import java.util.Map;
 import java.util.Set;
@@ -253,6 +256,112 @@ public final class BatchNormDerivatives implements LayerDerivatives {
     private static INDArray block(INDArray m, long from, long size) {
         return m.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(from, from + size),
                 org.nd4j.linalg.indexing.NDArrayIndex.interval(from, from + size)).dup('c');
+    }
+
+    /**
+     * With the batch's statistics, per channel (M values over the examples and positions, {@code a} the
+     * gradient w.r.t. {@code x̂}, {@code ā} it centred, {@code c = aᵀx̂ / (Mσ²)}):
+     * {@code R = −c I + (c/M) 11ᵀ + (3c/M) x̂x̂ᵀ − (āx̂ᵀ + x̂āᵀ)/(Mσ²)} (docs/math.md#batch-normalization).
+     * The diagonal {@code −c I} gives columns of one example each (one per feature); the rank-one
+     * terms, with {@code āx̂ᵀ + x̂āᵀ = ½[(ā+x̂)(ā+x̂)ᵀ − (ā−x̂)(ā−x̂)ᵀ]}, give four columns per channel
+     * that span the batch.
+     */
+    @Override
+    public List<VertexDerivatives.ResidualPart> couplingResidual(RecordedLayer record) {
+        org.nd4j.linalg.api.buffer.DataType type = record.outputGradient().dataType();
+        INDArray x3 = channels(record.input().castTo(type));
+        long n = x3.size(0);
+        long c = x3.size(1);
+        long p = x3.size(2);
+        double m = n * p;
+        INDArray sigma = statistics(record.layer(), x3, false)[1];
+        INDArray xHat = normalised(record.layer(), x3, statistics(record.layer(), x3, false));
+        INDArray a = Broadcast.mul(channels(record.outputGradient()), gamma(record.layer(), type, c), x3.ulike(), 1);
+        INDArray variance = sigma.mul(sigma);
+        double[] cc = a.mul(xHat).sum(0, 2).divi(variance.mul(m)).toDoubleVector();
+        double[] v = variance.toDoubleVector();
+        INDArray aBar = Broadcast.sub(a, a.mean(0, 2), a.ulike(), 1);
+        INDArray[] vectors = {aBar.add(xHat), aBar.sub(xHat), xHat, Nd4j.onesLike(xHat)};
+        long[] inShape = record.input().shape();
+        List<VertexDerivatives.ResidualPart> parts = new ArrayList<>();
+        for (double sign : new double[] {1.0, -1.0}) {
+            // the diagonal −c per channel
+            INDArray diagonal = Nd4j.create(type, n, c, p);
+            boolean any = false;
+            for (int ch = 0; ch < c; ch++) {
+                double value = -cc[ch] * sign;
+                if (value > 0) {
+                    diagonal.get(NDArrayIndex.all(), NDArrayIndex.point(ch), NDArrayIndex.all()).assign(Math.sqrt(value));
+                    any = true;
+                }
+            }
+            if (any) {
+                parts.add(VertexDerivatives.diagonal(sign, new INDArray[] {diagonal.reshape('c', inShape)}));
+            }
+            // the rank-one terms: (channel, vector, weight) of this sign
+            List<long[]> which = new ArrayList<>();
+            List<Double> weights = new ArrayList<>();
+            for (int ch = 0; ch < c; ch++) {
+                double[] lambda = {-1.0 / (2 * m * v[ch]), 1.0 / (2 * m * v[ch]), 3 * cc[ch] / m, cc[ch] / m};
+                for (int t = 0; t < 4; t++) {
+                    if (lambda[t] * sign > 0) {
+                        which.add(new long[] {ch, t});
+                        weights.add(Math.sqrt(lambda[t] * sign));
+                    }
+                }
+            }
+            if (!which.isEmpty()) {
+                parts.add(new RankOneColumns(sign, which, weights, vectors, inShape));
+            }
+        }
+        return parts;
+    }
+
+    /** Columns {@code √|λ| w} of one channel each, spanning the batch. */
+    private static final class RankOneColumns implements VertexDerivatives.ResidualPart {
+        private final double sign;
+        private final List<long[]> which;
+        private final List<Double> weights;
+        private final INDArray[] vectors;
+        private final long[] inShape;
+
+        RankOneColumns(double sign, List<long[]> which, List<Double> weights, INDArray[] vectors, long[] inShape) {
+            this.sign = sign;
+            this.which = which;
+            this.weights = weights;
+            this.vectors = vectors;
+            this.inShape = inShape;
+        }
+
+        @Override
+        public double sign() {
+            return sign;
+        }
+
+        @Override
+        public long columns() {
+            return which.size();
+        }
+
+        @Override
+        public boolean spansBatch() {
+            return true;
+        }
+
+        @Override
+        public INDArray[] columns(long from, long to) {
+            long n = vectors[0].size(0);
+            long c = vectors[0].size(1);
+            long p = vectors[0].size(2);
+            INDArray out = Nd4j.create(vectors[0].dataType(), n, to - from, c, p);
+            for (long j = from; j < to; j++) {
+                long[] ct = which.get((int) j);
+                INDArray w = vectors[(int) ct[1]].get(NDArrayIndex.all(), NDArrayIndex.point(ct[0]), NDArrayIndex.all());
+                out.get(NDArrayIndex.all(), NDArrayIndex.point(j - from), NDArrayIndex.point(ct[0]), NDArrayIndex.all())
+                        .assign(w.mul(weights.get((int) j)));
+            }
+            return new INDArray[] {out.reshape('c', Columns.withRows(n * (to - from), inShape))};
+        }
     }
 
     @Override

@@ -2,6 +2,7 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
@@ -172,19 +173,29 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
         long o = factor.size(2);
         long k = u.size(1);
         long p = u.size(2);
-        INDArray s = factor.reshape('c', n, v * o, p);
-        long step = Math.max(1, Math.min(n, CHUNK_ELEMENTS / Math.max(1, v * o * k)));
+        // the per-example products [examples, columns·O, K] are formed in chunks of examples and columns
+        long columnStep = Math.max(1, Math.min(v, CHUNK_ELEMENTS / Math.max(1, o * k)));
+        long step = Math.max(1, Math.min(n, CHUNK_ELEMENTS / Math.max(1, columnStep * o * k)));
         INDArray weight = sink.perExample() ? Nd4j.create(factor.dataType(), n, o, k)
                 : Nd4j.create(factor.dataType(), o, k);
-        for (long from = 0; from < n; from += step) {
-            long to = Math.min(n, from + step);
-            INDArray g = Nd4j.matmul(s.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all()),
-                    u.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all()), false, true, false);
-            INDArray squares = g.muli(g).reshape('c', to - from, v, o, k).sum(1);
-            if (sink.perExample()) {
-                weight.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all()).assign(squares);
-            } else {
-                weight.addi(squares.sum(0));
+        long stepBytes = 3 * (columnStep * o * p * n + step * columnStep * o * k) * factor.dataType().width();
+        for (long c0 = 0; c0 < v; c0 += columnStep) {
+            long c1 = Math.min(v, c0 + columnStep);
+            for (long from = 0; from < n; from += step) {
+                long to = Math.min(n, from + step);
+                try (ScratchWorkspace ignored = ScratchWorkspace.open(ScratchWorkspace.LOOP_STEP, stepBytes)) {
+                    INDArray s = factor.get(NDArrayIndex.interval(from, to), NDArrayIndex.interval(c0, c1)).dup('c')
+                            .reshape('c', to - from, (c1 - c0) * o, p);
+                    INDArray g = Nd4j.matmul(s, u.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(),
+                            NDArrayIndex.all()), false, true, false);
+                    INDArray squares = g.muli(g).reshape('c', to - from, c1 - c0, o, k).sum(1);
+                    if (sink.perExample()) {
+                        weight.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all())
+                                .addi(squares);
+                    } else {
+                        weight.addi(squares.sum(0));
+                    }
+                }
             }
         }
         sink.add(DenseDerivatives.W, weight.muli(sign).reshape('c', weightShape(record, sink, n)));
@@ -215,12 +226,16 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
         INDArray patches = u.permute(0, 2, 1).dup('c').reshape('c', n * p, k);
         long step = Math.max(1, Math.min(columns, CHUNK_ELEMENTS / Math.max(1, o * Math.max(k, n * p))));
         INDArray weight = Nd4j.create(factor.dataType(), o, k);
+        long stepBytes = 4 * step * o * (n * p + k) * factor.dataType().width();
         for (long from = 0; from < columns; from += step) {
             long to = Math.min(columns, from + step);
-            INDArray s = factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to)).dup('c')
-                    .reshape('c', n, (to - from) * o, p).permute(1, 0, 2).dup('c').reshape('c', (to - from) * o, n * p);
-            INDArray g = DenseDerivatives.gemm(s, false, patches, false).reshape('c', to - from, o, k);
-            weight.addi(g.muli(g).sum(0));
+            try (ScratchWorkspace ignored = ScratchWorkspace.open(ScratchWorkspace.LOOP_STEP, stepBytes)) {
+                INDArray s = factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to)).dup('c')
+                        .reshape('c', n, (to - from) * o, p).permute(1, 0, 2).dup('c')
+                        .reshape('c', (to - from) * o, n * p);
+                INDArray g = DenseDerivatives.gemm(s, false, patches, false).reshape('c', to - from, o, k);
+                weight.addi(g.muli(g).sum(0));
+            }
         }
         sink.add(DenseDerivatives.W, weight.muli(sign).reshape('c', record.layer().getParam(DenseDerivatives.W).shape()));
         if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {

@@ -2,6 +2,7 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.layers.OutputLayer;
@@ -98,12 +99,15 @@ public final class DenseDerivatives implements LayerDerivatives {
         long in = x.size(1);
         long step = Math.max(1, Math.min(columns, ConvolutionDerivatives.CHUNK_ELEMENTS / Math.max(1, in * out)));
         INDArray weight = Nd4j.create(factor.dataType(), in, out);
+        long stepBytes = 4 * step * out * (n + in) * factor.dataType().width();
         for (long from = 0; from < columns; from += step) {
             long to = Math.min(columns, from + step);
-            INDArray s = factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to), NDArrayIndex.all()).dup('c')
-                    .reshape('c', n, (to - from) * out);
-            INDArray g = gemm(x, true, s, false).reshape('c', in, to - from, out);
-            weight.addi(g.muli(g).sum(1));
+            try (ScratchWorkspace ignored = ScratchWorkspace.open(ScratchWorkspace.LOOP_STEP, stepBytes)) {
+                INDArray s = factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to), NDArrayIndex.all())
+                        .dup('c').reshape('c', n, (to - from) * out);
+                INDArray g = gemm(x, true, s, false).reshape('c', in, to - from, out);
+                weight.addi(g.muli(g).sum(1));
+            }
         }
         sink.add(W, weight.muli(sign));
         if (record.layer().paramTable().containsKey(B)) {

@@ -86,6 +86,18 @@ public interface LayerDerivatives {
     }
 
     /**
+     * The Hessian residual of a layer that {@link #normalisesOverBatch normalises over the batch}, at
+     * its input: {@code Σ_{m,k} (∂L/∂y_mk) ∇²_x y_mk}, which couples the examples, in signed factored
+     * parts whose columns start at the layer input.
+     *
+     * @param record the layer's record, with its output gradient
+     * @return the parts
+     */
+    default java.util.List<VertexDerivatives.ResidualPart> couplingResidual(RecordedLayer record) {
+        throw new UnsupportedOperationException(kindName() + " does not couple the examples");
+    }
+
+    /**
      * First-order terms of a layer with parameters, for a pass in which a layer that
      * {@link #normalisesOverBatch normalises over the batch} used the running statistics (or not).
      *

@@ -55,6 +55,14 @@ public interface VertexDerivatives {
         long columns();
 
         /**
+         * @return whether the columns span the batch (each has a part at every example, example m's part
+         *     of column j at row {@code m·V + j}) rather than belonging to one example each
+         */
+        default boolean spansBatch() {
+            return false;
+        }
+
+        /**
          * @param from first column
          * @param to end of the range (exclusive)
          * @return per input slot, columns {@code [from, to)} of every example, folded

@@ -33,6 +33,13 @@ public final class ScratchWorkspace implements AutoCloseable {
     /** The smallest workspace, so that tiny scopes do not create many tiny workspaces. */
     public static final long MINIMUM_BYTES = 1L << 16;
 
+    /**
+     * The workspace of one step of a loop inside a layer's computation (a chunk of examples or columns):
+     * opened and closed around each step, so that the steps' temporaries reuse one block instead of
+     * adding up in the enclosing scope.
+     */
+    public static final String LOOP_STEP = "dl4j-backpack-loop-step";
+
     private final String id;
     private final MemoryWorkspace workspace;
 
@@ -57,7 +64,7 @@ public final class ScratchWorkspace implements AutoCloseable {
      * Opens the workspace with a size in {@code [bytes, limit]}: an existing workspace of this thread
      * is reused when its size is in that range, else replaced by one of exactly {@code bytes}.
      *
-     * @param id {@link #FIRST_ORDER} or {@link #CURVATURE}
+     * @param id {@link #FIRST_ORDER}, {@link #CURVATURE} or {@link #LOOP_STEP}
      * @param bytes the size the scope needs
      * @param limit the largest workspace the caller accepts (a memory budget)
      * @return the open scope
@@ -89,7 +96,7 @@ public final class ScratchWorkspace implements AutoCloseable {
      */
     public static void release() {
         MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
-        for (String id : new String[] {FIRST_ORDER, CURVATURE}) {
+        for (String id : new String[] {FIRST_ORDER, CURVATURE, LOOP_STEP}) {
             if (manager.checkIfWorkspaceExists(id)) {
                 manager.destroyWorkspace(manager.getWorkspaceForCurrentThread(id));
             }
