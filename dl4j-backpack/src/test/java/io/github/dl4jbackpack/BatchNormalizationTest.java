@@ -583,4 +583,36 @@ class BatchNormalizationTest {
         assertTrue(e.parts().stream().anyMatch(p -> p.layer().equals("1") && p.reason().contains("NHWC")),
                 e.getMessage());
     }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("cases")
+    void float32AgreesWithFloat64InBothModes(Case c) {
+        MultiLayerNetwork doubles = c.build(c.loss().function, c.loss().activation);
+        MultiLayerNetwork floats = doubles.convertDataType(DataType.FLOAT);
+        INDArray x = c.x();
+        INDArray y = c.y();
+        for (BatchNormStatistics statistics : BatchNormStatistics.values()) {
+            BackPackNetwork bp64 = BackPackNetwork.extend(doubles.clone());
+            BackPackNetwork bp32 = BackPackNetwork.extend(floats.clone());
+            bp64.setBatchNormStatistics(statistics);
+            bp32.setBatchNormStatistics(statistics);
+            boolean running = statistics == BatchNormStatistics.RUNNING;
+            io.github.dl4jbackpack.extensions.Extension<?>[] extensions = running
+                    ? new io.github.dl4jbackpack.extensions.Extension<?>[] {new DiagGGNExact(), new DiagHessian(),
+                        new BatchGrad(), new Variance()}
+                    : new io.github.dl4jbackpack.extensions.Extension<?>[] {new DiagGGNExact(), new DiagHessian()};
+            Quantities q64 = bp64.backward(x, y, extensions);
+            Quantities q32 = bp32.backward(x.castTo(DataType.FLOAT), y.castTo(DataType.FLOAT), extensions);
+            for (io.github.dl4jbackpack.extensions.Extension<?> e : extensions) {
+                @SuppressWarnings("unchecked")
+                Class<? extends io.github.dl4jbackpack.extensions.Extension<INDArray>> cls =
+                        (Class<? extends io.github.dl4jbackpack.extensions.Extension<INDArray>>) e.getClass();
+                for (String key : q64.keys(cls)) {
+                    INDArray v32 = q32.byKey(cls, key);
+                    assertEquals(DataType.FLOAT, v32.dataType(), key);
+                    assertClose(q64.byKey(cls, key), v32, 2e-3, 2e-3, c + " " + statistics + " " + e.name() + " " + key);
+                }
+            }
+        }
+    }
 }

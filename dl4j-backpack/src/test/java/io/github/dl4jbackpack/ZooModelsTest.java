@@ -932,15 +932,24 @@ class ZooModelsTest {
                 org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer.class,
                 org.deeplearning4j.nn.layers.OutputLayer.class,
                 org.deeplearning4j.nn.layers.convolution.ConvolutionLayer.class,
+                org.deeplearning4j.nn.layers.convolution.DepthwiseConvolution2DLayer.class,
+                org.deeplearning4j.nn.layers.convolution.SeparableConvolution2DLayer.class,
                 org.deeplearning4j.nn.layers.normalization.BatchNormalization.class);
+        /** Layers with parameters whose weights have no Kronecker factorisation. */
+        private static final Set<Class<?>> NO_KRONECKER = Set.of(
+                org.deeplearning4j.nn.layers.convolution.DepthwiseConvolution2DLayer.class,
+                org.deeplearning4j.nn.layers.convolution.SeparableConvolution2DLayer.class);
         private static final Set<Class<?>> LAYERS_SUPPORTED = Set.of(
                 org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer.class,
                 org.deeplearning4j.nn.layers.OutputLayer.class,
                 org.deeplearning4j.nn.layers.convolution.ConvolutionLayer.class,
+                org.deeplearning4j.nn.layers.convolution.DepthwiseConvolution2DLayer.class,
+                org.deeplearning4j.nn.layers.convolution.SeparableConvolution2DLayer.class,
                 org.deeplearning4j.nn.layers.convolution.subsampling.SubsamplingLayer.class,
                 org.deeplearning4j.nn.layers.ActivationLayer.class,
                 org.deeplearning4j.nn.layers.DropoutLayer.class,
                 org.deeplearning4j.nn.layers.LossLayer.class,
+                org.deeplearning4j.nn.layers.convolution.CnnLossLayer.class,
                 org.deeplearning4j.nn.layers.pooling.GlobalPoolingLayer.class,
                 org.deeplearning4j.nn.layers.normalization.LocalResponseNormalization.class,
                 org.deeplearning4j.nn.layers.normalization.BatchNormalization.class,
@@ -1113,6 +1122,12 @@ class ZooModelsTest {
             Class<?> e = extension.getClass();
             boolean perExample = FIRST_ORDER.contains(e) || PER_EXAMPLE.contains(e) || e == SumGradSquared.class
                     || e == Variance.class;
+            for (Node n : nodes) {
+                if (KRONECKER.contains(e) && n.layer() != null && NO_KRONECKER.contains(n.layer().getClass())
+                        && !out.containsKey(n.name())) {
+                    out.put(n.name(), n.type() + " (no Kronecker factors)");
+                }
+            }
             for (int i = 0; i < nodes.size(); i++) {
                 Node n = nodes.get(i);
                 if (!(n.layer() instanceof org.deeplearning4j.nn.layers.normalization.BatchNormalization)
@@ -1209,11 +1224,17 @@ class ZooModelsTest {
                 return n.type();
             }
             if (n.output()) {
+                boolean perPosition = conf instanceof org.deeplearning4j.nn.conf.layers.CnnLossLayer;
                 if (!(conf instanceof BaseOutputLayer)
-                        && !(conf instanceof org.deeplearning4j.nn.conf.layers.LossLayer)) {
+                        && !(conf instanceof org.deeplearning4j.nn.conf.layers.LossLayer) && !perPosition) {
                     return n.type() + " as output (no loss)";
                 }
+                if (perPosition && ((org.deeplearning4j.nn.conf.layers.CnnLossLayer) conf).getFormat()
+                        != CNN2DFormat.NCHW) {
+                    return n.type() + " (NHWC)";
+                }
                 ILossFunction loss = conf instanceof BaseOutputLayer ? ((BaseOutputLayer) conf).getLossFn()
+                        : perPosition ? ((org.deeplearning4j.nn.conf.layers.CnnLossLayer) conf).getLossFn()
                         : ((org.deeplearning4j.nn.conf.layers.LossLayer) conf).getLossFn();
                 IActivation activation = ((BaseLayer) conf).getActivationFn();
                 if (!lossSupported(loss, activation)) {

@@ -15,6 +15,7 @@ import org.deeplearning4j.nn.conf.dropout.Dropout;
 import org.deeplearning4j.nn.conf.dropout.IDropout;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.conf.layers.BaseOutputLayer;
+import org.deeplearning4j.nn.conf.layers.CnnLossLayer;
 import org.deeplearning4j.nn.conf.layers.LossLayer;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.layers.wrapper.BaseWrapperLayer;
@@ -70,7 +71,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
         org.deeplearning4j.nn.conf.layers.Layer conf = original.getLayer();
         RecordingActivation activation = null;
         RecordingLoss loss = null;
-        if (conf instanceof BaseOutputLayer || conf instanceof LossLayer) {
+        if (conf instanceof BaseOutputLayer || conf instanceof LossLayer || conf instanceof CnnLossLayer) {
             loss = new RecordingLoss(lossFunction(conf));
         } else if (kind != null && kind.hasParameters() && !kind.normalisesOverBatch(underlying)
                 && conf instanceof BaseLayer && ((BaseLayer) conf).getActivationFn() != null) {
@@ -106,6 +107,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
         if (loss != null) {
             if (mine instanceof BaseOutputLayer) {
                 ((BaseOutputLayer) mine).setLossFn(loss);
+            } else if (mine instanceof CnnLossLayer) {
+                ((CnnLossLayer) mine).setLossFn(loss);
             } else {
                 ((LossLayer) mine).setLossFn(loss);
             }
@@ -185,7 +188,9 @@ public class InterceptingLayer extends BaseWrapperLayer {
             }
             Step step = delegate(pass, epsilon, workspaceMgr);
             if (pass.needsCurvature(node)) {
-                INDArray output = epsilon != null ? epsilon : step.preActivation;
+                // a per-position loss sees its input as [N·P, C]; the layer's output is shaped like its input
+                INDArray output = epsilon != null ? epsilon
+                        : original.getLayer() instanceof CnnLossLayer ? underlying.input() : step.preActivation;
                 RecordedLayer record = new RecordedLayer(node, underlying, kind, underlying.input(), step.preActivation,
                         step.dropoutMask, residualGradient(pass, epsilon), output.shape().clone());
                 record.setRunningStatistics(runningForward);
@@ -232,7 +237,9 @@ public class InterceptingLayer extends BaseWrapperLayer {
         if (lossRecorder != null) {
             if (curvature) {
                 BaseLayer conf = (BaseLayer) original.getLayer();
-                pass.setLoss(node, LossCurvatures.of(lossRecorder.delegate(), conf.getActivationFn()).orElse(null));
+                pass.setLoss(node, LossCurvatures.of(lossRecorder.delegate(), conf.getActivationFn())
+                        .map(l -> conf instanceof CnnLossLayer ? LossCurvatures.perPosition(l, underlying.input().shape())
+                                : l).orElse(null));
             }
             lossRecorder.start(curvature ? this::liveDropoutMask : null);
             Pair<Gradient, INDArray> result;
@@ -318,6 +325,9 @@ public class InterceptingLayer extends BaseWrapperLayer {
         }
         if (conf instanceof LossLayer) {
             return ((LossLayer) conf).getLossFn();
+        }
+        if (conf instanceof CnnLossLayer) {
+            return ((CnnLossLayer) conf).getLossFn();
         }
         throw new IllegalArgumentException("not an output layer: " + conf.getClass().getSimpleName());
     }

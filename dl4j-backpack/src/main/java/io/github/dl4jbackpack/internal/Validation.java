@@ -15,6 +15,7 @@ import io.github.dl4jbackpack.internal.layers.VertexDerivatives;
 import io.github.dl4jbackpack.internal.layers.VertexKinds;
 import io.github.dl4jbackpack.internal.losses.LossCurvatures;
 import org.deeplearning4j.nn.conf.BackpropType;
+import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.InputPreProcessor;
 import org.deeplearning4j.nn.conf.preprocessor.CnnToFeedForwardPreProcessor;
 import org.deeplearning4j.nn.conf.preprocessor.FeedForwardToCnnPreProcessor;
@@ -140,6 +141,15 @@ public final class Validation {
                     if (reason != null) {
                         add(problems, new Problem(node.name(), node.typeName(), e.name(), reason,
                                 "layers with parameters " + LayerKinds.supportedNames()));
+                        continue;
+                    }
+                    LayerDerivatives kind = LayerKinds.of(node.layer()).orElseThrow();
+                    if (!kind.hasKroneckerFactors(node.layer()) && e.curvatureRequests().stream()
+                            .anyMatch(r -> r.statistic() == CurvatureRequest.Statistic.OUTPUT_FACTOR)) {
+                        add(problems, new Problem(node.name(), node.typeName(), e.name(), kind.kindName()
+                                + " has no Kronecker factorisation (its weight is one small matrix per channel, "
+                                + "not one matrix)", "the diagonal curvature (DiagGGNExact, DiagGGNMC, DiagHessian) "
+                                + "for this layer"));
                         continue;
                     }
                 }
@@ -332,7 +342,13 @@ public final class Validation {
         }
         org.deeplearning4j.nn.conf.layers.Layer conf = node.conf().getLayer();
         if (node.isOutput()) {
-            if (!(conf instanceof BaseOutputLayer) && !(conf instanceof LossLayer)) {
+            if (conf instanceof org.deeplearning4j.nn.conf.layers.CnnLossLayer
+                    && ((org.deeplearning4j.nn.conf.layers.CnnLossLayer) conf).getFormat() != CNN2DFormat.NCHW) {
+                return "per-position loss on " + ((org.deeplearning4j.nn.conf.layers.CnnLossLayer) conf).getFormat()
+                        + " data is not supported (use NCHW)";
+            }
+            if (!(conf instanceof BaseOutputLayer) && !(conf instanceof LossLayer)
+                    && !(conf instanceof org.deeplearning4j.nn.conf.layers.CnnLossLayer)) {
                 return node.layer() instanceof org.deeplearning4j.nn.api.layers.IOutputLayer
                         ? "output layer type " + node.typeName() + " has no implemented loss Hessian" : null;
             }

@@ -220,6 +220,14 @@ public interface LayerDerivatives {
     }
 
     /**
+     * @param layer a layer of this kind
+     * @return whether {@link #accumulateOutputFactor} and {@link #kroneckerFactors} are implemented
+     */
+    default boolean hasKroneckerFactors(Layer layer) {
+        return hasParameters();
+    }
+
+    /**
      * Adds the output-side Kronecker factor {@code Σ_n Σ_v t_nv t_nvᵀ} of the columns, where
      * {@code t_nv} is the column summed over output positions (the column itself for dense layers).
      *

@@ -18,13 +18,16 @@ public final class LayerKinds {
         List<LayerDerivatives> kinds = new java.util.ArrayList<>(List.of(
                 new DenseDerivatives(),
                 new ConvolutionDerivatives(),
+                new DepthwiseConvolutionDerivatives(),
+                new SeparableConvolutionDerivatives(),
                 new SubsamplingDerivatives(),
                 new GlobalPoolingDerivatives(),
                 new LrnDerivatives(),
                 new BatchNormDerivatives(),
                 new ActivationLayerDerivatives(),
                 new IdentityDerivatives(DropoutLayer.class),
-                new IdentityDerivatives(LossLayer.class)));
+                new IdentityDerivatives(LossLayer.class),
+                new IdentityDerivatives(org.deeplearning4j.nn.layers.convolution.CnnLossLayer.class)));
         kinds.addAll(SpatialResizeDerivatives.all());
         return List.copyOf(kinds);
     }

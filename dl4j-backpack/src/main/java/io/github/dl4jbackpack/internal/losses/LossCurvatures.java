@@ -65,6 +65,15 @@ public final class LossCurvatures {
                 && activation instanceof ActivationIdentity && ((LossMCXENT) loss).getWeights() == null;
     }
 
+    /**
+     * @param perVector the curvature of the loss of one channel vector
+     * @param shape the shape {@code [N, C, H, W]} of the output the loss is applied to at every position
+     * @return the curvature of the loss summed over positions ({@code CnnLossLayer})
+     */
+    public static LossCurvature perPosition(LossCurvature perVector, long[] shape) {
+        return new PerPositionLoss(perVector, shape);
+    }
+
     /** @return the curvature of softmax cross-entropy w.r.t. the logits */
     public static LossCurvature softmaxCrossEntropy() {
         return new SoftmaxCrossEntropy();
