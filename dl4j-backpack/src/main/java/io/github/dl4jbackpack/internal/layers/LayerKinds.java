@@ -20,6 +20,7 @@ public final class LayerKinds {
                 new ConvolutionDerivatives(),
                 new DepthwiseConvolutionDerivatives(),
                 new SeparableConvolutionDerivatives(),
+                new ElementWiseMultiplicationDerivatives(),
                 new SubsamplingDerivatives(),
                 new GlobalPoolingDerivatives(),
                 new LrnDerivatives(),
