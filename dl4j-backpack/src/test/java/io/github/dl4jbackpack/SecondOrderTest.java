@@ -151,6 +151,68 @@ class SecondOrderTest {
         assertEquals(8, checked);
     }
 
+    /** A user's own input noise: multiplies by 2 (deterministic), which the library cannot know. */
+    static final class CustomNoise implements org.deeplearning4j.nn.conf.dropout.IDropout {
+        @Override
+        public INDArray applyDropout(INDArray in, INDArray out, int iteration, int epoch,
+                                     org.deeplearning4j.nn.workspace.LayerWorkspaceMgr mgr) {
+            return out.assign(in.mul(2.0));
+        }
+
+        @Override
+        public INDArray backprop(INDArray gradAtOutput, INDArray gradAtInput, int iteration, int epoch) {
+            return gradAtInput.assign(gradAtOutput.mul(2.0));
+        }
+
+        @Override
+        public void clear() {
+        }
+
+        @Override
+        public org.deeplearning4j.nn.conf.dropout.IDropout clone() {
+            return new CustomNoise();
+        }
+    }
+
+    static Stream<org.deeplearning4j.nn.conf.dropout.IDropout> inputNoise() {
+        return Stream.of(new GaussianDropout(0.3), new org.deeplearning4j.nn.conf.dropout.AlphaDropout(0.7),
+                new org.deeplearning4j.nn.conf.dropout.SpatialDropout(0.6),
+                new org.deeplearning4j.nn.conf.dropout.GaussianNoise(0.5));
+    }
+
+    /**
+     * The identity of {@link #dropoutMasksOfThePassAreUsed} with the other kinds of input noise, on a
+     * convolution and a dense layer (spatial dropout: the convolution only): the second-order pass
+     * uses the Jacobian of the very noise the pass drew.
+     */
+    @ParameterizedTest
+    @MethodSource("inputNoise")
+    void inputNoiseOfThePassIsUsed(org.deeplearning4j.nn.conf.dropout.IDropout noise) {
+        boolean spatial = noise instanceof org.deeplearning4j.nn.conf.dropout.SpatialDropout;
+        MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.convolutional(6, 6, 2),
+                new ConvolutionLayer.Builder(3, 3).nOut(3).activation(Activation.TANH).dropOut(noise.clone()).build(),
+                new ConvolutionLayer.Builder(2, 2).nOut(2).activation(Activation.SIGMOID).dropOut(noise.clone())
+                        .build(),
+                new DenseLayer.Builder().nOut(4).activation(Activation.ELU).dropOut(spatial ? null : noise.clone())
+                        .build(),
+                new OutputLayer.Builder(LossFunction.L2).nOut(1).activation(Activation.IDENTITY).build());
+        long n = 4;
+        INDArray x = TestNets.features(DataType.DOUBLE, 1, n, 2, 6, 6);
+        INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.L2, 2, n, 1);
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, new BatchGrad(), new BatchDiagGGNExact());
+        INDArray outBias = q.get(BatchGrad.class, 3, "b").reshape(n);
+        for (int layer : q.layers(BatchGrad.class)) {
+            for (String p : q.params(BatchGrad.class, layer)) {
+                INDArray g = q.get(BatchGrad.class, layer, p);
+                INDArray scale = outBias.mul(outBias).muli(n).rdivi(2.0);
+                INDArray expected = g.mul(g);
+                org.nd4j.linalg.factory.Broadcast.mul(expected, scale, expected, 0);
+                assertClose(expected, q.get(BatchDiagGGNExact.class, layer, p), 1e-9, 1e-12,
+                        noise.getClass().getSimpleName() + " layer " + layer + " " + p);
+            }
+        }
+    }
+
     @Test
     void chunkingUnderATinyMemoryBudgetGivesTheSameValues() {
         MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.convolutional(6, 6, 2),
@@ -309,13 +371,14 @@ class SecondOrderTest {
         BadInputTest.assertNames(e, 1, "SubsamplingLayer", "BatchDiagHessian");
         assertTrue(e.getMessage().contains("p-norm"), e.getMessage());
 
-        MultiLayerNetwork gaussian = TestNets.build(DataType.DOUBLE, InputType.feedForward(4),
-                new DenseLayer.Builder().nOut(5).activation(Activation.TANH).dropOut(new GaussianDropout(0.1)).build(),
+        // input noise of a kind the pass cannot see into (a user's own IDropout) is refused by name
+        MultiLayerNetwork custom = TestNets.build(DataType.DOUBLE, InputType.feedForward(4),
+                new DenseLayer.Builder().nOut(5).activation(Activation.TANH).dropOut(new CustomNoise()).build(),
                 new OutputLayer.Builder(LossFunction.MCXENT).nOut(3).activation(Activation.SOFTMAX).build());
-        BackPackNetwork.extend(gaussian).backward(x, yc, new BatchGrad());
+        BackPackNetwork.extend(custom).backward(x, yc, new BatchGrad());
         e = assertThrows(UnsupportedLayerException.class,
-                () -> BackPackNetwork.extend(gaussian).backward(x, yc, new DiagGGNExact()));
-        assertTrue(e.getMessage().contains("GaussianDropout"), e.getMessage());
+                () -> BackPackNetwork.extend(custom).backward(x, yc, new DiagGGNExact()));
+        assertTrue(e.getMessage().contains("CustomNoise"), e.getMessage());
 
         assertThrows(IllegalArgumentException.class, () -> new DiagGGNMC(0));
         assertEquals(1, new DiagGGNMC().mcSamples());

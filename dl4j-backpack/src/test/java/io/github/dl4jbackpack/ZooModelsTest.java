@@ -1298,7 +1298,10 @@ class ZooModelsTest {
                 return n.type() + " (NHWC)";
             }
             IDropout dropout = conf.getIDropout();
-            if (dropout != null && dropout.getClass() != Dropout.class) {
+            if (dropout != null && !Set.of(Dropout.class, org.deeplearning4j.nn.conf.dropout.GaussianDropout.class,
+                    org.deeplearning4j.nn.conf.dropout.AlphaDropout.class,
+                    org.deeplearning4j.nn.conf.dropout.SpatialDropout.class,
+                    org.deeplearning4j.nn.conf.dropout.GaussianNoise.class).contains(dropout.getClass())) {
                 return n.type() + " (" + dropout.getClass().getSimpleName() + ")";
             }
             return preProcessorReason(n.preProcessor(), n.type());

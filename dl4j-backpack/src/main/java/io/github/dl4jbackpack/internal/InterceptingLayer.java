@@ -298,8 +298,40 @@ public class InterceptingLayer extends BaseWrapperLayer {
      *     keeps it until the layer's backward step ends), or null when none is applied
      */
     private INDArray liveDropoutMask() {
-        IDropout dropout = underlying.conf().getLayer().getIDropout();
-        return dropout instanceof Dropout ? ((Dropout) dropout).getMask() : null;
+        return inputNoiseJacobian(underlying.conf().getLayer().getIDropout(), underlying.input());
+    }
+
+    /**
+     * @param dropout a layer's input noise, or null
+     * @param input the layer's input in this step (for its shape)
+     * @return the diagonal Jacobian of the noise this step applied, shaped like the input ({@code Dropout}:
+     *     its mask with the 1/p scaling; {@code GaussianDropout}: its multiplicative noise;
+     *     {@code AlphaDropout}: {@code a·d}; {@code SpatialDropout}: its per-channel mask, broadcast), or
+     *     null for none or an identity Jacobian ({@code GaussianNoise} adds its noise)
+     */
+    static INDArray inputNoiseJacobian(IDropout dropout, INDArray input) {
+        if (dropout instanceof Dropout) {
+            return ((Dropout) dropout).getMask();
+        }
+        if (dropout instanceof org.deeplearning4j.nn.conf.dropout.GaussianDropout) {
+            return ((org.deeplearning4j.nn.conf.dropout.GaussianDropout) dropout).getNoise();
+        }
+        if (dropout instanceof org.deeplearning4j.nn.conf.dropout.AlphaDropout) {
+            org.deeplearning4j.nn.conf.dropout.AlphaDropout alpha = (org.deeplearning4j.nn.conf.dropout.AlphaDropout) dropout;
+            return alpha.getMask() == null ? null : alpha.getMask().mul(alpha.getA());
+        }
+        if (dropout instanceof org.deeplearning4j.nn.conf.dropout.SpatialDropout) {
+            INDArray mask = ((org.deeplearning4j.nn.conf.dropout.SpatialDropout) dropout).getMask();
+            if (mask == null || input == null) {
+                return null;
+            }
+            long[] perChannel = new long[input.rank()];
+            java.util.Arrays.fill(perChannel, 1);
+            perChannel[0] = mask.size(0);
+            perChannel[1] = mask.size(1);
+            return mask.reshape('c', perChannel).broadcast(input.shape());
+        }
+        return null;
     }
 
     /** @return {@code ∂L/∂a} of the mean loss, detached, where a Hessian residual needs it; else null */

@@ -55,9 +55,15 @@ public final class Validation {
     public record Problem(String layer, String type, String extension, String reason, String supported) {
     }
 
+    /** Input noise whose Jacobian in the pass the second-order pass applies (InterceptingLayer#inputNoiseJacobian). */
+    private static final Set<Class<?>> SUPPORTED_NOISE = Set.of(Dropout.class,
+            org.deeplearning4j.nn.conf.dropout.GaussianDropout.class, org.deeplearning4j.nn.conf.dropout.AlphaDropout.class,
+            org.deeplearning4j.nn.conf.dropout.SpatialDropout.class, org.deeplearning4j.nn.conf.dropout.GaussianNoise.class);
+    private static final String NOISE_NAMES = "Dropout, GaussianDropout, AlphaDropout, SpatialDropout, GaussianNoise";
+
     private static final String SECOND_ORDER_SUPPORTED = "layers " + LayerKinds.supportedNames() + "; vertices "
             + VertexKinds.supportedNames() + "; activations " + ElementwiseActivations.SUPPORTED
-            + "; standard Dropout";
+            + "; input noise " + NOISE_NAMES;
 
     private Validation() {
     }
@@ -319,7 +325,7 @@ public final class Validation {
     private static boolean fusedSoftmaxLayerSupported(Node layer) {
         return LayerKinds.whyUnsupported(layer.layer()) == null
                 && (layer.conf().getLayer().getIDropout() == null
-                || layer.conf().getLayer().getIDropout().getClass() == Dropout.class)
+                || SUPPORTED_NOISE.contains(layer.conf().getLayer().getIDropout().getClass()))
                 && (layer.preProcessor() == null || ReshapeDerivatives.unsupportedPreprocessor(layer.preProcessor()) == null);
     }
 
@@ -363,9 +369,9 @@ public final class Validation {
             return reason;
         }
         IDropout dropout = conf.getIDropout();
-        if (dropout != null && dropout.getClass() != Dropout.class) {
+        if (dropout != null && !SUPPORTED_NOISE.contains(dropout.getClass())) {
             return "input noise " + dropout.getClass().getSimpleName() + " is not supported by second-order "
-                    + "extensions (standard Dropout is)";
+                    + "extensions (" + NOISE_NAMES + " are)";
         }
         if (dropout instanceof Dropout && ((Dropout) dropout).getHelper() != null) {
             return "dropout computed by a CuDNN helper keeps its mask hidden; second-order extensions need it";
