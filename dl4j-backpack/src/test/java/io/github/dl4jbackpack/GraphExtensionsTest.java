@@ -186,7 +186,7 @@ class GraphExtensionsTest {
     }
 
     @Test
-    void layersThatSeeAStackedBatchSumTheirCopiesInFirstOrderAndAreRefusedInSecondOrder() {
+    void layersThatSeeAStackedBatchSumTheirCopiesInFirstAndSecondOrder() {
         ComputationGraph graph = GraphNets.stacked();
         GraphNets.Data data = GraphNets.data(graph, 4, 1, GraphNets.VERTEX_ZOO_INPUTS);
         Map<String, INDArray> g = GraphReference.individualGradients(graph, data.features(), data.labels());
@@ -198,13 +198,49 @@ class GraphExtensionsTest {
         assertAllClose(GraphReference.sumGradSquared(g), values(q, SumGradSquared.class), 1e-9, 1e-13, "stacked SGS");
         assertAllClose(GraphReference.variance(g), values(q, Variance.class), 1e-8, 1e-12, "stacked Variance");
         assertAllClose(GraphReference.dots(g), values(q, BatchDotGrad.class), 1e-9, 1e-13, "stacked BatchDotGrad");
+        // second order: an example's columns reach both copies, summed before squaring at the shared layer
+        GraphBruteForce.Jacobians jac = GraphBruteForce.jacobians(graph, data.features());
+        var fd = GraphBruteForce.finiteDifferenceHessian(graph, data.features(), data.labels(), 1e-4);
+        Quantities curvature = bp.backward(data.features(), data.labels(), new DiagGGNExact(), new DiagGGNMC(),
+                new DiagHessian());
+        assertAllClose(GraphBruteForce.diagGgn(jac), values(curvature, DiagGGNExact.class), 1e-9, 1e-13,
+                "stacked DiagGGNExact");
+        assertAllClose(fd.batch, values(curvature, DiagHessian.class), 1e-5, 1e-7, "stacked DiagHessian");
+        // per-example curvature and Kronecker factors are refused, naming the stacked layer and the unstacking
         UnsupportedLayerException second = assertThrows(UnsupportedLayerException.class,
-                () -> bp.backward(data.features(), data.labels(), new BatchGrad(), new DiagGGNExact()));
+                () -> bp.backward(data.features(), data.labels(), new BatchGrad(), new BatchDiagGGNExact(),
+                        new KFLR()));
         Set<String> named = second.parts().stream().map(UnsupportedLayerException.Part::layer)
                 .collect(Collectors.toSet());
-        assertEquals(Set.of("shared", "stack", "unstack0", "unstack1"), named, second.getMessage());
+        assertEquals(Set.of("shared", "unstack0", "unstack1"), named, second.getMessage());
         assertTrue(second.getMessage().contains("stacked 2 times"), second.getMessage());
         assertTrue(bp.enabled().isEmpty());
+    }
+
+    /** Two towers sharing their weights (a siamese graph), compared by an L2 vertex, with a nonlinear head. */
+    @Test
+    void siameseTowersGetTheGgnAndHessianOfTheirSharedWeights() {
+        ComputationGraph graph = GraphNets.init(GraphNets.builder(DataType.DOUBLE, WorkspaceMode.ENABLED,
+                        GraphNets.DEFAULT_SEED)
+                .addInputs("left", "right")
+                .addVertex("stack", new org.deeplearning4j.nn.conf.graph.StackVertex(), "left", "right")
+                .addLayer("tower1", GraphNets.dense(5, Activation.TANH), "stack")
+                .addLayer("tower2", GraphNets.dense(3, Activation.SIGMOID), "tower1")
+                .addVertex("u0", new org.deeplearning4j.nn.conf.graph.UnstackVertex(0, 2), "tower2")
+                .addVertex("u1", new org.deeplearning4j.nn.conf.graph.UnstackVertex(1, 2), "tower2")
+                .addVertex("diff", new org.deeplearning4j.nn.conf.graph.ElementWiseVertex(
+                        org.deeplearning4j.nn.conf.graph.ElementWiseVertex.Op.Product), "u0", "u1")
+                .addLayer("out", new org.deeplearning4j.nn.conf.layers.OutputLayer.Builder(LossFunction.XENT)
+                        .activation(Activation.SIGMOID).nOut(2).build(), "diff")
+                .setOutputs("out")
+                .setInputTypes(InputType.feedForward(4), InputType.feedForward(4)), GraphNets.DEFAULT_SEED);
+        INDArray[] x = GraphNets.features(DataType.DOUBLE, 5, 4, InputType.feedForward(4), InputType.feedForward(4));
+        INDArray[] y = GraphNets.labels(graph, 5, 4);
+        GraphBruteForce.Jacobians jac = GraphBruteForce.jacobians(graph, x);
+        var fd = GraphBruteForce.finiteDifferenceHessian(graph, x, y, 1e-4);
+        Quantities q = BackPackNetwork.extend(graph).backward(x, y, new DiagGGNExact(), new DiagHessian());
+        assertAllClose(GraphBruteForce.diagGgn(jac), values(q, DiagGGNExact.class), 1e-9, 1e-13, "siamese GGN");
+        assertAllClose(fd.batch, values(q, DiagHessian.class), 1e-5, 1e-7, "siamese Hessian");
     }
 
     @ParameterizedTest

@@ -203,7 +203,7 @@ final class BackwardPass {
         if (needsCurvature()) {
             try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
                 Map<FactorKind, Map<String, CurvatureSink>> curvature =
-                        new CurvaturePass(topology, region, records, losses, memoryBudget, batchSize).run(requests);
+                        new CurvaturePass(topology, region, records, losses, memoryBudget, batchSize, copies).run(requests);
                 for (Node node : topology.nodes()) {
                     if (!CurvaturePass.isParametric(node)) {
                         continue;

@@ -132,14 +132,24 @@ public final class Validation {
         for (Extension<?> e : extensions) {
             for (Node node : topology.nodes()) {
                 double k = copies[node.position()];
-                if (CurvaturePass.isParametric(node) && k != 1
-                        && (k != Math.rint(k) || !e.curvatureRequests().isEmpty())) {
+                boolean perExampleOrKronecker = e.curvatureRequests().stream().anyMatch(r ->
+                        r.statistic() == CurvatureRequest.Statistic.BATCH_DIAGONAL
+                                || r.statistic() == CurvatureRequest.Statistic.OUTPUT_FACTOR);
+                if (CurvaturePass.isParametric(node) && k != 1 && (k != Math.rint(k) || perExampleOrKronecker)) {
                     add(problems, new Problem(node.name(), node.typeName(), e.name(), "it sees the batch stacked "
                             + (k == Math.rint(k) ? (long) k + " times " : "") + "by a StackVertex, so its weights are "
                             + "shared between rows of one example; "
-                            + (k == Math.rint(k) ? "second-order extensions do not support that yet"
+                            + (k == Math.rint(k) ? "per-example curvature and Kronecker factors do not support that yet"
                             : "the rows do not divide into whole examples"),
-                            "first-order extensions (they sum each example's copies)"));
+                            "first-order extensions (they sum each example's copies); DiagGGNExact, DiagGGNMC, "
+                            + "DiagHessian"));
+                    continue;
+                }
+                if (!node.isLayer() && region[node.position()] && perExampleOrKronecker
+                        && VertexKinds.of(node.vertex()).map(VertexDerivatives::requiresSpanningColumns).orElse(false)) {
+                    add(problems, new Problem(node.name(), node.typeName(), e.name(), "below it an example's curvature "
+                            + "columns reach several rows of a stacked batch; per-example curvature and Kronecker "
+                            + "factors do not support that yet", "DiagGGNExact, DiagGGNMC, DiagHessian"));
                     continue;
                 }
                 if (CurvaturePass.isParametric(node)) {

@@ -52,6 +52,8 @@ public final class CurvaturePass {
     private final Object[] records;
     private final Map<Integer, LossCurvature> losses;
     private final long batchSize;
+    /** Per node position, the rows of its output: N, or k·N for a stacked batch. */
+    private final long[] rows;
     private final long memoryBudget;
     private final long scratchPerRow;
     private final long widestConvolution;
@@ -63,14 +65,20 @@ public final class CurvaturePass {
      * @param losses the curvature of every output's loss, by output position
      * @param memoryBudget bytes that one chunk of factor columns may occupy
      * @param batchSize N
+     * @param copies per node position, how many rows per example its output has (1, or k between a
+     *     {@code StackVertex} of k inputs and the {@code UnstackVertex}es that undo it)
      */
     public CurvaturePass(Topology topology, boolean[] region, Object[] records, Map<Integer, LossCurvature> losses,
-                         long memoryBudget, long batchSize) {
+                         long memoryBudget, long batchSize, double[] copies) {
         this.topology = topology;
         this.region = region;
         this.records = records;
         this.losses = losses;
         this.batchSize = batchSize;
+        this.rows = new long[copies.length];
+        for (int i = 0; i < copies.length; i++) {
+            rows[i] = Math.round(copies[i] * batchSize);
+        }
         this.memoryBudget = memoryBudget;
         long scratch = 0;
         long convolution = 0;
@@ -79,15 +87,18 @@ public final class CurvaturePass {
                 throw new IllegalStateException("the backward pass did not reach " + n.describe());
             }
         }
-        // below a layer that normalises over the batch, every column spans the batch: N times the rows
+        // below a layer that normalises over the batch, or an unstacking vertex, every column spans the
+        // batch: N times the rows (and k times more in a stacked batch)
         boolean[] spanning = topology.ancestorsOf(n -> region[n.position()]
-                && records[n.position()] instanceof RecordedLayer
-                && ((RecordedLayer) records[n.position()]).couplesExamples());
+                && (records[n.position()] instanceof RecordedLayer
+                && ((RecordedLayer) records[n.position()]).couplesExamples()
+                || records[n.position()] instanceof VertexRecord
+                && ((VertexRecord) records[n.position()]).kind().requiresSpanningColumns()));
         for (Node n : topology.nodes()) {
             if (!region[n.position()]) {
                 continue;
             }
-            long rowsPerColumn = spanning[n.position()] ? batchSize : 1;
+            long rowsPerColumn = (spanning[n.position()] ? batchSize : 1) * Math.max(1, rows[n.position()] / batchSize);
             Object r = records[n.position()];
             if (r instanceof RecordedLayer) {
                 RecordedLayer l = (RecordedLayer) r;
@@ -362,7 +373,7 @@ public final class CurvaturePass {
                 }
                 if (isParametric(node) && !(skipStart && p == zStart)) {
                     CurvatureSink sink = sinks.get(p);
-                    INDArray unfolded = unfold(s);
+                    INDArray unfolded = unfold(s, rows[p]);
                     if (sink.wantsDiagonal()) {
                         if (spans) {
                             kind.accumulateSharedCurvature(record, unfolded, sign, sink);
@@ -382,7 +393,7 @@ public final class CurvaturePass {
                     continue;
                 }
                 if (record.couplesExamples() && !spans) {
-                    s = spread(s);
+                    s = spread(s, rows[p]);
                     spans = true;
                 }
                 INDArray in = kind.inputJacobianTranspose(record, s);
@@ -396,6 +407,10 @@ public final class CurvaturePass {
                 toInputs = new INDArray[] {in};
             } else {
                 VertexRecord record = (VertexRecord) records[p];
+                if (record.kind().requiresSpanningColumns() && !spans) {
+                    s = spread(s, rows[p]);
+                    spans = true;
+                }
                 toInputs = record.kind().inputJacobianTranspose(record, s);
             }
             for (int slot = 0; slot < toInputs.length; slot++) {
@@ -407,9 +422,9 @@ public final class CurvaturePass {
                     if (known != null && knownSpans != spans) {
                         // one consumer's columns span the batch, the other's not yet: spread those
                         if (spans) {
-                            known = spread(known);
+                            known = spread(known, rows[producer]);
                         } else {
-                            columns = spread(columns);
+                            columns = spread(columns, rows[producer]);
                         }
                     }
                     pending.put(producer, known == null ? columns : known.add(columns));
@@ -422,12 +437,12 @@ public final class CurvaturePass {
     }
 
     /**
-     * @param folded columns of one example each, {@code [N·V, *shape]}
-     * @return the same columns as columns spanning the batch, zero at the other examples,
-     *     {@code [N·N·V, *shape]}: example m's part of column {@code (n, v)} at row {@code m·NV + n·V + v}
+     * @param folded columns of one row each, {@code [R·V, *shape]}
+     * @param n the rows R of the node whose output the columns are at
+     * @return the same columns as columns spanning the batch, zero at the other rows,
+     *     {@code [R·R·V, *shape]}: row m's part of column {@code (n, v)} at row {@code m·RV + n·V + v}
      */
-    private INDArray spread(INDArray folded) {
-        long n = batchSize;
+    private INDArray spread(INDArray folded, long n) {
         long v = folded.size(0) / n;
         long features = folded.length() / folded.size(0);
         INDArray rows = folded.dup('c').reshape('c', n, v, features);
@@ -467,7 +482,7 @@ public final class CurvaturePass {
             if (!anyInputInRegion(node)) {
                 continue;
             }
-            INDArray flat = r.reshape('c', batchSize, r.length() / batchSize);
+            INDArray flat = r.reshape('c', rows[j], r.length() / rows[j]);
             for (double sign : new double[] {1.0, -1.0}) {
                 INDArray root = Transforms.sqrt(Transforms.relu(flat.mul(sign), false), false);
                 if (root.maxNumber().doubleValue() == 0.0) {
@@ -603,7 +618,7 @@ public final class CurvaturePass {
                 long v = to - from;
                 INDArray columns = unitColumns(root, from, to);
                 long[] shape = new long[zShape.length + 1];
-                shape[0] = batchSize;
+                shape[0] = root.size(0);
                 shape[1] = v;
                 System.arraycopy(zShape, 1, shape, 2, zShape.length - 1);
                 propagate(columns.reshape('c', shape), j, true, sign, sinks);
@@ -749,12 +764,12 @@ public final class CurvaturePass {
         return s.reshape('c', folded);
     }
 
-    /** {@code [N·V, ...] → [N, V, ...]} */
-    private INDArray unfold(INDArray folded) {
-        long v = folded.size(0) / batchSize;
+    /** {@code [R·V, ...] → [R, V, ...]} for a node of R rows */
+    private static INDArray unfold(INDArray folded, long rows) {
+        long v = folded.size(0) / rows;
         long[] shape = folded.shape();
         long[] out = new long[shape.length + 1];
-        out[0] = batchSize;
+        out[0] = rows;
         out[1] = v;
         System.arraycopy(shape, 1, out, 2, shape.length - 1);
         return folded.reshape('c', out);

@@ -27,6 +27,15 @@ public interface VertexDerivatives {
         return null;
     }
 
+    /**
+     * @return whether the columns reaching this vertex must span the batch (the pass spreads columns
+     *     of one example each before its Jacobian transpose): an example's parts end up in several
+     *     rows of the vertex's input
+     */
+    default boolean requiresSpanningColumns() {
+        return false;
+    }
+
     /** @return whether the Jacobian depends on the input values (they are then recorded) */
     default boolean needsInputValues() {
         return false;

@@ -21,7 +21,9 @@ public final class VertexKinds {
             new ReshapeDerivatives(),
             new L2NormalizeDerivatives(),
             new L2VertexDerivatives(),
-            new PoolHelperDerivatives());
+            new PoolHelperDerivatives(),
+            new StackDerivatives(),
+            new UnstackDerivatives());
 
     private VertexKinds() {
     }
