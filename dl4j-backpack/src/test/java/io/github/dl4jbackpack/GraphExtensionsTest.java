@@ -202,14 +202,28 @@ class GraphExtensionsTest {
         GraphBruteForce.Jacobians jac = GraphBruteForce.jacobians(graph, data.features());
         var fd = GraphBruteForce.finiteDifferenceHessian(graph, data.features(), data.labels(), 1e-4);
         Quantities curvature = bp.backward(data.features(), data.labels(), new DiagGGNExact(), new DiagGGNMC(),
-                new DiagHessian());
+                new DiagHessian(), new BatchDiagGGNExact(), new BatchDiagHessian());
         assertAllClose(GraphBruteForce.diagGgn(jac), values(curvature, DiagGGNExact.class), 1e-9, 1e-13,
                 "stacked DiagGGNExact");
+        assertAllClose(GraphBruteForce.batchDiagGgn(jac), values(curvature, BatchDiagGGNExact.class), 1e-9, 1e-13,
+                "stacked BatchDiagGGNExact");
         assertAllClose(fd.batch, values(curvature, DiagHessian.class), 1e-5, 1e-7, "stacked DiagHessian");
-        // per-example curvature and Kronecker factors are refused, naming the stacked layer and the unstacking
+        assertAllClose(fd.perExample, values(curvature, BatchDiagHessian.class), 1e-5, 1e-7,
+                "stacked BatchDiagHessian");
+        // KFLR with the convolution convention over an example's copies: the bias factor is the exact GGN
+        // block of the shared bias; the input factor sums an example's rows, divided by N
+        Quantities kflr = bp.backward(data.features(), data.labels(), new KFLR());
+        KroneckerFactors bias = kflr.byKey(KFLR.class, "shared_b");
+        assertAllClose(Map.of("b", GraphBruteForce.ggnBlock(jac, "shared_b")), Map.of("b", bias.factors().get(0)),
+                1e-9, 1e-13, "stacked KFLR bias block");
+        INDArray stacked = graph.feedForward(data.features(), true).get("stack").castTo(DataType.DOUBLE);
+        long n = data.features()[0].size(0);
+        INDArray inputFactor = stacked.transpose().mmul(stacked).divi(n);
+        assertAllClose(Map.of("A", inputFactor), Map.of("A", kflr.byKey(KFLR.class, "shared_W").inputFactor().orElseThrow()),
+                1e-9, 1e-13, "stacked KFLR input factor");
+        // KFRA is refused, naming the stacked layer and the unstacking
         UnsupportedLayerException second = assertThrows(UnsupportedLayerException.class,
-                () -> bp.backward(data.features(), data.labels(), new BatchGrad(), new BatchDiagGGNExact(),
-                        new KFLR()));
+                () -> bp.backward(data.features(), data.labels(), new BatchGrad(), new KFRA()));
         Set<String> named = second.parts().stream().map(UnsupportedLayerException.Part::layer)
                 .collect(Collectors.toSet());
         assertEquals(Set.of("shared", "unstack0", "unstack1"), named, second.getMessage());
@@ -217,7 +231,28 @@ class GraphExtensionsTest {
         assertTrue(bp.enabled().isEmpty());
     }
 
-    /** Two towers sharing their weights (a siamese graph), compared by an L2 vertex, with a nonlinear head. */
+    @Test
+    void stackedGraphsInFloat32AgreeWithFloat64() {
+        ComputationGraph doubles = GraphNets.stacked();
+        ComputationGraph floats = doubles.convertDataType(DataType.FLOAT);
+        GraphNets.Data data = GraphNets.data(doubles, 4, 1, GraphNets.VERTEX_ZOO_INPUTS);
+        INDArray[] x32 = new INDArray[data.features().length];
+        for (int i = 0; i < x32.length; i++) {
+            x32[i] = data.features()[i].castTo(DataType.FLOAT);
+        }
+        INDArray[] y32 = new INDArray[data.labels().length];
+        for (int i = 0; i < y32.length; i++) {
+            y32[i] = data.labels()[i].castTo(DataType.FLOAT);
+        }
+        Quantities q64 = BackPackNetwork.extend(doubles).backward(data.features(), data.labels(), new DiagGGNExact(),
+                new BatchDiagHessian());
+        Quantities q32 = BackPackNetwork.extend(floats).backward(x32, y32, new DiagGGNExact(), new BatchDiagHessian());
+        assertAllClose(values(q64, DiagGGNExact.class), values(q32, DiagGGNExact.class), 1e-3, 1e-4, "float32 GGN");
+        assertAllClose(values(q64, BatchDiagHessian.class), values(q32, BatchDiagHessian.class), 1e-3, 1e-4,
+                "float32 per-example Hessian");
+    }
+
+    /** Two towers sharing their weights (a siamese graph), compared by a Product vertex, with a nonlinear head. */
     @Test
     void siameseTowersGetTheGgnAndHessianOfTheirSharedWeights() {
         ComputationGraph graph = GraphNets.init(GraphNets.builder(DataType.DOUBLE, WorkspaceMode.ENABLED,
@@ -238,9 +273,13 @@ class GraphExtensionsTest {
         INDArray[] y = GraphNets.labels(graph, 5, 4);
         GraphBruteForce.Jacobians jac = GraphBruteForce.jacobians(graph, x);
         var fd = GraphBruteForce.finiteDifferenceHessian(graph, x, y, 1e-4);
-        Quantities q = BackPackNetwork.extend(graph).backward(x, y, new DiagGGNExact(), new DiagHessian());
+        Quantities q = BackPackNetwork.extend(graph).backward(x, y, new DiagGGNExact(), new DiagHessian(),
+                new BatchDiagGGNExact(), new BatchDiagHessian());
         assertAllClose(GraphBruteForce.diagGgn(jac), values(q, DiagGGNExact.class), 1e-9, 1e-13, "siamese GGN");
+        assertAllClose(GraphBruteForce.batchDiagGgn(jac), values(q, BatchDiagGGNExact.class), 1e-9, 1e-13,
+                "siamese per-example GGN");
         assertAllClose(fd.batch, values(q, DiagHessian.class), 1e-5, 1e-7, "siamese Hessian");
+        assertAllClose(fd.perExample, values(q, BatchDiagHessian.class), 1e-5, 1e-7, "siamese per-example Hessian");
     }
 
     @ParameterizedTest

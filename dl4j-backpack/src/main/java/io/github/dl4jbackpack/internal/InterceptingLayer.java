@@ -194,6 +194,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
                 RecordedLayer record = new RecordedLayer(node, underlying, kind, underlying.input(), step.preActivation,
                         step.dropoutMask, residualGradient(pass, epsilon), output.shape().clone());
                 record.setRunningStatistics(runningForward);
+                record.setCopies(pass.copies(node));
                 if (pass.needsInputGradient(node) && step.result.getSecond() != null) {
                     try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
                         record.setInputGradient(step.result.getSecond().div(pass.batchSize()));

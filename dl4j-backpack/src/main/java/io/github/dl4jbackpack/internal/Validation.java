@@ -132,24 +132,22 @@ public final class Validation {
         for (Extension<?> e : extensions) {
             for (Node node : topology.nodes()) {
                 double k = copies[node.position()];
-                boolean perExampleOrKronecker = e.curvatureRequests().stream().anyMatch(r ->
-                        r.statistic() == CurvatureRequest.Statistic.BATCH_DIAGONAL
-                                || r.statistic() == CurvatureRequest.Statistic.OUTPUT_FACTOR);
-                if (CurvaturePass.isParametric(node) && k != 1 && (k != Math.rint(k) || perExampleOrKronecker)) {
+                boolean averaged = e.curvatureRequests().stream().anyMatch(r -> r.kind().equals(FactorKind.AVERAGED));
+                if (CurvaturePass.isParametric(node) && k != 1 && (k != Math.rint(k) || averaged)) {
                     add(problems, new Problem(node.name(), node.typeName(), e.name(), "it sees the batch stacked "
                             + (k == Math.rint(k) ? (long) k + " times " : "") + "by a StackVertex, so its weights are "
                             + "shared between rows of one example; "
-                            + (k == Math.rint(k) ? "per-example curvature and Kronecker factors do not support that yet"
+                            + (k == Math.rint(k) ? "KFRA's batch-averaged recursion does not support that"
                             : "the rows do not divide into whole examples"),
-                            "first-order extensions (they sum each example's copies); DiagGGNExact, DiagGGNMC, "
-                            + "DiagHessian"));
+                            "first-order extensions, the curvature diagonals (per example too) and KFLR/KFAC (they sum "
+                            + "each example's copies)"));
                     continue;
                 }
-                if (!node.isLayer() && region[node.position()] && perExampleOrKronecker
+                if (!node.isLayer() && region[node.position()] && averaged
                         && VertexKinds.of(node.vertex()).map(VertexDerivatives::requiresSpanningColumns).orElse(false)) {
                     add(problems, new Problem(node.name(), node.typeName(), e.name(), "below it an example's curvature "
-                            + "columns reach several rows of a stacked batch; per-example curvature and Kronecker "
-                            + "factors do not support that yet", "DiagGGNExact, DiagGGNMC, DiagHessian"));
+                            + "columns reach several rows of a stacked batch, which KFRA's batch-averaged recursion does "
+                            + "not support", "KFLR, KFAC and the curvature diagonals (per example too)"));
                     continue;
                 }
                 if (CurvaturePass.isParametric(node)) {

@@ -353,12 +353,16 @@ public final class CurvaturePass {
      */
     private void propagate(Map<Integer, INDArray> pending, java.util.Set<Integer> spanning, int top, int zStart,
                            boolean skipStart, double sign, Map<Integer, CurvatureSink> sinks) {
+        // the positions whose spanning columns mix examples (below a layer that normalises over the
+        // batch), as opposed to spanning only an example's stacked copies
+        java.util.Set<Integer> coupled = new java.util.HashSet<>();
         for (int p = top; p >= 0; p--) {
             INDArray s = pending.remove(p);
             if (s == null) {
                 continue;
             }
             boolean spans = spanning.remove(p);
+            boolean couples = coupled.remove(p);
             Node node = topology.node(p);
             INDArray[] toInputs;
             if (node.isLayer()) {
@@ -375,15 +379,19 @@ public final class CurvaturePass {
                     CurvatureSink sink = sinks.get(p);
                     INDArray unfolded = unfold(s, rows[p]);
                     if (sink.wantsDiagonal()) {
-                        if (spans) {
+                        if (spans && sink.perExample()) {
+                            accumulateSharedPerExample(record, unfolded, sign, sink);
+                        } else if (spans) {
                             kind.accumulateSharedCurvature(record, unfolded, sign, sink);
                         } else {
-                            kind.accumulateCurvature(record, unfolded, sign, sink);
+                            kind.accumulateCurvature(record, unfolded, sign, sink.foldingCopies(rows[p] / batchSize));
                         }
                     }
                     if (sink.wantsOutputFactor()) {
-                        if (spans) {
+                        if (spans && couples) {
                             kind.accumulateSharedOutputFactor(record, unfolded, sink);
+                        } else if (spans) {
+                            kind.accumulateReducedOutputFactor(record, unfolded, sink);
                         } else {
                             kind.accumulateOutputFactor(record, unfolded, sink);
                         }
@@ -396,6 +404,7 @@ public final class CurvaturePass {
                     s = spread(s, rows[p]);
                     spans = true;
                 }
+                couples |= record.couplesExamples();
                 INDArray in = kind.inputJacobianTranspose(record, s);
                 if (record.dropoutMask() != null) {
                     in = Columns.timesPerExample(in, record.dropoutMask());
@@ -431,9 +440,41 @@ public final class CurvaturePass {
                     if (spans || knownSpans) {
                         spanning.add(producer);
                     }
+                    if (couples) {
+                        coupled.add(producer);
+                    }
                 }
             }
         }
+    }
+
+    /**
+     * Per-example curvature from columns that span a stacked batch (an example's copies in several
+     * rows, no other example's): the columns are grouped by the example they started from (columns
+     * {@code [n·V, (n+1)·V)}, as spreading numbers them) and each group is accumulated as shared
+     * columns; the results become row n of the per-example values.
+     */
+    private void accumulateSharedPerExample(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        long columns = factor.size(1);
+        long v = columns / batchSize;
+        for (long n = 0; n < batchSize; n++) {
+            CurvatureSink one = new CurvatureSink(true, false, false);
+            record.kind().accumulateSharedCurvature(record,
+                    factor.get(NDArrayIndex.all(), NDArrayIndex.interval(n * v, (n + 1) * v)).dup('c'), sign, one);
+            for (Map.Entry<String, INDArray> e : one.values().entrySet()) {
+                INDArray value = e.getValue();
+                INDArray perExample = Nd4j.zeros(value.dataType(), withBatch(batchSize, value.shape()));
+                perExample.get(NDArrayIndex.point(n)).assign(value);
+                sink.add(e.getKey(), perExample);
+            }
+        }
+    }
+
+    private static long[] withBatch(long n, long[] shape) {
+        long[] out = new long[shape.length + 1];
+        out[0] = n;
+        System.arraycopy(shape, 0, out, 1, shape.length);
+        return out;
     }
 
     /**
@@ -477,7 +518,7 @@ public final class CurvaturePass {
             INDArray z = preActivation(record);
             INDArray r = ElementwiseActivations.secondDerivative(activation, z).muli(record.outputGradient());
             if (isParametric(node)) {
-                record.kind().accumulateResidual(record, r, sinks.get(j));
+                record.kind().accumulateResidual(record, r, sinks.get(j).foldingCopies(rows[j] / batchSize));
             }
             if (!anyInputInRegion(node)) {
                 continue;

@@ -243,6 +243,12 @@ public final class BatchNormDerivatives implements LayerDerivatives {
         sink.addOutputFactor(DenseDerivatives.gemm(w, true, w, false));
     }
 
+    /** The exact blocks: each row's projections first, then summed over the rows. */
+    @Override
+    public void accumulateReducedOutputFactor(RecordedLayer record, INDArray factor, CurvatureSink sink) {
+        accumulateSharedOutputFactor(record, factor, sink);
+    }
+
     /** γ and β: their exact GGN blocks (no Kronecker structure is needed at this size). */
     @Override
     public Map<String, KroneckerFactors> kroneckerFactors(RecordedLayer record, INDArray outputFactor) {

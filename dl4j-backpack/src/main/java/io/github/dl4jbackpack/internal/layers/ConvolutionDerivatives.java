@@ -278,8 +278,7 @@ public final class ConvolutionDerivatives implements LayerDerivatives {
     @Override
     public Map<String, KroneckerFactors> kroneckerFactors(RecordedLayer record, INDArray outputFactor) {
         INDArray u = unfolded(record, outputFactor);
-        long n = u.size(0);
-        INDArray a = Nd4j.tensorMmul(u, u, new int[][] {{0, 2}, {0, 2}}).divi(n);
+        INDArray a = Nd4j.tensorMmul(u, u, new int[][] {{0, 2}, {0, 2}}).divi(record.examples());
         Map<String, KroneckerFactors> out = new LinkedHashMap<>();
         out.put(DenseDerivatives.W, KroneckerFactors.convolutionWeight(outputFactor, a));
         if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {

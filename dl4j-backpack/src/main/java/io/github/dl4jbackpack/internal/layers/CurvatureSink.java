@@ -19,6 +19,9 @@ public final class CurvatureSink {
     private final boolean outputFactor;
     private final Map<String, INDArray> values = new LinkedHashMap<>();
     private INDArray factor;
+    /** Where a folding view forwards to, or null. */
+    private final CurvatureSink target;
+    private final long copies;
 
     /**
      * @param diagonal whether to accumulate the diagonal
@@ -26,9 +29,26 @@ public final class CurvatureSink {
      * @param outputFactor whether to accumulate the output-side Kronecker factor
      */
     public CurvatureSink(boolean diagonal, boolean perExample, boolean outputFactor) {
+        this(diagonal, perExample, outputFactor, null, 1);
+    }
+
+    private CurvatureSink(boolean diagonal, boolean perExample, boolean outputFactor, CurvatureSink target,
+                          long copies) {
         this.diagonal = diagonal;
         this.perExample = perExample;
         this.outputFactor = outputFactor;
+        this.target = target;
+        this.copies = copies;
+    }
+
+    /**
+     * @param k how many rows per example the layer sees (a stacked batch)
+     * @return a view that sums per-row contributions {@code [k·N, *p]} over each example's k rows
+     *     ({@code Σ_j c_(jN+n)}) before adding them here; this sink itself when {@code k = 1} or the
+     *     values are not per example
+     */
+    public CurvatureSink foldingCopies(long k) {
+        return k == 1 || !perExample ? this : new CurvatureSink(diagonal, true, outputFactor, this, k);
     }
 
     /** @return whether the diagonal is wanted */
@@ -51,6 +71,15 @@ public final class CurvatureSink {
      * @param contribution a fresh array, parameter-shaped or {@code [N, *p]} as {@link #perExample()}
      */
     public void add(String param, INDArray contribution) {
+        if (target != null) {
+            long[] shape = contribution.shape();
+            long[] split = new long[shape.length + 1];
+            split[0] = copies;
+            split[1] = shape[0] / copies;
+            System.arraycopy(shape, 1, split, 2, shape.length - 1);
+            target.add(param, contribution.dup('c').reshape('c', split).sum(0));
+            return;
+        }
         INDArray sum = values.get(param);
         if (sum == null) {
             values.put(param, ScratchWorkspace.outside(contribution));

@@ -132,11 +132,14 @@ public final class DenseDerivatives implements LayerDerivatives {
         return averaged.dup();
     }
 
-    /** Input-side factor {@code A = (1/N) Σ_n x_n x_nᵀ}. */
+    /**
+     * Input-side factor {@code A = (1/N) Σ_n x_n x_nᵀ}, summed over an example's rows when the layer sees
+     * a stacked batch (as a convolution sums over positions).
+     */
     @Override
     public Map<String, KroneckerFactors> kroneckerFactors(RecordedLayer record, INDArray outputFactor) {
         INDArray x = record.input().castTo(outputFactor.dataType());
-        INDArray a = gemm(x, true, x, false).divi(x.size(0));
+        INDArray a = gemm(x, true, x, false).divi(record.examples());
         Map<String, KroneckerFactors> out = new LinkedHashMap<>();
         out.put(W, KroneckerFactors.denseWeight(a, outputFactor));
         if (record.layer().paramTable().containsKey(B)) {

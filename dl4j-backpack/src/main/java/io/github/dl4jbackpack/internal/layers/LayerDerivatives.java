@@ -200,6 +200,22 @@ public interface LayerDerivatives {
     }
 
     /**
+     * The output-side Kronecker factor of columns that span a stacked batch (each column belongs to one
+     * example, with parts in its copies' rows): the column summed over the rows, as a convolution's
+     * columns are summed over positions ("reduce"); by default the output factor of the row-summed
+     * columns, right for kinds whose factor depends on the columns alone.
+     *
+     * @param record the layer's record
+     * @param factor columns at the layer output {@code [R, C, *zShape]}
+     * @param sink where to add
+     */
+    default void accumulateReducedOutputFactor(RecordedLayer record, INDArray factor, CurvatureSink sink) {
+        long[] shape = factor.shape().clone();
+        shape[0] = 1;
+        accumulateOutputFactor(record, factor.sum(0).reshape('c', shape), sink);
+    }
+
+    /**
      * Adds {@code diag(J_θᵀ diag(r_n) J_θ)} for every parameter θ of the layer, for a residual
      * {@code r} that is diagonal at the layer output {@code z}.
      *

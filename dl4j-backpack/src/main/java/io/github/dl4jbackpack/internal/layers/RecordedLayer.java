@@ -31,6 +31,7 @@ public final class RecordedLayer {
     private final Map<String, INDArray> cache = new HashMap<>();
     private INDArray inputGradient;
     private boolean runningStatistics;
+    private long copies = 1;
 
     /**
      * @param node the layer's node
@@ -128,6 +129,21 @@ public final class RecordedLayer {
      */
     public void setRunningStatistics(boolean running) {
         this.runningStatistics = running;
+    }
+
+    /** @param copies how many rows per example the layer sees (k in a batch stacked by a StackVertex) */
+    public void setCopies(long copies) {
+        this.copies = copies;
+    }
+
+    /** @return how many rows per example the layer sees, 1 normally */
+    public long copies() {
+        return copies;
+    }
+
+    /** @return the number of examples N (the rows over {@link #copies()}) */
+    public long examples() {
+        return input.size(0) / copies;
     }
 
     /** @return whether the layer normalised with its running statistics in this pass */
