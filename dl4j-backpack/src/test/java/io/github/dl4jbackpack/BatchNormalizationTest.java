@@ -424,8 +424,8 @@ class BatchNormalizationTest {
     }
 
     /** @return the Hessian diagonal of a loss by the five-point second difference, per trainable key */
-    private static Map<String, INDArray> hessianDiagonal(org.deeplearning4j.nn.api.Model ref,
-                                                        java.util.function.DoubleSupplier loss) {
+    static Map<String, INDArray> hessianDiagonal(org.deeplearning4j.nn.api.Model ref,
+                                                java.util.function.DoubleSupplier loss) {
         double h = 5e-4;
         Map<String, INDArray> out = new LinkedHashMap<>();
         for (String key : trainableKeys(ref)) {

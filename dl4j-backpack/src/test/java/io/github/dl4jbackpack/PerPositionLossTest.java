@@ -158,27 +158,7 @@ class PerPositionLossTest {
 
     /** Five-point second differences of DL4J's score {@code L = (1/N) Σ_n ℓ_n}. */
     private static Map<String, INDArray> hessianDiagonal(MultiLayerNetwork net, INDArray x, INDArray y) {
-        double h = 5e-4;
-        Map<String, INDArray> out = new LinkedHashMap<>();
-        double centre = score(net, x, y);
-        for (String key : net.paramTable().keySet()) {
-            INDArray param = net.getParam(key);
-            INDArray d = Nd4j.create(DataType.DOUBLE, param.shape());
-            NdIndexIterator it = new NdIndexIterator('c', param.shape());
-            while (it.hasNext()) {
-                long[] idx = it.next();
-                double original = param.getDouble(idx);
-                double[] f = new double[5];
-                for (int k = -2; k <= 2; k++) {
-                    param.putScalar(idx, original + k * h);
-                    f[k + 2] = k == 0 ? centre : score(net, x, y);
-                }
-                param.putScalar(idx, original);
-                d.putScalar(idx, (-f[0] + 16 * f[1] - 30 * f[2] + 16 * f[3] - f[4]) / (12 * h * h));
-            }
-            out.put(key, d);
-        }
-        return out;
+        return BatchNormalizationTest.hessianDiagonal(net, () -> score(net, x, y));
     }
 
     /** {@code g_n = ∇ℓ_n / N} by central differences of single-example scores. */

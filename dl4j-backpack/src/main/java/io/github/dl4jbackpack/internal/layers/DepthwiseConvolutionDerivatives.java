@@ -3,9 +3,7 @@ package io.github.dl4jbackpack.internal.layers;
 
 import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.deeplearning4j.nn.api.Layer;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.layers.convolution.DepthwiseConvolution2DLayer;
-import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.convolution.Convolution;
 import org.nd4j.linalg.factory.Nd4j;
@@ -26,63 +24,19 @@ import java.util.Map;
  * {@code r[c] (U_n[c]⊙U_n[c])ᵀ}. The helpers are shared with {@link SeparableConvolutionDerivatives},
  * whose first stage is this map. No Kronecker factors: the weight is C small matrices, not one.
  */
-public final class DepthwiseConvolutionDerivatives implements LayerDerivatives {
+public final class DepthwiseConvolutionDerivatives extends ChannelwiseConvolutionKind {
 
     static final String W = "W";
     static final String B = "b";
 
+    /** The kind of {@code DepthwiseConvolution2D} layers. */
+    public DepthwiseConvolutionDerivatives() {
+        super(DepthwiseConvolution2DLayer.class);
+    }
+
     @Override
     public String kindName() {
         return "DepthwiseConvolution2D";
-    }
-
-    @Override
-    public boolean matches(Layer layer) {
-        return layer.getClass() == DepthwiseConvolution2DLayer.class;
-    }
-
-    @Override
-    public String unsupportedConfiguration(Layer layer) {
-        return unsupported(conf(layer));
-    }
-
-    static String unsupported(org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf) {
-        if (conf.getCnn2dDataFormat() != CNN2DFormat.NCHW) {
-            return "data format " + conf.getCnn2dDataFormat() + " is not supported (use NCHW)";
-        }
-        if (conf.getWeightNoise() != null) {
-            return "weight noise (" + conf.getWeightNoise().getClass().getSimpleName() + ") is not supported";
-        }
-        return null;
-    }
-
-    @Override
-    public boolean hasParameters() {
-        return true;
-    }
-
-    @Override
-    public boolean supportsSharedColumns(Layer layer) {
-        return true;
-    }
-
-    @Override
-    public boolean hasKroneckerFactors(Layer layer) {
-        return false;
-    }
-
-    private static org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf(Layer layer) {
-        return (org.deeplearning4j.nn.conf.layers.ConvolutionLayer) layer.conf().getLayer();
-    }
-
-    @Override
-    public IActivation activation(Layer layer) {
-        return ElementwiseActivations.plain(conf(layer).getActivationFn());
-    }
-
-    @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return ElementwiseActivations.unsupported(activation(layer), hessian);
     }
 
     // ------------------------------------------------------------------ shared helpers

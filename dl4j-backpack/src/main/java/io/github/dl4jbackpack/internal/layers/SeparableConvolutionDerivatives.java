@@ -4,7 +4,6 @@ package io.github.dl4jbackpack.internal.layers;
 import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.layers.convolution.SeparableConvolution2DLayer;
-import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
@@ -23,54 +22,20 @@ import java.util.Map;
  * stage as {@code Pᵀ s}; a diagonal residual {@code r} at {@code z} reaches its weights as
  * {@code (P⊙P)ᵀ r} (every output position depends on one depthwise position). No Kronecker factors.
  */
-public final class SeparableConvolutionDerivatives implements LayerDerivatives {
+public final class SeparableConvolutionDerivatives extends ChannelwiseConvolutionKind {
 
     static final String W = "W";
     static final String PW = "pW";
     static final String B = "b";
 
+    /** The kind of {@code SeparableConvolution2D} layers. */
+    public SeparableConvolutionDerivatives() {
+        super(SeparableConvolution2DLayer.class);
+    }
+
     @Override
     public String kindName() {
         return "SeparableConvolution2D";
-    }
-
-    @Override
-    public boolean matches(Layer layer) {
-        return layer.getClass() == SeparableConvolution2DLayer.class;
-    }
-
-    @Override
-    public String unsupportedConfiguration(Layer layer) {
-        return DepthwiseConvolutionDerivatives.unsupported(conf(layer));
-    }
-
-    @Override
-    public boolean hasParameters() {
-        return true;
-    }
-
-    @Override
-    public boolean supportsSharedColumns(Layer layer) {
-        return true;
-    }
-
-    @Override
-    public boolean hasKroneckerFactors(Layer layer) {
-        return false;
-    }
-
-    private static org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf(Layer layer) {
-        return (org.deeplearning4j.nn.conf.layers.ConvolutionLayer) layer.conf().getLayer();
-    }
-
-    @Override
-    public IActivation activation(Layer layer) {
-        return ElementwiseActivations.plain(conf(layer).getActivationFn());
-    }
-
-    @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return ElementwiseActivations.unsupported(activation(layer), hessian);
     }
 
     /** @return the depthwise weights {@code D [C, m, K]} from DL4J's {@code [m, C, kH, kW]} */
