@@ -2,6 +2,7 @@
 package io.github.dl4jbackpack.samples;
 
 import io.github.dl4jbackpack.BackPackNetwork;
+import io.github.dl4jbackpack.BatchNormStatistics;
 import io.github.dl4jbackpack.extensions.BatchDiagGGNExact;
 import io.github.dl4jbackpack.extensions.BatchDotGrad;
 import io.github.dl4jbackpack.extensions.BatchGrad;
@@ -48,7 +49,7 @@ import java.util.function.Supplier;
  * inputs of the right shape.
  *
  * <pre>
- * --problem logreg|2c2d|3c3d|allcnnc   (default 3c3d)
+ * --problem logreg|2c2d|3c3d|allcnnc|resnet-bn   (default 3c3d)
  * --batch N                            (default 128)
  * --reps R --warmup W                  (default 5 and 2; the median of R timed passes is reported)
  * --methods a,b,...                    (default all: gradient, wrapped, the extensions, loop)
@@ -59,7 +60,10 @@ import java.util.function.Supplier;
  *
  * <p>Methods: {@code gradient} (the unwrapped network), {@code wrapped} (extended, no extension),
  * each extension alone, and {@code loop} (per-example gradients by a loop of single-example passes
- * through DL4J). Peak memory is the peak resident memory of the whole process (Java heap and ND4J's
+ * through DL4J; not for {@code resnet-bn}). {@code resnet-bn} is {@link ResidualNetwork}, a
+ * ComputationGraph with batch normalisation: its first-order methods run with
+ * {@code BatchNormStatistics.RUNNING} (per-example quantities need it), its second-order methods
+ * with the batch's statistics, and its {@code gradient} is DL4J's training-mode gradient. Peak memory is the peak resident memory of the whole process (Java heap and ND4J's
  * off-heap buffers, which ND4J's own counters do not track) during a method's timed passes: on Linux
  * the kernel's high-water mark, reset after a garbage collection before each method; elsewhere the
  * largest of samples taken every 2 ms.
@@ -93,14 +97,16 @@ public final class Benchmark {
      */
     public static void main(String[] args) {
         Map<String, String> opts = GradientNoiseDemo.options(args);
-        DeepObsNetworks problem = DeepObsNetworks.of(opts.getOrDefault("problem", "3c3d"));
+        String name = opts.getOrDefault("problem", "3c3d");
         long batch = Long.parseLong(opts.getOrDefault("batch", "128"));
         int reps = Integer.parseInt(opts.getOrDefault("reps", "5"));
         int warmup = Integer.parseInt(opts.getOrDefault("warmup", "2"));
         double maxSeconds = Double.parseDouble(opts.getOrDefault("max-seconds", "300"));
         List<String> methods = opts.containsKey("methods") ? Arrays.asList(opts.get("methods").split(",")) : METHODS;
         long budget = Long.parseLong(opts.getOrDefault("budget-mb", "2048")) << 20;
-        List<Row> rows = run(problem, batch, reps, warmup, maxSeconds, budget, methods, System.out, System.err);
+        Subject subject = name.equalsIgnoreCase(RESNET_BN) ? residual(batch, budget)
+                : deepObs(DeepObsNetworks.of(name), batch, budget);
+        List<Row> rows = run(subject, batch, reps, warmup, maxSeconds, methods, System.out, System.err);
         if (opts.containsKey("csv")) {
             writeCsv(rows, Paths.get(opts.get("csv")));
         }
@@ -127,51 +133,101 @@ public final class Benchmark {
         }
     }
 
-    static List<Row> run(DeepObsNetworks problem, long batch, int reps, int warmup, double maxSeconds, long budget,
-                         List<String> methods, PrintStream out, PrintStream progress) {
+    /** The name of the residual network with batch normalisation on the command line. */
+    static final String RESNET_BN = "resnet-bn";
+
+    /**
+     * What is benchmarked: a plain network's gradient pass, the same network extended, a batch, and
+     * (for MultiLayerNetworks) the loop of single-example passes.
+     */
+    record Subject(String name, long parameters, INDArray x, INDArray y, Runnable gradient, BackPackNetwork extended,
+                   Runnable loop, boolean batchNormalization) {
+    }
+
+    /** @return labels cycling through the classes */
+    private static INDArray labels(long batch, int classes) {
+        INDArray y = Nd4j.zeros(DataType.FLOAT, batch, classes);
+        for (int i = 0; i < batch; i++) {
+            y.putScalar(i, i % classes, 1.0);
+        }
+        return y;
+    }
+
+    static Subject deepObs(DeepObsNetworks problem, long batch, long budget) {
         Nd4j.setDefaultDataTypes(DataType.FLOAT, DataType.FLOAT);
         MultiLayerNetwork plain = problem.build(DataType.FLOAT, null, 1);
-        MultiLayerNetwork wrapped = plain.clone();
-        BackPackNetwork bp = BackPackNetwork.extend(wrapped);
+        BackPackNetwork bp = BackPackNetwork.extend(plain.clone());
         bp.setCurvatureMemoryBudget(budget);
         Nd4j.getRandom().setSeed(17);
         INDArray x = Nd4j.rand(DataType.FLOAT, problem.inputShape(batch));
-        INDArray y = Nd4j.zeros(DataType.FLOAT, batch, problem.classes());
-        for (int i = 0; i < batch; i++) {
-            y.putScalar(i, i % problem.classes(), 1.0);
-        }
+        INDArray y = labels(batch, problem.classes());
+        return new Subject(problem.shortName(), problem.parameters(), x, y, () -> {
+            plain.setInput(x);
+            plain.setLabels(y);
+            plain.computeGradientAndScore();
+        }, bp, () -> perExampleLoop(plain, x, y), false);
+    }
+
+    static Subject residual(long batch, long budget) {
+        Nd4j.setDefaultDataTypes(DataType.FLOAT, DataType.FLOAT);
+        org.deeplearning4j.nn.graph.ComputationGraph plain = ResidualNetwork.build(DataType.FLOAT, 1);
+        BackPackNetwork bp = BackPackNetwork.extend(plain.clone());
+        bp.setCurvatureMemoryBudget(budget);
+        Nd4j.getRandom().setSeed(17);
+        INDArray x = Nd4j.rand(DataType.FLOAT, batch, ResidualNetwork.CHANNELS, ResidualNetwork.HEIGHT,
+                ResidualNetwork.WIDTH);
+        INDArray y = labels(batch, ResidualNetwork.CLASSES);
+        return new Subject(RESNET_BN, plain.numParams(), x, y, () -> {
+            plain.setInputs(x);
+            plain.setLabels(y);
+            plain.computeGradientAndScore();
+        }, bp, null, true);
+    }
+
+    static List<Row> run(DeepObsNetworks problem, long batch, int reps, int warmup, double maxSeconds, long budget,
+                         List<String> methods, PrintStream out, PrintStream progress) {
+        return run(deepObs(problem, batch, budget), batch, reps, warmup, maxSeconds, methods, out, progress);
+    }
+
+    static List<Row> run(Subject subject, long batch, int reps, int warmup, double maxSeconds,
+                         List<String> methods, PrintStream out, PrintStream progress) {
+        INDArray x = subject.x();
+        INDArray y = subject.y();
+        BackPackNetwork bp = subject.extended();
         Map<String, Runnable> passes = new LinkedHashMap<>();
         for (String method : methods) {
             switch (method) {
                 case "gradient":
-                    passes.put(method, () -> {
-                        plain.setInput(x);
-                        plain.setLabels(y);
-                        plain.computeGradientAndScore();
-                    });
+                    passes.put(method, subject.gradient());
                     break;
                 case "wrapped":
                     passes.put(method, () -> bp.backward(x, y));
                     break;
                 case "loop":
-                    passes.put(method, () -> perExampleLoop(plain, x, y));
+                    if (subject.loop() != null) {
+                        passes.put(method, subject.loop());
+                    }
                     break;
                 default:
                     Extension<?> e = extension(method);
-                    passes.put(method, () -> bp.backward(x, y, e));
+                    // per-example quantities of a network with batch normalisation need the running statistics
+                    BatchNormStatistics statistics = subject.batchNormalization() && e.curvatureRequests().isEmpty()
+                            ? BatchNormStatistics.RUNNING : BatchNormStatistics.BATCH;
+                    passes.put(method, () -> {
+                        bp.setBatchNormStatistics(statistics);
+                        bp.backward(x, y, e);
+                    });
             }
         }
         out.printf("%s (%,d parameters), batch %d, float32, %d warm-up and %d timed passes per method%n",
-                problem.shortName(), problem.parameters(), batch, warmup, reps);
+                subject.name(), subject.parameters(), batch, warmup, reps);
         // JIT and native thread pools warm up on the plain and the wrapped pass before anything is timed
         long warmupEnd = System.nanoTime() + 2_000_000_000L;
         for (int i = 0; i < 20 && System.nanoTime() < warmupEnd; i++) {
-            plain.setInput(x);
-            plain.setLabels(y);
-            plain.computeGradientAndScore();
+            subject.gradient().run();
             bp.backward(x, y);
         }
-        ProgressBar bar = new ProgressBar(progress, String.format("%-8s", problem.shortName()), passes.size());
+        ProgressBar bar = new ProgressBar(progress, String.format("%-8s", subject.name()), passes.size());
         Map<String, double[]> measured = new LinkedHashMap<>();
         Map<String, String> notes = new LinkedHashMap<>();
         int done = 0;
@@ -193,7 +249,7 @@ public final class Benchmark {
         out.printf("%-18s %12s %10s %10s  %s%n", "method", "median ms", "ratio", "peak MB", "note");
         for (Map.Entry<String, double[]> m : measured.entrySet()) {
             double[] v = m.getValue();
-            Row row = new Row(problem.shortName(), m.getKey(), batch, v[0], v[0] / gradient, v[1], notes.get(m.getKey()));
+            Row row = new Row(subject.name(), m.getKey(), batch, v[0], v[0] / gradient, v[1], notes.get(m.getKey()));
             rows.add(row);
             out.printf(Locale.ROOT, "%-18s %12.1f %10.2f %10.1f  %s%n", row.method(), row.medianMillis(),
                     row.ratioToGradient(), row.peakMegabytes(), row.note());

@@ -54,4 +54,18 @@ class BenchmarkTest {
             }
         }
     }
+
+    @Test
+    void theResidualNetworkWithBatchNormalisationRunsFirstOrderWithRunningAndCurvatureWithBatchStatistics() {
+        List<Benchmark.Row> rows = Benchmark.run(Benchmark.residual(2, 1L << 30), 2, 1, 0, 60,
+                List.of("gradient", "wrapped", "BatchL2Grad", "Variance", "DiagGGNMC", "KFLR", "loop"),
+                new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8),
+                new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8));
+        // "loop" is for MultiLayerNetworks only and is left out
+        assertEquals(6, rows.size());
+        for (Benchmark.Row r : rows) {
+            assertTrue(r.note().isEmpty(), r.toString());
+            assertTrue(r.medianMillis() > 0, r.toString());
+        }
+    }
 }
