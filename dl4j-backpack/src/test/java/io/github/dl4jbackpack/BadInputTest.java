@@ -13,7 +13,6 @@ import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.BatchNormalization;
 import org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
-import org.deeplearning4j.nn.conf.layers.LocalResponseNormalization;
 import org.deeplearning4j.nn.conf.layers.LSTM;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
@@ -93,11 +92,12 @@ class BadInputTest {
     void otherLayerTypesAreRejected() {
         MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.convolutional(6, 6, 2),
                 new ConvolutionLayer.Builder(3, 3).nOut(3).activation(Activation.RELU).build(),
-                new LocalResponseNormalization.Builder().build(), out());
+                new org.deeplearning4j.nn.conf.layers.LocallyConnected2D.Builder().kernelSize(2, 2).nOut(2)
+                        .build(), out());
         INDArray x = TestNets.features(DataType.DOUBLE, 1, 4, 2, 6, 6);
         UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
                 () -> BackPackNetwork.extend(net).backward(x, Y, new DiagHessian()));
-        assertNames(e, 1, "LocalResponseNormalization", "DiagHessian");
+        assertNames(e, 1, "LocallyConnected2D", "DiagHessian");
         assertTrue(e.getMessage().contains("ConvolutionLayer"), "lists supported layers: " + e.getMessage());
         assertStillUsable(net, x, Y);
     }

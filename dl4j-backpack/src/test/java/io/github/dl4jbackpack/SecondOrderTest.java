@@ -360,17 +360,6 @@ class SecondOrderTest {
                 () -> BackPackNetwork.extend(preciseGelu).backward(x, yc, new DiagHessian()));
         assertTrue(e.getMessage().contains("precise GELU"), e.getMessage());
 
-        INDArray xi = TestNets.features(DataType.DOUBLE, 1, 3, 1, 6, 6);
-        MultiLayerNetwork pnorm = TestNets.build(DataType.DOUBLE, InputType.convolutional(6, 6, 1),
-                new ConvolutionLayer.Builder(3, 3).nOut(2).activation(Activation.RELU).build(),
-                new SubsamplingLayer.Builder(PoolingType.PNORM).pnorm(2).kernelSize(2, 2).stride(2, 2).build(),
-                new OutputLayer.Builder(LossFunction.MCXENT).nOut(3).activation(Activation.SOFTMAX).build());
-        BackPackNetwork.extend(pnorm).backward(xi, yc, new DiagGGNExact());
-        e = assertThrows(UnsupportedLayerException.class,
-                () -> BackPackNetwork.extend(pnorm).backward(xi, yc, new BatchDiagHessian()));
-        BadInputTest.assertNames(e, 1, "SubsamplingLayer", "BatchDiagHessian");
-        assertTrue(e.getMessage().contains("p-norm"), e.getMessage());
-
         // input noise of a kind the pass cannot see into (a user's own IDropout) is refused by name
         MultiLayerNetwork custom = TestNets.build(DataType.DOUBLE, InputType.feedForward(4),
                 new DenseLayer.Builder().nOut(5).activation(Activation.TANH).dropOut(new CustomNoise()).build(),

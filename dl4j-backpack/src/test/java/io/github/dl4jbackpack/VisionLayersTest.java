@@ -77,7 +77,7 @@ class VisionLayersTest {
     }
 
     @org.junit.jupiter.api.Test
-    void localResponseNormalisationGgnEqualsExplicitJacobiansAndItsHessianIsRefused() {
+    void localResponseNormalisationGgnEqualsCentralDifferencesOfTheForwardPass() {
         Case c = new Case("lrn", () -> new Layer[] {
             new ConvolutionLayer.Builder(3, 3).nOut(5).activation(Activation.RELU).build(),
             new org.deeplearning4j.nn.conf.layers.LocalResponseNormalization.Builder().k(1.5).n(3).alpha(0.3)
@@ -87,17 +87,16 @@ class VisionLayersTest {
         INDArray y = TestNets.labels(DataType.DOUBLE, c.loss().function, 4, 3, c.nOut());
         MultiLayerNetwork ref = c.build(LossFunction.L2, Activation.IDENTITY);
         ref.setParams(net.params());
-        Map<String, INDArray> ggn = BruteForce.sumOverBatch(BruteForce.batchDiagGgn(BruteForce.jacobians(ref, x),
-                c.loss()));
+        // Jacobians by central differences of the forward pass: DL4J's backward step of LRN is not its
+        // derivative (LayerKindContractTest), so Jacobians from DL4J's backward passes would not do
+        Map<String, INDArray> ggn = BruteForce.sumOverBatch(BruteForce.batchDiagGgn(
+                BatchNormalizationTest.jacobians(ref, x, false), c.loss()));
         BackPackNetwork bp = BackPackNetwork.extend(net);
         Quantities q = bp.backward(x, y, new DiagGGNExact(), new KFLR());
         for (String key : ggn.keySet()) {
             assertClose(ggn.get(key), q.get(DiagGGNExact.class, BruteForce.layerOf(key), BruteForce.paramOf(key)),
-                    1e-9, 1e-13, "LRN GGN " + key);
+                    1e-7, 1e-10, "LRN GGN " + key);
         }
-        UnsupportedLayerException e = org.junit.jupiter.api.Assertions.assertThrows(UnsupportedLayerException.class,
-                () -> bp.backward(x, y, new DiagHessian()));
-        org.junit.jupiter.api.Assertions.assertEquals("1", e.layerName(), e.getMessage());
     }
 
     @ParameterizedTest(name = "{0}")

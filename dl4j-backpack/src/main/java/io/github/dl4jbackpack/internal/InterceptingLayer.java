@@ -338,8 +338,9 @@ public class InterceptingLayer extends BaseWrapperLayer {
     /** @return {@code ∂L/∂a} of the mean loss, detached, where a Hessian residual needs it; else null */
     private INDArray residualGradient(BackwardPass pass, INDArray epsilon) {
         IActivation activation = kind == null ? null : kind.activation(underlying);
-        boolean coupling = kind != null && kind.normalisesOverBatch(underlying) && !runningForward;
-        if (!pass.needsResidual() || epsilon == null || (!coupling && (activation == null
+        boolean atInput = kind != null && (kind.hasInputResidual(underlying)
+                || kind.normalisesOverBatch(underlying) && !runningForward);
+        if (!pass.needsResidual() || epsilon == null || (!atInput && (activation == null
                 || ElementwiseActivations.isPiecewiseLinear(activation)))) {
             return null;
         }

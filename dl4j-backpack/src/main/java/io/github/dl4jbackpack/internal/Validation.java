@@ -176,6 +176,16 @@ public final class Validation {
                 if (reason != null) {
                     add(problems, new Problem(node.name(), node.typeName(), e.name(), reason,
                             node.isOutput() ? LossCurvatures.SUPPORTED : SECOND_ORDER_SUPPORTED));
+                } else if (hessian && node.isLayer()) {
+                    String below = residualBelowInexactBackward(topology, node, region, runningStatistics);
+                    if (below != null) {
+                        add(problems, new Problem(node.name(), node.typeName(), e.name(), "DL4J's backward step of "
+                                + "this layer is not the derivative of its forward step, so the gradient it passes "
+                                + "down is not exact, and " + below + " below it needs that gradient for its Hessian "
+                                + "residual (docs/math.md#local-response-normalisation)", "DiagHessian where the "
+                                + "layers below have piecewise-linear activations (such as ReLU); DiagGGNExact, "
+                                + "DiagGGNMC, KFLR, KFAC"));
+                    }
                 }
                 if (e.curvatureRequests().stream().anyMatch(r -> r.kind().equals(FactorKind.AVERAGED))) {
                     long consumers = node.consumers().stream().filter(c -> region[c]).count();
@@ -347,6 +357,51 @@ public final class Validation {
             problems.put(key, new Problem(known.layer(), known.type(), known.extension() + ", " + p.extension(),
                     known.reason(), known.supported()));
         }
+    }
+
+    /**
+     * @return for a layer whose DL4J backward step is not its derivative, a node below it (in the
+     *     curvature region) with a Hessian residual, described; or null
+     */
+    private static String residualBelowInexactBackward(Topology topology, Node node, boolean[] region,
+                                                       boolean runningStatistics) {
+        LayerDerivatives kind = LayerKinds.of(node.layer()).orElse(null);
+        if (kind == null || kind.backwardIsDerivative(node.layer())) {
+            return null;
+        }
+        java.util.Deque<Integer> pending = new java.util.ArrayDeque<>();
+        java.util.Set<Integer> seen = new java.util.HashSet<>();
+        for (int i = 0; i < node.inputCount(); i++) {
+            pending.push(node.input(i));
+        }
+        while (!pending.isEmpty()) {
+            int p = pending.pop();
+            if (p < 0 || !region[p] || !seen.add(p)) {
+                continue;
+            }
+            Node below = topology.node(p);
+            if (hasResidual(below, runningStatistics)) {
+                return below.describe();
+            }
+            for (int i = 0; i < below.inputCount(); i++) {
+                pending.push(below.input(i));
+            }
+        }
+        return null;
+    }
+
+    /** @return whether a node of the curvature region adds a Hessian residual */
+    private static boolean hasResidual(Node node, boolean runningStatistics) {
+        if (!node.isLayer()) {
+            return VertexKinds.of(node.vertex()).map(k -> k.hasResidual(node.vertex())).orElse(false);
+        }
+        LayerDerivatives kind = LayerKinds.of(node.layer()).orElse(null);
+        if (kind == null) {
+            return false;
+        }
+        org.nd4j.linalg.activations.IActivation activation = kind.activation(node.layer());
+        return kind.hasInputResidual(node.layer()) || kind.normalisesOverBatch(node.layer()) && !runningStatistics
+                || activation != null && !ElementwiseActivations.isPiecewiseLinear(activation);
     }
 
     private static String secondOrderLayer(Node node, boolean hessian) {

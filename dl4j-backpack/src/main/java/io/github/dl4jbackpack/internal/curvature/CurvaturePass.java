@@ -507,8 +507,8 @@ public final class CurvaturePass {
                 continue;
             }
             RecordedLayer record = layer(j);
-            if (record.couplesExamples()) {
-                propagateCouplingResidual(record, sinks);
+            if (record.couplesExamples() || record.kind().hasInputResidual(record.layer())) {
+                propagateInputResidual(record, sinks);
                 continue;
             }
             IActivation activation = record.kind().activation(record.layer());
@@ -535,17 +535,17 @@ public final class CurvaturePass {
     }
 
     /**
-     * The Hessian residual of a layer that normalises over the batch, at its input: each signed part's
-     * columns (of one example each, or spanning the batch) start at the layer's producer and are pushed
-     * down, in chunks.
+     * The Hessian residual of a layer at its input (a normalisation over the batch, local response
+     * normalisation, p-norm pooling): each signed part's columns (of one example each, or spanning the
+     * batch) start at the layer's producer and are pushed down, in chunks.
      */
-    private void propagateCouplingResidual(RecordedLayer record, Map<Integer, CurvatureSink> sinks) {
+    private void propagateInputResidual(RecordedLayer record, Map<Integer, CurvatureSink> sinks) {
         Node node = record.node();
         int producer = node.input(0);
         if (producer < 0 || !region[producer]) {
             return;
         }
-        for (VertexDerivatives.ResidualPart part : record.kind().couplingResidual(record)) {
+        for (VertexDerivatives.ResidualPart part : record.kind().inputResidual(record)) {
             long columns = part.columns();
             int bytes = record.outputGradient().dataType().width();
             long chunk = chunkColumns(columns, bytes);

@@ -134,9 +134,18 @@ public final class Node {
         return outputNumber;
     }
 
-    /** @return the simple class name of the DL4J layer or vertex, for messages */
+    /**
+     * @return the simple class name of the DL4J layer or vertex, for messages; for layers DL4J implements
+     *     with SameDiff (whose implementation class is generic), the configuration's class name
+     */
     public String typeName() {
-        return layer != null ? layer.getClass().getSimpleName() : vertex.getClass().getSimpleName();
+        if (layer == null) {
+            return vertex.getClass().getSimpleName();
+        }
+        if (layer.conf().getLayer() instanceof org.deeplearning4j.nn.conf.layers.samediff.AbstractSameDiffLayer) {
+            return layer.conf().getLayer().getClass().getSimpleName();
+        }
+        return layer.getClass().getSimpleName();
     }
 
     /** @return e.g. {@code layer "3" (DenseLayer)} or {@code vertex "add" (ElementWiseVertex)}, for messages */

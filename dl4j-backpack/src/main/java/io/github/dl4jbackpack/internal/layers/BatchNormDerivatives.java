@@ -273,7 +273,7 @@ public final class BatchNormDerivatives implements LayerDerivatives {
      * that span the batch.
      */
     @Override
-    public List<VertexDerivatives.ResidualPart> couplingResidual(RecordedLayer record) {
+    public List<VertexDerivatives.ResidualPart> inputResidual(RecordedLayer record) {
         org.nd4j.linalg.api.buffer.DataType type = record.outputGradient().dataType();
         INDArray x3 = channels(record.input().castTo(type));
         long n = x3.size(0);

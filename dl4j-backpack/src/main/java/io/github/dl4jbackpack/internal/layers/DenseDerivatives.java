@@ -7,6 +7,8 @@ import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.layers.OutputLayer;
 import org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer;
+import org.deeplearning4j.nn.layers.training.CenterLossOutputLayer;
+import org.deeplearning4j.nn.params.CenterLossParamInitializer;
 import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -27,6 +29,14 @@ import java.util.Map;
  * <p>Second order: {@code J_xᵀ s = W s}; the squared parameter Jacobian of a column {@code s_n}
  * at {@code z_n} is {@code x_n² (s_n²)ᵀ} for W and {@code s_n²} for b, so sums over columns need
  * only {@code Σ_v s_nv²}. The output layer's activation belongs to the loss.
+ *
+ * <p>A {@code CenterLossOutputLayer} is an output layer whose score adds the centre loss
+ * {@code (λ/2)‖x_n − c_{y_n}‖²} on its input: its {@code W} and {@code b} have the output layer's
+ * quantities (the centre term does not depend on them; DL4J hands the layers below a gradient that
+ * includes it). Its class centres {@code cL} get no quantities: DL4J moves them by the centre-loss
+ * rule (towards the class means of the batch, divided by the class counts in the batch), not by a
+ * gradient of the score. The Hessian factor of the centre term is not implemented, so second-order
+ * extensions refuse the layer.
  */
 public final class DenseDerivatives implements LayerDerivatives {
 
@@ -35,12 +45,20 @@ public final class DenseDerivatives implements LayerDerivatives {
 
     @Override
     public String kindName() {
-        return "DenseLayer/OutputLayer";
+        return "DenseLayer/OutputLayer/CenterLossOutputLayer";
     }
 
     @Override
     public boolean matches(Layer layer) {
-        return layer.getClass() == DenseLayer.class || layer.getClass() == OutputLayer.class;
+        return layer.getClass() == DenseLayer.class || layer.getClass() == OutputLayer.class
+                || layer.getClass() == CenterLossOutputLayer.class;
+    }
+
+    @Override
+    public java.util.Set<String> trainableParameters(Layer layer) {
+        java.util.Set<String> keys = new java.util.LinkedHashSet<>(layer.paramTable().keySet());
+        keys.remove(CenterLossParamInitializer.CENTER_KEY);
+        return keys;
     }
 
     @Override
@@ -69,6 +87,10 @@ public final class DenseDerivatives implements LayerDerivatives {
 
     @Override
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        if (layer.getClass() == CenterLossOutputLayer.class) {
+            return "the Hessian of its centre-loss term (λ/2)‖x − c_y‖² on the layer input is not implemented "
+                    + "(first-order extensions for W and b are supported)";
+        }
         IActivation activation = activation(layer);
         return activation == null ? null : ElementwiseActivations.unsupported(activation, hessian);
     }

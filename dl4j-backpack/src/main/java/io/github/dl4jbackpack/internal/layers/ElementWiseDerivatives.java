@@ -44,6 +44,11 @@ public final class ElementWiseDerivatives implements VertexDerivatives {
         return null;
     }
 
+    @Override
+    public boolean hasResidual(GraphVertex vertex) {
+        return op(vertex) == Op.Product;
+    }
+
     /**
      * Product {@code y = a ⊙ b}: per element the residual w.r.t. {@code (a_f, b_f)} is
      * {@code ε_f [[0, 1], [1, 0]] = |ε_f| (u uᵀ − w wᵀ)} with {@code u = (1, s)/√2},

@@ -7,12 +7,15 @@ import org.deeplearning4j.nn.layers.pooling.GlobalPoolingLayer;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.api.ops.impl.transforms.any.IsMax;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.ops.transforms.Transforms;
 
 /**
  * DL4J's {@code GlobalPoolingLayer} over the spatial dimensions of NCHW input ({@code [N, C, H, W] →
  * [N, C]}, or {@code [N, C, 1, 1]} without collapsing): average and sum are linear, max routes each
  * channel to the position DL4J's own backward pass picks ({@code IsMax}), all without Hessian
- * residual. P-norm pooling and recurrent (masked) input are not supported for second order.
+ * residual; p-norm pooling {@code y = (Σ |x|^p)^{1/p}} per channel has the Jacobian
+ * {@code x|x|^{p−2}/y^{p−1}} (DL4J's own formula) and {@link PNormResidual}'s Hessian residual.
+ * Recurrent (masked) input is not supported for second order.
  */
 public final class GlobalPoolingDerivatives implements LayerDerivatives {
 
@@ -38,9 +41,6 @@ public final class GlobalPoolingDerivatives implements LayerDerivatives {
     @Override
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
         org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer conf = conf(layer);
-        if (conf.getPoolingType() == PoolingType.PNORM) {
-            return "p-norm global pooling is not supported by second-order extensions (max, average, sum are)";
-        }
         int[] dims = conf.getPoolingDimensions();
         if (dims != null && !(dims.length == 2 && dims[0] == 2 && dims[1] == 3)) {
             return "global pooling over dimensions " + java.util.Arrays.toString(dims) + " is not supported by "
@@ -51,7 +51,30 @@ public final class GlobalPoolingDerivatives implements LayerDerivatives {
 
     @Override
     public boolean jacobianVariesByExample(Layer layer) {
-        return conf(layer).getPoolingType() == PoolingType.MAX;
+        return conf(layer).getPoolingType() == PoolingType.MAX || conf(layer).getPoolingType() == PoolingType.PNORM;
+    }
+
+    @Override
+    public boolean hasInputResidual(Layer layer) {
+        return conf(layer).getPoolingType() == PoolingType.PNORM && conf(layer).getPnorm() >= 2;
+    }
+
+    @Override
+    public java.util.List<VertexDerivatives.ResidualPart> inputResidual(RecordedLayer record) {
+        INDArray epsilon = record.outputGradient();
+        INDArray x = record.input().castTo(epsilon.dataType());
+        long n = x.size(0);
+        long c = x.size(1);
+        long pixels = x.size(2) * x.size(3);
+        INDArray y = pNorm(x, conf(record.layer()).getPnorm()).reshape(epsilon.shape());
+        return PNormResidual.parts(conf(record.layer()).getPnorm(), x, y, epsilon,
+                s -> s.reshape('c', n, c, 1).broadcast(n, c, pixels).dup('c').reshape('c', x.shape()),
+                columns -> inputJacobianTranspose(record, columns));
+    }
+
+    /** @return {@code (Σ_{h,w} |x|^p)^{1/p}}, {@code [N, C]} */
+    private static INDArray pNorm(INDArray x, int p) {
+        return Transforms.pow(Transforms.pow(Transforms.abs(x, true), p, false).sum(2, 3), 1.0 / p, false);
     }
 
     @Override
@@ -71,6 +94,16 @@ public final class GlobalPoolingDerivatives implements LayerDerivatives {
             case AVG:
                 columns.divi(h * w);
                 break;
+            case PNORM:
+                int p = conf(record.layer()).getPnorm();
+                INDArray derivative = record.cached("pNormDerivative", () -> {
+                    INDArray x64 = x.dup('c');
+                    INDArray numerator = x64.mul(Transforms.pow(Transforms.abs(x64, true), p - 2, false));
+                    INDArray denominator = Transforms.pow(pNorm(x64, p), p - 1, false);
+                    return numerator.reshape('c', x.size(0), c, h * w).divi(denominator.reshape(x.size(0), c, 1)
+                            .broadcast(x.size(0), c, h * w)).reshape('c', x.shape());
+                });
+                return Columns.timesPerExample(columns.reshape('c', m, c, h, w), derivative.castTo(factor.dataType()));
             case MAX:
                 INDArray mask = record.cached("isMax", () -> Nd4j.exec(new IsMax(x.dup(), x.ulike(), 2, 3))[0]
                         .castTo(x.dataType()));

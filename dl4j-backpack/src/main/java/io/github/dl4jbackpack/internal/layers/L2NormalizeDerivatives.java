@@ -50,6 +50,11 @@ public final class L2NormalizeDerivatives implements VertexDerivatives {
     }
 
     @Override
+    public boolean hasResidual(GraphVertex vertex) {
+        return true;
+    }
+
+    @Override
     public java.util.List<ResidualPart> residual(VertexRecord record, INDArray epsilon) {
         double eps = (Double) field(record.vertex(), "eps");
         INDArray x = record.input(0).castTo(epsilon.dataType());

@@ -36,6 +36,11 @@ public final class L2VertexDerivatives implements VertexDerivatives {
     }
 
     @Override
+    public boolean hasResidual(GraphVertex vertex) {
+        return true;
+    }
+
+    @Override
     public java.util.List<ResidualPart> residual(VertexRecord record, INDArray epsilon) {
         double eps = eps(record.vertex());
         INDArray diff = record.input(0).castTo(epsilon.dataType()).sub(record.input(1).castTo(epsilon.dataType()));

@@ -86,15 +86,38 @@ public interface LayerDerivatives {
     }
 
     /**
-     * The Hessian residual of a layer that {@link #normalisesOverBatch normalises over the batch}, at
-     * its input: {@code Σ_{m,k} (∂L/∂y_mk) ∇²_x y_mk}, which couples the examples, in signed factored
-     * parts whose columns start at the layer input.
+     * @param layer a layer of this kind
+     * @return whether DL4J's backward step of the layer is the derivative of its forward step (it is not
+     *     for local response normalisation): the curvature extensions use the exact derivative, so
+     *     where DL4J's is not, the gradients DL4J hands to the layers below are not exact either, and the
+     *     Hessian residuals there, which need them, are refused
+     */
+    default boolean backwardIsDerivative(Layer layer) {
+        return true;
+    }
+
+    /**
+     * @param layer a layer of this kind, without parameters or with them
+     * @return whether the layer's output is not piecewise linear in its input in a way that an elementwise
+     *     activation does not capture (local response normalisation, p-norm pooling), so that
+     *     {@link #inputResidual} must be added to Hessians; normalisations over the batch have their
+     *     own residual ({@link #normalisesOverBatch})
+     */
+    default boolean hasInputResidual(Layer layer) {
+        return false;
+    }
+
+    /**
+     * The Hessian residual of the layer at its input, {@code Σ_{m,k} (∂L/∂y_mk) ∇²_x y_mk}, for a layer
+     * that {@link #hasInputResidual has one} or that {@link #normalisesOverBatch normalises over the
+     * batch} (then it couples the examples), in signed factored parts whose columns start at the layer
+     * input (of one example each, or spanning the batch).
      *
      * @param record the layer's record, with its output gradient
      * @return the parts
      */
-    default java.util.List<VertexDerivatives.ResidualPart> couplingResidual(RecordedLayer record) {
-        throw new UnsupportedOperationException(kindName() + " does not couple the examples");
+    default java.util.List<VertexDerivatives.ResidualPart> inputResidual(RecordedLayer record) {
+        throw new UnsupportedOperationException(kindName() + " has no Hessian residual at its input");
     }
 
     /**

@@ -56,6 +56,10 @@ public final class LayerKinds {
     public static String whyUnsupported(Layer layer) {
         Optional<LayerDerivatives> kind = of(layer);
         if (kind.isEmpty()) {
+            if (layer.conf().getLayer() instanceof org.deeplearning4j.nn.conf.layers.samediff.AbstractSameDiffLayer) {
+                return "layer type " + layer.conf().getLayer().getClass().getSimpleName() + " is a SameDiff layer, "
+                        + "whose derivatives dl4j-backpack does not know";
+            }
             return "layer type " + layer.getClass().getSimpleName() + " is not supported";
         }
         return kind.get().unsupportedConfiguration(layer);

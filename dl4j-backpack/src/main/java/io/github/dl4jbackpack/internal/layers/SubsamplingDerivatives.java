@@ -9,7 +9,6 @@ import org.deeplearning4j.nn.layers.convolution.subsampling.SubsamplingLayer;
 import org.deeplearning4j.util.ConvolutionUtils;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.api.ops.DynamicCustomOp;
-import org.nd4j.linalg.factory.Broadcast;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
@@ -17,7 +16,9 @@ import org.nd4j.linalg.factory.Nd4j;
  * Its Jacobian-transpose product is DL4J's own pooling backward operation, applied to all factor
  * columns at once against the input repeated once per column, so that it routes exactly as DL4J
  * does (ties in max pooling included). Max and average pooling are piecewise linear; p-norm
- * pooling is not, and its Hessian residual is not implemented.
+ * pooling is not, and its Hessian residual is {@link PNormResidual}'s (the sums over the windows that
+ * contain an input element are DL4J's own p-norm backward operation with {@code p = 1} on ones, so the
+ * windows are exactly DL4J's).
  */
 public final class SubsamplingDerivatives implements LayerDerivatives {
 
@@ -42,11 +43,30 @@ public final class SubsamplingDerivatives implements LayerDerivatives {
         if (conf.getCnn2dDataFormat() != CNN2DFormat.NCHW) {
             return "data format " + conf.getCnn2dDataFormat() + " is not supported (use NCHW)";
         }
-        if (hessian && conf.getPoolingType() == PoolingType.PNORM) {
-            return "p-norm pooling is not piecewise linear and its Hessian residual is not implemented "
-                    + "(max and average pooling are supported)";
-        }
         return null;
+    }
+
+    @Override
+    public boolean hasInputResidual(Layer layer) {
+        return conf(layer).getPoolingType() == PoolingType.PNORM && conf(layer).getPnorm() >= 2;
+    }
+
+    @Override
+    public java.util.List<VertexDerivatives.ResidualPart> inputResidual(RecordedLayer record) {
+        org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf = conf(record.layer());
+        INDArray epsilon = record.outputGradient();
+        INDArray x = record.input().castTo(epsilon.dataType());
+        int[] pad = padding(conf, x, epsilon);
+        boolean same = conf.getConvolutionMode() == ConvolutionMode.Same;
+        INDArray y = Nd4j.create(x.dataType(), epsilon.shape());
+        Nd4j.exec(DynamicCustomOp.builder("pnormpool2d").addInputs(x).addOutputs(y)
+                .addIntegerArguments(conf.getKernelSize()[0], conf.getKernelSize()[1], conf.getStride()[0],
+                        conf.getStride()[1], pad[0], pad[1], conf.getDilation()[0], conf.getDilation()[1],
+                        same ? 1 : 0, conf.getPnorm(), 0).build());
+        INDArray ones = Nd4j.onesLike(x);
+        return PNormResidual.parts(conf.getPnorm(), x, y, epsilon, s -> poolBackward(conf, ones, s, 1),
+                columns -> poolBackward(conf, Columns.repeatPerColumn(x, columns.size(0) / x.size(0)), columns,
+                        conf.getPnorm()));
     }
 
     /** Max and p-norm pooling route by the input; average pooling does not, but DL4J's op works per example. */
@@ -64,15 +84,33 @@ public final class SubsamplingDerivatives implements LayerDerivatives {
         org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf = conf(record.layer());
         INDArray x = record.input().castTo(factor.dataType());
         long columns = factor.size(0) / x.size(0);
-        INDArray repeated = columns == 1 ? x : repeatPerColumn(x, columns);
+        INDArray repeated = Columns.repeatPerColumn(x, columns);
+        return poolBackward(conf, repeated, factor, conf.getPnorm());
+    }
+
+    private static int[] padding(org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf, INDArray x, INDArray out) {
+        return conf.getConvolutionMode() == ConvolutionMode.Same
+                ? ConvolutionUtils.getSameModeTopLeftPadding(new int[] {(int) out.size(2), (int) out.size(3)},
+                new int[] {(int) x.size(2), (int) x.size(3)}, conf.getKernelSize(), conf.getStride(), conf.getDilation())
+                : conf.getPadding();
+    }
+
+    /**
+     * DL4J's pooling backward operation.
+     *
+     * @param conf the layer configuration
+     * @param x the input, one row per row of {@code gradient}
+     * @param gradient gradients at the output
+     * @param pnorm the order of p-norm pooling (ignored for max and average pooling)
+     * @return the gradients at the input
+     */
+    private static INDArray poolBackward(org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf, INDArray x,
+                                         INDArray gradient, int pnorm) {
         int[] kernel = conf.getKernelSize();
         int[] strides = conf.getStride();
         int[] dilation = conf.getDilation();
         boolean same = conf.getConvolutionMode() == ConvolutionMode.Same;
-        int[] pad = same
-                ? ConvolutionUtils.getSameModeTopLeftPadding(new int[] {(int) factor.size(2), (int) factor.size(3)},
-                new int[] {(int) x.size(2), (int) x.size(3)}, kernel, strides, dilation)
-                : conf.getPadding();
+        int[] pad = padding(conf, x, gradient);
         DynamicCustomOp.DynamicCustomOpsBuilder op;
         int extra;
         switch (conf.getPoolingType()) {
@@ -86,28 +124,17 @@ public final class SubsamplingDerivatives implements LayerDerivatives {
                 break;
             case PNORM:
                 op = DynamicCustomOp.builder("pnormpool2d_bp");
-                extra = conf.getPnorm();
+                extra = pnorm;
                 op.addFloatingPointArguments(conf.getEps());
                 break;
             default:
                 throw new UnsupportedOperationException("pooling type " + conf.getPoolingType());
         }
-        INDArray out = Nd4j.create(factor.dataType(), repeated.shape());
-        op.addInputs(repeated, factor.isView() ? factor.dup('c') : factor).addOutputs(out)
+        INDArray out = Nd4j.create(gradient.dataType(), x.shape());
+        op.addInputs(x, gradient.isView() ? gradient.dup('c') : gradient).addOutputs(out)
                 .addIntegerArguments(kernel[0], kernel[1], strides[0], strides[1], pad[0], pad[1], dilation[0],
                         dilation[1], same ? 1 : 0, extra, 0);
         Nd4j.exec(op.build());
         return out;
-    }
-
-    /** @return {@code x [N, ...]} with every example repeated {@code columns} times in a row, {@code [N·V, ...]} */
-    private static INDArray repeatPerColumn(INDArray x, long columns) {
-        long n = x.size(0);
-        long features = x.length() / n;
-        INDArray out = Nd4j.createUninitialized(x.dataType(), n, columns, features);
-        Broadcast.copy(out, x.reshape('c', n, features), out, 0, 2);
-        long[] shape = x.shape().clone();
-        shape[0] = n * columns;
-        return out.reshape('c', shape);
     }
 }

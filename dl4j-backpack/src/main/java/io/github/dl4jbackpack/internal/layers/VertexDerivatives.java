@@ -115,6 +115,14 @@ public interface VertexDerivatives {
     }
 
     /**
+     * @param vertex a vertex of this kind
+     * @return whether {@link #residual} can be non-empty for it (the vertex is not piecewise linear)
+     */
+    default boolean hasResidual(GraphVertex vertex) {
+        return false;
+    }
+
+    /**
      * @param record the vertex's record
      * @param epsilon {@code ∂L/∂y} of the mean loss at the vertex output, {@code [N, *outShape]}
      * @return the signed parts of the Hessian residual (empty for vertices that are linear or piecewise
