@@ -615,4 +615,65 @@ class BatchNormalizationTest {
             }
         }
     }
+
+    /**
+     * Below a normalisation with batch statistics each curvature column spans the batch, N times the
+     * memory of a column of one example: under a budget too small for one column of every example at
+     * once, the pass takes the examples in groups (of 1, 2 and 3 of N = 5 here, the last group shorter)
+     * and gives the same GGN diagonal, Hessian diagonal and Kronecker factors.
+     */
+    @Test
+    void underASmallBudgetTheExamplesAreTakenInGroups() {
+        Case c = cases().filter(k -> k.name().startsWith("conv")).findFirst().orElseThrow();
+        MultiLayerNetwork net = c.build(c.loss().function, c.loss().activation);
+        INDArray x = c.x();
+        INDArray y = c.y();
+        io.github.dl4jbackpack.extensions.Extension<?>[] extensions = {new DiagGGNExact(), new DiagHessian(),
+            new KFLR()};
+        BackPackNetwork bp = BackPackNetwork.extend(net);
+        Quantities reference = bp.backward(x, y, extensions);
+        long high = smallestBudget(bp, x, y);
+        for (long budget : new long[] {high, 2 * high, 3 * high}) {
+            bp.setCurvatureMemoryBudget(budget);
+            Quantities q = bp.backward(x, y, extensions);
+            for (String key : reference.keys(DiagGGNExact.class)) {
+                assertClose(reference.byKey(DiagGGNExact.class, key), q.byKey(DiagGGNExact.class, key), 1e-10, 1e-13,
+                        "GGN " + key + " budget " + budget);
+                assertClose(reference.byKey(DiagHessian.class, key), q.byKey(DiagHessian.class, key), 1e-10, 1e-13,
+                        "Hessian " + key + " budget " + budget);
+            }
+            for (String key : reference.keys(KFLR.class)) {
+                KroneckerFactors r = reference.byKey(KFLR.class, key);
+                KroneckerFactors k = q.byKey(KFLR.class, key);
+                for (int f = 0; f < r.factors().size(); f++) {
+                    assertClose(r.factors().get(f), k.factors().get(f), 1e-10, 1e-13, "KFLR " + key + " budget " + budget);
+                }
+            }
+        }
+        // with the running statistics no column spans the batch: the smallest budget is that of one column of
+        // every example; with the batch's statistics, columns of all examples at once would need about N
+        // times more below the normalisation, one example's at a time about as much
+        BackPackNetwork running = BackPackNetwork.extend(c.build(c.loss().function, c.loss().activation));
+        running.setBatchNormStatistics(BatchNormStatistics.RUNNING);
+        long runningHigh = smallestBudget(running, x, y);
+        assertTrue(high < 1.5 * runningHigh, "smallest budget " + high + " vs " + runningHigh + " with running statistics");
+    }
+
+    /** @return the smallest curvature memory budget (within 1%) that DiagGGNExact accepts, by bisection */
+    private static long smallestBudget(BackPackNetwork bp, INDArray x, INDArray y) {
+        long low = 1 << 16;   // the least budget BackPackNetwork accepts
+        long high = 1L << 31;
+        while (high - low > high / 100) {
+            long mid = low + (high - low) / 2;
+            bp.setCurvatureMemoryBudget(mid);
+            try {
+                bp.backward(x, y, new DiagGGNExact());
+                high = mid;
+            } catch (IllegalStateException e) {
+                assertTrue(e.getMessage().contains("memory budget"), e.getMessage());
+                low = mid;
+            }
+        }
+        return high;
+    }
 }

@@ -55,8 +55,18 @@ public final class CurvaturePass {
     /** Per node position, the rows of its output: N, or k·N for a stacked batch. */
     private final long[] rows;
     private final long memoryBudget;
-    private final long scratchPerRow;
+    /** Scratch elements per example and column at nodes whose columns are of one example each. */
+    private final long plainPerRow;
+    /** Scratch elements per example and column at nodes whose columns span the batch (N rows each). */
+    private final long spanningPerRow;
     private final long widestConvolution;
+    /**
+     * The examples whose columns the current chunk carries, {@code [exampleFrom, exampleTo)}: where one
+     * column spanning the batch for every example does not fit the budget, the examples are taken in
+     * groups (docs/math.md#batch-normalization).
+     */
+    private long exampleFrom;
+    private long exampleTo;
 
     /**
      * @param topology the network
@@ -80,7 +90,8 @@ public final class CurvaturePass {
             rows[i] = Math.round(copies[i] * batchSize);
         }
         this.memoryBudget = memoryBudget;
-        long scratch = 0;
+        long plain = 0;
+        long spanningScratch = 0;
         long convolution = 0;
         for (Node n : topology.nodes()) {
             if (region[n.position()] && records[n.position()] == null) {
@@ -98,22 +109,31 @@ public final class CurvaturePass {
             if (!region[n.position()]) {
                 continue;
             }
-            long rowsPerColumn = (spanning[n.position()] ? batchSize : 1) * Math.max(1, rows[n.position()] / batchSize);
+            long copiesPerExample = Math.max(1, rows[n.position()] / batchSize);
             Object r = records[n.position()];
+            long features;
             if (r instanceof RecordedLayer) {
                 RecordedLayer l = (RecordedLayer) r;
                 // the layer's own temporaries, the activation- and dropout-scaled copies of the columns
-                scratch += rowsPerColumn * (l.kind().scratchFeatures(l) + 2 * l.outputFeatures());
+                features = l.kind().scratchFeatures(l) + 2 * l.outputFeatures();
                 if (l.kind() instanceof ConvolutionDerivatives) {
                     convolution = Math.max(convolution, l.layer().getParam("W").length());
                 }
             } else {
                 VertexRecord v = (VertexRecord) r;
-                scratch += rowsPerColumn * (v.kind().scratchFeatures(v) + v.outputFeatures());
+                features = v.kind().scratchFeatures(v) + v.outputFeatures();
+            }
+            if (spanning[n.position()]) {
+                spanningScratch += copiesPerExample * features;
+            } else {
+                plain += copiesPerExample * features;
             }
         }
-        this.scratchPerRow = scratch;
+        this.plainPerRow = plain;
+        this.spanningPerRow = spanningScratch;
         this.widestConvolution = convolution;
+        this.exampleFrom = 0;
+        this.exampleTo = batchSize;
     }
 
     /**
@@ -176,22 +196,45 @@ public final class CurvaturePass {
         return region;
     }
 
+    /** What a chunk of the second-order pass processes: groups of examples, and columns of each. */
+    private record Chunking(long examples, long columns) {
+    }
+
     /**
-     * @return the most columns whose scratch memory fits the budget, at most {@code columns}
-     * @throws IllegalStateException if not even one column fits
+     * Plans chunks of columns whose scratch memory fits the budget: every example's columns at once and as
+     * many columns as fit; where not even one column of every example fits (columns spanning the batch
+     * below a normalisation cost N times more each), one column of as many examples as fit. Columns that
+     * already span the batch (residual parts of a normalisation) count as columns of one example each.
+     *
+     * @param columns the columns per example, or the columns spanning the batch
+     * @param bytesPerElement size of one number
+     * @param spanning whether the columns already span the batch
+     * @throws IllegalStateException if not even one column of one example fits
      */
-    private long chunkColumns(long columns, int bytesPerElement) {
-        if (scratchBytes(1, bytesPerElement) > memoryBudget) {
+    private Chunking plan(long columns, int bytesPerElement, boolean spanning) {
+        if (scratchBytes(1, 1, bytesPerElement) > memoryBudget) {
             throw new IllegalStateException(String.format("one factor column of this network and batch needs %.1f MB "
                     + "of scratch memory, more than the curvature memory budget of %.1f MB; raise it with "
                     + "BackPackNetwork.setCurvatureMemoryBudget(bytes) or use a smaller batch",
-                    scratchBytes(1, bytesPerElement) / 1e6, memoryBudget / 1e6));
+                    scratchBytes(1, 1, bytesPerElement) / 1e6, memoryBudget / 1e6));
         }
+        if (spanning) {
+            return new Chunking(batchSize, largest(columns, c -> scratchBytes(1, c, bytesPerElement) <= memoryBudget));
+        }
+        if (scratchBytes(batchSize, 1, bytesPerElement) > memoryBudget) {
+            return new Chunking(largest(batchSize, e -> scratchBytes(e, 1, bytesPerElement) <= memoryBudget), 1);
+        }
+        return new Chunking(batchSize, largest(columns,
+                c -> scratchBytes(batchSize, c, bytesPerElement) <= memoryBudget));
+    }
+
+    /** @return the largest k in [1, max] with {@code fits(k)}, for a monotone {@code fits} true at 1 */
+    private static long largest(long max, java.util.function.LongPredicate fits) {
         long low = 1;
-        long high = columns;
+        long high = max;
         while (low < high) {
             long mid = low + (high - low + 1) / 2;
-            if (scratchBytes(mid, bytesPerElement) <= memoryBudget) {
+            if (fits.test(mid)) {
                 low = mid;
             } else {
                 high = mid - 1;
@@ -201,17 +244,67 @@ public final class CurvaturePass {
     }
 
     /**
-     * @return the scratch memory of a chunk of columns: every node's temporaries per column and
-     *     example, plus the per-example products of convolutions, which are formed in bounded chunks
+     * @return the scratch memory of a chunk of columns of some examples: every node's temporaries per
+     *     column and example (N rows per column where columns span the batch, one per chunk example and
+     *     column), plus the per-example products of convolutions, which are formed in bounded chunks
      */
-    private long scratchBytes(long chunk, int bytesPerElement) {
+    private long scratchBytes(long examples, long chunk, int bytesPerElement) {
         long rows = batchSize * chunk;
         long convolution = Math.min(2 * ConvolutionDerivatives.CHUNK_ELEMENTS, 2 * rows * widestConvolution);
-        return (rows * scratchPerRow + convolution) * bytesPerElement;
+        return (rows * plainPerRow + examples * chunk * batchSize * spanningPerRow + convolution) * bytesPerElement;
     }
 
-    private ScratchWorkspace scratch(long chunk, int bytesPerElement) {
-        return ScratchWorkspace.open(ScratchWorkspace.CURVATURE, scratchBytes(chunk, bytesPerElement), memoryBudget);
+    /** One chunk's work on columns {@code [from, to)} of the examples of the current chunk. */
+    private interface ChunkWork {
+        void run(long from, long to);
+    }
+
+    /**
+     * Runs the work chunk by chunk, each within the budget in the curvature scratch workspace, the
+     * examples of the current chunk set in {@link #exampleFrom}/{@link #exampleTo} (all of them for
+     * columns that already span the batch).
+     */
+    private void inChunks(long columns, int bytesPerElement, boolean spanning, ChunkWork work) {
+        Chunking plan = plan(columns, bytesPerElement, spanning);
+        long budgetExamples = spanning ? 1 : plan.examples();
+        try {
+            for (long e = 0; e < batchSize; e += plan.examples()) {
+                exampleFrom = e;
+                exampleTo = Math.min(batchSize, e + plan.examples());
+                for (long from = 0; from < columns; from += plan.columns()) {
+                    long to = Math.min(columns, from + plan.columns());
+                    try (ScratchWorkspace ignored = ScratchWorkspace.open(ScratchWorkspace.CURVATURE,
+                            scratchBytes(budgetExamples, plan.columns(), bytesPerElement), memoryBudget)) {
+                        work.run(from, to);
+                    }
+                }
+            }
+        } finally {
+            exampleFrom = 0;
+            exampleTo = batchSize;
+        }
+    }
+
+    /**
+     * @param folded columns of one row each at a node of R rows, {@code [R·V, *shape]}
+     * @param rowCount R
+     * @return the columns with those of the rows outside the current chunk's examples set to zero (the
+     *     array itself when the chunk has every example)
+     */
+    private INDArray restrictToChunkExamples(INDArray folded, long rowCount) {
+        if (exampleFrom == 0 && exampleTo == batchSize) {
+            return folded;
+        }
+        INDArray mask = Nd4j.zeros(folded.dataType(), rowCount);
+        for (long r = 0; r < rowCount; r++) {
+            long example = r % batchSize;
+            if (example >= exampleFrom && example < exampleTo) {
+                mask.putScalar(r, 1.0);
+            }
+        }
+        INDArray rowsFirst = folded.dup('c').reshape('c', rowCount, folded.length() / rowCount);
+        rowsFirst.muliColumnVector(mask.reshape(rowCount, 1));
+        return rowsFirst.reshape('c', folded.shape());
     }
 
     /**
@@ -314,15 +407,11 @@ public final class CurvaturePass {
     private void propagateColumns(INDArray factor, int start, boolean skipStart, double sign,
                                   Map<Integer, CurvatureSink> sinks) {
         long columns = factor.size(1);
-        long chunk = chunkColumns(columns, factor.dataType().width());
-        for (long from = 0; from < columns; from += chunk) {
-            long to = Math.min(columns, from + chunk);
-            try (ScratchWorkspace ignored = scratch(chunk, factor.dataType().width())) {
-                INDArray part = chunk == columns ? factor
-                        : factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to)).dup('c');
-                propagate(part, start, skipStart, sign, sinks);
-            }
-        }
+        inChunks(columns, factor.dataType().width(), false, (from, to) -> {
+            INDArray part = from == 0 && to == columns ? factor
+                    : factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to)).dup('c');
+            propagate(restrictToChunkExamples(part, part.size(0)), start, skipStart, sign, sinks);
+        });
     }
 
     /** Pushes columns that start at a layer's pre-activation down the graph. */
@@ -451,16 +540,18 @@ public final class CurvaturePass {
     /**
      * Per-example curvature from columns that span a stacked batch (an example's copies in several
      * rows, no other example's): the columns are grouped by the example they started from (columns
-     * {@code [n·V, (n+1)·V)}, as spreading numbers them) and each group is accumulated as shared
+     * {@code [i·V, (i+1)·V)} for the chunk's i-th example, as spreading numbers them) and each group is accumulated as shared
      * columns; the results become row n of the per-example values.
      */
     private void accumulateSharedPerExample(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
         long columns = factor.size(1);
-        long v = columns / batchSize;
-        for (long n = 0; n < batchSize; n++) {
+        long examples = exampleTo - exampleFrom;
+        long v = columns / examples;
+        for (long i = 0; i < examples; i++) {
+            long n = exampleFrom + i;
             CurvatureSink one = new CurvatureSink(true, false, false);
             record.kind().accumulateSharedCurvature(record,
-                    factor.get(NDArrayIndex.all(), NDArrayIndex.interval(n * v, (n + 1) * v)).dup('c'), sign, one);
+                    factor.get(NDArrayIndex.all(), NDArrayIndex.interval(i * v, (i + 1) * v)).dup('c'), sign, one);
             for (Map.Entry<String, INDArray> e : one.values().entrySet()) {
                 INDArray value = e.getValue();
                 INDArray perExample = Nd4j.zeros(value.dataType(), withBatch(batchSize, value.shape()));
@@ -480,19 +571,29 @@ public final class CurvaturePass {
     /**
      * @param folded columns of one row each, {@code [R·V, *shape]}
      * @param n the rows R of the node whose output the columns are at
-     * @return the same columns as columns spanning the batch, zero at the other rows,
-     *     {@code [R·R·V, *shape]}: row m's part of column {@code (n, v)} at row {@code m·RV + n·V + v}
+     * @return the columns of the rows whose example belongs to the current chunk ({@code K} rows) as
+     *     columns spanning the batch, zero at the other rows, {@code [R·K·V, *shape]}: row m's part of the
+     *     column of chunk row k and column v at row {@code m·KV + k·V + v}
      */
     private INDArray spread(INDArray folded, long n) {
         long v = folded.size(0) / n;
         long features = folded.length() / folded.size(0);
-        INDArray rows = folded.dup('c').reshape('c', n, v, features);
-        INDArray out = Nd4j.create(folded.dataType(), n, n, v, features);
-        for (long m = 0; m < n; m++) {
-            out.get(NDArrayIndex.point(m), NDArrayIndex.point(m)).assign(rows.get(NDArrayIndex.point(m)));
+        INDArray rowsFirst = folded.dup('c').reshape('c', n, v, features);
+        java.util.List<Long> chunkRows = new java.util.ArrayList<>();
+        for (long r = 0; r < n; r++) {
+            long example = r % batchSize;
+            if (example >= exampleFrom && example < exampleTo) {
+                chunkRows.add(r);
+            }
+        }
+        long k = chunkRows.size();
+        INDArray out = Nd4j.create(folded.dataType(), n, k, v, features);
+        for (int i = 0; i < k; i++) {
+            long m = chunkRows.get(i);
+            out.get(NDArrayIndex.point(m), NDArrayIndex.point(i)).assign(rowsFirst.get(NDArrayIndex.point(m)));
         }
         long[] shape = folded.shape().clone();
-        shape[0] = n * folded.size(0);
+        shape[0] = n * k * v;
         return out.reshape('c', shape);
     }
 
@@ -546,25 +647,21 @@ public final class CurvaturePass {
             return;
         }
         for (VertexDerivatives.ResidualPart part : record.kind().inputResidual(record)) {
-            long columns = part.columns();
-            int bytes = record.outputGradient().dataType().width();
-            long chunk = chunkColumns(columns, bytes);
-            for (long from = 0; from < columns; from += chunk) {
-                long to = Math.min(columns, from + chunk);
-                try (ScratchWorkspace ignored = scratch(chunk, bytes)) {
-                    INDArray atInput = part.columns(from, to)[0];
-                    if (node.preProcessor() != null) {
-                        atInput = atInput.reshape('c', Columns.withRows(atInput.size(0), outputShape(producer)));
-                    }
-                    Map<Integer, INDArray> pending = new HashMap<>();
-                    pending.put(producer, atInput);
-                    java.util.Set<Integer> spanning = new java.util.HashSet<>();
-                    if (part.spansBatch()) {
-                        spanning.add(producer);
-                    }
-                    propagate(pending, spanning, producer, -1, false, part.sign(), sinks);
+            inChunks(part.columns(), record.outputGradient().dataType().width(), part.spansBatch(), (from, to) -> {
+                INDArray atInput = part.columns(from, to)[0];
+                if (node.preProcessor() != null) {
+                    atInput = atInput.reshape('c', Columns.withRows(atInput.size(0), outputShape(producer)));
                 }
-            }
+                Map<Integer, INDArray> pending = new HashMap<>();
+                java.util.Set<Integer> spanning = new java.util.HashSet<>();
+                if (part.spansBatch()) {
+                    spanning.add(producer);
+                } else {
+                    atInput = restrictToChunkExamples(atInput, rows[producer]);
+                }
+                pending.put(producer, atInput);
+                propagate(pending, spanning, producer, -1, false, part.sign(), sinks);
+            });
         }
     }
 
@@ -581,25 +678,19 @@ public final class CurvaturePass {
         INDArray gradient = vertexGradient(node, epsilons);
         List<VertexDerivatives.ResidualPart> parts = record.kind().residual(record, gradient);
         for (VertexDerivatives.ResidualPart part : parts) {
-            long columns = part.columns();
-            int bytes = gradient.dataType().width();
-            long chunk = chunkColumns(columns, bytes);
-            for (long from = 0; from < columns; from += chunk) {
-                long to = Math.min(columns, from + chunk);
-                try (ScratchWorkspace ignored = scratch(chunk, bytes)) {
-                    INDArray[] atInputs = part.columns(from, to);
-                    Map<Integer, INDArray> pending = new HashMap<>();
-                    int top = -1;
-                    for (int slot = 0; slot < node.inputCount(); slot++) {
-                        int producer = node.input(slot);
-                        if (producer >= 0 && region[producer]) {
-                            pending.merge(producer, atInputs[slot], INDArray::add);
-                            top = Math.max(top, producer);
-                        }
+            inChunks(part.columns(), gradient.dataType().width(), false, (from, to) -> {
+                INDArray[] atInputs = part.columns(from, to);
+                Map<Integer, INDArray> pending = new HashMap<>();
+                int top = -1;
+                for (int slot = 0; slot < node.inputCount(); slot++) {
+                    int producer = node.input(slot);
+                    if (producer >= 0 && region[producer]) {
+                        pending.merge(producer, restrictToChunkExamples(atInputs[slot], rows[producer]), INDArray::add);
+                        top = Math.max(top, producer);
                     }
-                    propagate(pending, new java.util.HashSet<>(), top, -1, false, part.sign(), sinks);
                 }
-            }
+                propagate(pending, new java.util.HashSet<>(), top, -1, false, part.sign(), sinks);
+            });
         }
     }
 
@@ -652,19 +743,16 @@ public final class CurvaturePass {
     /** Pushes {@code diag(root_n)} (columns = features) from node j's pre-activation down, in chunks. */
     private void propagateDiagonal(INDArray root, long[] zShape, int j, double sign, Map<Integer, CurvatureSink> sinks) {
         long features = root.size(1);
-        long chunk = chunkColumns(features, root.dataType().width());
-        for (long from = 0; from < features; from += chunk) {
-            long to = Math.min(features, from + chunk);
-            try (ScratchWorkspace ignored = scratch(chunk, root.dataType().width())) {
-                long v = to - from;
-                INDArray columns = unitColumns(root, from, to);
-                long[] shape = new long[zShape.length + 1];
-                shape[0] = root.size(0);
-                shape[1] = v;
-                System.arraycopy(zShape, 1, shape, 2, zShape.length - 1);
-                propagate(columns.reshape('c', shape), j, true, sign, sinks);
-            }
-        }
+        inChunks(features, root.dataType().width(), false, (from, to) -> {
+            long v = to - from;
+            INDArray columns = unitColumns(root, from, to);
+            long[] shape = new long[zShape.length + 1];
+            shape[0] = root.size(0);
+            shape[1] = v;
+            System.arraycopy(zShape, 1, shape, 2, zShape.length - 1);
+            INDArray unfolded = columns.reshape('c', shape);
+            propagate(restrictToChunkExamples(unfolded, unfolded.size(0)), j, true, sign, sinks);
+        });
     }
 
     /**
