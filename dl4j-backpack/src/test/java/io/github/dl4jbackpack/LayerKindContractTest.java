@@ -10,6 +10,7 @@ import org.deeplearning4j.nn.conf.ConvolutionMode;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
+import org.deeplearning4j.nn.conf.layers.Deconvolution2D;
 import org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer;
 import org.deeplearning4j.nn.conf.layers.Layer;
 import org.deeplearning4j.nn.conf.layers.LossLayer;
@@ -86,6 +87,12 @@ class LayerKindContractTest {
                 new Entry("local response normalisation, wide window", () -> new org.deeplearning4j.nn.conf.layers
                         .LocalResponseNormalization.Builder().k(1.0).n(5).alpha(1.5).beta(1.3).build(), cnn, false),
                 new Entry("upsampling 2x3", () -> new Upsampling2D.Builder().size(new int[] {2, 3}).build(), cnn),
+                // a layer with parameters and the identity activation: its product is at the pre-activation
+                new Entry("deconvolution 3x3 stride 2 same", () -> new Deconvolution2D.Builder(3, 3).nOut(3)
+                        .stride(2, 2).convolutionMode(ConvolutionMode.Same).activation(Activation.IDENTITY).build(), cnn),
+                new Entry("deconvolution 2x3 stride 2x1 padding 1x0 dilation 1x2, no bias", () -> new Deconvolution2D
+                        .Builder(2, 3).nOut(3).stride(2, 1).padding(1, 0).dilation(1, 2).hasBias(false)
+                        .activation(Activation.IDENTITY).build(), cnn),
                 // with the batch's statistics, each column spans the batch: DL4J's backward step of one
                 // whole-batch gradient is the product of one column
                 new Entry("batch normalisation, batch statistics", () -> new org.deeplearning4j.nn.conf.layers

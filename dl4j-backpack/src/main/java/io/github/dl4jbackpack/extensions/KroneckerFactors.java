@@ -12,7 +12,11 @@ import java.util.Optional;
  * A Kronecker-factored approximation {@code F_1 ⊗ F_2 ⊗ …} of the curvature block of one
  * parameter, flattened row-major in its {@code paramTable()} shape (docs/math.md#kronecker-factors):
  * dense {@code W [nIn, nOut]} → {@code [A, B]}; convolution {@code W [nOut, nIn, kH, kW]} →
- * {@code [B, A]}; bias → {@code [B]}. {@code A} is the input-side factor (from the layer input),
+ * {@code [B, A]}; bias → {@code [B]}. A transposed convolution ({@code Deconvolution2D},
+ * {@code W [nIn, nOut, kH, kW]}) also has {@code [B, A]}, with {@code A} over the transposed
+ * unfolding: {@code B ⊗ A} approximates the block of {@code W} with its first two axes swapped
+ * ({@code [nOut, nIn, kH, kW]}, flattened row-major), and {@link #toMatrix()} reorders its rows and
+ * columns to the {@code paramTable()} flattening. {@code A} is the input-side factor (from the layer input),
  * {@code B} the output-side factor (from the curvature propagated to the layer output).
  *
  * <p>Immutable: accessors return copies.
@@ -26,9 +30,16 @@ public final class KroneckerFactors {
     private final INDArray inputFactor;
     private final INDArray outputFactor;
     private final boolean inputSideFirst;
+    /** {@code nIn} of a transposed-convolution weight, whose first two axes the factors swap; 0 otherwise. */
+    private final long swappedInputChannels;
 
     private KroneckerFactors(List<INDArray> factors, INDArray inputFactor, INDArray outputFactor,
                              boolean inputSideFirst) {
+        this(factors, inputFactor, outputFactor, inputSideFirst, 0);
+    }
+
+    private KroneckerFactors(List<INDArray> factors, INDArray inputFactor, INDArray outputFactor,
+                             boolean inputSideFirst, long swappedInputChannels) {
         List<INDArray> copies = new ArrayList<>();
         for (INDArray f : factors) {
             copies.add(f.dup());
@@ -37,6 +48,7 @@ public final class KroneckerFactors {
         this.inputFactor = inputFactor == null ? null : inputFactor.dup();
         this.outputFactor = outputFactor.dup();
         this.inputSideFirst = inputSideFirst;
+        this.swappedInputChannels = swappedInputChannels;
     }
 
     /**
@@ -55,6 +67,19 @@ public final class KroneckerFactors {
      */
     public static KroneckerFactors convolutionWeight(INDArray outputFactor, INDArray inputFactor) {
         return new KroneckerFactors(List.of(outputFactor, inputFactor), inputFactor, outputFactor, false);
+    }
+
+    /**
+     * @param outputFactor {@code B}, {@code [nOut, nOut]}
+     * @param inputFactor {@code A}, {@code [nIn·kH·kW, nIn·kH·kW]}, over the transposed unfolding
+     * @param nIn the number of input channels
+     * @return the factors of a transposed-convolution weight {@code W [nIn, nOut, kH, kW]}: {@code B ⊗ A}
+     *     for the weight with its first two axes swapped ({@code [nOut, nIn, kH, kW]});
+     *     {@link #toMatrix()} is in the {@code paramTable()} flattening
+     */
+    public static KroneckerFactors transposedConvolutionWeight(INDArray outputFactor, INDArray inputFactor,
+                                                               long nIn) {
+        return new KroneckerFactors(List.of(outputFactor, inputFactor), inputFactor, outputFactor, false, nIn);
     }
 
     /**
@@ -102,7 +127,9 @@ public final class KroneckerFactors {
     }
 
     /**
-     * The Kronecker product of the factors, for small layers.
+     * The Kronecker product of the factors, for small layers, with rows and columns in the
+     * parameter's {@code paramTable()} flattening (for a transposed convolution, the product of the
+     * factors reordered from {@code [nOut, nIn, kH, kW]} to {@code [nIn, nOut, kH, kW]}).
      *
      * @return the {@code [dimension, dimension]} matrix
      * @throws IllegalStateException if it would exceed {@link #MAX_MATRIX_ELEMENTS} elements
@@ -116,6 +143,12 @@ public final class KroneckerFactors {
         INDArray result = factors.get(0).dup();
         for (int i = 1; i < factors.size(); i++) {
             result = kron(result, factors.get(i));
+        }
+        if (swappedInputChannels > 0) {
+            long o = outputFactor.rows();
+            long c = swappedInputChannels;
+            long k = d / (o * c);
+            result = result.reshape('c', o, c, k, o, c, k).permute(1, 0, 2, 4, 3, 5).dup('c').reshape('c', d, d);
         }
         return result;
     }

@@ -18,6 +18,7 @@ public final class LayerKinds {
         List<LayerDerivatives> kinds = new java.util.ArrayList<>(List.of(
                 new DenseDerivatives(),
                 new ConvolutionDerivatives(),
+                new DeconvolutionDerivatives(),
                 new DepthwiseConvolutionDerivatives(),
                 new SeparableConvolutionDerivatives(),
                 new ElementWiseMultiplicationDerivatives(),

@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack.internal.layers;
+
+import io.github.dl4jbackpack.extensions.KroneckerFactors;
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
+import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.conf.CNN2DFormat;
+import org.nd4j.linalg.activations.IActivation;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * Derivatives of a 2D layer whose pre-activation output is, per example, a weight matrix times an
+ * unfolding of the input plus a bias per channel: {@code z_n = W_mat U_n + b 1ᵀ}, with
+ * {@code W_mat [nOut, K]} the weight in matrix layout, {@code U_n [K, P]} the unfolded input
+ * ({@code K} features per output position, {@code P} output positions) and {@code z_n [nOut, P]}
+ * (NCHW). A convolution unfolds patches (im2col); a transposed convolution scatters the input to the
+ * output positions it reaches. Subclasses give the unfolding, the input Jacobian-transpose product and
+ * the map between the matrix layout and the parameter's {@code paramTable()} shape.
+ *
+ * <p>With {@code δ_n [nOut, P]}: {@code g_n(W_mat) = δ_n U_nᵀ}, {@code g_n(b) = Σ_t δ_n[:, t]}.
+ * Squared norms use {@code tr(δ_n (U_nᵀU_n) δ_nᵀ)} when {@code P² < K·nOut}, and the individual
+ * gradients otherwise; the second moment forms individual gradients in bounded chunks of examples.
+ *
+ * <p>Second order: the squared parameter Jacobian of a column {@code s_nv [nOut, P]} is
+ * {@code (s_nv U_nᵀ)²}, formed in bounded chunks of examples, and that of a diagonal residual
+ * {@code r_n} is {@code r_n (U_n⊙U_n)ᵀ}. Kronecker factors: {@code A = (1/N) Σ_n U_n U_nᵀ} and the
+ * output-side factor of columns summed over output positions.
+ */
+public abstract class UnfoldedConvolutionDerivatives implements LayerDerivatives {
+
+    /** Upper bound on the number of elements of individual gradients formed at once for reductions. */
+    public static final long CHUNK_ELEMENTS = 1L << 24;
+
+    /**
+     * @param layer a layer of this kind
+     * @param x its input {@code [N, C, H, W]}, in the data type of the result
+     * @param outputShape the shape of its output {@code [N, nOut, oH, oW]} (only the spatial sizes are used)
+     * @return the unfolded input {@code U} with shape {@code [N, K, oH·oW]}
+     */
+    protected abstract INDArray unfold(Layer layer, INDArray x, long[] outputShape);
+
+    /**
+     * @param weightShape the weight's parameter shape
+     * @return the number of output channels
+     */
+    protected abstract long outputChannels(long[] weightShape);
+
+    /**
+     * @param matrices weights in matrix layout, {@code [nOut, K]} or {@code [N, nOut, K]}
+     * @param weightShape the weight's parameter shape
+     * @return the same values in the parameter shape, {@code weightShape} or {@code [N, *weightShape]}
+     */
+    protected abstract INDArray toWeightLayout(INDArray matrices, long[] weightShape);
+
+    /**
+     * @param outputFactor {@code B}, {@code [nOut, nOut]}
+     * @param inputFactor {@code A}, {@code [K, K]}
+     * @param weightShape the weight's parameter shape
+     * @return the Kronecker factors of the weight
+     */
+    protected abstract KroneckerFactors weightFactors(INDArray outputFactor, INDArray inputFactor, long[] weightShape);
+
+    /**
+     * @param layer a layer of this kind
+     * @return its configuration
+     */
+    static org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf(Layer layer) {
+        return (org.deeplearning4j.nn.conf.layers.ConvolutionLayer) layer.conf().getLayer();
+    }
+
+    @Override
+    public String unsupportedConfiguration(Layer layer) {
+        org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf = conf(layer);
+        if (conf.getCnn2dDataFormat() != CNN2DFormat.NCHW) {
+            return "data format " + conf.getCnn2dDataFormat() + " is not supported (use NCHW)";
+        }
+        if (conf.getWeightNoise() != null) {
+            return "weight noise (" + conf.getWeightNoise().getClass().getSimpleName() + ") is not supported";
+        }
+        return null;
+    }
+
+    @Override
+    public boolean hasParameters() {
+        return true;
+    }
+
+    @Override
+    public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
+        INDArray x = input.castTo(outputGradient.dataType());
+        long n = x.size(0);
+        long outC = outputGradient.size(1);
+        INDArray unfolded = unfold(layer, x, outputGradient.shape());
+        long p = unfolded.size(2);
+        INDArray delta = outputGradient.reshape('c', n, outC, p);
+        long[] weightShape = layer.paramTable().get(DenseDerivatives.W).shape();
+        return new Terms(unfolded, delta, weightShape, layer.paramTable().containsKey(DenseDerivatives.B));
+    }
+
+    private INDArray unfolded(RecordedLayer record, INDArray like) {
+        return record.cached("unfolded", () -> unfold(record.layer(), record.input().castTo(like.dataType()),
+                record.outputShape()));
+    }
+
+    @Override
+    public IActivation activation(Layer layer) {
+        return ElementwiseActivations.plain(conf(layer).getActivationFn());
+    }
+
+    @Override
+    public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        return ElementwiseActivations.unsupported(activation(layer), hessian);
+    }
+
+    @Override
+    public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        INDArray u = unfolded(record, factor);
+        long n = factor.size(0);
+        long v = factor.size(1);
+        long o = factor.size(2);
+        long k = u.size(1);
+        long p = u.size(2);
+        // the per-example products [examples, columns·O, K] are formed in chunks of examples and columns
+        long columnStep = Math.max(1, Math.min(v, CHUNK_ELEMENTS / Math.max(1, o * k)));
+        long step = Math.max(1, Math.min(n, CHUNK_ELEMENTS / Math.max(1, columnStep * o * k)));
+        INDArray weight = sink.perExample() ? Nd4j.create(factor.dataType(), n, o, k)
+                : Nd4j.create(factor.dataType(), o, k);
+        long stepBytes = 3 * (columnStep * o * p * n + step * columnStep * o * k) * factor.dataType().width();
+        for (long c0 = 0; c0 < v; c0 += columnStep) {
+            long c1 = Math.min(v, c0 + columnStep);
+            for (long from = 0; from < n; from += step) {
+                long to = Math.min(n, from + step);
+                try (ScratchWorkspace ignored = ScratchWorkspace.open(ScratchWorkspace.LOOP_STEP, stepBytes)) {
+                    INDArray s = factor.get(NDArrayIndex.interval(from, to), NDArrayIndex.interval(c0, c1)).dup('c')
+                            .reshape('c', to - from, (c1 - c0) * o, p);
+                    INDArray g = Nd4j.matmul(s, u.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(),
+                            NDArrayIndex.all()), false, true, false);
+                    INDArray squares = g.muli(g).reshape('c', to - from, c1 - c0, o, k).sum(1);
+                    if (sink.perExample()) {
+                        weight.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all())
+                                .addi(squares);
+                    } else {
+                        weight.addi(squares.sum(0));
+                    }
+                }
+            }
+        }
+        sink.add(DenseDerivatives.W, toWeightLayout(weight.muli(sign), weightShape(record)));
+        if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {
+            INDArray bias = factor.reshape('c', n, v, o, p).sum(3);
+            INDArray squares = bias.muli(bias).sum(1).muli(sign);
+            sink.add(DenseDerivatives.B, sink.perExample() ? squares : squares.sum(0));
+        }
+    }
+
+    @Override
+    public boolean supportsSharedColumns(Layer layer) {
+        return true;
+    }
+
+    /**
+     * Per column c, {@code Σ_m s_mc U_mᵀ}: the columns {@code [C·O, N·P]} times the patches
+     * {@code [N·P, K]}, in chunks of columns, squared and summed.
+     */
+    @Override
+    public void accumulateSharedCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        INDArray u = unfolded(record, factor);
+        long n = factor.size(0);
+        long columns = factor.size(1);
+        long o = factor.size(2);
+        long k = u.size(1);
+        long p = u.size(2);
+        INDArray patches = u.permute(0, 2, 1).dup('c').reshape('c', n * p, k);
+        long step = Math.max(1, Math.min(columns, CHUNK_ELEMENTS / Math.max(1, o * Math.max(k, n * p))));
+        INDArray weight = Nd4j.create(factor.dataType(), o, k);
+        long stepBytes = 4 * step * o * (n * p + k) * factor.dataType().width();
+        for (long from = 0; from < columns; from += step) {
+            long to = Math.min(columns, from + step);
+            try (ScratchWorkspace ignored = ScratchWorkspace.open(ScratchWorkspace.LOOP_STEP, stepBytes)) {
+                INDArray s = factor.get(NDArrayIndex.all(), NDArrayIndex.interval(from, to)).dup('c')
+                        .reshape('c', n, (to - from) * o, p).permute(1, 0, 2).dup('c')
+                        .reshape('c', (to - from) * o, n * p);
+                INDArray g = DenseDerivatives.gemm(s, false, patches, false).reshape('c', to - from, o, k);
+                weight.addi(g.muli(g).sum(0));
+            }
+        }
+        sink.add(DenseDerivatives.W, toWeightLayout(weight.muli(sign), weightShape(record)));
+        if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {
+            INDArray t = factor.reshape('c', n, columns, o, p).sum(0, 3);
+            sink.add(DenseDerivatives.B, t.muli(t).sum(0).muli(sign));
+        }
+    }
+
+    @Override
+    public void accumulateResidual(RecordedLayer record, INDArray residual, CurvatureSink sink) {
+        INDArray u = unfolded(record, residual);
+        long n = residual.size(0);
+        long o = residual.size(1);
+        INDArray r = residual.reshape('c', n, o, u.size(2));
+        INDArray weight = Nd4j.matmul(r, u.mul(u), false, true, false);
+        sink.add(DenseDerivatives.W, toWeightLayout(sink.perExample() ? weight : weight.sum(0), weightShape(record)));
+        if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {
+            INDArray bias = r.sum(2);
+            sink.add(DenseDerivatives.B, sink.perExample() ? bias : bias.sum(0));
+        }
+    }
+
+    @Override
+    public void accumulateOutputFactor(RecordedLayer record, INDArray factor, CurvatureSink sink) {
+        long rows = factor.size(0) * factor.size(1);
+        long o = factor.size(2);
+        INDArray t = factor.reshape('c', rows, o, factor.length() / (rows * o)).sum(2);
+        sink.addOutputFactor(t.transpose().mmul(t));
+    }
+
+    @Override
+    public INDArray outputFactorOfAveraged(RecordedLayer record, INDArray averaged) {
+        long o = outputChannels(weightShape(record));
+        long p = averaged.rows() / o;
+        return averaged.reshape('c', o, p, o, p).sum(1, 3);
+    }
+
+    /** Input-side factor {@code A = (1/N) Σ_n Σ_t u_nt u_ntᵀ} over the unfolded patches. */
+    @Override
+    public Map<String, KroneckerFactors> kroneckerFactors(RecordedLayer record, INDArray outputFactor) {
+        INDArray u = unfolded(record, outputFactor);
+        INDArray a = Nd4j.tensorMmul(u, u, new int[][] {{0, 2}, {0, 2}}).divi(record.examples());
+        Map<String, KroneckerFactors> out = new LinkedHashMap<>();
+        out.put(DenseDerivatives.W, weightFactors(outputFactor, a, weightShape(record)));
+        if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {
+            out.put(DenseDerivatives.B, KroneckerFactors.bias(outputFactor));
+        }
+        return out;
+    }
+
+    private static long[] weightShape(RecordedLayer record) {
+        return record.layer().getParam(DenseDerivatives.W).shape();
+    }
+
+    private final class Terms extends FirstOrderTerms {
+        private final INDArray unfolded;   // [N, K, P], K = C·kH·kW
+        private final INDArray delta;      // [N, O, P]
+        private final long[] weightShape;  // the weight's parameter shape
+        private final boolean hasBias;
+        private INDArray biasGradients;     // [N, O]
+
+        Terms(INDArray unfolded, INDArray delta, long[] weightShape, boolean hasBias) {
+            this.unfolded = unfolded;
+            this.delta = delta;
+            this.weightShape = weightShape;
+            this.hasBias = hasBias;
+        }
+
+        private long n() {
+            return delta.size(0);
+        }
+
+        private long weightSize() {
+            return delta.size(1) * unfolded.size(1);
+        }
+
+        /** @return {@code δ_n U_nᵀ} (weight-matrix layout) for examples {@code [from, to)}, shape {@code [to-from, O, K]} */
+        private INDArray weightGradients(long from, long to) {
+            INDArray d = delta.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
+            INDArray u = unfolded.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
+            return Nd4j.matmul(d, u, false, true, false);
+        }
+
+        private INDArray biasGradients() {
+            if (biasGradients == null) {
+                biasGradients = delta.sum(2);
+            }
+            return biasGradients;
+        }
+
+        private long chunk() {
+            return Math.max(1, Math.min(n(), CHUNK_ELEMENTS / Math.max(1, weightSize())));
+        }
+
+        @Override
+        protected Map<String, INDArray> computeIndividualGradients() {
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            out.put(DenseDerivatives.W, toWeightLayout(weightGradients(0, n()), weightShape));
+            if (hasBias) {
+                out.put(DenseDerivatives.B, biasGradients());
+            }
+            return out;
+        }
+
+        @Override
+        protected Map<String, INDArray> computeSquaredNorms() {
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            Map<String, INDArray> known = individualGradientsIfComputed();
+            long p = delta.size(2);
+            if (known != null) {
+                INDArray g = known.get(DenseDerivatives.W);
+                out.put(DenseDerivatives.W, g.mul(g).reshape('c', n(), weightSize()).sum(1));
+            } else if (p * p < weightSize()) {
+                // tr(δ_n (U_nᵀ U_n) δ_nᵀ) = Σ_{t,t'} (U_nᵀU_n)_{tt'} (δ_nᵀδ_n)_{tt'}
+                INDArray patchGram = Nd4j.matmul(unfolded, unfolded, true, false, false);
+                INDArray deltaGram = Nd4j.matmul(delta, delta, true, false, false);
+                out.put(DenseDerivatives.W, patchGram.muli(deltaGram).sum(1, 2));
+            } else {
+                INDArray norms = Nd4j.create(delta.dataType(), n());
+                long step = chunk();
+                for (long from = 0; from < n(); from += step) {
+                    long to = Math.min(n(), from + step);
+                    INDArray g = weightGradients(from, to);
+                    norms.get(NDArrayIndex.interval(from, to)).assign(g.muli(g).sum(1, 2));
+                }
+                out.put(DenseDerivatives.W, norms);
+            }
+            if (hasBias) {
+                INDArray gb = biasGradients();
+                out.put(DenseDerivatives.B, gb.mul(gb).sum(1));
+            }
+            return out;
+        }
+
+        @Override
+        protected Map<String, INDArray> computeSumGradSquared() {
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            Map<String, INDArray> known = individualGradientsIfComputed();
+            if (known != null) {
+                INDArray g = known.get(DenseDerivatives.W);
+                out.put(DenseDerivatives.W, g.mul(g).sum(0));
+            } else {
+                INDArray sum = Nd4j.create(delta.dataType(), delta.size(1), unfolded.size(1));
+                long step = chunk();
+                for (long from = 0; from < n(); from += step) {
+                    INDArray g = weightGradients(from, Math.min(n(), from + step));
+                    sum.addi(g.muli(g).sum(0));
+                }
+                out.put(DenseDerivatives.W, toWeightLayout(sum, weightShape));
+            }
+            if (hasBias) {
+                INDArray gb = biasGradients();
+                out.put(DenseDerivatives.B, gb.mul(gb).sum(0));
+            }
+            return out;
+        }
+
+        /** Two passes: the mean weight gradient by one product, then chunks of deviations from it. */
+        @Override
+        protected Map<String, INDArray> computeVariance() {
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            Map<String, INDArray> known = individualGradientsIfComputed();
+            if (known != null) {
+                out.put(DenseDerivatives.W, twoPassVariance(known.get(DenseDerivatives.W)));
+            } else {
+                INDArray mean = Nd4j.tensorMmul(delta, unfolded, new int[][] {{0, 2}, {0, 2}}).divi(n());
+                INDArray sum = Nd4j.create(delta.dataType(), delta.size(1), unfolded.size(1));
+                long step = chunk();
+                for (long from = 0; from < n(); from += step) {
+                    long to = Math.min(n(), from + step);
+                    INDArray g = weightGradients(from, to);
+                    org.nd4j.linalg.factory.Broadcast.sub(g, mean, g, 1, 2);
+                    sum.addi(g.muli(g).sum(0));
+                }
+                out.put(DenseDerivatives.W, toWeightLayout(sum.divi(n()), weightShape));
+            }
+            if (hasBias) {
+                out.put(DenseDerivatives.B, twoPassVariance(biasGradients()));
+            }
+            return out;
+        }
+
+        @Override
+        protected Map<String, INDArray> computeDots() {
+            INDArray g = individualGradients().get(DenseDerivatives.W).reshape('c', n(), weightSize());
+            Map<String, INDArray> out = new LinkedHashMap<>();
+            out.put(DenseDerivatives.W, g.mmul(g.transpose()));
+            if (hasBias) {
+                INDArray gb = biasGradients();
+                out.put(DenseDerivatives.B, gb.mmul(gb.transpose()));
+            }
+            return out;
+        }
+    }
+}
