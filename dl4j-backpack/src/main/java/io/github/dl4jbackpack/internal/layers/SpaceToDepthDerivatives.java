@@ -10,8 +10,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * DL4J's {@code SpaceToDepthLayer} (libnd4j's {@code space_to_depth}, TensorFlow's block order): with block
  * size b, input position {@code (c, h·b + i, w·b + j)} goes to output channel {@code (i·b + j)·C + c} at
- * {@code (h, w)}, in NCHW and NHWC alike. A permutation of each example's features, so the Jacobian
- * transpose is the inverse permutation and there is no Hessian residual.
+ * {@code (h, w)}. A permutation of each example's features, so the Jacobian
+ * transpose is the inverse permutation and there is no Hessian residual. NCHW only for second order.
  */
 public final class SpaceToDepthDerivatives implements LayerDerivatives {
 
@@ -31,23 +31,21 @@ public final class SpaceToDepthDerivatives implements LayerDerivatives {
     }
 
     @Override
+    public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        CNN2DFormat format = ((SpaceToDepthLayer) layer.conf().getLayer()).getDataFormat();
+        return format == CNN2DFormat.NCHW ? null
+                : "data format " + format + " is not supported by second-order extensions (use NCHW)";
+    }
+
+    @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
-        SpaceToDepthLayer conf = (SpaceToDepthLayer) record.layer().conf().getLayer();
-        long b = conf.getBlockSize();
+        long b = ((SpaceToDepthLayer) record.layer().conf().getLayer()).getBlockSize();
+        // [M, (i, j, c), h, w] → [M, c, (h, i), (w, j)]
         long m = factor.size(0);
-        INDArray s = factor.dup('c');
-        if (conf.getDataFormat() == CNN2DFormat.NCHW) {
-            // [M, (i, j, c), h, w] → [M, c, (h, i), (w, j)]
-            long c = s.size(1) / (b * b);
-            long h = s.size(2);
-            long w = s.size(3);
-            return s.reshape('c', m, b, b, c, h, w).permute(0, 3, 4, 1, 5, 2).dup('c')
-                    .reshape('c', m, c, h * b, w * b);
-        }
-        // NHWC: [M, h, w, (i, j, c)] → [M, (h, i), (w, j), c]
-        long h = s.size(1);
-        long w = s.size(2);
-        long c = s.size(3) / (b * b);
-        return s.reshape('c', m, h, w, b, b, c).permute(0, 1, 3, 2, 4, 5).dup('c').reshape('c', m, h * b, w * b, c);
+        long c = factor.size(1) / (b * b);
+        long h = factor.size(2);
+        long w = factor.size(3);
+        return factor.dup('c').reshape('c', m, b, b, c, h, w).permute(0, 3, 4, 1, 5, 2).dup('c')
+                .reshape('c', m, c, h * b, w * b);
     }
 }
