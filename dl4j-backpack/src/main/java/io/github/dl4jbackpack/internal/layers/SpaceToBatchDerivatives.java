@@ -7,8 +7,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
  * DL4J's {@code SpaceToBatchLayer}, refused by every extension: it moves the b₀·b₁ spatial blocks of each
- * example into the batch axis (libnd4j's {@code space_to_batch}: output row {@code (i·b₁ + j)·N + n} holds
- * block {@code (i, j)} of example n), so the rows below it are not the examples of the batch. Per-example
+ * example into the batch axis (libnd4j's {@code space_to_batch}: N·b₀·b₁ output rows), so the rows below it
+ * are not the examples of the batch. Per-example
  * quantities of the layers after it would be per block, the loss DL4J averages is over the N·b₀·b₁ rows,
  * and in a {@code MultiLayerNetwork} the labels cannot have the features' N rows.
  */
