@@ -6,6 +6,7 @@ import io.github.dl4jbackpack.internal.graph.Topology;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import io.github.dl4jbackpack.internal.layers.LayerKinds;
 import io.github.dl4jbackpack.internal.layers.RecordedLayer;
+import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
@@ -14,6 +15,8 @@ import org.deeplearning4j.nn.conf.layers.Deconvolution2D;
 import org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer;
 import org.deeplearning4j.nn.conf.layers.Layer;
 import org.deeplearning4j.nn.conf.layers.LossLayer;
+import org.deeplearning4j.nn.conf.layers.PReLULayer;
+import org.deeplearning4j.nn.conf.layers.SpaceToDepthLayer;
 import org.deeplearning4j.nn.conf.layers.PoolingType;
 import org.deeplearning4j.nn.conf.layers.SubsamplingLayer;
 import org.deeplearning4j.nn.conf.layers.Upsampling2D;
@@ -99,7 +102,20 @@ class LayerKindContractTest {
                         .BatchNormalization.Builder().build(), cnn),
                 new Entry("batch normalisation, locked gamma and beta, log std", () -> new org.deeplearning4j.nn
                         .conf.layers.BatchNormalization.Builder().lockGammaBeta(true).gamma(0.7).beta(-0.3)
-                        .useLogStd(true).build(), cnn));
+                        .useLogStd(true).build(), cnn),
+                // space to depth needs a height and width divisible by the block size
+                new Entry("space to depth 2x2", () -> new SpaceToDepthLayer.Builder(2, CNN2DFormat.NCHW).build(),
+                        InputType.convolutional(6, 4, 2)),
+                new Entry("space to depth 3x3", () -> new SpaceToDepthLayer.Builder(3, CNN2DFormat.NCHW).build(),
+                        InputType.convolutional(6, 3, 2)),
+                // DL4J's PReLU takes its input shape from the builder only (the convolution's output [5, 6, 5])
+                new Entry("PReLU", () -> new PReLULayer.Builder().inputShape(5, 6, 5).build(), cnn),
+                // libnd4j's prelu_bp fails when the input has more than 64 elements per alpha, so with N = 3 it
+                // cannot share alpha over height and width of this input
+                new Entry("PReLU shared over width", () -> new PReLULayer.Builder().inputShape(5, 6, 5)
+                        .sharedAxes(3).build(), cnn),
+                new Entry("PReLU shared over channels", () -> new PReLULayer.Builder().inputShape(5, 6, 5)
+                        .sharedAxes(1).build(), cnn));
     }
 
     /** A network of the layer under test (after a convolution that makes its input) and an L2 loss. */
@@ -116,7 +132,8 @@ class LayerKindContractTest {
         for (DataType type : new DataType[] {DataType.DOUBLE, DataType.FLOAT}) {
             MultiLayerNetwork net = network(e, type);
             long n = 3;
-            INDArray x = TestNets.features(type, 7, n, 2, 6, 5);
+            InputType.InputTypeConvolutional in = (InputType.InputTypeConvolutional) e.input();
+            INDArray x = TestNets.features(type, 7, n, in.getChannels(), in.getHeight(), in.getWidth());
             List<INDArray> activations = net.feedForward(x, true);
             INDArray input = activations.get(1);
             INDArray output = activations.get(2);

@@ -74,7 +74,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
         if (conf instanceof BaseOutputLayer || conf instanceof LossLayer || conf instanceof CnnLossLayer) {
             loss = new RecordingLoss(lossFunction(conf));
         } else if (kind != null && kind.hasParameters() && !kind.normalisesOverBatch(underlying)
-                && conf instanceof BaseLayer && ((BaseLayer) conf).getActivationFn() != null) {
+                && conf instanceof BaseLayer && kind.activation(underlying) != null) {
+            // a kind without a fused activation (PReLU: DL4J ignores the configured one) has ∂L/∂z = epsilon
             activation = new RecordingActivation(((BaseLayer) conf).getActivationFn());
         }
         this.activationRecorder = activation;

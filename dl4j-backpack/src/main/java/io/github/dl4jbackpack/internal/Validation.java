@@ -150,6 +150,16 @@ public final class Validation {
                             + "not support", "KFLR, KFAC and the curvature diagonals (per example too)"));
                     continue;
                 }
+                if (node.isLayer() && !CurvaturePass.isParametric(node)) {
+                    // a layer without parameters that no extension can pass (SpaceToBatch changes what a row is)
+                    String refused = LayerKinds.of(node.layer()).map(kind -> kind.unsupportedConfiguration(node.layer()))
+                            .orElse(null);
+                    if (refused != null) {
+                        add(problems, new Problem(node.name(), node.typeName(), e.name(), refused,
+                                "layers whose output rows are the examples of the batch"));
+                        continue;
+                    }
+                }
                 if (CurvaturePass.isParametric(node)) {
                     String reason = LayerKinds.whyUnsupported(node.layer());
                     if (reason != null) {

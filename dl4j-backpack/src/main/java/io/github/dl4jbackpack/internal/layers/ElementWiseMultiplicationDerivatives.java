@@ -77,8 +77,11 @@ public final class ElementWiseMultiplicationDerivatives implements LayerDerivati
         return Broadcast.mul(factor, row(record.layer(), W, factor), factor.ulike(), 1);
     }
 
-    /** Adds {@code values} ({@code [rows, n]}) to a parameter, shaped like it (with the batch axis if per example). */
-    private static void add(RecordedLayer record, String param, INDArray values, CurvatureSink sink) {
+    /**
+     * Adds per-row values {@code [rows, …]} (as many elements per row as the parameter has) to a parameter,
+     * shaped like it (with the batch axis if per example).
+     */
+    static void add(RecordedLayer record, String param, INDArray values, CurvatureSink sink) {
         long[] shape = record.layer().getParam(param).shape();
         sink.add(param, sink.perExample() ? values.reshape('c', ConvolutionDerivatives.withBatchAxis(values.size(0),
                 shape)) : values.sum(0).reshape('c', shape));
