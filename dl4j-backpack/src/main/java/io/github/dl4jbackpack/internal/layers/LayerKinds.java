@@ -18,11 +18,13 @@ public final class LayerKinds {
         List<LayerDerivatives> kinds = new java.util.ArrayList<>(List.of(
                 new DenseDerivatives(),
                 new ConvolutionDerivatives(),
+                new Convolution3DDerivatives(),
                 new DeconvolutionDerivatives(),
                 new DepthwiseConvolutionDerivatives(),
                 new SeparableConvolutionDerivatives(),
                 new ElementWiseMultiplicationDerivatives(),
                 new SubsamplingDerivatives(),
+                new Subsampling3DDerivatives(),
                 new GlobalPoolingDerivatives(),
                 new LrnDerivatives(),
                 new BatchNormDerivatives(),
