@@ -166,12 +166,13 @@ final class BruteForceKronecker {
 
     /**
      * @return the input of a layer given the previous layer's output: feed-forward layers after a
-     *     CNN layer see it flattened row-major per example (CnnToFeedForwardPreProcessor)
+     *     CNN layer see it flattened row-major per example (CnnToFeedForwardPreProcessor and, for NCDHW,
+     *     Cnn3DToFeedForwardPreProcessor)
      */
     static INDArray layerInput(INDArray previous, Layer conf) {
         INDArray a = previous.castTo(DataType.DOUBLE).dup('c');
         boolean feedForward = conf instanceof DenseLayer || conf instanceof OutputLayer;
-        if (feedForward && a.rank() == 4) {
+        if (feedForward && a.rank() >= 4) {
             return a.reshape('c', a.size(0), a.length() / a.size(0));
         }
         return a;

@@ -5,6 +5,7 @@ import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.WorkspaceMode;
 import org.deeplearning4j.nn.conf.inputs.InputType;
+import org.deeplearning4j.nn.conf.preprocessor.Cnn3DToFeedForwardPreProcessor;
 import org.deeplearning4j.nn.conf.layers.Layer;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.nn.weights.WeightInit;
@@ -42,10 +43,33 @@ final class TestNets {
                 .list(layers)
                 .setInputType(input)
                 .build();
+        relabelVolumeFlattening(conf, input);
         MultiLayerNetwork net = new MultiLayerNetwork(conf);
         net.init();
         randomiseParameters(net, seed);
         return net;
+    }
+
+    /**
+     * DL4J 1.0.0-M2.1's shape inference labels the output of 3D layers NDHWC whatever their format, so
+     * the flattening it inserts in front of a dense layer expects channels last and fails on (or, when
+     * sizes coincide, mis-shapes the gradient of) NCDHW activations: for an NCDHW input, the flattenings
+     * are labelled NCDHW, as a user configuring such a network has to.
+     */
+    private static void relabelVolumeFlattening(MultiLayerConfiguration conf, InputType input) {
+        if (!(input instanceof InputType.InputTypeConvolutional3D)
+                || ((InputType.InputTypeConvolutional3D) input).getDataFormat()
+                != org.deeplearning4j.nn.conf.layers.Convolution3D.DataFormat.NCDHW) {
+            return;
+        }
+        conf.getInputPreProcessors().replaceAll((layer, pre) -> {
+            if (!(pre instanceof Cnn3DToFeedForwardPreProcessor)) {
+                return pre;
+            }
+            Cnn3DToFeedForwardPreProcessor p = (Cnn3DToFeedForwardPreProcessor) pre;
+            return new Cnn3DToFeedForwardPreProcessor(p.getInputDepth(), p.getInputHeight(), p.getInputWidth(),
+                    p.getNumChannels(), true);
+        });
     }
 
     static MultiLayerNetwork build(DataType dataType, InputType input, Layer... layers) {

@@ -489,8 +489,9 @@ public final class Validation {
             if (f == null) {
                 throw new IllegalArgumentException("feature array " + i + " is null");
             }
-            if (f.rank() != 2 && f.rank() != 4) {
-                throw new IllegalArgumentException("features must have rank 2 [N, nIn] or 4 [N, C, H, W]; feature "
+            if (f.rank() != 2 && f.rank() != 4 && f.rank() != 5) {
+                throw new IllegalArgumentException("features must have rank 2 [N, nIn], 4 [N, C, H, W] or 5 "
+                        + "[N, C, D, H, W]; feature "
                         + "array " + i + " has shape " + Arrays.toString(f.shape())
                         + (f.rank() == 3 ? " (time-series input is not supported yet)" : ""));
             }
@@ -596,6 +597,9 @@ public final class Validation {
     }
 
     private static org.deeplearning4j.nn.conf.inputs.InputType typeOf(INDArray f) {
+        if (f.rank() == 5) {
+            return null;   // the array does not tell NCDHW from NDHWC: nothing below it is checked
+        }
         return f.rank() == 2 ? org.deeplearning4j.nn.conf.inputs.InputType.feedForward(f.size(1))
                 : org.deeplearning4j.nn.conf.inputs.InputType.convolutional(f.size(2), f.size(3), f.size(1));
     }
@@ -636,10 +640,15 @@ public final class Validation {
     /** What the supported layers with a fixed input width (or channel count) expect. */
     private static void checkLayerInput(Node node, org.deeplearning4j.nn.conf.inputs.InputType x) {
         org.deeplearning4j.nn.conf.layers.Layer conf = node.conf().getLayer();
-        boolean convolution = conf instanceof org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
+        boolean volume = conf instanceof org.deeplearning4j.nn.conf.layers.Convolution3D
+                || conf instanceof org.deeplearning4j.nn.conf.layers.Deconvolution3D;
+        boolean convolution = conf instanceof org.deeplearning4j.nn.conf.layers.ConvolutionLayer && !volume;
         boolean dense = conf instanceof org.deeplearning4j.nn.conf.layers.DenseLayer || conf instanceof BaseOutputLayer;
         if (convolution && !(x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional)) {
             throw new IllegalArgumentException(where(node) + " is " + x + " but a convolution needs [N, C, H, W]");
+        }
+        if (volume && !(x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional3D)) {
+            throw new IllegalArgumentException(where(node) + " is " + x + " but a 3D convolution needs [N, C, D, H, W]");
         }
         if (dense && !(x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward)) {
             throw new IllegalArgumentException(where(node) + " is " + x + " but a dense layer needs [N, nIn]");
@@ -648,8 +657,10 @@ public final class Validation {
         if (nIn <= 0) {
             return;
         }
-        if (convolution) {
-            long channels = ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional) x).getChannels();
+        if (convolution || volume) {
+            long channels = volume ? ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional3D) x)
+                    .getChannels() : ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional) x)
+                    .getChannels();
             if (channels != nIn) {
                 throw new IllegalArgumentException(where(node) + " has " + channels + " channels but the layer has nIn="
                         + nIn);

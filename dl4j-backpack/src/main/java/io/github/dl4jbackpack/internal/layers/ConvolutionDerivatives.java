@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.internal.layers;
 
-import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
@@ -78,29 +77,6 @@ public final class ConvolutionDerivatives extends UnfoldedConvolutionDerivatives
     }
 
     @Override
-    protected long outputChannels(long[] weightShape) {
-        return weightShape[0];
-    }
-
-    @Override
-    protected INDArray toWeightLayout(INDArray matrices, long[] weightShape) {
-        return matrices.reshape('c', matrices.rank() == 2 ? weightShape : withBatchAxis(matrices.size(0), weightShape));
-    }
-
-    @Override
-    protected KroneckerFactors weightFactors(INDArray outputFactor, INDArray inputFactor, long[] weightShape) {
-        return KroneckerFactors.convolutionWeight(outputFactor, inputFactor);
-    }
-
-    /** @return {@code [n, *shape]} */
-    static long[] withBatchAxis(long n, long[] shape) {
-        long[] out = new long[shape.length + 1];
-        out[0] = n;
-        System.arraycopy(shape, 0, out, 1, shape.length);
-        return out;
-    }
-
-    @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
         org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf = conf(record.layer());
         INDArray x = record.input();
@@ -124,9 +100,19 @@ public final class ConvolutionDerivatives extends UnfoldedConvolutionDerivatives
     /** The permuted columns, the patches {@code Wᵀ s}, the input-shaped result, the bias sums. */
     @Override
     public long scratchFeatures(RecordedLayer record) {
+        return patchScratchFeatures(record);
+    }
+
+    /**
+     * @param record the record of a convolution whose weight is {@code [nOut, nIn, *kernel]} and whose input
+     *     Jacobian-transpose product forms the patches {@code Wᵀ s}
+     * @return the permuted columns, the patches, the input-shaped result and the bias sums, per column and
+     *     example
+     */
+    static long patchScratchFeatures(RecordedLayer record) {
         long[] w = record.layer().getParam(DenseDerivatives.W).shape();
         long outputs = record.outputFeatures();
-        long patches = w[1] * w[2] * w[3] * (outputs / w[0]);
+        long patches = Columns.features(w) * (outputs / w[0]);
         return 2 * outputs + patches + record.inputFeatures();
     }
 }

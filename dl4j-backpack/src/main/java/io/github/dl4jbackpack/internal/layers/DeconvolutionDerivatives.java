@@ -136,7 +136,7 @@ public final class DeconvolutionDerivatives extends UnfoldedConvolutionDerivativ
         if (matrices.rank() == 2) {
             return matrices.reshape('c', swapped).permute(1, 0, 2, 3).dup('c');
         }
-        return matrices.reshape('c', ConvolutionDerivatives.withBatchAxis(matrices.size(0), swapped))
+        return matrices.reshape('c', withBatchAxis(matrices.size(0), swapped))
                 .permute(0, 2, 1, 3, 4).dup('c');
     }
 

@@ -2,6 +2,7 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import org.deeplearning4j.nn.conf.InputPreProcessor;
+import org.deeplearning4j.nn.conf.preprocessor.Cnn3DToFeedForwardPreProcessor;
 import org.deeplearning4j.nn.conf.preprocessor.CnnToFeedForwardPreProcessor;
 import org.deeplearning4j.nn.conf.preprocessor.FeedForwardToCnnPreProcessor;
 import org.deeplearning4j.nn.graph.vertex.GraphVertex;
@@ -20,7 +21,8 @@ public final class ReshapeDerivatives implements VertexDerivatives {
 
     /** The preprocessors that only reshape examples, in row-major order. */
     public static final List<Class<? extends InputPreProcessor>> RESHAPING_PREPROCESSORS =
-            List.of(CnnToFeedForwardPreProcessor.class, FeedForwardToCnnPreProcessor.class);
+            List.of(CnnToFeedForwardPreProcessor.class, FeedForwardToCnnPreProcessor.class,
+                    Cnn3DToFeedForwardPreProcessor.class);
 
     /**
      * @param pre a preprocessor
@@ -29,12 +31,17 @@ public final class ReshapeDerivatives implements VertexDerivatives {
     public static String unsupportedPreprocessor(InputPreProcessor pre) {
         if (!RESHAPING_PREPROCESSORS.contains(pre.getClass())) {
             return "input preprocessor " + pre.getClass().getSimpleName() + " is not supported (supported: "
-                    + "CnnToFeedForwardPreProcessor, FeedForwardToCnnPreProcessor)";
+                    + "CnnToFeedForwardPreProcessor, FeedForwardToCnnPreProcessor, Cnn3DToFeedForwardPreProcessor)";
         }
         if (pre instanceof CnnToFeedForwardPreProcessor
                 && ((CnnToFeedForwardPreProcessor) pre).getFormat() != org.deeplearning4j.nn.conf.CNN2DFormat.NCHW) {
             return "CnnToFeedForwardPreProcessor with format " + ((CnnToFeedForwardPreProcessor) pre).getFormat()
                     + " permutes the features (NCHW is supported)";
+        }
+        if (pre instanceof Cnn3DToFeedForwardPreProcessor && !((Cnn3DToFeedForwardPreProcessor) pre).isNCDHW()) {
+            // DL4J's setInputType labels NCDHW activations NDHWC here; its own backward step then mis-shapes them
+            return "Cnn3DToFeedForwardPreProcessor labelled NDHWC is not supported (set one labelled NCDHW, "
+                    + "isNCDHW = true, in front of the layer; DL4J's setInputType labels NCDHW activations NDHWC)";
         }
         return null;
     }

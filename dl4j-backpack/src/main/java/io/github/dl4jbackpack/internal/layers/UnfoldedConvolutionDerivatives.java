@@ -14,13 +14,14 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
- * Derivatives of a 2D layer whose pre-activation output is, per example, a weight matrix times an
+ * Derivatives of a 2D or 3D layer whose pre-activation output is, per example, a weight matrix times an
  * unfolding of the input plus a bias per channel: {@code z_n = W_mat U_n + b 1ᵀ}, with
  * {@code W_mat [nOut, K]} the weight in matrix layout, {@code U_n [K, P]} the unfolded input
  * ({@code K} features per output position, {@code P} output positions) and {@code z_n [nOut, P]}
- * (NCHW). A convolution unfolds patches (im2col); a transposed convolution scatters the input to the
- * output positions it reaches. Subclasses give the unfolding, the input Jacobian-transpose product and
- * the map between the matrix layout and the parameter's {@code paramTable()} shape.
+ * (NCHW or NCDHW, positions flattened row-major). A convolution unfolds patches (im2col, vol2col); a
+ * transposed convolution scatters the input to the output positions it reaches. Subclasses give the
+ * unfolding and the input Jacobian-transpose product; the weight is {@code W_mat} in row-major order
+ * ({@code W [nOut, nIn, *kernel]}) unless a subclass maps the layouts otherwise.
  *
  * <p>With {@code δ_n [nOut, P]}: {@code g_n(W_mat) = δ_n U_nᵀ}, {@code g_n(b) = Σ_t δ_n[:, t]}.
  * Squared norms use {@code tr(δ_n (U_nᵀU_n) δ_nᵀ)} when {@code P² < K·nOut}, and the individual
@@ -38,32 +39,47 @@ public abstract class UnfoldedConvolutionDerivatives implements LayerDerivatives
 
     /**
      * @param layer a layer of this kind
-     * @param x its input {@code [N, C, H, W]}, in the data type of the result
-     * @param outputShape the shape of its output {@code [N, nOut, oH, oW]} (only the spatial sizes are used)
-     * @return the unfolded input {@code U} with shape {@code [N, K, oH·oW]}
+     * @param x its input {@code [N, C, *spatial]}, in the data type of the result
+     * @param outputShape the shape of its output {@code [N, nOut, *outSpatial]} (only the spatial sizes are used)
+     * @return the unfolded input {@code U} with shape {@code [N, K, P]}, {@code P} the number of output positions
      */
     protected abstract INDArray unfold(Layer layer, INDArray x, long[] outputShape);
 
     /**
      * @param weightShape the weight's parameter shape
-     * @return the number of output channels
+     * @return the number of output channels; by default the first axis ({@code W [nOut, nIn, *kernel]})
      */
-    protected abstract long outputChannels(long[] weightShape);
+    protected long outputChannels(long[] weightShape) {
+        return weightShape[0];
+    }
 
     /**
      * @param matrices weights in matrix layout, {@code [nOut, K]} or {@code [N, nOut, K]}
      * @param weightShape the weight's parameter shape
-     * @return the same values in the parameter shape, {@code weightShape} or {@code [N, *weightShape]}
+     * @return the same values in the parameter shape, {@code weightShape} or {@code [N, *weightShape]}; by
+     *     default a row-major reshape ({@code W [nOut, nIn, *kernel]} is {@code W_mat} in row-major order)
      */
-    protected abstract INDArray toWeightLayout(INDArray matrices, long[] weightShape);
+    protected INDArray toWeightLayout(INDArray matrices, long[] weightShape) {
+        return matrices.reshape('c', matrices.rank() == 2 ? weightShape : withBatchAxis(matrices.size(0), weightShape));
+    }
 
     /**
      * @param outputFactor {@code B}, {@code [nOut, nOut]}
      * @param inputFactor {@code A}, {@code [K, K]}
      * @param weightShape the weight's parameter shape
-     * @return the Kronecker factors of the weight
+     * @return the Kronecker factors of the weight; by default {@code B ⊗ A} over the row-major weight
      */
-    protected abstract KroneckerFactors weightFactors(INDArray outputFactor, INDArray inputFactor, long[] weightShape);
+    protected KroneckerFactors weightFactors(INDArray outputFactor, INDArray inputFactor, long[] weightShape) {
+        return KroneckerFactors.convolutionWeight(outputFactor, inputFactor);
+    }
+
+    /** @return {@code [n, *shape]} */
+    static long[] withBatchAxis(long n, long[] shape) {
+        long[] out = new long[shape.length + 1];
+        out[0] = n;
+        System.arraycopy(shape, 0, out, 1, shape.length);
+        return out;
+    }
 
     /**
      * @param layer a layer of this kind
@@ -73,11 +89,21 @@ public abstract class UnfoldedConvolutionDerivatives implements LayerDerivatives
         return (org.deeplearning4j.nn.conf.layers.ConvolutionLayer) layer.conf().getLayer();
     }
 
+    /**
+     * @param layer a layer of this kind
+     * @return why its data format is not supported, or null; by default NCHW is
+     */
+    protected String unsupportedDataFormat(Layer layer) {
+        CNN2DFormat format = conf(layer).getCnn2dDataFormat();
+        return format == CNN2DFormat.NCHW ? null : "data format " + format + " is not supported (use NCHW)";
+    }
+
     @Override
     public String unsupportedConfiguration(Layer layer) {
         org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf = conf(layer);
-        if (conf.getCnn2dDataFormat() != CNN2DFormat.NCHW) {
-            return "data format " + conf.getCnn2dDataFormat() + " is not supported (use NCHW)";
+        String format = unsupportedDataFormat(layer);
+        if (format != null) {
+            return format;
         }
         if (conf.getWeightNoise() != null) {
             return "weight noise (" + conf.getWeightNoise().getClass().getSimpleName() + ") is not supported";
