@@ -934,14 +934,26 @@ class ZooModelsTest {
                 org.deeplearning4j.nn.layers.OutputLayer.class,
                 org.deeplearning4j.nn.layers.training.CenterLossOutputLayer.class,
                 org.deeplearning4j.nn.layers.convolution.ConvolutionLayer.class,
+                org.deeplearning4j.nn.layers.convolution.Deconvolution2DLayer.class,
+                org.deeplearning4j.nn.layers.convolution.Convolution3DLayer.class,
+                org.deeplearning4j.nn.layers.feedforward.PReLU.class,
                 org.deeplearning4j.nn.layers.convolution.DepthwiseConvolution2DLayer.class,
                 org.deeplearning4j.nn.layers.convolution.SeparableConvolution2DLayer.class,
                 org.deeplearning4j.nn.layers.normalization.BatchNormalization.class);
         /** Layers with parameters whose weights have no Kronecker factorisation. */
         private static final Set<Class<?>> NO_KRONECKER = Set.of(
+                org.deeplearning4j.nn.layers.feedforward.PReLU.class,
                 org.deeplearning4j.nn.layers.convolution.DepthwiseConvolution2DLayer.class,
                 org.deeplearning4j.nn.layers.convolution.SeparableConvolution2DLayer.class);
         private static final Set<Class<?>> LAYERS_SUPPORTED = Set.of(
+                org.deeplearning4j.nn.layers.convolution.Deconvolution2DLayer.class,
+                org.deeplearning4j.nn.layers.convolution.Convolution3DLayer.class,
+                org.deeplearning4j.nn.layers.feedforward.PReLU.class,
+                org.deeplearning4j.nn.layers.convolution.SpaceToDepth.class,
+                org.deeplearning4j.nn.layers.convolution.subsampling.Subsampling3DLayer.class,
+                org.deeplearning4j.nn.layers.convolution.upsampling.Upsampling3D.class,
+                org.deeplearning4j.nn.layers.convolution.ZeroPadding3DLayer.class,
+                org.deeplearning4j.nn.layers.convolution.Cropping3DLayer.class,
                 org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer.class,
                 org.deeplearning4j.nn.layers.OutputLayer.class,
                 org.deeplearning4j.nn.layers.convolution.ConvolutionLayer.class,
@@ -1335,7 +1347,9 @@ class ZooModelsTest {
                     return n.type() + " (pooling dimensions)";
                 }
             }
-            if (conf instanceof org.deeplearning4j.nn.conf.layers.ZeroPaddingLayer
+            if (conf instanceof org.deeplearning4j.nn.conf.layers.SpaceToDepthLayer
+                    && ((org.deeplearning4j.nn.conf.layers.SpaceToDepthLayer) conf).getDataFormat() != CNN2DFormat.NCHW
+                    || conf instanceof org.deeplearning4j.nn.conf.layers.ZeroPaddingLayer
                     && ((org.deeplearning4j.nn.conf.layers.ZeroPaddingLayer) conf).getDataFormat() != CNN2DFormat.NCHW
                     || conf instanceof org.deeplearning4j.nn.conf.layers.convolutional.Cropping2D
                     && ((org.deeplearning4j.nn.conf.layers.convolutional.Cropping2D) conf).getDataFormat()

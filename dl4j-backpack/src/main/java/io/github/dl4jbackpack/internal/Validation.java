@@ -168,12 +168,12 @@ public final class Validation {
                         continue;
                     }
                     LayerDerivatives kind = LayerKinds.of(node.layer()).orElseThrow();
-                    if (!kind.hasKroneckerFactors(node.layer()) && e.curvatureRequests().stream()
+                    String noFactors = kind.noKroneckerFactors(node.layer());
+                    if (noFactors != null && e.curvatureRequests().stream()
                             .anyMatch(r -> r.statistic() == CurvatureRequest.Statistic.OUTPUT_FACTOR)) {
                         add(problems, new Problem(node.name(), node.typeName(), e.name(), kind.kindName()
-                                + " has no Kronecker factorisation (its weight is one small matrix per channel, "
-                                + "not one matrix)", "the diagonal curvature (DiagGGNExact, DiagGGNMC, DiagHessian) "
-                                + "for this layer"));
+                                + " has no Kronecker factorisation (" + noFactors + ")", "the diagonal curvature "
+                                + "(DiagGGNExact, DiagGGNMC, DiagHessian) for this layer"));
                         continue;
                     }
                 }

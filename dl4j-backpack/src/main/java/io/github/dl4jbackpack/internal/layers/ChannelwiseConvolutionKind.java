@@ -48,8 +48,8 @@ abstract class ChannelwiseConvolutionKind implements LayerDerivatives {
     }
 
     @Override
-    public final boolean hasKroneckerFactors(Layer layer) {
-        return false;
+    public final String noKroneckerFactors(Layer layer) {
+        return "its weight is one small matrix per channel, not one matrix";
     }
 
     /** @return the layer's convolution configuration */

@@ -53,8 +53,8 @@ public final class ElementWiseMultiplicationDerivatives implements LayerDerivati
     }
 
     @Override
-    public boolean hasKroneckerFactors(Layer layer) {
-        return false;
+    public String noKroneckerFactors(Layer layer) {
+        return "its weight is a diagonal, not a matrix";
     }
 
     @Override

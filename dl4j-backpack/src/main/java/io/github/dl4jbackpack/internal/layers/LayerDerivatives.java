@@ -260,10 +260,11 @@ public interface LayerDerivatives {
 
     /**
      * @param layer a layer of this kind
-     * @return whether {@link #accumulateOutputFactor} and {@link #kroneckerFactors} are implemented
+     * @return why the layer's parameters have no Kronecker factorisation, or null when
+     *     {@link #accumulateOutputFactor} and {@link #kroneckerFactors} are implemented
      */
-    default boolean hasKroneckerFactors(Layer layer) {
-        return hasParameters();
+    default String noKroneckerFactors(Layer layer) {
+        return hasParameters() ? null : kindName() + " has no parameters";
     }
 
     /**

@@ -46,8 +46,8 @@ public final class PReluDerivatives implements LayerDerivatives {
     }
 
     @Override
-    public boolean hasKroneckerFactors(Layer layer) {
-        return false;
+    public String noKroneckerFactors(Layer layer) {
+        return "its slopes are an elementwise parameter, not a weight matrix";
     }
 
     @Override
