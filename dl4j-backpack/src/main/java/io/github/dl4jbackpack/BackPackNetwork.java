@@ -168,9 +168,11 @@ public final class BackPackNetwork {
     /**
      * Chooses which statistics the network's {@code BatchNormalization} layers normalise with in the
      * passes that compute extensions: {@link BatchNormStatistics#BATCH} (the default, DL4J's training
-     * behaviour) or {@link BatchNormStatistics#RUNNING} (as in inference, so that every example is
-     * processed independently and per-example quantities are defined). Layers frozen by
-     * {@code FrozenLayer} always use their running statistics, as DL4J makes them.
+     * behaviour), {@link BatchNormStatistics#RUNNING} (as in inference, so that every example is
+     * processed independently and per-example quantities are defined) or
+     * {@link BatchNormStatistics#BATCH_AS_CONSTANTS} (the batch's statistics, differentiated as
+     * constants: an approximation). Layers frozen by {@code FrozenLayer} always use their running
+     * statistics, as DL4J makes them.
      *
      * @param statistics the statistics
      */
@@ -179,11 +181,14 @@ public final class BackPackNetwork {
             throw new IllegalArgumentException("statistics must not be null");
         }
         interceptor.setRunningStatistics(statistics == BatchNormStatistics.RUNNING);
+        interceptor.setBatchStatisticsAsConstants(statistics == BatchNormStatistics.BATCH_AS_CONSTANTS);
     }
 
     /** @return which statistics BatchNormalization layers use in passes with extensions */
     public BatchNormStatistics batchNormStatistics() {
-        return interceptor.runningStatisticsSetting() ? BatchNormStatistics.RUNNING : BatchNormStatistics.BATCH;
+        return interceptor.runningStatisticsSetting() ? BatchNormStatistics.RUNNING
+                : interceptor.batchStatisticsAsConstantsSetting() ? BatchNormStatistics.BATCH_AS_CONSTANTS
+                : BatchNormStatistics.BATCH;
     }
 
     /** @return the scratch memory budget of the second-order pass, in bytes */
@@ -395,7 +400,7 @@ public final class BackPackNetwork {
 
     private void checkNetwork(List<Extension<?>> extensions) {
         List<Validation.Problem> problems = Validation.checkNetwork(access, extensions,
-                interceptor.runningStatisticsSetting());
+                interceptor.runningStatisticsSetting() || interceptor.batchStatisticsAsConstantsSetting());
         if (!problems.isEmpty()) {
             List<UnsupportedLayerException.Part> parts = new ArrayList<>();
             for (Validation.Problem p : problems) {

@@ -24,5 +24,15 @@ public enum BatchNormStatistics {
      * differential privacy) of a network whose running statistics are already meaningful, e.g. a
      * pretrained one.
      */
-    RUNNING
+    RUNNING,
+    /**
+     * The batch's mean and variance in the forward step, as DL4J trains (the running statistics are
+     * updated as DL4J updates them), but differentiated as if they were constants: each normalisation
+     * is then the affine map {@code γ (x − μ_B)/σ_B + β} of each example, every extension is defined
+     * and cheap, and the pass's gradient is that of this approximation: for the layers below a
+     * normalisation it lacks the terms through the statistics, so it is not DL4J's gradient, and
+     * training with extensions enabled follows another trajectory. An approximation, for users who
+     * ask for it by name (docs/math.md#batch-normalization).
+     */
+    BATCH_AS_CONSTANTS
 }

@@ -480,6 +480,85 @@ class BatchNormalizationTest {
                 "a step without extensions is DL4J's own, which moves the running statistics");
     }
 
+    /**
+     * {@link BatchNormStatistics#BATCH_AS_CONSTANTS}: every quantity equals that of the same network in
+     * inference mode whose running statistics are set to this batch's (computed here from DL4J's own
+     * training-mode activations), with {@link BatchNormStatistics#RUNNING} (itself checked against
+     * inference-mode references above); the score is DL4J's training-mode score; the pass's gradient of
+     * the layers below a normalisation is not DL4J's (the approximation drops the terms through the
+     * statistics); a training step with extensions moves the running statistics as DL4J's step does.
+     */
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("cases")
+    void batchStatisticsAsConstantsEqualTheFrozenNetwork(Case c) {
+        MultiLayerNetwork net = c.build(c.loss().function, c.loss().activation);
+        INDArray x = c.x();
+        INDArray y = c.y();
+        MultiLayerNetwork frozen = net.clone();
+        List<INDArray> activations = net.feedForward(x, true);
+        for (int i = 0; i < net.getnLayers(); i++) {
+            if (net.getLayer(i) instanceof org.deeplearning4j.nn.layers.normalization.BatchNormalization) {
+                INDArray in = activations.get(i);
+                int[] axes = in.rank() == 4 ? new int[] {0, 2, 3} : new int[] {0};
+                INDArray variance = in.var(false, axes);
+                org.deeplearning4j.nn.conf.layers.BatchNormalization conf =
+                        (org.deeplearning4j.nn.conf.layers.BatchNormalization) net.getLayer(i).conf().getLayer();
+                frozen.getLayer(i).getParam(BatchNormalizationParamInitializer.GLOBAL_MEAN).assign(in.mean(axes)
+                        .reshape(frozen.getLayer(i).getParam(BatchNormalizationParamInitializer.GLOBAL_MEAN).shape()));
+                if (conf.isUseLogStd()) {
+                    // DL4J's inference with log10(std) normalises by sqrt(std² + eps)
+                    INDArray param = frozen.getLayer(i).getParam(BatchNormalizationParamInitializer.GLOBAL_LOG_STD);
+                    param.assign(org.nd4j.linalg.ops.transforms.Transforms.log(
+                            org.nd4j.linalg.ops.transforms.Transforms.sqrt(variance, true), 10.0, false)
+                            .reshape(param.shape()));
+                } else {
+                    INDArray param = frozen.getLayer(i).getParam(BatchNormalizationParamInitializer.GLOBAL_VAR);
+                    param.assign(variance.reshape(param.shape()));
+                }
+            }
+        }
+        io.github.dl4jbackpack.extensions.Extension<?>[] extensions = {new BatchGrad(), new BatchL2Grad(),
+            new Variance(), new DiagGGNExact(), new BatchDiagGGNExact(), new DiagHessian(), new BatchDiagHessian(),
+            new KFLR()};
+        BackPackNetwork constants = BackPackNetwork.extend(net);
+        constants.setBatchNormStatistics(BatchNormStatistics.BATCH_AS_CONSTANTS);
+        assertEquals(BatchNormStatistics.BATCH_AS_CONSTANTS, constants.batchNormStatistics());
+        Quantities q = constants.backward(x, y, extensions);
+        BackPackNetwork running = BackPackNetwork.extend(frozen);
+        running.setBatchNormStatistics(BatchNormStatistics.RUNNING);
+        Quantities r = running.backward(x, y, extensions);
+        for (io.github.dl4jbackpack.extensions.Extension<?> e : extensions) {
+            Class cls = e.getClass();
+            for (Object name : r.keys(cls)) {
+                String key = (String) name;
+                Object expected = r.byKey(cls, key);
+                Object actual = q.byKey(cls, key);
+                if (expected instanceof KroneckerFactors) {
+                    for (int f = 0; f < ((KroneckerFactors) expected).factors().size(); f++) {
+                        assertClose(((KroneckerFactors) expected).factors().get(f),
+                                ((KroneckerFactors) actual).factors().get(f), 1e-9, 1e-12, c + " KFLR " + key);
+                    }
+                } else {
+                    assertClose((INDArray) expected, (INDArray) actual, 1e-9, 1e-12, c + " " + e.name() + " " + key);
+                }
+            }
+        }
+        MultiLayerNetwork plain = net.clone();
+        plain.setInput(x);
+        plain.setLabels(y);
+        plain.computeGradientAndScore();
+        assertEquals(plain.score(), q.score(), 1e-12 * Math.abs(plain.score()));
+        INDArray dl4j = plain.gradient().getGradientFor("0_W").div(N);
+        assertTrue(dl4j.sub(q.byKey(BatchGrad.class, "0_W").sum(0)).amaxNumber().doubleValue()
+                > 1e-6 * dl4j.amaxNumber().doubleValue(), c + ": below a normalisation the gradient is the approximation's");
+        // a training step with extensions moves the running statistics as DL4J's own step does
+        MultiLayerNetwork reference = net.clone();
+        constants.enable(new BatchL2Grad());
+        net.fit(x, y);
+        reference.fit(x, y);
+        assertClose(runningStatistics(reference), runningStatistics(net), 1e-12, 1e-14, c + " running statistics");
+    }
+
     // ---------------------------------------------------------------- graphs and refusals
 
     /**

@@ -56,6 +56,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
     private final transient RecordingLoss lossRecorder;
     /** Whether the last training forward step of a batch-normalising layer used the running statistics. */
     private transient boolean runningForward;
+    /** Whether this layer's current step treats the batch's statistics as constants. */
+    private transient boolean batchConstants;
 
     /**
      * @param underlying the DL4J layer
@@ -165,15 +167,26 @@ public class InterceptingLayer extends BaseWrapperLayer {
     }
 
     private boolean runningForward(boolean training) {
-        runningForward = training && kind != null && kind.normalisesOverBatch(underlying)
-                && interceptor.runningStatistics();
+        boolean normalises = training && kind != null && kind.normalisesOverBatch(underlying);
+        runningForward = normalises && interceptor.runningStatistics();
+        batchConstants = normalises && interceptor.batchStatisticsAsConstants();
         return runningForward;
     }
 
     /** DL4J's backward step, or the layer kind's own where the forward step used the running statistics. */
     private Pair<Gradient, INDArray> underlyingBackprop(INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
-        return runningForward ? kind.runningStatisticsBackward(underlying, epsilon, workspaceMgr)
-                : underlying.backpropGradient(epsilon, workspaceMgr);
+        if (runningForward) {
+            return kind.runningStatisticsBackward(underlying, epsilon, workspaceMgr);
+        }
+        if (batchConstants) {
+            // DL4J's step (its gradients of γ, β and its update of the running statistics), with the
+            // gradient at the input of the statistics held constant
+            INDArray constantInputGradient = kind.constantStatisticsInputGradient(underlying, epsilon);
+            Pair<Gradient, INDArray> result = underlying.backpropGradient(epsilon, workspaceMgr);
+            return new Pair<>(result.getFirst(), workspaceMgr.leverageTo(
+                    org.deeplearning4j.nn.workspace.ArrayType.ACTIVATION_GRAD, constantInputGradient));
+        }
+        return underlying.backpropGradient(epsilon, workspaceMgr);
     }
 
     @Override
@@ -195,6 +208,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
                 RecordedLayer record = new RecordedLayer(node, underlying, kind, underlying.input(), step.preActivation,
                         step.dropoutMask, residualGradient(pass, epsilon), output.shape().clone());
                 record.setRunningStatistics(runningForward);
+                record.setBatchStatisticsAsConstants(batchConstants);
                 record.setCopies(pass.copies(node));
                 if (pass.needsInputGradient(node) && step.result.getSecond() != null) {
                     try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
@@ -340,7 +354,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
     private INDArray residualGradient(BackwardPass pass, INDArray epsilon) {
         IActivation activation = kind == null ? null : kind.activation(underlying);
         boolean atInput = kind != null && (kind.hasInputResidual(underlying)
-                || kind.normalisesOverBatch(underlying) && !runningForward);
+                || kind.normalisesOverBatch(underlying) && !runningForward && !batchConstants);
         if (!pass.needsResidual() || epsilon == null || (!atInput && (activation == null
                 || ElementwiseActivations.isPiecewiseLinear(activation)))) {
             return null;

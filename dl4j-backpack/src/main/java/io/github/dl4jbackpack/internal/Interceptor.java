@@ -34,6 +34,7 @@ public final class Interceptor {
     private List<Extension<?>> override;
     private long curvatureMemoryBudget = 1L << 30;
     private boolean runningStatistics;
+    private boolean batchStatisticsAsConstants;
     private BackwardPass current;
     private volatile long firstOrderScratch;
 
@@ -164,6 +165,27 @@ public final class Interceptor {
      */
     boolean runningStatistics() {
         return runningStatistics && !active().isEmpty();
+    }
+
+    /**
+     * @param constants whether layers that normalise over the batch, in passes with extensions, are
+     *     differentiated as if the batch's statistics were constants
+     */
+    public void setBatchStatisticsAsConstants(boolean constants) {
+        this.batchStatisticsAsConstants = constants;
+    }
+
+    /** @return whether the setting asks for the batch's statistics as constants, whether or not a pass runs */
+    public boolean batchStatisticsAsConstantsSetting() {
+        return batchStatisticsAsConstants;
+    }
+
+    /**
+     * @return whether a backward step now should treat the batch's statistics as constants: the setting
+     *     asks for it and extensions are active
+     */
+    boolean batchStatisticsAsConstants() {
+        return batchStatisticsAsConstants && !active().isEmpty();
     }
 
     /** @return the memory that one chunk of second-order factor columns may occupy */

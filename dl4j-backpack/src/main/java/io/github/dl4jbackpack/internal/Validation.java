@@ -92,12 +92,13 @@ public final class Validation {
     /**
      * @param access the network
      * @param extensions the requested extensions
-     * @param runningStatistics whether layers that normalise over the batch use their running
-     *     statistics in passes with extensions
+     * @param fixedStatistics whether layers that normalise over the batch use fixed statistics in passes
+     *     with extensions (their running statistics, or the batch's treated as constants), so that they do
+     *     not couple the examples
      * @return every part of the network an extension cannot handle (empty when all is supported)
      */
     public static List<Problem> checkNetwork(NetworkAccess access, List<Extension<?>> extensions,
-                                             boolean runningStatistics) {
+                                             boolean fixedStatistics) {
         Map<String, Problem> problems = new LinkedHashMap<>();
         if (extensions.isEmpty()) {
             return List.of();
@@ -187,7 +188,7 @@ public final class Validation {
                     add(problems, new Problem(node.name(), node.typeName(), e.name(), reason,
                             node.isOutput() ? LossCurvatures.SUPPORTED : SECOND_ORDER_SUPPORTED));
                 } else if (hessian && node.isLayer()) {
-                    String below = residualBelowInexactBackward(topology, node, region, runningStatistics);
+                    String below = residualBelowInexactBackward(topology, node, region, fixedStatistics);
                     if (below != null) {
                         add(problems, new Problem(node.name(), node.typeName(), e.name(), "DL4J's backward step of "
                                 + "this layer is not the derivative of its forward step, so the gradient it passes "
@@ -209,14 +210,15 @@ public final class Validation {
             }
         }
         for (Node node : topology.nodes()) {
-            checkBatchStatistics(topology, node, extensions, runningStatistics, region, problems);
+            checkBatchStatistics(topology, node, extensions, fixedStatistics, region, problems);
         }
         return new ArrayList<>(problems.values());
     }
 
     private static final String BATCH_STATISTICS_ALTERNATIVES = "BackPackNetwork.setBatchNormStatistics("
             + "BatchNormStatistics.RUNNING) (passes with extensions normalise with the running statistics, as in "
-            + "inference: every extension is defined); or the batch-level curvature DiagGGNExact, DiagGGNMC, "
+            + "inference: every extension is defined); BatchNormStatistics.BATCH_AS_CONSTANTS (the batch's "
+            + "statistics differentiated as constants: an approximation); or the batch-level curvature DiagGGNExact, DiagGGNMC, "
             + "DiagHessian, KFLR, KFAC, which include the coupling (docs/math.md#batch-normalization)";
 
     /**
@@ -226,7 +228,7 @@ public final class Validation {
      * recursion; the batch-level GGN, Hessian diagonal and Kronecker factors are.
      */
     private static void checkBatchStatistics(Topology topology, Node node, List<Extension<?>> extensions,
-                                             boolean runningStatistics, boolean[] region, Map<String, Problem> problems) {
+                                             boolean fixedStatistics, boolean[] region, Map<String, Problem> problems) {
         if (!node.isLayer()) {
             return;
         }
@@ -272,7 +274,7 @@ public final class Validation {
             }
             return;
         }
-        if (runningStatistics) {
+        if (fixedStatistics) {
             return;
         }
         String coupled = "in training mode it normalises with the batch's statistics, so every example's loss "
@@ -374,7 +376,7 @@ public final class Validation {
      *     curvature region) with a Hessian residual, described; or null
      */
     private static String residualBelowInexactBackward(Topology topology, Node node, boolean[] region,
-                                                       boolean runningStatistics) {
+                                                       boolean fixedStatistics) {
         LayerDerivatives kind = LayerKinds.of(node.layer()).orElse(null);
         if (kind == null || kind.backwardIsDerivative(node.layer())) {
             return null;
@@ -390,7 +392,7 @@ public final class Validation {
                 continue;
             }
             Node below = topology.node(p);
-            if (hasResidual(below, runningStatistics)) {
+            if (hasResidual(below, fixedStatistics)) {
                 return below.describe();
             }
             for (int i = 0; i < below.inputCount(); i++) {
@@ -401,7 +403,7 @@ public final class Validation {
     }
 
     /** @return whether a node of the curvature region adds a Hessian residual */
-    private static boolean hasResidual(Node node, boolean runningStatistics) {
+    private static boolean hasResidual(Node node, boolean fixedStatistics) {
         if (!node.isLayer()) {
             return VertexKinds.of(node.vertex()).map(k -> k.hasResidual(node.vertex())).orElse(false);
         }
@@ -410,7 +412,7 @@ public final class Validation {
             return false;
         }
         org.nd4j.linalg.activations.IActivation activation = kind.activation(node.layer());
-        return kind.hasInputResidual(node.layer()) || kind.normalisesOverBatch(node.layer()) && !runningStatistics
+        return kind.hasInputResidual(node.layer()) || kind.normalisesOverBatch(node.layer()) && !fixedStatistics
                 || activation != null && !ElementwiseActivations.isPiecewiseLinear(activation);
     }
 

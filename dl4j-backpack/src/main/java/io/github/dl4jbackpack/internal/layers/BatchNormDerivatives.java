@@ -162,7 +162,7 @@ public final class BatchNormDerivatives implements LayerDerivatives {
         long p = factor.length() / (rows * c);
         INDArray s = factor.dup('c').reshape('c', rows, c, p);
         INDArray scale = scale(record, factor.dataType());
-        if (record.runningStatistics()) {
+        if (!record.couplesExamples()) {
             return Broadcast.mul(s, scale, s, 1).reshape('c', shape);
         }
         // columns spanning the batch: rows = N·V, example m's part of column v at row m·V + v
@@ -381,6 +381,15 @@ public final class BatchNormDerivatives implements LayerDerivatives {
                 layer.getParam(GAMMA).shape())));
         gradients.put(BETA, d3.sum(2).reshape('c', ConvolutionDerivatives.withBatchAxis(n, layer.getParam(BETA).shape())));
         return FirstOrderTerms.ofIndividualGradients(gradients);
+    }
+
+    /** {@inheritDoc} Here: {@code (γ/σ_B) ∂L/∂y} with the batch's {@code σ_B} of the layer's current input. */
+    @Override
+    public INDArray constantStatisticsInputGradient(Layer layer, INDArray epsilon) {
+        INDArray x3 = channels(layer.input().castTo(epsilon.dataType()));
+        INDArray scale = gamma(layer, epsilon.dataType(), x3.size(1)).div(statistics(layer, x3, false)[1]);
+        INDArray d3 = channels(epsilon);
+        return Broadcast.mul(d3, scale, d3.ulike(), 1).reshape('c', epsilon.shape());
     }
 
     /**

@@ -108,6 +108,19 @@ public interface LayerDerivatives {
     }
 
     /**
+     * For a layer that {@link #normalisesOverBatch normalises over the batch}, after DL4J's training-mode
+     * forward step: the gradient at its input with the batch's statistics held constant (the layer
+     * differentiated as the affine map it applied to each example).
+     *
+     * @param layer the DL4J layer, after such a forward step
+     * @param epsilon {@code ∂L/∂y} at the layer output
+     * @return {@code ∂L/∂x}, a new array
+     */
+    default INDArray constantStatisticsInputGradient(Layer layer, INDArray epsilon) {
+        throw new UnsupportedOperationException(kindName() + " has no batch statistics");
+    }
+
+    /**
      * The Hessian residual of the layer at its input, {@code Σ_{m,k} (∂L/∂y_mk) ∇²_x y_mk}, for a layer
      * that {@link #hasInputResidual has one} or that {@link #normalisesOverBatch normalises over the
      * batch} (then it couples the examples), in signed factored parts whose columns start at the layer

@@ -31,6 +31,7 @@ public final class RecordedLayer {
     private final Map<String, INDArray> cache = new HashMap<>();
     private INDArray inputGradient;
     private boolean runningStatistics;
+    private boolean batchStatisticsAsConstants;
     private long copies = 1;
 
     /**
@@ -146,6 +147,14 @@ public final class RecordedLayer {
         return input.size(0) / copies;
     }
 
+    /**
+     * @param constants whether the layer, which normalises over the batch, is differentiated in this
+     *     pass as if the batch's statistics were constants
+     */
+    public void setBatchStatisticsAsConstants(boolean constants) {
+        this.batchStatisticsAsConstants = constants;
+    }
+
     /** @return whether the layer normalised with its running statistics in this pass */
     public boolean runningStatistics() {
         return runningStatistics;
@@ -156,7 +165,7 @@ public final class RecordedLayer {
      *     in this pass (batch normalisation with the batch's statistics)
      */
     public boolean couplesExamples() {
-        return kind.normalisesOverBatch(layer) && !runningStatistics;
+        return kind.normalisesOverBatch(layer) && !runningStatistics && !batchStatisticsAsConstants;
     }
 
     /** @return {@code ∂L/∂x} of the mean loss w.r.t. the node's input, or null where not recorded */
