@@ -47,11 +47,14 @@ import static io.github.dl4jbackpack.Reference.assertClose;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 /**
- * The contract of every layer kind's input Jacobian (the parameter-free kinds and batch normalisation
- * with the batch's statistics), one entry per kind and setting: its input
- * Jacobian-transpose product of several factor columns at once equals DL4J's own backward step of
- * the layer applied to each column separately (the layer's {@code backpropGradient} with that column
- * as the gradient at its output), in float64 and float32. Adding a kind adds an entry here.
+ * The contract of every layer kind's input derivatives, one entry per kind and setting (the
+ * parameter-free kinds, batch normalisation with the batch's statistics, and the kinds with parameters
+ * at their pre-activation): its input Jacobian-transpose product of several factor columns at once
+ * equals DL4J's own backward step of the layer applied to each column separately (the layer's
+ * {@code backpropGradient} with that column as the gradient at its output), in float64 and float32
+ * (central differences of DL4J's forward step where DL4J's backward step is not its derivative); and
+ * for kinds with a Hessian residual at their input, the factored residual equals the derivative of
+ * that backward step. Adding a kind adds an entry here.
  */
 class LayerKindContractTest {
 
@@ -97,7 +100,16 @@ class LayerKindContractTest {
                 new Entry("local response normalisation, wide window", () -> new org.deeplearning4j.nn.conf.layers
                         .LocalResponseNormalization.Builder().k(1.0).n(5).alpha(1.5).beta(1.3).build(), cnn, false),
                 new Entry("upsampling 2x3", () -> new Upsampling2D.Builder().size(new int[] {2, 3}).build(), cnn),
-                // a layer with parameters and the identity activation: its product is at the pre-activation
+                // layers with parameters and the identity activation: the product is at the pre-activation
+                new Entry("convolution 3x2 stride 2 same", () -> new ConvolutionLayer.Builder(3, 2).nOut(3)
+                        .stride(2, 2).convolutionMode(ConvolutionMode.Same).activation(Activation.IDENTITY).build(), cnn),
+                new Entry("convolution 2x2 padding 1 dilation 2", () -> new ConvolutionLayer.Builder(2, 2).nOut(3)
+                        .padding(1, 1).dilation(2, 2).activation(Activation.IDENTITY).build(), cnn),
+                new Entry("depthwise convolution x2", () -> new org.deeplearning4j.nn.conf.layers.DepthwiseConvolution2D
+                        .Builder(2, 2).depthMultiplier(2).nOut(10).activation(Activation.IDENTITY).build(), cnn),
+                new Entry("separable convolution same stride 2", () -> new org.deeplearning4j.nn.conf.layers
+                        .SeparableConvolution2D.Builder(3, 3).depthMultiplier(1).nOut(4).stride(2, 2)
+                        .convolutionMode(ConvolutionMode.Same).activation(Activation.IDENTITY).build(), cnn),
                 new Entry("deconvolution 3x3 stride 2 same", () -> new Deconvolution2D.Builder(3, 3).nOut(3)
                         .stride(2, 2).convolutionMode(ConvolutionMode.Same).activation(Activation.IDENTITY).build(), cnn),
                 new Entry("deconvolution 2x3 stride 2x1 padding 1x0 dilation 1x2, no bias", () -> new Deconvolution2D
