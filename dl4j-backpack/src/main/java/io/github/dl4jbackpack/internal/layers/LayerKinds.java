@@ -66,6 +66,10 @@ public final class LayerKinds {
                 return "layer type " + layer.conf().getLayer().getClass().getSimpleName() + " is a SameDiff layer, "
                         + "whose derivatives dl4j-backpack does not know";
             }
+            if (layer instanceof org.deeplearning4j.nn.api.layers.IOutputLayer && layer.numParams() == 0) {
+                return "output layer type " + layer.getClass().getSimpleName() + " has no implemented loss Hessian "
+                        + "(first-order extensions, which use DL4J's own gradient, are supported)";
+            }
             return "layer type " + layer.getClass().getSimpleName() + " is not supported";
         }
         return kind.get().unsupportedConfiguration(layer);
