@@ -554,7 +554,9 @@ public final class Validation {
                         x = node.preProcessor().getOutputType(x);
                     }
                     checkLayerInput(node, x);
-                    types[node.position()] = node.conf().getLayer() instanceof LossLayer ? x
+                    // DL4J's shape inference mislabels the layout of 3D outputs: nothing below them is checked
+                    types[node.position()] = x instanceof org.deeplearning4j.nn.conf.inputs.InputType
+                            .InputTypeConvolutional3D ? null : node.conf().getLayer() instanceof LossLayer ? x
                             : node.conf().getLayer().getOutputType(node.position(), x);
                 } else {
                     org.deeplearning4j.nn.conf.graph.GraphVertex conf = access.vertexConfiguration(node);
@@ -600,7 +602,10 @@ public final class Validation {
 
     private static org.deeplearning4j.nn.conf.inputs.InputType typeOf(INDArray f) {
         if (f.rank() == 5) {
-            return null;   // the array does not tell NCDHW from NDHWC: nothing below it is checked
+            // NCDHW, the only 3D layout the library supports (a layer's own NDHWC setting is refused by name)
+            return org.deeplearning4j.nn.conf.inputs.InputType.convolutional3D(
+                    org.deeplearning4j.nn.conf.layers.Convolution3D.DataFormat.NCDHW, f.size(2), f.size(3), f.size(4),
+                    f.size(1));
         }
         return f.rank() == 2 ? org.deeplearning4j.nn.conf.inputs.InputType.feedForward(f.size(1))
                 : org.deeplearning4j.nn.conf.inputs.InputType.convolutional(f.size(2), f.size(3), f.size(1));
