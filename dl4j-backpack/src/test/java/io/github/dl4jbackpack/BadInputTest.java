@@ -6,7 +6,6 @@ import io.github.dl4jbackpack.extensions.DiagHessian;
 import io.github.dl4jbackpack.extensions.BatchL2Grad;
 import io.github.dl4jbackpack.extensions.Variance;
 import org.deeplearning4j.nn.conf.BackpropType;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
@@ -137,12 +136,6 @@ class BadInputTest {
                 () -> BackPackNetwork.extend(layerNorm).backward(X, Y, new BatchGrad()));
         assertTrue(e.getMessage().contains("layer normalisation"), e.getMessage());
 
-        MultiLayerNetwork nhwc = TestNets.build(DataType.DOUBLE, InputType.convolutional(6, 6, 2, CNN2DFormat.NHWC),
-                new ConvolutionLayer.Builder(3, 3).nOut(2).dataFormat(CNN2DFormat.NHWC).build(), out());
-        e = assertThrows(UnsupportedLayerException.class, () -> BackPackNetwork.extend(nhwc)
-                .backward(TestNets.features(DataType.DOUBLE, 1, 4, 6, 6, 2), Y, new BatchGrad()));
-        assertNames(e, 0, "ConvolutionLayer", "BatchGrad");
-        assertTrue(e.getMessage().contains("NHWC"), e.getMessage());
     }
 
     @Test

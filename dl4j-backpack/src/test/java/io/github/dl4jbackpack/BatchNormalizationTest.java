@@ -648,19 +648,6 @@ class BatchNormalizationTest {
         assertEquals("1", e.layerName(), e.getMessage());
         assertTrue(e.getMessage().contains("FrozenLayerWithBackprop"), e.getMessage());
 
-        // NHWC
-        MultiLayerNetwork nhwc = TestNets.build(DataType.DOUBLE, InputType.convolutional(4, 4, 2,
-                        org.deeplearning4j.nn.conf.CNN2DFormat.NHWC),
-                new ConvolutionLayer.Builder(2, 2).nOut(2).dataFormat(org.deeplearning4j.nn.conf.CNN2DFormat.NHWC)
-                        .build(),
-                new BatchNormalization.Builder().dataFormat(org.deeplearning4j.nn.conf.CNN2DFormat.NHWC).build(),
-                new GlobalPoolingLayer.Builder(PoolingType.AVG).build(),
-                new OutputLayer.Builder(LossFunction.MSE).activation(Activation.IDENTITY).nOut(2).build());
-        INDArray xh = TestNets.features(DataType.DOUBLE, 3, N, 4, 4, 2);
-        e = assertThrows(UnsupportedLayerException.class,
-                () -> BackPackNetwork.extend(nhwc).backward(xh, y, new DiagGGNExact()));
-        assertTrue(e.parts().stream().anyMatch(p -> p.layer().equals("1") && p.reason().contains("NHWC")),
-                e.getMessage());
     }
 
     @ParameterizedTest(name = "{0}")

@@ -16,7 +16,6 @@ import io.github.dl4jbackpack.extensions.KFRA;
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import io.github.dl4jbackpack.extensions.SumGradSquared;
 import io.github.dl4jbackpack.extensions.Variance;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
@@ -209,20 +208,6 @@ class DeconvolutionTest {
         assertClose(k64.inputFactor().orElseThrow(), k32.inputFactor().orElseThrow().castTo(DataType.DOUBLE), 1e-4,
                 1e-6, "float32 KFLR A");
         assertClose(k64.outputFactor(), k32.outputFactor().castTo(DataType.DOUBLE), 1e-3, 1e-6, "float32 KFLR B");
-    }
-
-    @Test
-    void nhwcIsRefusedNamingTheLayer() {
-        MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.convolutional(4, 3, 2, CNN2DFormat.NHWC),
-                deconv(2, 2, 2, Activation.TANH).dataFormat(CNN2DFormat.NHWC).build(),
-                new GlobalPoolingLayer.Builder(PoolingType.AVG).build(),
-                new OutputLayer.Builder(LossFunction.MSE).activation(Activation.IDENTITY).nOut(2).build());
-        INDArray x = TestNets.features(DataType.DOUBLE, 5, N, 4, 3, 2);
-        INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MSE, 6, N, 2);
-        UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
-                () -> BackPackNetwork.extend(net).backward(x, y, new BatchGrad()));
-        assertTrue(e.parts().stream().anyMatch(p -> p.layer().equals("0") && p.reason().contains("NHWC")),
-                e.getMessage());
     }
 
     // ---------------------------------------------------------------- Kronecker factors

@@ -76,7 +76,44 @@ class LayerKindContractTest {
     static Stream<Entry> entries() {
         InputType cnn = InputType.convolutional(6, 5, 2);
         InputType cnn3d = InputType.convolutional3D(Convolution3D.DataFormat.NCDHW, 4, 5, 4, 2);
+        InputType nhwc = InputType.convolutional(6, 5, 2, CNN2DFormat.NHWC);
+        CNN2DFormat last = CNN2DFormat.NHWC;
         return Stream.of(
+                // channels last: the NCHW kinds seen through ChannelsLastKind
+                new Entry("NHWC convolution 3x3 stride 2 same", () -> new ConvolutionLayer.Builder(3, 3).nOut(3)
+                        .stride(2, 2).convolutionMode(ConvolutionMode.Same).dataFormat(last)
+                        .activation(Activation.IDENTITY).build(), nhwc),
+                new Entry("NHWC deconvolution 3x3 stride 2 same", () -> new Deconvolution2D.Builder(3, 3).nOut(3)
+                        .stride(2, 2).convolutionMode(ConvolutionMode.Same).dataFormat(last)
+                        .activation(Activation.IDENTITY).build(), nhwc),
+                new Entry("NHWC depthwise 3x2 multiplier 2", () -> new org.deeplearning4j.nn.conf.layers
+                        .DepthwiseConvolution2D.Builder(3, 2).depthMultiplier(2).dataFormat(last)
+                        .activation(Activation.IDENTITY).build(), nhwc),
+                new Entry("NHWC separable 2x2 same", () -> new org.deeplearning4j.nn.conf.layers
+                        .SeparableConvolution2D.Builder(2, 2).nOut(3).convolutionMode(ConvolutionMode.Same)
+                        .dataFormat(last).activation(Activation.IDENTITY).build(), nhwc),
+                new Entry("NHWC max pooling 2x2 stride 1 same", () -> new SubsamplingLayer.Builder(PoolingType.MAX)
+                        .kernelSize(2, 2).stride(1, 1).convolutionMode(ConvolutionMode.Same).dataFormat(last).build(),
+                        nhwc),
+                new Entry("NHWC p-norm pooling", () -> new SubsamplingLayer.Builder(PoolingType.PNORM).pnorm(2)
+                        .kernelSize(2, 2).stride(2, 2).dataFormat(last).build(), nhwc),
+                new Entry("NHWC global p-norm pooling p=3", () -> new GlobalPoolingLayer.Builder(PoolingType.PNORM)
+                        .pnorm(3).build(), nhwc),
+                // (DL4J's own forward step of NHWC global pooling without collapsing mis-shapes its output)
+                new Entry("NHWC global max pooling", () -> new GlobalPoolingLayer.Builder(PoolingType.MAX).build(),
+                        nhwc),
+                new Entry("NHWC zero padding", () -> new ZeroPaddingLayer.Builder(1, 2, 0, 1).dataFormat(last).build(),
+                        nhwc),
+                new Entry("NHWC cropping", () -> new Cropping2D.Builder(1, 0, 2, 1).dataFormat(last).build(), nhwc),
+                new Entry("NHWC upsampling 2x3", () -> new Upsampling2D.Builder().size(new int[] {2, 3})
+                        .dataFormat(last).build(), nhwc),
+                new Entry("NHWC local response normalisation", () -> new org.deeplearning4j.nn.conf.layers
+                        .LocalResponseNormalization.Builder().k(1.5).n(3).alpha(0.3).beta(0.75).dataFormat(last)
+                        .build(), nhwc, false),
+                new Entry("NHWC batch normalisation", () -> new org.deeplearning4j.nn.conf.layers.BatchNormalization
+                        .Builder().dataFormat(last).build(), nhwc),
+                new Entry("NHWC space to depth 2x2", () -> new SpaceToDepthLayer.Builder(2, last).build(),
+                        InputType.convolutional(6, 4, 2, last)),
                 new Entry("max pooling 2x2", () -> new SubsamplingLayer.Builder(PoolingType.MAX).kernelSize(2, 2)
                         .stride(2, 2).build(), cnn),
                 new Entry("average pooling 3x3 stride 1 same", () -> new SubsamplingLayer.Builder(PoolingType.AVG)
@@ -163,7 +200,8 @@ class LayerKindContractTest {
             return new long[] {n, c.getChannels(), c.getDepth(), c.getHeight(), c.getWidth()};
         }
         InputType.InputTypeConvolutional c = (InputType.InputTypeConvolutional) input;
-        return new long[] {n, c.getChannels(), c.getHeight(), c.getWidth()};
+        return c.getFormat() == CNN2DFormat.NHWC ? new long[] {n, c.getHeight(), c.getWidth(), c.getChannels()}
+                : new long[] {n, c.getChannels(), c.getHeight(), c.getWidth()};
     }
 
     /** @return the entries whose kind has a Hessian residual at its input */
@@ -183,7 +221,8 @@ class LayerKindContractTest {
                     Convolution3D.DataFormat.NCDHW).lossFunction(LossFunction.L2).activation(Activation.IDENTITY).build());
         }
         MultiLayerNetwork net = TestNets.build(type, e.input(),
-                new ConvolutionLayer.Builder(1, 1).nOut(5).activation(Activation.IDENTITY).build(), e.layer().get(),
+                new ConvolutionLayer.Builder(1, 1).nOut(5).activation(Activation.IDENTITY)
+                        .dataFormat(((InputType.InputTypeConvolutional) e.input()).getFormat()).build(), e.layer().get(),
                 new LossLayer.Builder(LossFunction.L2).activation(Activation.IDENTITY).build());
         return net;
     }
@@ -352,7 +391,8 @@ class LayerKindContractTest {
      */
     @org.junit.jupiter.api.Test
     void dl4jsLocalResponseNormalisationBackwardIsNotTheDerivativeOfItsForwardStep() {
-        Entry e = entries().filter(entry -> !entry.exactBackward()).findFirst().orElseThrow();
+        Entry e = entries().filter(entry -> !entry.exactBackward() && !entry.name().startsWith("NHWC")).findFirst()
+                .orElseThrow();
         MultiLayerNetwork net = network(e, DataType.DOUBLE);
         INDArray x = TestNets.features(DataType.DOUBLE, 7, 2, 2, 6, 5);
         List<INDArray> activations = net.feedForward(x, true);

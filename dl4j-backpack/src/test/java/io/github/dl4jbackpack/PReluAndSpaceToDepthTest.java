@@ -187,24 +187,6 @@ class PReluAndSpaceToDepthTest {
         assertEquals("1", e.layerName(), e.getMessage());
     }
 
-    /**
-     * Second-order extensions refuse space to depth in NHWC where the curvature must pass it (a layer with
-     * parameters below it), naming the layer and the format.
-     */
-    @Test
-    void spaceToDepthInNhwcIsRefusedForSecondOrder() {
-        MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.convolutional(6, 4, 2, CNN2DFormat.NHWC),
-                new ConvolutionLayer.Builder(1, 1).nOut(2).dataFormat(CNN2DFormat.NHWC).build(),
-                new SpaceToDepthLayer.Builder(2, CNN2DFormat.NHWC).build(),
-                new OutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(3).build());
-        INDArray x = TestNets.features(DataType.DOUBLE, 3, 3, 6, 4, 2);
-        INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 4, 3, 3);
-        UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
-                () -> BackPackNetwork.extend(net).backward(x, y, new DiagGGNExact()));
-        assertTrue(e.parts().stream().anyMatch(p -> p.layer().equals("1") && p.reason().contains("NHWC")),
-                e.getMessage());
-    }
-
     /** Space to batch turns blocks of each example into rows of the batch: every extension refuses it. */
     @Test
     void spaceToBatchIsRefusedByEveryExtension() {

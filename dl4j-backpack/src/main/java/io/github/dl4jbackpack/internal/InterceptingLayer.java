@@ -254,7 +254,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
             if (curvature) {
                 BaseLayer conf = (BaseLayer) original.getLayer();
                 pass.setLoss(node, LossCurvatures.of(lossRecorder.delegate(), conf.getActivationFn())
-                        .map(l -> conf instanceof CnnLossLayer ? LossCurvatures.perPosition(l, underlying.input().shape())
+                        .map(l -> conf instanceof CnnLossLayer ? LossCurvatures.perPosition(l, underlying.input().shape(),
+                                ((CnnLossLayer) conf).getFormat() == org.deeplearning4j.nn.conf.CNN2DFormat.NHWC)
                                 : l).orElse(null));
             }
             lossRecorder.start(curvature ? this::liveDropoutMask : null);

@@ -7,6 +7,7 @@ import io.github.dl4jbackpack.extensions.FactorKind;
 import io.github.dl4jbackpack.internal.curvature.CurvaturePass;
 import io.github.dl4jbackpack.internal.graph.Node;
 import io.github.dl4jbackpack.internal.graph.Topology;
+import io.github.dl4jbackpack.internal.layers.ChannelsLastKind;
 import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import io.github.dl4jbackpack.internal.layers.LayerKinds;
@@ -15,7 +16,6 @@ import io.github.dl4jbackpack.internal.layers.VertexDerivatives;
 import io.github.dl4jbackpack.internal.layers.VertexKinds;
 import io.github.dl4jbackpack.internal.losses.LossCurvatures;
 import org.deeplearning4j.nn.conf.BackpropType;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.InputPreProcessor;
 import org.deeplearning4j.nn.conf.preprocessor.CnnToFeedForwardPreProcessor;
 import org.deeplearning4j.nn.conf.preprocessor.FeedForwardToCnnPreProcessor;
@@ -423,11 +423,6 @@ public final class Validation {
         }
         org.deeplearning4j.nn.conf.layers.Layer conf = node.conf().getLayer();
         if (node.isOutput()) {
-            if (conf instanceof org.deeplearning4j.nn.conf.layers.CnnLossLayer
-                    && ((org.deeplearning4j.nn.conf.layers.CnnLossLayer) conf).getFormat() != CNN2DFormat.NCHW) {
-                return "per-position loss on " + ((org.deeplearning4j.nn.conf.layers.CnnLossLayer) conf).getFormat()
-                        + " data is not supported (use NCHW)";
-            }
             if (!(conf instanceof BaseOutputLayer) && !(conf instanceof LossLayer)
                     && !(conf instanceof org.deeplearning4j.nn.conf.layers.CnnLossLayer)) {
                 return node.layer() instanceof org.deeplearning4j.nn.api.layers.IOutputLayer
@@ -540,7 +535,7 @@ public final class Validation {
             boolean known = true;
             for (int i = 0; i < in.length; i++) {
                 int producer = node.input(i);
-                in[i] = producer >= 0 ? types[producer] : typeOf(features[-producer - 1]);
+                in[i] = producer >= 0 ? types[producer] : typeOf(features[-producer - 1], node);
                 known &= in[i] != null;
             }
             if (!known) {
@@ -579,7 +574,9 @@ public final class Validation {
             if (t instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional) {
                 org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional c =
                         (org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional) t;
-                long[] expected = {labels[k].size(0), c.getChannels(), c.getHeight(), c.getWidth()};
+                long[] expected = c.getFormat() == org.deeplearning4j.nn.conf.CNN2DFormat.NHWC
+                        ? new long[] {labels[k].size(0), c.getHeight(), c.getWidth(), c.getChannels()}
+                        : new long[] {labels[k].size(0), c.getChannels(), c.getHeight(), c.getWidth()};
                 if (!Arrays.equals(expected, labels[k].shape())) {
                     throw new IllegalArgumentException("label array " + k + " has shape " + Arrays.toString(
                             labels[k].shape()) + " but output " + out.describe() + " produces " + Arrays.toString(
@@ -600,12 +597,17 @@ public final class Validation {
         }
     }
 
-    private static org.deeplearning4j.nn.conf.inputs.InputType typeOf(INDArray f) {
+    private static org.deeplearning4j.nn.conf.inputs.InputType typeOf(INDArray f, Node consumer) {
         if (f.rank() == 5) {
             // NCDHW, the only 3D layout the library supports (a layer's own NDHWC setting is refused by name)
             return org.deeplearning4j.nn.conf.inputs.InputType.convolutional3D(
                     org.deeplearning4j.nn.conf.layers.Convolution3D.DataFormat.NCDHW, f.size(2), f.size(3), f.size(4),
                     f.size(1));
+        }
+        if (f.rank() == 4 && consumer.isLayer() && ChannelsLastKind.isChannelsLast(consumer.conf().getLayer())) {
+            // nor does a rank-4 one tell NCHW from NHWC: the layer reading it does
+            return org.deeplearning4j.nn.conf.inputs.InputType.convolutional(f.size(1), f.size(2), f.size(3),
+                    org.deeplearning4j.nn.conf.CNN2DFormat.NHWC);
         }
         return f.rank() == 2 ? org.deeplearning4j.nn.conf.inputs.InputType.feedForward(f.size(1))
                 : org.deeplearning4j.nn.conf.inputs.InputType.convolutional(f.size(2), f.size(3), f.size(1));

@@ -116,7 +116,8 @@ public final class CurvaturePass {
                 RecordedLayer l = (RecordedLayer) r;
                 // the layer's own temporaries, the activation- and dropout-scaled copies of the columns
                 features = l.kind().scratchFeatures(l) + 2 * l.outputFeatures();
-                if (l.kind() instanceof ConvolutionDerivatives) {
+                if (io.github.dl4jbackpack.internal.layers.ChannelsLastKind.channelsFirst(l.kind())
+                        instanceof ConvolutionDerivatives) {
                     convolution = Math.max(convolution, l.layer().getParam("W").length());
                 }
             } else {

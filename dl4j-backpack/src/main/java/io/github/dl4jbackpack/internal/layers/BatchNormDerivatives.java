@@ -3,7 +3,6 @@ package io.github.dl4jbackpack.internal.layers;
 
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import org.deeplearning4j.nn.api.Layer;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.gradient.DefaultGradient;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.layers.normalization.BatchNormalization;
@@ -57,9 +56,6 @@ public final class BatchNormDerivatives implements LayerDerivatives {
 
     @Override
     public String unsupportedConfiguration(Layer layer) {
-        if (conf(layer).getCnn2DFormat() != CNN2DFormat.NCHW) {
-            return "data format " + conf(layer).getCnn2DFormat() + " is not supported (use NCHW)";
-        }
         org.deeplearning4j.nn.conf.layers.BatchNormalization conf = conf(layer);
         if (conf.isLockGammaBeta() && conf.getGamma() != 1.0 && conf.getBeta() == 0.0) {
             return "lockGammaBeta with gamma=" + conf.getGamma() + " and beta=0: DL4J's forward pass then leaves gamma "

@@ -2,12 +2,11 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import org.deeplearning4j.nn.api.Layer;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.nd4j.linalg.activations.IActivation;
 
 /**
  * What DL4J's channel-wise convolutions ({@code DepthwiseConvolution2D}, {@code SeparableConvolution2D})
- * have in common as layer kinds: an NCHW convolution configuration with a fused elementwise activation,
+ * have in common as layer kinds: a convolution configuration (computed in NCHW layout) with a fused elementwise activation,
  * columns spanning the batch supported, and no Kronecker factorisation (the depthwise weight is one
  * small matrix per channel).
  */
@@ -28,9 +27,6 @@ abstract class ChannelwiseConvolutionKind implements LayerDerivatives {
     @Override
     public final String unsupportedConfiguration(Layer layer) {
         org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf = conf(layer);
-        if (conf.getCnn2dDataFormat() != CNN2DFormat.NCHW) {
-            return "data format " + conf.getCnn2dDataFormat() + " is not supported (use NCHW)";
-        }
         if (conf.getWeightNoise() != null) {
             return "weight noise (" + conf.getWeightNoise().getClass().getSimpleName() + ") is not supported";
         }

@@ -42,9 +42,10 @@ public final class GlobalPoolingDerivatives implements LayerDerivatives {
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
         org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer conf = conf(layer);
         int[] dims = conf.getPoolingDimensions();
-        if (dims != null && !(dims.length == 2 && dims[0] == 2 && dims[1] == 3)) {
+        if (dims != null && !(dims.length == 2 && dims[1] - dims[0] == 1 && (dims[0] == 1 || dims[0] == 2))) {
             return "global pooling over dimensions " + java.util.Arrays.toString(dims) + " is not supported by "
-                    + "second-order extensions (the spatial dimensions 2, 3 of NCHW input are)";
+                    + "second-order extensions (the spatial dimensions of NCHW input, 2 and 3, and of NHWC input, "
+                    + "1 and 2, are)";
         }
         return null;
     }

@@ -150,6 +150,16 @@ public interface LayerDerivatives {
 
     /**
      * @param layer a layer of this kind
+     * @param recorded the pre-activation {@code z} as DL4J's backward step handed it to the activation
+     * @return {@code z} in the layout of the layer output (the same array unless DL4J applies the
+     *     activation in another layout)
+     */
+    default INDArray preActivationInOutputLayout(Layer layer, INDArray recorded) {
+        return recorded;
+    }
+
+    /**
+     * @param layer a layer of this kind
      * @return the elementwise activation applied to the layer's output {@code z} inside the network
      *     function (fused activation of dense and convolution layers, the function of an
      *     {@code ActivationLayer}), or null; the output layer's activation belongs to the loss

@@ -44,10 +44,12 @@ public final class LayerKinds {
 
     /**
      * @param layer a DL4J layer implementation (not a wrapper)
-     * @return its kind, if supported
+     * @return its kind, if supported (for a 2D vision layer in NHWC layout, its NCHW kind seen
+     *     through {@link ChannelsLastKind})
      */
     public static Optional<LayerDerivatives> of(Layer layer) {
-        return KINDS.stream().filter(k -> k.matches(layer)).findFirst();
+        return KINDS.stream().filter(k -> k.matches(layer)).findFirst()
+                .map(k -> ChannelsLastKind.isChannelsLast(layer.conf().getLayer()) ? new ChannelsLastKind(k) : k);
     }
 
     /** @return the names of all supported kinds, for messages */

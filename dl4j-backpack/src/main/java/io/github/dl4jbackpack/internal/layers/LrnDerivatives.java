@@ -2,7 +2,6 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import org.deeplearning4j.nn.api.Layer;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.layers.normalization.LocalResponseNormalization;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.indexing.NDArrayIndex;
@@ -49,14 +48,6 @@ public final class LrnDerivatives implements LayerDerivatives {
 
     private static org.deeplearning4j.nn.conf.layers.LocalResponseNormalization conf(Layer layer) {
         return (org.deeplearning4j.nn.conf.layers.LocalResponseNormalization) layer.conf().getLayer();
-    }
-
-    @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        if (conf(layer).getDataFormat() != CNN2DFormat.NCHW) {
-            return "data format " + conf(layer).getDataFormat() + " is not supported (use NCHW)";
-        }
-        return null;
     }
 
     @Override

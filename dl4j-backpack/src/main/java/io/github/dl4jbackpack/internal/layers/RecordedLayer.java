@@ -11,6 +11,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.function.Supplier;
+import java.util.function.UnaryOperator;
 
 /**
  * What one layer's step of DL4J's backward pass left for the second-order pass that follows it:
@@ -30,6 +31,7 @@ public final class RecordedLayer {
     private final long[] outputShape;
     private final Map<String, INDArray> cache = new HashMap<>();
     private INDArray inputGradient;
+    private RecordedLayer view;
     private boolean runningStatistics;
     private boolean batchStatisticsAsConstants;
     private long copies = 1;
@@ -50,7 +52,10 @@ public final class RecordedLayer {
         this.layer = layer;
         this.kind = kind;
         this.input = input;
-        this.preActivation = preActivation;
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            // detached, as recorded: a copy in another layout must outlive the layer's workspaces too
+            this.preActivation = preActivation == null ? null : kind.preActivationInOutputLayout(layer, preActivation);
+        }
         this.dropoutMask = dropoutMask;
         this.outputGradient = outputGradient;
         this.outputShape = outputShape.clone();
@@ -59,6 +64,32 @@ public final class RecordedLayer {
     /** @return the shape of the layer output, batch axis first */
     public long[] outputShape() {
         return outputShape.clone();
+    }
+
+    /**
+     * The same record with its arrays in another layout, for a kind that computes in that layout: the
+     * input, pre-activation, dropout mask and output gradient pass through {@code layout}, the output
+     * shape through {@code shapeLayout}; built on first use, then kept with this record.
+     *
+     * @param viewKind the kind the view is for
+     * @param layout maps an array of this record (batch axis first) to the other layout
+     * @param shapeLayout maps the output shape the same way
+     * @return the view
+     */
+    public RecordedLayer view(LayerDerivatives viewKind, UnaryOperator<INDArray> layout,
+                              UnaryOperator<long[]> shapeLayout) {
+        if (view == null) {
+            // outside workspaces, as cached values: the view outlives the chunk of columns that builds it
+            try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                view = new RecordedLayer(node, layer, viewKind, layout.apply(input),
+                        preActivation == null ? null : layout.apply(preActivation),
+                        dropoutMask == null ? null : layout.apply(dropoutMask),
+                        outputGradient == null ? null : layout.apply(outputGradient), shapeLayout.apply(outputShape));
+            }
+            view.runningStatistics = runningStatistics;
+            view.copies = copies;
+        }
+        return view;
     }
 
     /** @return the number of output features per example */

@@ -33,11 +33,6 @@ public final class ReshapeDerivatives implements VertexDerivatives {
             return "input preprocessor " + pre.getClass().getSimpleName() + " is not supported (supported: "
                     + "CnnToFeedForwardPreProcessor, FeedForwardToCnnPreProcessor, Cnn3DToFeedForwardPreProcessor)";
         }
-        if (pre instanceof CnnToFeedForwardPreProcessor
-                && ((CnnToFeedForwardPreProcessor) pre).getFormat() != org.deeplearning4j.nn.conf.CNN2DFormat.NCHW) {
-            return "CnnToFeedForwardPreProcessor with format " + ((CnnToFeedForwardPreProcessor) pre).getFormat()
-                    + " permutes the features (NCHW is supported)";
-        }
         if (pre instanceof Cnn3DToFeedForwardPreProcessor && !((Cnn3DToFeedForwardPreProcessor) pre).isNCDHW()) {
             // DL4J's setInputType labels NCDHW activations NDHWC here; its own backward step then mis-shapes them
             return "Cnn3DToFeedForwardPreProcessor labelled NDHWC is not supported (set one labelled NCDHW, "

@@ -2,7 +2,6 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import org.deeplearning4j.nn.api.Layer;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.layers.SpaceToDepthLayer;
 import org.deeplearning4j.nn.layers.convolution.SpaceToDepth;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -11,7 +10,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * DL4J's {@code SpaceToDepthLayer} (libnd4j's {@code space_to_depth}, TensorFlow's block order): with block
  * size b, input position {@code (c, h·b + i, w·b + j)} goes to output channel {@code (i·b + j)·C + c} at
  * {@code (h, w)}. A permutation of each example's features, so the Jacobian
- * transpose is the inverse permutation and there is no Hessian residual. NCHW only for second order.
+ * transpose is the inverse permutation and there is no Hessian residual. Computed in NCHW layout (NHWC through {@link ChannelsLastKind}).
  */
 public final class SpaceToDepthDerivatives implements LayerDerivatives {
 
@@ -28,13 +27,6 @@ public final class SpaceToDepthDerivatives implements LayerDerivatives {
     @Override
     public boolean hasParameters() {
         return false;
-    }
-
-    @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        CNN2DFormat format = ((SpaceToDepthLayer) layer.conf().getLayer()).getDataFormat();
-        return format == CNN2DFormat.NCHW ? null
-                : "data format " + format + " is not supported by second-order extensions (use NCHW)";
     }
 
     @Override

@@ -2,7 +2,6 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import org.deeplearning4j.nn.api.Layer;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.layers.Convolution3D;
 import org.deeplearning4j.nn.layers.convolution.Cropping2DLayer;
 import org.deeplearning4j.nn.layers.convolution.Cropping3DLayer;
@@ -49,29 +48,19 @@ public final class SpatialResizeDerivatives implements LayerDerivatives {
         return false;
     }
 
-    /** @return the data format if it is not the channels-first one the Jacobians assume, else null */
-    private static Object unsupportedFormat(Layer layer) {
-        org.deeplearning4j.nn.conf.layers.Layer c = layer.conf().getLayer();
-        Object format;
-        if (c instanceof org.deeplearning4j.nn.conf.layers.ZeroPaddingLayer) {
-            format = ((org.deeplearning4j.nn.conf.layers.ZeroPaddingLayer) c).getDataFormat();
-        } else if (c instanceof org.deeplearning4j.nn.conf.layers.convolutional.Cropping2D) {
-            format = ((org.deeplearning4j.nn.conf.layers.convolutional.Cropping2D) c).getDataFormat();
-        } else if (c instanceof org.deeplearning4j.nn.conf.layers.Upsampling2D) {
-            format = ((org.deeplearning4j.nn.conf.layers.Upsampling2D) c).getFormat();
-        } else if (c instanceof org.deeplearning4j.nn.conf.layers.Upsampling3D) {
-            format = ((org.deeplearning4j.nn.conf.layers.Upsampling3D) c).getDataFormat();
-        } else {
-            return null;   // ZeroPadding3DLayer and Cropping3D are NCDHW only
-        }
-        return format == CNN2DFormat.NCHW || format == Convolution3D.DataFormat.NCDHW ? null : format;
-    }
-
+    /**
+     * {@inheritDoc} Here the 3D layouts other than NCDHW (ZeroPadding3DLayer and Cropping3D are NCDHW
+     * only; the 2D layers in NHWC layout go through {@link ChannelsLastKind}).
+     */
     @Override
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        Object format = unsupportedFormat(layer);
-        return format == null ? null : "data format " + format
-                + " is not supported by second-order extensions (use NCHW or NCDHW)";
+        org.deeplearning4j.nn.conf.layers.Layer c = layer.conf().getLayer();
+        if (c instanceof org.deeplearning4j.nn.conf.layers.Upsampling3D
+                && ((org.deeplearning4j.nn.conf.layers.Upsampling3D) c).getDataFormat() != Convolution3D.DataFormat.NCDHW) {
+            return "data format " + ((org.deeplearning4j.nn.conf.layers.Upsampling3D) c).getDataFormat()
+                    + " is not supported by second-order extensions (use NCDHW)";
+        }
+        return null;
     }
 
     @Override

@@ -2,7 +2,6 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import org.deeplearning4j.nn.api.Layer;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
 import org.deeplearning4j.nn.conf.layers.PoolingType;
 import org.deeplearning4j.nn.layers.convolution.subsampling.SubsamplingLayer;
@@ -35,15 +34,6 @@ public final class SubsamplingDerivatives implements LayerDerivatives {
     @Override
     public boolean hasParameters() {
         return false;
-    }
-
-    @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf = conf(layer);
-        if (conf.getCnn2dDataFormat() != CNN2DFormat.NCHW) {
-            return "data format " + conf.getCnn2dDataFormat() + " is not supported (use NCHW)";
-        }
-        return null;
     }
 
     @Override

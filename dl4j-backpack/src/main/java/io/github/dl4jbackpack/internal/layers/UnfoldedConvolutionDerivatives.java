@@ -4,7 +4,6 @@ package io.github.dl4jbackpack.internal.layers;
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.deeplearning4j.nn.api.Layer;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -91,11 +90,11 @@ public abstract class UnfoldedConvolutionDerivatives implements LayerDerivatives
 
     /**
      * @param layer a layer of this kind
-     * @return why its data format is not supported, or null; by default NCHW is
+     * @return why its data format is not supported, or null; by default both 2D layouts are (NHWC
+     *     through {@link ChannelsLastKind})
      */
     protected String unsupportedDataFormat(Layer layer) {
-        CNN2DFormat format = conf(layer).getCnn2dDataFormat();
-        return format == CNN2DFormat.NCHW ? null : "data format " + format + " is not supported (use NCHW)";
+        return null;
     }
 
     @Override

@@ -67,11 +67,14 @@ public final class LossCurvatures {
 
     /**
      * @param perVector the curvature of the loss of one channel vector
-     * @param shape the shape {@code [N, C, H, W]} of the output the loss is applied to at every position
+     * @param shape the shape of the output the loss is applied to at every position, {@code [N, C, H, W]}
+     *     or, channels last, {@code [N, H, W, C]}
+     * @param channelsLast whether the output is channels last ({@code CNN2DFormat.NHWC})
      * @return the curvature of the loss summed over positions ({@code CnnLossLayer})
      */
-    public static LossCurvature perPosition(LossCurvature perVector, long[] shape) {
-        return new PerPositionLoss(perVector, shape);
+    public static LossCurvature perPosition(LossCurvature perVector, long[] shape, boolean channelsLast) {
+        return new PerPositionLoss(perVector, channelsLast ? new long[] {shape[0], shape[3], shape[1], shape[2]}
+                : shape, channelsLast);
     }
 
     /** @return the curvature of softmax cross-entropy w.r.t. the logits */

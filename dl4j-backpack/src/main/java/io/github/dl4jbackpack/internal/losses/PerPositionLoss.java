@@ -6,7 +6,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
- * A loss applied at every position of an NCHW output, as DL4J's {@code CnnLossLayer} applies it: the
+ * A loss applied at every position of an image output, as DL4J's {@code CnnLossLayer} applies it: the
  * loss (with its activation) of the channel vector at each position, summed over the positions, so
  * that {@code ℓ_n = Σ_p ℓ(z_np, y_np)} and the score is {@code (1/N) Σ_n ℓ_n}
  * (docs/math.md#loss-hessian-factors). The Hessian of {@code ℓ_n} is block-diagonal over positions:
@@ -15,20 +15,29 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * gradients leave no cross terms in expectation).
  *
  * <p>The pre-activations come as DL4J's loss sees them, {@code [N·P, C]} with row {@code n·P + p},
- * position {@code p = h·W + w}; factors are returned over the layer's input {@code [N, V, C, H, W]}.
+ * position {@code p = h·W + w} (in both layouts); factors are returned over the layer's input
+ * {@code [N, V, C, H, W]}, or {@code [N, V, H, W, C]} channels last.
  */
 final class PerPositionLoss implements LossCurvature {
 
     private final LossCurvature perVector;
     private final long[] shape;
+    private final boolean channelsLast;
 
     /**
      * @param perVector the loss of one channel vector
-     * @param shape the output shape {@code [N, C, H, W]}
+     * @param shape the output shape in channels-first order, {@code [N, C, H, W]}
+     * @param channelsLast whether the output is laid out {@code [N, H, W, C]}
      */
-    PerPositionLoss(LossCurvature perVector, long[] shape) {
+    PerPositionLoss(LossCurvature perVector, long[] shape, boolean channelsLast) {
         this.perVector = perVector;
         this.shape = shape.clone();
+        this.channelsLast = channelsLast;
+    }
+
+    /** @return columns {@code [N, V, C, H, W]} in the output's layout */
+    private INDArray inLayout(INDArray columns) {
+        return channelsLast ? columns.permute(0, 1, 3, 4, 2).dup('c') : columns;
     }
 
     @Override
@@ -56,6 +65,9 @@ final class PerPositionLoss implements LossCurvature {
             out.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(q), NDArrayIndex.all(),
                     NDArrayIndex.point(q)).assign(blocks.get(NDArrayIndex.all(), NDArrayIndex.point(q)));
         }
+        if (channelsLast) {
+            return out.permute(0, 2, 1, 4, 3).dup('c').reshape('c', n, p * c, p * c);
+        }
         return out.reshape('c', n, c * p, c * p);
     }
 
@@ -73,7 +85,7 @@ final class PerPositionLoss implements LossCurvature {
             out.get(NDArrayIndex.all(), NDArrayIndex.point(q), NDArrayIndex.all(), NDArrayIndex.all(),
                     NDArrayIndex.point(q)).assign(blocks.get(NDArrayIndex.all(), NDArrayIndex.point(q)));
         }
-        return out.reshape('c', n, p * v, c, shape[2], shape[3]);
+        return inLayout(out.reshape('c', n, p * v, c, shape[2], shape[3]));
     }
 
     @Override
@@ -82,6 +94,6 @@ final class PerPositionLoss implements LossCurvature {
         long c = shape[1];
         INDArray factor = perVector.sampledSqrtHessian(z, batchSize, samples);   // [N·P, M, C]
         INDArray columns = toChannelsFirst(factor.reshape('c', n, positions(), samples, c));
-        return columns.reshape('c', n, samples, c, shape[2], shape[3]);
+        return inLayout(columns.reshape('c', n, samples, c, shape[2], shape[3]));
     }
 }
