@@ -20,7 +20,6 @@ import io.github.dl4jbackpack.extensions.Variance;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.conf.BackpropType;
-import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.InputPreProcessor;
 import org.deeplearning4j.nn.conf.dropout.Dropout;
 import org.deeplearning4j.nn.conf.dropout.IDropout;
@@ -913,12 +912,12 @@ class ZooModelsTest {
     /**
      * What should be unsupported, computed from the model's own structure and the documented rules:
      * <ul>
-     *   <li>every extension needs every layer with parameters to be a DenseLayer, OutputLayer or NCHW
-     *       ConvolutionLayer (exact DL4J implementation classes), and standard backpropagation;</li>
+     *   <li>every extension needs every layer with parameters to be of a supported kind (exact DL4J
+     *       implementation classes: dense, output, centre-loss output, 2D/3D/transposed/depthwise/separable
+     *       convolutions, PReLU, batch normalisation), and standard backpropagation;</li>
      *   <li>second-order extensions also need every layer and vertex on a path from a layer with
-     *       parameters to an output to be one of: Dense/Output/Convolution/Subsampling/Activation/Dropout/
-     *       Loss layers (elementwise activations only, NCHW, standard Dropout, preprocessors CnnToFeedForward
-     *       or FeedForwardToCnn); ElementWise, Merge (not along the batch), Subset, Scale, Shift, Reshape,
+     *       parameters to an output to be one of the supported layers (elementwise activations only,
+     *       standard input noise, preprocessors CnnToFeedForward or FeedForwardToCnn); ElementWise, Merge (not along the batch), Subset, Scale, Shift, Reshape,
      *       Preprocessor, L2Normalize, L2 and PoolHelper vertices; and each output a loss of softmax with
      *       MCXENT/NLL, identity with MSE/L2 or sigmoid with XENT. The Hessian refuses a local response
      *       normalisation with a Hessian residual below it (DL4J's backward step of it is inexact);</li>
@@ -1277,9 +1276,7 @@ class ZooModelsTest {
                     && ((org.deeplearning4j.nn.conf.layers.DenseLayer) conf).hasLayerNorm()) {
                 return false;
             }
-            return !(conf instanceof org.deeplearning4j.nn.conf.layers.ConvolutionLayer)
-                    || ((org.deeplearning4j.nn.conf.layers.ConvolutionLayer) conf).getCnn2dDataFormat()
-                    == CNN2DFormat.NCHW;
+            return true;
         }
 
         private static String layerReason(Node n, boolean hessian) {
@@ -1296,10 +1293,6 @@ class ZooModelsTest {
                 if (!(conf instanceof BaseOutputLayer)
                         && !(conf instanceof org.deeplearning4j.nn.conf.layers.LossLayer) && !perPosition) {
                     return n.type() + " as output (no loss)";
-                }
-                if (perPosition && ((org.deeplearning4j.nn.conf.layers.CnnLossLayer) conf).getFormat()
-                        != CNN2DFormat.NCHW) {
-                    return n.type() + " (NHWC)";
                 }
                 ILossFunction loss = conf instanceof BaseOutputLayer ? ((BaseOutputLayer) conf).getLossFn()
                         : perPosition ? ((org.deeplearning4j.nn.conf.layers.CnnLossLayer) conf).getLossFn()
@@ -1321,42 +1314,15 @@ class ZooModelsTest {
                     return n.type() + " (" + activation + ")";
                 }
             }
-            if (conf instanceof org.deeplearning4j.nn.conf.layers.ConvolutionLayer
-                    && ((org.deeplearning4j.nn.conf.layers.ConvolutionLayer) conf).getCnn2dDataFormat()
-                    != CNN2DFormat.NCHW) {
-                return n.type() + " (NHWC)";
-            }
-            if (conf instanceof org.deeplearning4j.nn.conf.layers.SubsamplingLayer) {
-                org.deeplearning4j.nn.conf.layers.SubsamplingLayer s =
-                        (org.deeplearning4j.nn.conf.layers.SubsamplingLayer) conf;
-                if (s.getCnn2dDataFormat() != CNN2DFormat.NCHW) {
-                    return n.type() + " (NHWC)";
-                }
-            }
-            if (conf instanceof org.deeplearning4j.nn.conf.layers.LocalResponseNormalization) {
-                if (((org.deeplearning4j.nn.conf.layers.LocalResponseNormalization) conf).getDataFormat()
-                        != CNN2DFormat.NCHW) {
-                    return n.type() + " (NHWC)";
-                }
-            }
             if (conf instanceof org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer) {
                 org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer g =
                         (org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer) conf;
                 int[] dims = g.getPoolingDimensions();
-                if (dims != null && !(dims.length == 2 && dims[0] == 2 && dims[1] == 3)) {
+                boolean spatial = dims != null && dims.length == 2 && (dims[0] == 2 && dims[1] == 3
+                        || dims[0] == 1 && dims[1] == 2);   // NCHW, or NHWC
+                if (dims != null && !spatial) {
                     return n.type() + " (pooling dimensions)";
                 }
-            }
-            if (conf instanceof org.deeplearning4j.nn.conf.layers.SpaceToDepthLayer
-                    && ((org.deeplearning4j.nn.conf.layers.SpaceToDepthLayer) conf).getDataFormat() != CNN2DFormat.NCHW
-                    || conf instanceof org.deeplearning4j.nn.conf.layers.ZeroPaddingLayer
-                    && ((org.deeplearning4j.nn.conf.layers.ZeroPaddingLayer) conf).getDataFormat() != CNN2DFormat.NCHW
-                    || conf instanceof org.deeplearning4j.nn.conf.layers.convolutional.Cropping2D
-                    && ((org.deeplearning4j.nn.conf.layers.convolutional.Cropping2D) conf).getDataFormat()
-                    != CNN2DFormat.NCHW
-                    || conf instanceof org.deeplearning4j.nn.conf.layers.Upsampling2D
-                    && ((org.deeplearning4j.nn.conf.layers.Upsampling2D) conf).getFormat() != CNN2DFormat.NCHW) {
-                return n.type() + " (NHWC)";
             }
             IDropout dropout = conf.getIDropout();
             if (dropout != null && !Set.of(Dropout.class, org.deeplearning4j.nn.conf.dropout.GaussianDropout.class,
@@ -1372,8 +1338,7 @@ class ZooModelsTest {
             if (pre == null || pre instanceof FeedForwardToCnnPreProcessor) {
                 return null;
             }
-            if (pre instanceof CnnToFeedForwardPreProcessor
-                    && ((CnnToFeedForwardPreProcessor) pre).getFormat() == CNN2DFormat.NCHW) {
+            if (pre instanceof CnnToFeedForwardPreProcessor) {
                 return null;
             }
             return type + " (preprocessor " + pre.getClass().getSimpleName() + ")";

@@ -181,7 +181,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
         if (batchConstants) {
             // DL4J's step (its gradients of γ, β and its update of the running statistics), with the
             // gradient at the input of the statistics held constant
-            INDArray constantInputGradient = kind.constantStatisticsInputGradient(underlying, epsilon);
+            INDArray constantInputGradient = kind.constantStatisticsInputGradient(underlying, underlying.input(),
+                    epsilon);
             Pair<Gradient, INDArray> result = underlying.backpropGradient(epsilon, workspaceMgr);
             return new Pair<>(result.getFirst(), workspaceMgr.leverageTo(
                     org.deeplearning4j.nn.workspace.ArrayType.ACTIVATION_GRAD, constantInputGradient));

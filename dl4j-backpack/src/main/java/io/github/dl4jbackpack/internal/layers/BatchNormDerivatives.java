@@ -381,8 +381,8 @@ public final class BatchNormDerivatives implements LayerDerivatives {
 
     /** {@inheritDoc} Here: {@code (γ/σ_B) ∂L/∂y} with the batch's {@code σ_B} of the layer's current input. */
     @Override
-    public INDArray constantStatisticsInputGradient(Layer layer, INDArray epsilon) {
-        INDArray x3 = channels(layer.input().castTo(epsilon.dataType()));
+    public INDArray constantStatisticsInputGradient(Layer layer, INDArray input, INDArray epsilon) {
+        INDArray x3 = channels(input.castTo(epsilon.dataType()));
         INDArray scale = gamma(layer, epsilon.dataType(), x3.size(1)).div(statistics(layer, x3, false)[1]);
         INDArray d3 = channels(epsilon);
         return Broadcast.mul(d3, scale, d3.ulike(), 1).reshape('c', epsilon.shape());

@@ -205,6 +205,12 @@ public final class ChannelsLastKind implements LayerDerivatives {
     }
 
     @Override
+    public INDArray constantStatisticsInputGradient(Layer layer, INDArray input, INDArray epsilon) {
+        return toChannelsLast(channelsFirst.constantStatisticsInputGradient(layer, toChannelsFirst(input),
+                toChannelsFirst(epsilon)), 1);
+    }
+
+    @Override
     public boolean backwardIsDerivative(Layer layer) {
         return channelsFirst.backwardIsDerivative(layer);
     }

@@ -113,10 +113,11 @@ public interface LayerDerivatives {
      * differentiated as the affine map it applied to each example).
      *
      * @param layer the DL4J layer, after such a forward step
+     * @param input the layer's input in that step
      * @param epsilon {@code ∂L/∂y} at the layer output
      * @return {@code ∂L/∂x}, a new array
      */
-    default INDArray constantStatisticsInputGradient(Layer layer, INDArray epsilon) {
+    default INDArray constantStatisticsInputGradient(Layer layer, INDArray input, INDArray epsilon) {
         throw new UnsupportedOperationException(kindName() + " has no batch statistics");
     }
 

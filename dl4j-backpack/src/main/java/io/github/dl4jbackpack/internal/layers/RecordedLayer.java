@@ -87,6 +87,7 @@ public final class RecordedLayer {
                         outputGradient == null ? null : layout.apply(outputGradient), shapeLayout.apply(outputShape));
             }
             view.runningStatistics = runningStatistics;
+            view.batchStatisticsAsConstants = batchStatisticsAsConstants;
             view.copies = copies;
         }
         return view;
