@@ -521,4 +521,40 @@ class BruteForceKroneckerTest {
                     "KFRA B after raising the budget, layer " + layer);
         }
     }
+
+    /**
+     * KFLR, KFAC and KFRA of the first layer of a network against brute-force references: its input
+     * factor against {@code a}, KFLR's output factor against the exact bias GGN block (or the module
+     * chain without bias), KFRA's against the averaged recursion, and every factor's layout.
+     *
+     * @param c the network case
+     * @param net its network
+     * @param a the expected input factor of the first layer
+     * @param hasBias whether the first layer has a bias
+     */
+    static void assertFirstLayerFactors(Net c, MultiLayerNetwork net, INDArray a, boolean hasBias) {
+        INDArray x = c.features();
+        INDArray y = c.labels();
+        BruteForceKronecker.Chain chain = BruteForceKronecker.chain(net, x);
+        Map<Integer, INDArray> exactB = BruteForceKronecker.exactOutputFactors(chain, c.loss());
+        Map<Integer, INDArray> averagedB = BruteForceKronecker.averagedOutputFactors(chain, c.loss());
+        BruteForce.Jacobians jac = jacobians(c, net, x, y);
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, new KFLR(), new KFAC(2), new KFRA());
+        Map<Class<? extends Extension<KroneckerFactors>>, INDArray> expectedB = new java.util.LinkedHashMap<>();
+        expectedB.put(KFLR.class, hasBias ? BruteForceKronecker.ggnBlock(jac, c.loss(), "0_b") : exactB.get(0));
+        expectedB.put(KFRA.class, averagedB.get(0));
+        if (hasBias) {
+            assertClose(expectedB.get(KFLR.class), exactB.get(0), FD_RTOL, FD_ATOL,
+                    c + ": reference self-check (module chain vs bias GGN)");
+        }
+        for (Class<? extends Extension<KroneckerFactors>> e : List.of(KFLR.class, KFAC.class, KFRA.class)) {
+            String what = c + ": " + e.getSimpleName();
+            KroneckerFactors w = q.get(e, 0, "W");
+            assertClose(a, w.inputFactor().orElseThrow(), 1e-9, 1e-12, what + " A");
+            if (expectedB.containsKey(e)) {
+                assertClose(expectedB.get(e), w.outputFactor(), FD_RTOL, FD_ATOL, what + " B");
+            }
+            assertLayout(q, e, net, 0, what);
+        }
+    }
 }

@@ -5,19 +5,14 @@ import io.github.dl4jbackpack.BruteForceKroneckerTest.Net;
 import io.github.dl4jbackpack.extensions.BatchDiagGGNExact;
 import io.github.dl4jbackpack.extensions.BatchDiagGGNMC;
 import io.github.dl4jbackpack.extensions.BatchDiagHessian;
-import io.github.dl4jbackpack.extensions.BatchDotGrad;
 import io.github.dl4jbackpack.extensions.BatchGrad;
 import io.github.dl4jbackpack.extensions.BatchL2Grad;
 import io.github.dl4jbackpack.extensions.DiagGGNExact;
 import io.github.dl4jbackpack.extensions.DiagGGNMC;
 import io.github.dl4jbackpack.extensions.DiagHessian;
 import io.github.dl4jbackpack.extensions.Extension;
-import io.github.dl4jbackpack.extensions.KFAC;
 import io.github.dl4jbackpack.extensions.KFLR;
-import io.github.dl4jbackpack.extensions.KFRA;
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
-import io.github.dl4jbackpack.extensions.SumGradSquared;
-import io.github.dl4jbackpack.extensions.Variance;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.Convolution3D;
@@ -43,7 +38,6 @@ import org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction;
 
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.function.Supplier;
@@ -147,22 +141,7 @@ class Convolution3DTest {
         MultiLayerNetwork net = c.build();
         INDArray x = features(DataType.DOUBLE);
         INDArray y = labels(c);
-        Map<String, INDArray> loop = Reference.individualGradients(net.clone(), x, y);
-        // the reductions on their own (formed without the individual gradients), then with them
-        Quantities reductions = BackPackNetwork.extend(net).backward(x, y, new BatchL2Grad(), new SumGradSquared(),
-                new Variance());
-        Quantities all = BackPackNetwork.extend(net).backward(x, y, new BatchGrad(), new BatchDotGrad());
-        for (String key : loop.keySet()) {
-            INDArray g = loop.get(key);
-            String what = c + " " + key;
-            assertClose(g, all.byKey(BatchGrad.class, key), 1e-10, 1e-12, what + " BatchGrad");
-            assertClose(Reference.dots(g), all.byKey(BatchDotGrad.class, key), 1e-10, 1e-12, what + " BatchDotGrad");
-            assertClose(Reference.squaredNorms(g), reductions.byKey(BatchL2Grad.class, key), 1e-10, 1e-12,
-                    what + " BatchL2Grad");
-            assertClose(Reference.sumGradSquared(g), reductions.byKey(SumGradSquared.class, key), 1e-10, 1e-12,
-                    what + " SumGradSquared");
-            assertClose(Reference.variance(g), reductions.byKey(Variance.class, key), 1e-8, 1e-12, what + " Variance");
-        }
+        Reference.assertFirstOrderEqualsSingleExamplePasses(net, x, y, c.toString());
     }
 
     @ParameterizedTest(name = "{0}")
@@ -333,33 +312,8 @@ class Convolution3DTest {
     @MethodSource("kroneckerCases")
     void kroneckerFactorsEqualBruteForceReferences(Net c) {
         MultiLayerNetwork net = c.build();
-        INDArray x = c.features();
-        INDArray y = c.labels();
-        BruteForceKronecker.Chain chain = BruteForceKronecker.chain(net, x);
-        Map<Integer, INDArray> exactB = BruteForceKronecker.exactOutputFactors(chain, c.loss());
-        Map<Integer, INDArray> averagedB = BruteForceKronecker.averagedOutputFactors(chain, c.loss());
-        BruteForce.Jacobians jac = BruteForceKroneckerTest.jacobians(c, net, x, y);
         Convolution3D conf = (Convolution3D) BruteForceKroneckerTest.conf(net, 0);
-        INDArray a = inputFactor(conf, x);
-
-        Quantities q = BackPackNetwork.extend(net).backward(x, y, new KFLR(), new KFAC(2), new KFRA());
-        Map<Class<? extends Extension<KroneckerFactors>>, INDArray> expectedB = new LinkedHashMap<>();
-        expectedB.put(KFLR.class, conf.hasBias() ? BruteForceKronecker.ggnBlock(jac, c.loss(), "0_b") : exactB.get(0));
-        expectedB.put(KFRA.class, averagedB.get(0));
-        if (conf.hasBias()) {
-            assertClose(expectedB.get(KFLR.class), exactB.get(0), BruteForceKroneckerTest.FD_RTOL,
-                    BruteForceKroneckerTest.FD_ATOL, c + ": reference self-check (module chain vs bias GGN)");
-        }
-        for (Class<? extends Extension<KroneckerFactors>> e : List.of(KFLR.class, KFAC.class, KFRA.class)) {
-            String what = c + ": " + e.getSimpleName();
-            KroneckerFactors w = q.get(e, 0, "W");
-            assertClose(a, w.inputFactor().orElseThrow(), 1e-9, 1e-12, what + " A");
-            if (expectedB.containsKey(e)) {
-                assertClose(expectedB.get(e), w.outputFactor(), BruteForceKroneckerTest.FD_RTOL,
-                        BruteForceKroneckerTest.FD_ATOL, what + " B");
-            }
-            BruteForceKroneckerTest.assertLayout(q, e, net, 0, what);
-        }
+        BruteForceKroneckerTest.assertFirstLayerFactors(c, net, inputFactor(conf, c.features()), conf.hasBias());
     }
 
     /** One example and one output position: KFLR's product, in paramTable() order, is the exact GGN block. */

@@ -204,6 +204,21 @@ class LayerKindContractTest {
                 : new long[] {n, c.getChannels(), c.getHeight(), c.getWidth()};
     }
 
+    /** @return the topology of a plain (not extended) network */
+    private static Topology topology(MultiLayerNetwork net) {
+        return Topology.of(net, new Topology.LayerResolver() {
+            @Override
+            public org.deeplearning4j.nn.api.Layer plain(org.deeplearning4j.nn.api.Layer l) {
+                return l;
+            }
+
+            @Override
+            public NeuralNetConfiguration conf(org.deeplearning4j.nn.api.Layer l) {
+                return l.conf();
+            }
+        });
+    }
+
     /** @return the entries whose kind has a Hessian residual at its input */
     static Stream<Entry> residualEntries() {
         return entries().filter(e -> {
@@ -256,18 +271,7 @@ class LayerKindContractTest {
             folded[0] = n * columns;
             System.arraycopy(withColumns, 1, folded, 1, withColumns.length - 1);
             org.deeplearning4j.nn.api.Layer layer = net.getLayer(1);
-            Topology topology = Topology.of(net, new Topology.LayerResolver() {
-                @Override
-                public org.deeplearning4j.nn.api.Layer plain(org.deeplearning4j.nn.api.Layer l) {
-                    return l;
-                }
-
-                @Override
-                public NeuralNetConfiguration conf(org.deeplearning4j.nn.api.Layer l) {
-                    return l.conf();
-                }
-            });
-            Node node = topology.node(1);
+            Node node = topology(net).node(1);
             LayerDerivatives kind = LayerKinds.of(layer).orElseThrow();
             RecordedLayer record = new RecordedLayer(node, layer, kind, input, null, null, null, output.shape());
             INDArray product = kind.inputJacobianTranspose(record, stacked.dup('c').reshape('c', folded));
@@ -296,18 +300,7 @@ class LayerKindContractTest {
         List<INDArray> activations = net.feedForward(x, true);
         INDArray input = activations.get(1);
         INDArray epsilon = Nd4j.randn(DataType.DOUBLE, activations.get(2).shape());
-        Topology topology = Topology.of(net, new Topology.LayerResolver() {
-            @Override
-            public org.deeplearning4j.nn.api.Layer plain(org.deeplearning4j.nn.api.Layer l) {
-                return l;
-            }
-
-            @Override
-            public NeuralNetConfiguration conf(org.deeplearning4j.nn.api.Layer l) {
-                return l.conf();
-            }
-        });
-        RecordedLayer record = new RecordedLayer(topology.node(1), layer, kind, input, null, null, epsilon,
+        RecordedLayer record = new RecordedLayer(topology(net).node(1), layer, kind, input, null, null, epsilon,
                 activations.get(2).shape());
         long features = input.length() / n;
         INDArray factored = Nd4j.zeros(DataType.DOUBLE, n, features, features);

@@ -102,4 +102,32 @@ final class Reference {
                     + atol + " × max|expected| " + scale + ")");
         }
     }
+
+    /**
+     * Every first-order extension of a float64 network against its loop of single-example passes: the
+     * reductions on their own (formed without the individual gradients), then BatchGrad and
+     * BatchDotGrad.
+     */
+    static void assertFirstOrderEqualsSingleExamplePasses(MultiLayerNetwork net, INDArray x, INDArray y, String what) {
+        Map<String, INDArray> loop = individualGradients(net.clone(), x, y);
+        Quantities reductions = BackPackNetwork.extend(net).backward(x, y,
+                new io.github.dl4jbackpack.extensions.BatchL2Grad(), new io.github.dl4jbackpack.extensions.SumGradSquared(),
+                new io.github.dl4jbackpack.extensions.Variance());
+        Quantities all = BackPackNetwork.extend(net).backward(x, y, new io.github.dl4jbackpack.extensions.BatchGrad(),
+                new io.github.dl4jbackpack.extensions.BatchDotGrad());
+        for (String key : loop.keySet()) {
+            INDArray g = loop.get(key);
+            String where = what + " " + key;
+            assertClose(g, all.byKey(io.github.dl4jbackpack.extensions.BatchGrad.class, key), 1e-10, 1e-12,
+                    where + " BatchGrad");
+            assertClose(dots(g), all.byKey(io.github.dl4jbackpack.extensions.BatchDotGrad.class, key), 1e-10, 1e-12,
+                    where + " BatchDotGrad");
+            assertClose(squaredNorms(g), reductions.byKey(io.github.dl4jbackpack.extensions.BatchL2Grad.class, key),
+                    1e-10, 1e-12, where + " BatchL2Grad");
+            assertClose(sumGradSquared(g), reductions.byKey(io.github.dl4jbackpack.extensions.SumGradSquared.class,
+                    key), 1e-10, 1e-12, where + " SumGradSquared");
+            assertClose(variance(g), reductions.byKey(io.github.dl4jbackpack.extensions.Variance.class, key), 1e-8,
+                    1e-12, where + " Variance");
+        }
+    }
 }
