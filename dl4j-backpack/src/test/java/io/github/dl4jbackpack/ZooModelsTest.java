@@ -932,6 +932,7 @@ class ZooModelsTest {
                 org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer.class,
                 org.deeplearning4j.nn.layers.OutputLayer.class,
                 org.deeplearning4j.nn.layers.training.CenterLossOutputLayer.class,
+                org.deeplearning4j.nn.layers.feedforward.embedding.EmbeddingLayer.class,
                 org.deeplearning4j.nn.layers.convolution.ConvolutionLayer.class,
                 org.deeplearning4j.nn.layers.convolution.Deconvolution2DLayer.class,
                 org.deeplearning4j.nn.layers.convolution.Convolution3DLayer.class,
@@ -1284,6 +1285,9 @@ class ZooModelsTest {
             org.deeplearning4j.nn.conf.layers.Layer conf = layer.conf().getLayer();
             if (layer instanceof org.deeplearning4j.nn.layers.training.CenterLossOutputLayer) {
                 return n.type() + " (centre loss)";
+            }
+            if (layer instanceof org.deeplearning4j.nn.layers.feedforward.embedding.EmbeddingLayer) {
+                return n.type() + " (curvature of embeddings)";
             }
             if (!LAYERS_SUPPORTED.contains(layer.getClass())) {
                 return n.type();

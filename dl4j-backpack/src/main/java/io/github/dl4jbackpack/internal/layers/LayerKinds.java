@@ -17,6 +17,7 @@ public final class LayerKinds {
     private static List<LayerDerivatives> kinds() {
         List<LayerDerivatives> kinds = new java.util.ArrayList<>(List.of(
                 new DenseDerivatives(),
+                new EmbeddingDerivatives(),
                 new ConvolutionDerivatives(),
                 new Convolution3DDerivatives(),
                 new DeconvolutionDerivatives(),
