@@ -11,6 +11,7 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
 
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.function.UnaryOperator;
 
 /**
  * Derivatives of a 2D or 3D layer whose pre-activation output is, per example, a weight matrix times an
@@ -34,7 +35,7 @@ import java.util.Map;
 public abstract class UnfoldedConvolutionDerivatives implements LayerDerivatives {
 
     /** Upper bound on the number of elements of individual gradients formed at once for reductions. */
-    public static final long CHUNK_ELEMENTS = 1L << 24;
+    public static final long CHUNK_ELEMENTS = OuterProductTerms.CHUNK_ELEMENTS;
 
     /**
      * @param layer a layer of this kind
@@ -124,7 +125,10 @@ public abstract class UnfoldedConvolutionDerivatives implements LayerDerivatives
         long p = unfolded.size(2);
         INDArray delta = outputGradient.reshape('c', n, outC, p);
         long[] weightShape = layer.paramTable().get(DenseDerivatives.W).shape();
-        return new Terms(unfolded, delta, weightShape, layer.paramTable().containsKey(DenseDerivatives.B));
+        OuterProductTerms terms = new OuterProductTerms().weight(DenseDerivatives.W, delta, unfolded,
+                g -> toWeightLayout(g, weightShape));
+        return layer.paramTable().containsKey(DenseDerivatives.B)
+                ? terms.bias(DenseDerivatives.B, delta, UnaryOperator.identity()) : terms;
     }
 
     private INDArray unfolded(RecordedLayer record, INDArray like) {
@@ -265,146 +269,5 @@ public abstract class UnfoldedConvolutionDerivatives implements LayerDerivatives
 
     private static long[] weightShape(RecordedLayer record) {
         return record.layer().getParam(DenseDerivatives.W).shape();
-    }
-
-    private final class Terms extends FirstOrderTerms {
-        private final INDArray unfolded;   // [N, K, P], K = C·kH·kW
-        private final INDArray delta;      // [N, O, P]
-        private final long[] weightShape;  // the weight's parameter shape
-        private final boolean hasBias;
-        private INDArray biasGradients;     // [N, O]
-
-        Terms(INDArray unfolded, INDArray delta, long[] weightShape, boolean hasBias) {
-            this.unfolded = unfolded;
-            this.delta = delta;
-            this.weightShape = weightShape;
-            this.hasBias = hasBias;
-        }
-
-        private long n() {
-            return delta.size(0);
-        }
-
-        private long weightSize() {
-            return delta.size(1) * unfolded.size(1);
-        }
-
-        /** @return {@code δ_n U_nᵀ} (weight-matrix layout) for examples {@code [from, to)}, shape {@code [to-from, O, K]} */
-        private INDArray weightGradients(long from, long to) {
-            INDArray d = delta.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
-            INDArray u = unfolded.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
-            return Nd4j.matmul(d, u, false, true, false);
-        }
-
-        private INDArray biasGradients() {
-            if (biasGradients == null) {
-                biasGradients = delta.sum(2);
-            }
-            return biasGradients;
-        }
-
-        private long chunk() {
-            return Math.max(1, Math.min(n(), CHUNK_ELEMENTS / Math.max(1, weightSize())));
-        }
-
-        @Override
-        protected Map<String, INDArray> computeIndividualGradients() {
-            Map<String, INDArray> out = new LinkedHashMap<>();
-            out.put(DenseDerivatives.W, toWeightLayout(weightGradients(0, n()), weightShape));
-            if (hasBias) {
-                out.put(DenseDerivatives.B, biasGradients());
-            }
-            return out;
-        }
-
-        @Override
-        protected Map<String, INDArray> computeSquaredNorms() {
-            Map<String, INDArray> out = new LinkedHashMap<>();
-            Map<String, INDArray> known = individualGradientsIfComputed();
-            long p = delta.size(2);
-            if (known != null) {
-                INDArray g = known.get(DenseDerivatives.W);
-                out.put(DenseDerivatives.W, g.mul(g).reshape('c', n(), weightSize()).sum(1));
-            } else if (p * p < weightSize()) {
-                // tr(δ_n (U_nᵀ U_n) δ_nᵀ) = Σ_{t,t'} (U_nᵀU_n)_{tt'} (δ_nᵀδ_n)_{tt'}
-                INDArray patchGram = Nd4j.matmul(unfolded, unfolded, true, false, false);
-                INDArray deltaGram = Nd4j.matmul(delta, delta, true, false, false);
-                out.put(DenseDerivatives.W, patchGram.muli(deltaGram).sum(1, 2));
-            } else {
-                INDArray norms = Nd4j.create(delta.dataType(), n());
-                long step = chunk();
-                for (long from = 0; from < n(); from += step) {
-                    long to = Math.min(n(), from + step);
-                    INDArray g = weightGradients(from, to);
-                    norms.get(NDArrayIndex.interval(from, to)).assign(g.muli(g).sum(1, 2));
-                }
-                out.put(DenseDerivatives.W, norms);
-            }
-            if (hasBias) {
-                INDArray gb = biasGradients();
-                out.put(DenseDerivatives.B, gb.mul(gb).sum(1));
-            }
-            return out;
-        }
-
-        @Override
-        protected Map<String, INDArray> computeSumGradSquared() {
-            Map<String, INDArray> out = new LinkedHashMap<>();
-            Map<String, INDArray> known = individualGradientsIfComputed();
-            if (known != null) {
-                INDArray g = known.get(DenseDerivatives.W);
-                out.put(DenseDerivatives.W, g.mul(g).sum(0));
-            } else {
-                INDArray sum = Nd4j.create(delta.dataType(), delta.size(1), unfolded.size(1));
-                long step = chunk();
-                for (long from = 0; from < n(); from += step) {
-                    INDArray g = weightGradients(from, Math.min(n(), from + step));
-                    sum.addi(g.muli(g).sum(0));
-                }
-                out.put(DenseDerivatives.W, toWeightLayout(sum, weightShape));
-            }
-            if (hasBias) {
-                INDArray gb = biasGradients();
-                out.put(DenseDerivatives.B, gb.mul(gb).sum(0));
-            }
-            return out;
-        }
-
-        /** Two passes: the mean weight gradient by one product, then chunks of deviations from it. */
-        @Override
-        protected Map<String, INDArray> computeVariance() {
-            Map<String, INDArray> out = new LinkedHashMap<>();
-            Map<String, INDArray> known = individualGradientsIfComputed();
-            if (known != null) {
-                out.put(DenseDerivatives.W, twoPassVariance(known.get(DenseDerivatives.W)));
-            } else {
-                INDArray mean = Nd4j.tensorMmul(delta, unfolded, new int[][] {{0, 2}, {0, 2}}).divi(n());
-                INDArray sum = Nd4j.create(delta.dataType(), delta.size(1), unfolded.size(1));
-                long step = chunk();
-                for (long from = 0; from < n(); from += step) {
-                    long to = Math.min(n(), from + step);
-                    INDArray g = weightGradients(from, to);
-                    org.nd4j.linalg.factory.Broadcast.sub(g, mean, g, 1, 2);
-                    sum.addi(g.muli(g).sum(0));
-                }
-                out.put(DenseDerivatives.W, toWeightLayout(sum.divi(n()), weightShape));
-            }
-            if (hasBias) {
-                out.put(DenseDerivatives.B, twoPassVariance(biasGradients()));
-            }
-            return out;
-        }
-
-        @Override
-        protected Map<String, INDArray> computeDots() {
-            INDArray g = individualGradients().get(DenseDerivatives.W).reshape('c', n(), weightSize());
-            Map<String, INDArray> out = new LinkedHashMap<>();
-            out.put(DenseDerivatives.W, g.mmul(g.transpose()));
-            if (hasBias) {
-                INDArray gb = biasGradients();
-                out.put(DenseDerivatives.B, gb.mmul(gb.transpose()));
-            }
-            return out;
-        }
     }
 }

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack.internal.layers;
+
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.UnaryOperator;
+
+/**
+ * First-order terms of parameters shared over positions: a weight's per-example gradient is a sum of
+ * outer products over P positions, {@code g_n = Σ_p δ_np u_npᵀ = Δ_n U_nᵀ} (a convolution's output
+ * positions with its unfolded input, a layer applied at every time step with its inputs, a recurrent
+ * weight with the previous step's output), and a bias's is {@code Σ_p δ_np}.
+ *
+ * <p>Costs: the individual gradients are one batched product ({@code [N, O, K]}); the squared norms
+ * use the Gram matrices of positions, {@code ‖g_n‖² = Σ_{p,q} (U_nᵀU_n)_pq (Δ_nᵀΔ_n)_pq}, when
+ * {@code P² < O·K}, and otherwise, like the second moment and the variance (two passes, deviations
+ * from the mean), per-example gradients formed in chunks of at most {@link #CHUNK_ELEMENTS} elements:
+ * only {@code BatchGrad} and {@code BatchDotGrad} hold {@code N × #params} at once.
+ */
+public final class OuterProductTerms extends FirstOrderTerms {
+
+    /** Upper bound on the number of elements of individual gradients formed at once for reductions. */
+    public static final long CHUNK_ELEMENTS = 1L << 24;
+
+    /** One parameter: a weight (outer products) or a bias (sums), and the map to its parameter layout. */
+    private static final class Entry {
+        final String name;
+        final INDArray delta;      // [N, O, P]
+        final INDArray input;      // [N, K, P], null for a bias
+        final UnaryOperator<INDArray> layout;
+
+        Entry(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout) {
+            this.name = name;
+            this.delta = delta;
+            this.input = input;
+            this.layout = layout;
+        }
+
+        long n() {
+            return delta.size(0);
+        }
+
+        long size() {
+            return delta.size(1) * (input == null ? 1 : input.size(1));
+        }
+
+        /** @return the matrix-layout gradients of examples {@code [from, to)}: {@code [n, O, K]} or {@code [n, O]} */
+        INDArray gradients(long from, long to) {
+            INDArray d = delta.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
+            if (input == null) {
+                return d.sum(2);
+            }
+            INDArray u = input.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
+            return Nd4j.matmul(d, u, false, true, false);
+        }
+
+        long chunk() {
+            return Math.max(1, Math.min(n(), CHUNK_ELEMENTS / Math.max(1, size())));
+        }
+    }
+
+    private final List<Entry> entries = new ArrayList<>();
+
+    /**
+     * Adds a weight with {@code g_n = Δ_n U_nᵀ}.
+     *
+     * @param name the DL4J parameter name
+     * @param delta {@code Δ}, {@code [N, O, P]}
+     * @param input {@code U}, {@code [N, K, P]}, in the data type of {@code delta}
+     * @param layout maps matrix-layout values {@code [O, K]} or {@code [n, O, K]} to the parameter's shape
+     *     ({@code [*p]} or {@code [n, *p]})
+     * @return this
+     */
+    public OuterProductTerms weight(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout) {
+        entries.add(new Entry(name, delta, input, layout));
+        return this;
+    }
+
+    /**
+     * Adds a bias with {@code g_n = Σ_p δ_np}.
+     *
+     * @param name the DL4J parameter name
+     * @param delta {@code Δ}, {@code [N, O, P]}
+     * @param layout maps {@code [O]} or {@code [n, O]} to the parameter's shape
+     * @return this
+     */
+    public OuterProductTerms bias(String name, INDArray delta, UnaryOperator<INDArray> layout) {
+        entries.add(new Entry(name, delta, null, layout));
+        return this;
+    }
+
+    @Override
+    protected Map<String, INDArray> computeIndividualGradients() {
+        Map<String, INDArray> out = new LinkedHashMap<>();
+        for (Entry e : entries) {
+            out.put(e.name, e.layout.apply(e.gradients(0, e.n())));
+        }
+        return out;
+    }
+
+    private static INDArray flat(INDArray g) {
+        return g.reshape('c', g.size(0), g.length() / g.size(0));
+    }
+
+    @Override
+    protected Map<String, INDArray> computeSquaredNorms() {
+        Map<String, INDArray> out = new LinkedHashMap<>();
+        Map<String, INDArray> known = individualGradientsIfComputed();
+        for (Entry e : entries) {
+            long p = e.delta.size(2);
+            if (known != null) {
+                INDArray g = flat(known.get(e.name).dup('c'));
+                out.put(e.name, g.muli(g).sum(1));
+            } else if (e.input != null && p * p < e.size()) {
+                // tr(Δ_n (U_nᵀ U_n) Δ_nᵀ) = Σ_{p,q} (U_nᵀU_n)_pq (Δ_nᵀΔ_n)_pq
+                INDArray inputGram = Nd4j.matmul(e.input, e.input, true, false, false);
+                INDArray deltaGram = Nd4j.matmul(e.delta, e.delta, true, false, false);
+                out.put(e.name, inputGram.muli(deltaGram).sum(1, 2));
+            } else {
+                INDArray norms = Nd4j.create(e.delta.dataType(), e.n());
+                long step = e.chunk();
+                for (long from = 0; from < e.n(); from += step) {
+                    long to = Math.min(e.n(), from + step);
+                    INDArray g = flat(e.gradients(from, to).dup('c'));
+                    norms.get(NDArrayIndex.interval(from, to)).assign(g.muli(g).sum(1));
+                }
+                out.put(e.name, norms);
+            }
+        }
+        return out;
+    }
+
+    @Override
+    protected Map<String, INDArray> computeSumGradSquared() {
+        Map<String, INDArray> out = new LinkedHashMap<>();
+        Map<String, INDArray> known = individualGradientsIfComputed();
+        for (Entry e : entries) {
+            if (known != null) {
+                INDArray g = known.get(e.name);
+                out.put(e.name, g.mul(g).sum(0));
+                continue;
+            }
+            INDArray sum = null;
+            long step = e.chunk();
+            for (long from = 0; from < e.n(); from += step) {
+                INDArray g = e.gradients(from, Math.min(e.n(), from + step));
+                INDArray s = g.muli(g).sum(0);
+                sum = sum == null ? s : sum.addi(s);
+            }
+            out.put(e.name, e.layout.apply(sum));
+        }
+        return out;
+    }
+
+    /** Two passes: the mean gradient, then chunks of deviations from it. */
+    @Override
+    protected Map<String, INDArray> computeVariance() {
+        Map<String, INDArray> out = new LinkedHashMap<>();
+        Map<String, INDArray> known = individualGradientsIfComputed();
+        for (Entry e : entries) {
+            if (known != null) {
+                out.put(e.name, twoPassVariance(known.get(e.name)));
+                continue;
+            }
+            INDArray mean = e.input == null ? e.delta.sum(0, 2)
+                    : Nd4j.tensorMmul(e.delta, e.input, new int[][] {{0, 2}, {0, 2}});
+            mean.divi(e.n());
+            INDArray sum = null;
+            long step = e.chunk();
+            for (long from = 0; from < e.n(); from += step) {
+                INDArray g = e.gradients(from, Math.min(e.n(), from + step));
+                if (e.input == null) {
+                    g.subiRowVector(mean);
+                } else {
+                    org.nd4j.linalg.factory.Broadcast.sub(g, mean, g, 1, 2);
+                }
+                INDArray s = g.muli(g).sum(0);
+                sum = sum == null ? s : sum.addi(s);
+            }
+            out.put(e.name, e.layout.apply(sum.divi(e.n())));
+        }
+        return out;
+    }
+
+    @Override
+    protected Map<String, INDArray> computeDots() {
+        Map<String, INDArray> out = new LinkedHashMap<>();
+        Map<String, INDArray> gradients = individualGradients();
+        for (Entry e : entries) {
+            INDArray g = flat(gradients.get(e.name).dup('c'));
+            out.put(e.name, g.mmul(g.transpose()));
+        }
+        return out;
+    }
+}
