@@ -251,6 +251,71 @@ class SequenceTest {
         }
     }
 
+    /**
+     * Time-series vertices without parameters in a two-input graph: the sequence reversed
+     * ({@code ReverseTimeSeriesVertex}, which honours the mask) beside a per-example vector repeated at every
+     * step ({@code DuplicateToTimeSeriesVertex}), merged, a dense layer at every step, per-step outputs.
+     */
+    @Test
+    void timeSeriesVerticesInAGraph() {
+        ComputationGraph graph = new ComputationGraph(new NeuralNetConfiguration.Builder().seed(4)
+                .dataType(DataType.DOUBLE).graphBuilder().addInputs("seq", "static")
+                .addVertex("reversed", new org.deeplearning4j.nn.conf.graph.rnn.ReverseTimeSeriesVertex("seq"), "seq")
+                .addVertex("repeated", new org.deeplearning4j.nn.conf.graph.rnn.DuplicateToTimeSeriesVertex("seq"),
+                        "static")
+                .addVertex("merged", new org.deeplearning4j.nn.conf.graph.MergeVertex(), "reversed", "repeated")
+                .addLayer("dense", new DenseLayer.Builder().nOut(4).activation(Activation.TANH).build(), "merged")
+                .addLayer("out", new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(2)
+                        .build(), "dense")
+                .setOutputs("out").setInputTypes(InputType.recurrent(3), InputType.feedForward(2)).build());
+        graph.init();
+        TestNets.seed(17);
+        graph.params().assign(Nd4j.randn(DataType.DOUBLE, graph.params().shape()).muli(0.5));
+        INDArray x = TestNets.features(DataType.DOUBLE, 18, LENGTHS.length, 3, T);
+        INDArray v = TestNets.features(DataType.DOUBLE, 19, LENGTHS.length, 2);
+        INDArray y = stepLabels(LENGTHS.length, 2, 20);
+        INDArray m = mask(false, LENGTHS);
+        Map<String, INDArray> loop = new LinkedHashMap<>();
+        for (int i = 0; i < LENGTHS.length; i++) {
+            ComputationGraph plain = graph.clone();
+            plain.setLayerMaskArrays(new INDArray[] {Reference.example(m, i), null},
+                    new INDArray[] {Reference.example(m, i)});
+            plain.setInputs(Reference.example(x, i), Reference.example(v, i));
+            plain.setLabels(Reference.example(y, i));
+            plain.computeGradientAndScore();
+            plain.gradient().gradientForVariable().forEach((key, g) -> loop.merge(key,
+                    g.dup('c').reshape(1, g.length()).divi(LENGTHS.length), (a, b) -> Nd4j.concat(0, a, b)));
+        }
+        Quantities q = BackPackNetwork.extend(graph.clone()).backward(new INDArray[] {x, v}, new INDArray[] {y},
+                new INDArray[] {m, null}, new INDArray[] {m}, new BatchGrad(), new Variance());
+        for (Map.Entry<String, INDArray> e : loop.entrySet()) {
+            assertClose(e.getValue(), Reference.flat(q.byKey(BatchGrad.class, e.getKey())), 1e-10, 1e-13,
+                    "graph " + e.getKey());
+            INDArray var = q.byKey(Variance.class, e.getKey());
+            assertClose(Reference.variance(e.getValue()).reshape(var.shape()), var, 1e-8, 1e-12, "variance " + e.getKey());
+        }
+    }
+
+    /** The gradient-noise listener on a sequence model trained with masked batches reports that batch's variance. */
+    @Test
+    void gradientVarianceListenerOnMaskedSequences() {
+        MultiLayerNetwork net = perStepNetwork(DataType.DOUBLE, RNNFormat.NCW);
+        MultiLayerNetwork twin = net.clone();
+        INDArray x = TestNets.features(DataType.DOUBLE, 5, LENGTHS.length, 3, T);
+        INDArray y = stepLabels(LENGTHS.length, 2, 6);
+        INDArray m = mask(false, LENGTHS);
+        Quantities expected = BackPackNetwork.extend(twin).backward(x, y, m, m, new Variance(), new BatchL2Grad());
+        GradientVarianceListener listener = new GradientVarianceListener(BackPackNetwork.extend(net), 1);
+        net.setListeners(listener);
+        net.fit(new DataSet(x, y, m, m));
+        for (GradientVarianceListener.Statistics s : listener.lastReport()) {
+            double total = expected.get(Variance.class, s.layer(), s.param()).sumNumber().doubleValue()
+                    * LENGTHS.length * LENGTHS.length;
+            assertEquals(total, s.variance(), 1e-10 * total, s.layer() + "_" + s.param());
+        }
+        assertEquals(5, listener.lastReport().size(), "one row per parameter");
+    }
+
     /** Training with masked DataSets and extensions enabled: each iteration's quantities are that batch's. */
     @Test
     void trainingWithMasksComputesEachIterationsQuantities() {
