@@ -108,22 +108,28 @@ class SimpleRnnTest {
     /**
      * Asserts the kind of layer {@code layerIndex} against DL4J: after DL4J's batch pass, the kind's terms
      * from the layer's input and {@code outputGradient(net)} (the summed loss's gradient the kind expects,
-     * divided by N here) against the batch gradient and against single-sequence passes.
+     * divided by N here) against the batch gradient and against single-sequence passes on a copy, in the
+     * shapes of DL4J's gradients.
      */
     static void assertKindMatchesDl4j(MultiLayerNetwork net, int layerIndex, INDArray x, INDArray y,
                                       INDArray featuresMask, INDArray labelsMask,
                                       Function<MultiLayerNetwork, INDArray> outputGradient, String what) {
         long n = x.size(0);
         MultiLayerNetwork plain = net.clone();
-        Map<String, INDArray> single = new LinkedHashMap<>();
+        dl4jPass(net, x, y, featuresMask, labelsMask);
         Layer layer = net.getLayer(layerIndex);
-        for (String param : layer.paramTable().keySet()) {
-            long[] shape = layer.getParam(param).shape();
-            long[] withBatch = new long[shape.length + 1];
-            withBatch[0] = n;
-            System.arraycopy(shape, 0, withBatch, 1, shape.length);
-            single.put(param, Nd4j.create(DataType.DOUBLE, withBatch));
-        }
+        Map<String, INDArray> batch = new LinkedHashMap<>();
+        layer.paramTable().keySet().forEach(param ->
+                batch.put(param, net.gradient().getGradientFor(layerIndex + "_" + param).dup()));
+        INDArray gradient = outputGradient.apply(net).div(n);
+        LayerDerivatives kind = LayerKinds.of(layer).orElseThrow();
+        assertTrue(kind.unsupportedConfiguration(layer) == null, what + ": " + kind.unsupportedConfiguration(layer));
+        FirstOrderTerms terms = kind.firstOrder(layer, layer.input(), gradient);
+        FirstOrderTerms reductions = kind.firstOrder(layer, layer.input(), gradient);
+
+        Map<String, INDArray> single = new LinkedHashMap<>();
+        batch.forEach((param, g) -> single.put(param, Nd4j.create(DataType.DOUBLE,
+                withBatchAxis(n, g.shape()))));
         for (long i = 0; i < n; i++) {
             dl4jPass(plain, Reference.example(x, i), Reference.example(y, i),
                     featuresMask == null ? null : Reference.example(featuresMask, i),
@@ -133,15 +139,6 @@ class SimpleRnnTest {
                         plain.gradient().getGradientFor(layerIndex + "_" + param).div(n));
             }
         }
-
-        dl4jPass(net, x, y, featuresMask, labelsMask);
-        Map<String, INDArray> batch = new LinkedHashMap<>();
-        single.keySet().forEach(param -> batch.put(param, net.gradient().getGradientFor(layerIndex + "_" + param).dup()));
-        INDArray gradient = outputGradient.apply(net).div(n);
-        LayerDerivatives kind = LayerKinds.of(layer).orElseThrow();
-        assertTrue(kind.unsupportedConfiguration(layer) == null, what + ": " + kind.unsupportedConfiguration(layer));
-        FirstOrderTerms terms = kind.firstOrder(layer, layer.input(), gradient);
-        FirstOrderTerms reductions = kind.firstOrder(layer, layer.input(), gradient);
         for (String param : single.keySet()) {
             String where = what + " " + param;
             INDArray g = terms.individualGradients().get(param);
@@ -158,6 +155,14 @@ class SimpleRnnTest {
             assertClose(Reference.dots(expected), reductions.individualGradientDots().get(param), 1e-10, 1e-12,
                     where + ": ⟨g_n, g_m⟩");
         }
+    }
+
+    /** @return {@code [n, *shape]} */
+    private static long[] withBatchAxis(long n, long[] shape) {
+        long[] out = new long[shape.length + 1];
+        out[0] = n;
+        System.arraycopy(shape, 0, out, 1, shape.length);
+        return out;
     }
 
     private static void assertMatches(Activation activation, RNNFormat format, long length, INDArray featuresMask,

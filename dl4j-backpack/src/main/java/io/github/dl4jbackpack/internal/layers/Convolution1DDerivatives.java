@@ -26,9 +26,10 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * gradient in its backward step: {@code δ} is DL4J's own (the gradient it receives, through the
  * activation), so the per-example gradients are those DL4J computes, masked or not.
  *
- * <p>Not supported: the NWC layout (DL4J 1.0.0-M2.1 reads the weight of an NWC layer in the NCW layout
- * above but writes its gradient permuted, {@code [nOut, nIn, k] → [k, nIn, nOut]}, so DL4J's gradient is
- * not that of the function it computes), weight noise, and second-order extensions.
+ * <p>Not supported: the NWC layout (DL4J 1.0.0-M2.1's backward step of an NWC layer hands its
+ * {@code conv1d_bp} operation an NWC-shaped input gradient, which fails unless {@code nIn = T}, and writes the
+ * weight gradient permuted against the layout it reads the weight in), weight noise, and second-order
+ * extensions.
  */
 public final class Convolution1DDerivatives extends UnfoldedConvolutionDerivatives {
 
@@ -46,8 +47,8 @@ public final class Convolution1DDerivatives extends UnfoldedConvolutionDerivativ
     protected String unsupportedDataFormat(Layer layer) {
         RNNFormat format = ((org.deeplearning4j.nn.conf.layers.Convolution1DLayer) layer.conf().getLayer())
                 .getRnnDataFormat();
-        return format == RNNFormat.NWC ? "data format NWC is not supported (DL4J 1.0.0-M2.1 writes the weight "
-                + "gradient of an NWC Convolution1DLayer in another layout than it reads the weight; use NCW)" : null;
+        return format == RNNFormat.NWC ? "data format NWC is not supported (DL4J 1.0.0-M2.1 cannot back-propagate "
+                + "through an NWC Convolution1DLayer: its conv1d_bp fails on the input gradient's shape; use NCW)" : null;
     }
 
     /**
@@ -100,13 +101,18 @@ public final class Convolution1DDerivatives extends UnfoldedConvolutionDerivativ
         return unfolded.reshape('c', n, kernel * c, positions);
     }
 
-    /** {@inheritDoc} Here the transpose of the matrix layout is {@code w [k, nIn, nOut]} in row-major order. */
+    /**
+     * {@inheritDoc} Here the transpose of the matrix layout is {@code w [k, nIn, nOut]} in row-major order, and
+     * the shape is that of DL4J's weight gradient, {@code [nOut, nIn, k]} (the parameter's without its last
+     * axis of size 1).
+     */
     @Override
     protected INDArray toWeightLayout(INDArray matrices, long[] weightShape) {
+        long[] gradientShape = java.util.Arrays.copyOf(weightShape, 3);
         if (matrices.rank() == 2) {
-            return matrices.transpose().dup('c').reshape('c', weightShape);
+            return matrices.transpose().dup('c').reshape('c', gradientShape);
         }
-        return matrices.permute(0, 2, 1).dup('c').reshape('c', withBatchAxis(matrices.size(0), weightShape));
+        return matrices.permute(0, 2, 1).dup('c').reshape('c', withBatchAxis(matrices.size(0), gradientShape));
     }
 
     @Override
