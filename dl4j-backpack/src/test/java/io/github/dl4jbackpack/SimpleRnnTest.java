@@ -38,8 +38,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * dot products) must equal those of the single-sequence gradients. Without masks, with a tail masked
  * (variable lengths), with the head masked (ALIGN_END), with mask weights between 0 and 1, with one step,
  * in the NWC layout, with relu.
- * Also: DL4J's masked head restarts the recurrence from zero (a head-masked sequence is the shortened
- * one), and layer normalisation and weight noise are refused.
+ * Then every first-order extension through {@code BackPackNetwork.backward} with masks. Also: DL4J's
+ * masked head restarts the recurrence from zero (a head-masked sequence is the shortened one), and layer
+ * normalisation and weight noise are refused.
  */
 class SimpleRnnTest {
 
@@ -232,6 +233,39 @@ class SimpleRnnTest {
                 y.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(head, length)).dup(), null, null);
         assertClose(shortened.gradient().gradient(), masked.gradient().gradient(), 1e-10, 1e-13,
                 "head-masked gradient = shortened sequence's");
+    }
+
+    /**
+     * Through {@code BackPackNetwork.backward} with masks: every first-order extension of two stacked
+     * SimpleRnns (the lower one's {@code ε} comes through the upper one's backward step) under a per-step
+     * output, in NCW and NWC, with workspaces, against single-sequence passes.
+     */
+    @Test
+    void firstOrderExtensionsOfStackedLayersEqualSingleSequencePasses() {
+        for (RNNFormat format : RNNFormat.values()) {
+            MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(17)
+                    .dataType(DataType.DOUBLE).list(
+                            new SimpleRnn.Builder().nOut(N_OUT).activation(Activation.TANH).dataFormat(format).build(),
+                            new SimpleRnn.Builder().nOut(3).activation(Activation.SIGMOID).dataFormat(format).build(),
+                            new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES)
+                                    .dataFormat(format).build())
+                    .setInputType(org.deeplearning4j.nn.conf.inputs.InputType.recurrent(N_IN, format)).build());
+            net.init();
+            TestNets.randomiseParameters(net, 17);
+            int length = 5;
+            INDArray x = TestNets.features(DataType.DOUBLE, 18, 4, N_IN, length);
+            INDArray y = labels(4, CLASSES, length, 19);
+            if (format == RNNFormat.NWC) {
+                x = swapLastAxes(x);
+                y = swapLastAxes(y);
+            }
+            Reference.assertFirstOrderEqualsSingleSequencePasses(net, x, y, null, null, format + ", no mask");
+            INDArray tail = mask(length, new int[] {0, 0, 0, 0}, new int[] {5, 2, 4, 1});
+            Reference.assertFirstOrderEqualsSingleSequencePasses(net, x, y, tail, tail, format + ", tail masked");
+            INDArray head = mask(length, new int[] {0, 3, 1, 4}, new int[] {5, 2, 4, 1});
+            Reference.assertFirstOrderEqualsSingleSequencePasses(net, x, y, head, head, format + ", head masked");
+            Reference.assertFirstOrderEqualsSingleSequencePasses(net, x, y, null, tail, format + ", label mask only");
+        }
     }
 
     @Test
