@@ -10,6 +10,9 @@ import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.RNNFormat;
 import org.deeplearning4j.nn.conf.WorkspaceMode;
 import org.deeplearning4j.nn.conf.layers.Convolution1DLayer;
+import org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer;
+import org.deeplearning4j.nn.conf.layers.OutputLayer;
+import org.deeplearning4j.nn.conf.layers.PoolingType;
 import org.deeplearning4j.nn.conf.layers.SubsamplingLayer;
 import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
 import org.deeplearning4j.nn.conf.layers.Subsampling1DLayer;
@@ -42,7 +45,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * {@link SimpleRnnTest#assertKindMatchesDl4j}). Kernel, stride, dilation and padding in Truncate, Strict,
  * Same and Causal modes, one step, without masks and with tail (variable lengths) and head (ALIGN_END)
  * masks; two 1D convolutions around Subsampling1DLayer, Upsampling1D, ZeroPadding1DLayer and Cropping1D.
- * Also: DL4J's MultiLayerNetwork leaves a 1D convolution's outputs unmasked (it passes the reduced mask
+ * Then every first-order extension through {@code BackPackNetwork.backward} with masks. Also: DL4J's MultiLayerNetwork leaves a 1D convolution's outputs unmasked (it passes the reduced mask
  * on without setting it on the layer), NWC and weight noise are refused, curvature is refused for the 1D
  * layers.
  */
@@ -90,10 +93,15 @@ class Convolution1DTest {
         }
     }
 
+    /** @return a network without workspaces, whose layers keep their inputs after DL4J's pass */
     private static MultiLayerNetwork network(org.deeplearning4j.nn.conf.layers.Layer... layers) {
+        return network(WorkspaceMode.NONE, layers);
+    }
+
+    private static MultiLayerNetwork network(WorkspaceMode workspaces, org.deeplearning4j.nn.conf.layers.Layer... layers) {
         MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(13)
-                .dataType(DataType.DOUBLE).trainingWorkspaceMode(WorkspaceMode.NONE)
-                .inferenceWorkspaceMode(WorkspaceMode.NONE).list(layers).build());
+                .dataType(DataType.DOUBLE).trainingWorkspaceMode(workspaces)
+                .inferenceWorkspaceMode(workspaces).list(layers).build());
         net.init();
         TestNets.randomiseParameters(net, 13);
         return net;
@@ -181,6 +189,71 @@ class Convolution1DTest {
             SimpleRnnTest.assertKindMatchesDl4j(net, index, x, y, null, null, recorded(index), "layer " + index);
             SimpleRnnTest.assertKindMatchesDl4j(net, index, x, y, features, labels, recorded(index),
                     "layer " + index + ", tail masked");
+        }
+    }
+
+    /**
+     * Through {@code BackPackNetwork.backward} with masks, with workspaces: every first-order extension of
+     * two convolutions around the four parameterless 1D layers under a per-step output, of a causal
+     * convolution feeding a SimpleRnn (head and tail masks), and of strided convolutions under global
+     * pooling over masked time, against single-sequence passes.
+     */
+    @Test
+    void firstOrderExtensionsEqualSingleSequencePasses() {
+        int length = 8;
+        INDArray x = TestNets.features(DataType.DOUBLE, 21, 4, N_IN, length);
+        INDArray tail = SimpleRnnTest.mask(length, new int[] {0, 0, 0, 0}, new int[] {8, 6, 3, 1});
+        INDArray head = SimpleRnnTest.mask(length, new int[] {0, 2, 5, 7}, new int[] {8, 6, 3, 1});
+
+        MultiLayerNetwork chain = network(WorkspaceMode.ENABLED,
+                new Convolution1DLayer.Builder().kernelSize(3).convolutionMode(ConvolutionMode.Same).nIn(N_IN)
+                        .nOut(N_OUT).activation(Activation.TANH).build(),
+                new Subsampling1DLayer.Builder(SubsamplingLayer.PoolingType.AVG, 2, 2).build(),
+                new Upsampling1D.Builder(2).build(),
+                new ZeroPadding1DLayer.Builder(1, 2).build(),
+                new Cropping1D.Builder(2, 1).build(),
+                new Convolution1DLayer.Builder().kernelSize(2).dilation(2).nIn(N_OUT).nOut(N_OUT)
+                        .activation(Activation.SOFTPLUS).build(),
+                output());
+        INDArray y = SimpleRnnTest.labels(4, CLASSES, 6, 22);
+        Reference.assertFirstOrderEqualsSingleSequencePasses(chain, x, y, null, null, "chain, no mask");
+        Reference.assertFirstOrderEqualsSingleSequencePasses(chain, x, y, null,
+                SimpleRnnTest.mask(6, new int[] {0, 0, 0, 0}, new int[] {6, 4, 2, 1}), "chain, label mask");
+
+        MultiLayerNetwork recurrent = network(WorkspaceMode.ENABLED,
+                new Convolution1DLayer.Builder().kernelSize(3).dilation(2).convolutionMode(ConvolutionMode.Causal)
+                        .nIn(N_IN).nOut(N_OUT).activation(Activation.TANH).build(),
+                new org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn.Builder().nIn(N_OUT).nOut(4)
+                        .activation(Activation.TANH).build(),
+                new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nIn(4).nOut(CLASSES)
+                        .dataFormat(RNNFormat.NCW).build());
+        y = SimpleRnnTest.labels(4, CLASSES, length, 23);
+        for (INDArray m : new INDArray[] {null, tail, head}) {
+            Reference.assertFirstOrderEqualsSingleSequencePasses(recurrent, x, y, m, m,
+                    "causal convolution and SimpleRnn, mask " + m);
+        }
+
+        for (PoolingType pooling : new PoolingType[] {PoolingType.AVG, PoolingType.MAX}) {
+            // with the input type, DL4J puts the flattening its output layer needs after the pooling
+            MultiLayerNetwork pooled = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(13)
+                    .dataType(DataType.DOUBLE).list(
+                            new Convolution1DLayer.Builder().kernelSize(3).stride(2)
+                                    .convolutionMode(ConvolutionMode.Same).nOut(N_OUT).activation(Activation.RELU)
+                                    .build(),
+                            new Convolution1DLayer.Builder().kernelSize(2).nOut(N_OUT).activation(Activation.TANH)
+                                    .build(),
+                            new GlobalPoolingLayer.Builder(pooling).build(),
+                            new OutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES)
+                                    .build())
+                    .setInputType(org.deeplearning4j.nn.conf.inputs.InputType.recurrent(N_IN, length)).build());
+            pooled.init();
+            TestNets.randomiseParameters(pooled, 25);
+            INDArray labels = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 24, 4, CLASSES);
+            Reference.assertFirstOrderEqualsSingleSequencePasses(pooled, x, labels, null, null, pooling + " pooling");
+            Reference.assertFirstOrderEqualsSingleSequencePasses(pooled, x, labels, tail, null,
+                    pooling + " pooling, tail masked");
+            Reference.assertFirstOrderEqualsSingleSequencePasses(pooled, x, labels, head, null,
+                    pooling + " pooling, head masked");
         }
     }
 
