@@ -23,6 +23,8 @@ public final class LayerKinds {
                 new DeconvolutionDerivatives(),
                 new DepthwiseConvolutionDerivatives(),
                 new SeparableConvolutionDerivatives(),
+                new Convolution1DDerivatives(),
+                new SimpleRnnDerivatives(),
                 new ElementWiseMultiplicationDerivatives(),
                 new PReluDerivatives(),
                 new SubsamplingDerivatives(),
@@ -37,6 +39,7 @@ public final class LayerKinds {
                 new IdentityDerivatives(LossLayer.class),
                 new IdentityDerivatives(org.deeplearning4j.nn.layers.convolution.CnnLossLayer.class)));
         kinds.addAll(SpatialResizeDerivatives.all());
+        kinds.addAll(Parameterless1DDerivatives.all());
         return List.copyOf(kinds);
     }
 
