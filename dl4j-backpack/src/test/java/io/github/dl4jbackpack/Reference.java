@@ -44,8 +44,8 @@ final class Reference {
     }
 
     /**
-     * @return "layer_param" → stacked {@code g_n = (1/N) ∇ℓ_n}, shape {@code [N, *p]}, computed by DL4J
-     *     one sequence at a time (with its rows of the masks, where given) on a fresh clone of {@code net}
+     * @return "layer_param" → stacked {@code g_n = (1/N) ∇ℓ_n}, shape {@code [N, *p]} ({@code p} the
+     *     parameter's shape), computed by DL4J one sequence at a time (with its rows of the masks, where given) on a fresh clone of {@code net}
      */
     static Map<String, INDArray> individualGradients(MultiLayerNetwork net, INDArray x, INDArray y,
                                                      INDArray featuresMask, INDArray labelsMask) {
@@ -59,7 +59,8 @@ final class Reference {
             plain.setLabels(example(y, i));
             plain.computeGradientAndScore();
             plain.gradient().gradientForVariable().forEach((key, g) -> {
-                long[] shape = g.shape();
+                // shaped like the parameter, as the quantities are (DL4J's gradient of a 1D convolution drops an axis)
+                long[] shape = plain.getParam(key).shape();
                 long[] withBatch = new long[shape.length + 1];
                 withBatch[0] = 1;
                 System.arraycopy(shape, 0, withBatch, 1, shape.length);

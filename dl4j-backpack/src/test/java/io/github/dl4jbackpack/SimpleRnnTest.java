@@ -110,7 +110,7 @@ class SimpleRnnTest {
      * Asserts the kind of layer {@code layerIndex} against DL4J: after DL4J's batch pass, the kind's terms
      * from the layer's input and {@code outputGradient(net)} (the summed loss's gradient the kind expects,
      * divided by N here) against the batch gradient and against single-sequence passes on a copy, in the
-     * shapes of DL4J's gradients.
+     * parameters' shapes (DL4J's gradient of a 1D convolution's weight drops the parameter's last axis).
      */
     static void assertKindMatchesDl4j(MultiLayerNetwork net, int layerIndex, INDArray x, INDArray y,
                                       INDArray featuresMask, INDArray labelsMask,
@@ -121,7 +121,8 @@ class SimpleRnnTest {
         Layer layer = net.getLayer(layerIndex);
         Map<String, INDArray> batch = new LinkedHashMap<>();
         layer.paramTable().keySet().forEach(param ->
-                batch.put(param, net.gradient().getGradientFor(layerIndex + "_" + param).dup()));
+                batch.put(param, net.gradient().getGradientFor(layerIndex + "_" + param).dup('c')
+                        .reshape(layer.getParam(param).shape())));
         INDArray gradient = outputGradient.apply(net).div(n);
         LayerDerivatives kind = LayerKinds.of(layer).orElseThrow();
         assertTrue(kind.unsupportedConfiguration(layer) == null, what + ": " + kind.unsupportedConfiguration(layer));
@@ -136,8 +137,8 @@ class SimpleRnnTest {
                     featuresMask == null ? null : Reference.example(featuresMask, i),
                     labelsMask == null ? null : Reference.example(labelsMask, i));
             for (String param : single.keySet()) {
-                single.get(param).get(NDArrayIndex.point(i)).assign(
-                        plain.gradient().getGradientFor(layerIndex + "_" + param).div(n));
+                single.get(param).get(NDArrayIndex.point(i)).assign(plain.gradient()
+                        .getGradientFor(layerIndex + "_" + param).dup('c').reshape(layer.getParam(param).shape()).div(n));
             }
         }
         for (String param : single.keySet()) {

@@ -804,13 +804,15 @@ public final class Validation {
         org.deeplearning4j.nn.conf.layers.Layer conf = node.conf().getLayer();
         boolean volume = conf instanceof org.deeplearning4j.nn.conf.layers.Convolution3D
                 || conf instanceof org.deeplearning4j.nn.conf.layers.Deconvolution3D;
-        boolean convolution = conf instanceof org.deeplearning4j.nn.conf.layers.ConvolutionLayer && !volume;
-        boolean perStep = conf instanceof org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
+        boolean overTime = conf instanceof org.deeplearning4j.nn.conf.layers.Convolution1DLayer;
+        boolean convolution = conf instanceof org.deeplearning4j.nn.conf.layers.ConvolutionLayer && !volume
+                && !overTime;
+        boolean perStep = conf instanceof org.deeplearning4j.nn.conf.layers.RnnOutputLayer || overTime;
         boolean dense = !perStep && (conf instanceof org.deeplearning4j.nn.conf.layers.DenseLayer
                 || conf instanceof BaseOutputLayer);
         if (perStep && !(x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent)) {
-            throw new IllegalArgumentException(where(node) + " is " + x + " but an RnnOutputLayer needs time series "
-                    + "[N, nIn, T]");
+            throw new IllegalArgumentException(where(node) + " is " + x + " but " + (overTime ? "a Convolution1DLayer"
+                    : "an RnnOutputLayer") + " needs time series [N, nIn, T]");
         }
         if (convolution && !(x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional)) {
             throw new IllegalArgumentException(where(node) + " is " + x + " but a convolution needs [N, C, H, W]");

@@ -102,17 +102,16 @@ public final class Convolution1DDerivatives extends UnfoldedConvolutionDerivativ
     }
 
     /**
-     * {@inheritDoc} Here the transpose of the matrix layout is {@code w [k, nIn, nOut]} in row-major order, and
-     * the shape is that of DL4J's weight gradient, {@code [nOut, nIn, k]} (the parameter's without its last
-     * axis of size 1).
+     * {@inheritDoc} Here the transpose of the matrix layout is {@code w [k, nIn, nOut]} in row-major order,
+     * which is how DL4J reads the parameter {@code [nOut, nIn, k, 1]} (its weight gradient, {@code [nOut, nIn, k]},
+     * holds the same values in the same order).
      */
     @Override
     protected INDArray toWeightLayout(INDArray matrices, long[] weightShape) {
-        long[] gradientShape = java.util.Arrays.copyOf(weightShape, 3);
         if (matrices.rank() == 2) {
-            return matrices.transpose().dup('c').reshape('c', gradientShape);
+            return matrices.transpose().dup('c').reshape('c', weightShape);
         }
-        return matrices.permute(0, 2, 1).dup('c').reshape('c', withBatchAxis(matrices.size(0), gradientShape));
+        return matrices.permute(0, 2, 1).dup('c').reshape('c', withBatchAxis(matrices.size(0), weightShape));
     }
 
     @Override
