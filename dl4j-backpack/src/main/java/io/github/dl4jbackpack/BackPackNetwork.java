@@ -267,6 +267,76 @@ public final class BackPackNetwork {
      *     extensions, before the network is touched
      */
     public Quantities backward(INDArray[] features, INDArray[] labels, Extension<?>... extensions) {
+        return backward(features, labels, null, null, extensions);
+    }
+
+    /**
+     * Runs one forward and backward pass on a batch of sequences with masks
+     * ({@code setLayerMaskArrays(featuresMask, labelsMask); setInput(features); setLabels(labels);
+     * computeGradientAndScore()}, the masks cleared afterwards as DL4J's {@code fit(DataSet)} clears them),
+     * and computes the given extensions in the same pass. An example is a sequence: its quantities are
+     * those of its loss summed over its unmasked steps (docs/math.md#sequences-and-weight-sharing).
+     *
+     * @param features {@code [N, nIn, T]} (or the network's other input shapes)
+     * @param labels {@code [N, nOut, T]} for per-step outputs, {@code [N, nOut]} otherwise
+     * @param featuresMask {@code [N, T]}, 1 for real steps and 0 for padding, or null
+     * @param labelsMask {@code [N, T]} for per-step outputs, or null
+     * @param extensions the quantities to compute, each class at most once
+     * @return the quantities of this pass
+     * @throws UnsupportedLayerException naming every part of the network an extension cannot handle
+     * @throws IllegalArgumentException on mismatched shapes of arrays or masks, before the network is touched
+     */
+    public Quantities backward(INDArray features, INDArray labels, INDArray featuresMask, INDArray labelsMask,
+                               Extension<?>... extensions) {
+        return backward(new INDArray[] {features}, new INDArray[] {labels},
+                featuresMask == null ? null : new INDArray[] {featuresMask},
+                labelsMask == null ? null : new INDArray[] {labelsMask}, extensions);
+    }
+
+    /**
+     * Runs one forward and backward pass on a {@code DataSet} (features, labels and their masks, if any),
+     * as {@link #backward(INDArray, INDArray, INDArray, INDArray, Extension[])}.
+     *
+     * @param batch the batch
+     * @param extensions the quantities to compute, each class at most once
+     * @return the quantities of this pass
+     */
+    public Quantities backward(org.nd4j.linalg.dataset.api.DataSet batch, Extension<?>... extensions) {
+        return backward(batch.getFeatures(), batch.getLabels(), batch.getFeaturesMaskArray(),
+                batch.getLabelsMaskArray(), extensions);
+    }
+
+    /**
+     * Runs one forward and backward pass on a {@code MultiDataSet} (features, labels and their masks, if
+     * any), as {@link #backward(INDArray[], INDArray[], INDArray[], INDArray[], Extension[])}.
+     *
+     * @param batch the batch
+     * @param extensions the quantities to compute, each class at most once
+     * @return the quantities of this pass
+     */
+    public Quantities backward(org.nd4j.linalg.dataset.api.MultiDataSet batch, Extension<?>... extensions) {
+        return backward(batch.getFeatures(), batch.getLabels(), batch.getFeaturesMaskArrays(),
+                batch.getLabelsMaskArrays(), extensions);
+    }
+
+    /**
+     * Runs one forward and backward pass on a batch with masks of a network with several inputs or
+     * outputs ({@code setLayerMaskArrays(featuresMasks, labelsMasks); setInputs(features);
+     * setLabels(labels); computeGradientAndScore()}, the masks cleared afterwards), and computes the given
+     * extensions in the same pass.
+     *
+     * @param features one array per network input, in the graph's input order
+     * @param labels one array per network output, in the graph's output order
+     * @param featuresMasks one mask per network input (entries may be null), or null for none
+     * @param labelsMasks one mask per network output (entries may be null), or null for none
+     * @param extensions the quantities to compute, each class at most once
+     * @return the quantities of this pass
+     * @throws UnsupportedLayerException naming every part of the network an extension cannot handle
+     * @throws IllegalArgumentException on mismatched numbers or shapes of arrays or masks or duplicate
+     *     extensions, before the network is touched
+     */
+    public Quantities backward(INDArray[] features, INDArray[] labels, INDArray[] featuresMasks,
+                               INDArray[] labelsMasks, Extension<?>... extensions) {
         Validation.checkDistinct(extensions);
         List<Extension<?>> requested = Arrays.asList(extensions);
         if (publishing) {
@@ -276,7 +346,7 @@ public final class BackPackNetwork {
         }
         ensureInstalled();
         checkNetwork(requested);
-        Validation.checkBatch(access, features, labels);
+        Validation.checkBatch(access, features, labels, featuresMasks, labelsMasks, requested);
         Thread self = Thread.currentThread();
         if (!caller.compareAndSet(null, self)) {
             Thread other = caller.get();
@@ -286,11 +356,12 @@ public final class BackPackNetwork {
         }
         try {
             if (requested.isEmpty()) {
-                access.computeGradientAndScore(features, labels);
+                access.computeGradientAndScore(features, labels, featuresMasks, labelsMasks);
                 return new Quantities(access.score(), features[0].size(0), java.util.Map.of());
             }
             Quantities before = latest;
-            interceptor.runWith(requested, () -> access.computeGradientAndScore(features, labels));
+            interceptor.runWith(requested, () -> access.computeGradientAndScore(features, labels, featuresMasks,
+                    labelsMasks));
             Quantities q = latest;
             if (q == null || q == before) {
                 throw new IllegalStateException("The backward pass did not reach the extended layers; was a layer of "

@@ -102,7 +102,7 @@ class BadInputTest {
     }
 
     @Test
-    void recurrentNetworksAndTimeSeriesAreRejected() {
+    void truncatedBpttAndTimeSeriesIntoDenseLayersAreRejected() {
         MultiLayerConfiguration conf = new NeuralNetConfiguration.Builder().dataType(DataType.DOUBLE)
                 .list(new LSTM.Builder().nIn(3).nOut(4).build(),
                         new RnnOutputLayer.Builder(LossFunction.MCXENT).nIn(4).nOut(2).activation(Activation.SOFTMAX).build())
@@ -117,7 +117,8 @@ class BadInputTest {
         MultiLayerNetwork ff = TestNets.build(DataType.DOUBLE, InputType.feedForward(5), out());
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> BackPackNetwork.extend(ff).backward(Nd4j.rand(DataType.DOUBLE, 4, 5, 2), Y, new BatchGrad()));
-        assertTrue(e.getMessage().contains("time-series"), e.getMessage());
+        assertTrue(e.getMessage().contains("InputTypeRecurrent") && e.getMessage().contains("dense layer needs [N, nIn]"),
+                e.getMessage());
     }
 
 
@@ -172,11 +173,11 @@ class BadInputTest {
     }
 
     @Test
-    void maskedDataDuringTrainingIsRejectedAndTheNetworkRecovers() {
+    void maskedDataDuringTrainingWithCurvatureIsRejectedAndTheNetworkRecovers() {
         MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.feedForward(5),
                 new DenseLayer.Builder().nOut(6).activation(Activation.TANH).build(), out());
         BackPackNetwork bp = BackPackNetwork.extend(net);
-        bp.enable(new BatchGrad());
+        bp.enable(new io.github.dl4jbackpack.extensions.DiagGGNMC());
         DataSet masked = new DataSet(X, Y, Nd4j.ones(DataType.DOUBLE, 4, 1), null);
         UnsupportedOperationException e = assertThrows(UnsupportedOperationException.class, () -> net.fit(masked));
         assertTrue(e.getMessage().contains("mask"), e.getMessage());

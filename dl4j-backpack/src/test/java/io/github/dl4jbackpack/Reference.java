@@ -40,10 +40,21 @@ final class Reference {
      *     one example at a time on a fresh clone of {@code net}
      */
     static Map<String, INDArray> individualGradients(MultiLayerNetwork net, INDArray x, INDArray y) {
+        return individualGradients(net, x, y, null, null);
+    }
+
+    /**
+     * @return "layer_param" → stacked {@code g_n = (1/N) ∇ℓ_n}, shape {@code [N, *p]}, computed by DL4J
+     *     one sequence at a time (with its rows of the masks, where given) on a fresh clone of {@code net}
+     */
+    static Map<String, INDArray> individualGradients(MultiLayerNetwork net, INDArray x, INDArray y,
+                                                     INDArray featuresMask, INDArray labelsMask) {
         MultiLayerNetwork plain = net.clone();
         long n = x.size(0);
         Map<String, List<INDArray>> perExample = new LinkedHashMap<>();
         for (long i = 0; i < n; i++) {
+            plain.setLayerMaskArrays(featuresMask == null ? null : example(featuresMask, i),
+                    labelsMask == null ? null : example(labelsMask, i));
             plain.setInput(example(x, i));
             plain.setLabels(example(y, i));
             plain.computeGradientAndScore();
@@ -109,12 +120,22 @@ final class Reference {
      * BatchDotGrad.
      */
     static void assertFirstOrderEqualsSingleExamplePasses(MultiLayerNetwork net, INDArray x, INDArray y, String what) {
-        Map<String, INDArray> loop = individualGradients(net.clone(), x, y);
-        Quantities reductions = BackPackNetwork.extend(net).backward(x, y,
+        assertFirstOrderEqualsSingleSequencePasses(net, x, y, null, null, what);
+    }
+
+    /**
+     * Every first-order extension of a float64 network on a batch of sequences with masks (either may be
+     * null) against its loop of single-sequence passes, each with its rows of the masks: the reductions
+     * on their own (formed without the individual gradients), then BatchGrad and BatchDotGrad.
+     */
+    static void assertFirstOrderEqualsSingleSequencePasses(MultiLayerNetwork net, INDArray x, INDArray y,
+                                                           INDArray featuresMask, INDArray labelsMask, String what) {
+        Map<String, INDArray> loop = individualGradients(net.clone(), x, y, featuresMask, labelsMask);
+        Quantities reductions = BackPackNetwork.extend(net).backward(x, y, featuresMask, labelsMask,
                 new io.github.dl4jbackpack.extensions.BatchL2Grad(), new io.github.dl4jbackpack.extensions.SumGradSquared(),
                 new io.github.dl4jbackpack.extensions.Variance());
-        Quantities all = BackPackNetwork.extend(net).backward(x, y, new io.github.dl4jbackpack.extensions.BatchGrad(),
-                new io.github.dl4jbackpack.extensions.BatchDotGrad());
+        Quantities all = BackPackNetwork.extend(net).backward(x, y, featuresMask, labelsMask,
+                new io.github.dl4jbackpack.extensions.BatchGrad(), new io.github.dl4jbackpack.extensions.BatchDotGrad());
         for (String key : loop.keySet()) {
             INDArray g = loop.get(key);
             String where = what + " " + key;

@@ -197,9 +197,10 @@ public class InterceptingLayer extends BaseWrapperLayer {
             return underlyingBackprop(epsilon, workspaceMgr);
         }
         try {
-            if (underlying.getMaskArray() != null) {
-                throw new UnsupportedOperationException(node.describe() + " has a mask array: masked or time-series "
-                        + "data is not supported by dl4j-backpack extensions yet");
+            if (pass.needsCurvature(node) && (underlying.getMaskArray() != null || underlying.input().rank() == 3
+                    || underlying.input().size(0) != pass.batchSize() * pass.copies(node))) {
+                throw new UnsupportedOperationException(node.describe() + " sees sequence data (a time axis or a "
+                        + "mask): curvature extensions do not support sequences yet (first-order extensions do)");
             }
             Step step = delegate(pass, epsilon, workspaceMgr);
             if (pass.needsCurvature(node)) {
@@ -306,9 +307,22 @@ public class InterceptingLayer extends BaseWrapperLayer {
                      interceptor.firstOrderScratch())) {
             INDArray outputGradient = summedLossGradient.div(pass.batchSize());
             pass.computeAt(new LayerBackprop(node.name(), pass.batchSize(), underlying, kind, underlying.input(),
-                    outputGradient, gradient, pass.copies(node), runningForward));
+                    outputGradient, gradient, rowsPerExample(pass), runningForward));
             interceptor.learnFirstOrderScratch(scratch.used());
         }
+    }
+
+    /**
+     * @return how many rows of the layer input belong to each example: the copies a StackVertex stacks, or
+     *     the time steps DL4J's {@code RnnToFeedForwardPreProcessor} flattens into rows (row {@code t·N + n})
+     */
+    private long rowsPerExample(BackwardPass pass) {
+        long rows = underlying.input().size(0);
+        if (rows % pass.batchSize() != 0) {
+            throw new IllegalStateException(node.describe() + " sees " + rows + " rows in a batch of "
+                    + pass.batchSize() + " examples");
+        }
+        return rows / pass.batchSize();
     }
 
     /**

@@ -26,7 +26,7 @@ import java.util.Set;
 final class LayerBackprop implements LayerSignals {
 
     private final String layerName;
-    /** How many rows per example the layer sees (a StackVertex stacks copies), 1 normally. */
+    /** How many rows per example the layer sees (a StackVertex's copies, time steps flattened into rows), 1 normally. */
     private final long copies;
     private final long batchSize;
     private final Layer layer;
@@ -117,8 +117,8 @@ final class LayerBackprop implements LayerSignals {
             throw new IllegalStateException("first-order terms are computed during DL4J's pass, not after it");
         }
         if (firstOrder == null) {
-            FirstOrderTerms terms = kind.firstOrder(layer, input, outputGradient, runningStatistics);
-            firstOrder = copies == 1 ? terms : new io.github.dl4jbackpack.internal.layers.SharedRowsTerms(terms, copies);
+            firstOrder = copies == 1 ? kind.firstOrder(layer, input, outputGradient, runningStatistics)
+                    : kind.firstOrderOfRows(layer, input, outputGradient, runningStatistics, copies);
         }
         return firstOrder;
     }

@@ -105,8 +105,12 @@ public abstract class NetworkAccess {
      *
      * @param features one array per network input
      * @param labels one array per network output
+     * @param featuresMasks one mask per network input (entries may be null), or null: then the network's
+     *     masks are left as they are
+     * @param labelsMasks one mask per network output (entries may be null), or null
      */
-    public abstract void computeGradientAndScore(INDArray[] features, INDArray[] labels);
+    public abstract void computeGradientAndScore(INDArray[] features, INDArray[] labels, INDArray[] featuresMasks,
+                                                 INDArray[] labelsMasks);
 
     /** @return DL4J's score of the last pass */
     public abstract double score();
@@ -225,10 +229,22 @@ public abstract class NetworkAccess {
         }
 
         @Override
-        public void computeGradientAndScore(INDArray[] features, INDArray[] labels) {
-            net.setInput(features[0]);
-            net.setLabels(labels[0]);
-            net.computeGradientAndScore();
+        public void computeGradientAndScore(INDArray[] features, INDArray[] labels, INDArray[] featuresMasks,
+                                            INDArray[] labelsMasks) {
+            boolean masked = featuresMasks != null || labelsMasks != null;
+            if (masked) {
+                net.setLayerMaskArrays(featuresMasks == null ? null : featuresMasks[0],
+                        labelsMasks == null ? null : labelsMasks[0]);
+            }
+            try {
+                net.setInput(features[0]);
+                net.setLabels(labels[0]);
+                net.computeGradientAndScore();
+            } finally {
+                if (masked) {
+                    net.clearLayerMaskArrays();
+                }
+            }
         }
 
         @Override
@@ -322,10 +338,21 @@ public abstract class NetworkAccess {
         }
 
         @Override
-        public void computeGradientAndScore(INDArray[] features, INDArray[] labels) {
-            graph.setInputs(features);
-            graph.setLabels(labels);
-            graph.computeGradientAndScore();
+        public void computeGradientAndScore(INDArray[] features, INDArray[] labels, INDArray[] featuresMasks,
+                                            INDArray[] labelsMasks) {
+            boolean masked = featuresMasks != null || labelsMasks != null;
+            if (masked) {
+                graph.setLayerMaskArrays(featuresMasks, labelsMasks);
+            }
+            try {
+                graph.setInputs(features);
+                graph.setLabels(labels);
+                graph.computeGradientAndScore();
+            } finally {
+                if (masked) {
+                    graph.clearLayerMaskArrays();
+                }
+            }
         }
 
         @Override

@@ -465,9 +465,13 @@ public final class Validation {
      * @param access the network
      * @param features one array per network input
      * @param labels one array per network output
+     * @param featuresMasks one mask per network input (entries may be null), or null
+     * @param labelsMasks one mask per network output (entries may be null), or null
+     * @param extensions the requested extensions
      * @throws IllegalArgumentException when the batch cannot be used, before the network is touched
      */
-    public static void checkBatch(NetworkAccess access, INDArray[] features, INDArray[] labels) {
+    public static void checkBatch(NetworkAccess access, INDArray[] features, INDArray[] labels,
+                                  INDArray[] featuresMasks, INDArray[] labelsMasks, List<Extension<?>> extensions) {
         Topology topology = access.topology();
         if (features == null || labels == null) {
             throw new IllegalArgumentException("features and labels must not be null");
@@ -481,17 +485,17 @@ public final class Validation {
                     + labels.length + " label array(s) were given");
         }
         long n = -1;
+        boolean sequences = false;
         for (int i = 0; i < features.length; i++) {
             INDArray f = features[i];
             if (f == null) {
                 throw new IllegalArgumentException("feature array " + i + " is null");
             }
-            if (f.rank() != 2 && f.rank() != 4 && f.rank() != 5) {
-                throw new IllegalArgumentException("features must have rank 2 [N, nIn], 4 [N, C, H, W] or 5 "
-                        + "[N, C, D, H, W]; feature "
-                        + "array " + i + " has shape " + Arrays.toString(f.shape())
-                        + (f.rank() == 3 ? " (time-series input is not supported yet)" : ""));
+            if (f.rank() < 2 || f.rank() > 5) {
+                throw new IllegalArgumentException("features must have rank 2 [N, nIn], 3 [N, nIn, T], 4 [N, C, H, W] "
+                        + "or 5 [N, C, D, H, W]; feature array " + i + " has shape " + Arrays.toString(f.shape()));
             }
+            sequences |= f.rank() == 3;
             n = checkBatchSize(n, f.size(0), "feature array " + i);
         }
         for (int k = 0; k < labels.length; k++) {
@@ -500,23 +504,125 @@ public final class Validation {
             if (l == null) {
                 throw new IllegalArgumentException("label array " + k + " (output " + out.describe() + ") is null");
             }
-            if (l.rank() != 2 && l.rank() != 4) {
-                throw new IllegalArgumentException("labels must have rank 2 [N, nOut] (or 4 [N, C, H, W] for per-pixel "
-                        + "outputs); label array " + k + " (output " + out.describe() + ") has shape "
-                        + Arrays.toString(l.shape()));
+            if (l.rank() < 2 || l.rank() > 4) {
+                throw new IllegalArgumentException("labels must have rank 2 [N, nOut], 3 [N, nOut, T] (per-step "
+                        + "outputs) or 4 [N, C, H, W] (per-pixel outputs); label array " + k + " (output "
+                        + out.describe() + ") has shape " + Arrays.toString(l.shape()));
             }
             n = checkBatchSize(n, l.size(0), "label array " + k);
-            org.deeplearning4j.nn.conf.layers.Layer conf = out.conf() == null ? null : out.conf().getLayer();
-            if (conf instanceof BaseOutputLayer && l.rank() == 2 && ((FeedForwardLayer) conf).getNOut() > 0
-                    && l.size(1) != ((FeedForwardLayer) conf).getNOut()) {
-                throw new IllegalArgumentException("label array " + k + " has " + l.size(1) + " columns but output "
-                        + out.describe() + " has nOut=" + ((FeedForwardLayer) conf).getNOut());
-            }
         }
         if (n == 0) {
             throw new IllegalArgumentException("empty batch");
         }
+        sequences |= checkMasks("feature", featuresMasks, features, topology, true);
+        sequences |= checkMasks("label", labelsMasks, labels, topology, false);
+        List<String> curvature = extensions.stream().filter(e -> !e.curvatureRequests().isEmpty())
+                .map(Extension::name).collect(java.util.stream.Collectors.toList());
+        if (sequences && !curvature.isEmpty()) {
+            throw new IllegalArgumentException("curvature extensions (" + String.join(", ", curvature) + ") do not "
+                    + "support sequence data (rank-3 features or masks) yet; the first-order extensions (BatchGrad, "
+                    + "BatchL2Grad, BatchDotGrad, SumGradSquared, Variance) do");
+        }
+        checkLabelWidths(topology, labels);
         checkShapes(access, features, labels);
+    }
+
+    /**
+     * @return whether any mask is given
+     * @throws IllegalArgumentException for a mask that does not fit its array
+     */
+    private static boolean checkMasks(String what, INDArray[] masks, INDArray[] arrays, Topology topology,
+                                      boolean features) {
+        if (masks == null) {
+            return false;
+        }
+        if (masks.length != arrays.length) {
+            throw new IllegalArgumentException(masks.length + " " + what + " mask(s) were given for " + arrays.length
+                    + " " + what + " array(s)");
+        }
+        boolean any = false;
+        for (int i = 0; i < masks.length; i++) {
+            INDArray m = masks[i];
+            if (m == null) {
+                continue;
+            }
+            any = true;
+            INDArray a = arrays[i];
+            String name = what + " mask " + i + " " + Arrays.toString(m.shape());
+            if (m.rank() != 2 || m.size(0) != a.size(0)) {
+                throw new IllegalArgumentException(name + " must be [N, T] with N = " + a.size(0) + " (the " + what
+                        + " array has shape " + Arrays.toString(a.shape()) + ")");
+            }
+            if (a.rank() == 3) {
+                boolean nwc = features ? readsNwc(firstConsumer(topology, i)) : readsNwc(topology.outputs().get(i));
+                long steps = a.size(nwc ? 1 : 2);
+                if (m.size(1) != steps) {
+                    throw new IllegalArgumentException(name + " has " + m.size(1) + " steps but the " + what
+                            + " array " + Arrays.toString(a.shape()) + " has T = " + steps
+                            + (nwc ? " (NWC layout)" : " (NCW layout)"));
+                }
+            } else if (features || a.rank() != 2 || (m.size(1) != 1 && m.size(1) != a.size(1))) {
+                throw new IllegalArgumentException(name + " does not fit the " + what + " array of shape "
+                        + Arrays.toString(a.shape()) + ": masks are [N, T] for time series"
+                        + (features ? "" : ", [N, 1] or [N, nOut] for labels [N, nOut]"));
+            }
+        }
+        return any;
+    }
+
+    /** @return the first node that reads network input i, or null */
+    private static Node firstConsumer(Topology topology, int input) {
+        for (Node node : topology.nodes()) {
+            for (int j = 0; j < node.inputCount(); j++) {
+                if (node.input(j) == -input - 1) {
+                    return node;
+                }
+            }
+        }
+        return null;
+    }
+
+    /** @return whether the layer reads or writes time series in NWC layout */
+    private static boolean readsNwc(Node node) {
+        if (node == null || !node.isLayer()) {
+            return false;
+        }
+        org.deeplearning4j.nn.conf.layers.Layer conf = node.conf().getLayer();
+        org.deeplearning4j.nn.conf.RNNFormat format = null;
+        if (node.preProcessor() instanceof org.deeplearning4j.nn.conf.preprocessor.RnnToFeedForwardPreProcessor) {
+            format = ((org.deeplearning4j.nn.conf.preprocessor.RnnToFeedForwardPreProcessor) node.preProcessor())
+                    .getRnnDataFormat();
+        } else if (conf instanceof org.deeplearning4j.nn.conf.layers.BaseRecurrentLayer) {
+            format = ((org.deeplearning4j.nn.conf.layers.BaseRecurrentLayer) conf).getRnnDataFormat();
+        } else if (conf instanceof org.deeplearning4j.nn.conf.layers.RnnOutputLayer) {
+            format = ((org.deeplearning4j.nn.conf.layers.RnnOutputLayer) conf).getRnnDataFormat();
+        } else if (conf instanceof org.deeplearning4j.nn.conf.layers.RnnLossLayer) {
+            format = ((org.deeplearning4j.nn.conf.layers.RnnLossLayer) conf).getRnnDataFormat();
+        }
+        return format == org.deeplearning4j.nn.conf.RNNFormat.NWC;
+    }
+
+    private static void checkLabelWidths(Topology topology, INDArray[] labels) {
+        for (int k = 0; k < labels.length; k++) {
+            INDArray l = labels[k];
+            Node out = topology.outputs().get(k);
+            org.deeplearning4j.nn.conf.layers.Layer conf = out.conf() == null ? null : out.conf().getLayer();
+            if (conf instanceof BaseOutputLayer && ((FeedForwardLayer) conf).getNOut() > 0) {
+                long nOut = ((FeedForwardLayer) conf).getNOut();
+                boolean perStep = conf instanceof org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
+                long width = l.size(perStep && readsNwc(out) ? 2 : 1);
+                if (l.rank() != (perStep ? 3 : 2) && !(conf instanceof org.deeplearning4j.nn.conf.layers.objdetect
+                        .Yolo2OutputLayer) && !(conf instanceof org.deeplearning4j.nn.conf.layers.CnnLossLayer)) {
+                    throw new IllegalArgumentException("label array " + k + " has shape " + Arrays.toString(l.shape())
+                            + " but output " + out.describe() + " needs " + (perStep ? (readsNwc(out)
+                            ? "[N, T, nOut] (per-step labels, NWC)" : "[N, nOut, T] (per-step labels)") : "[N, nOut]"));
+                }
+                if (width != nOut) {
+                    throw new IllegalArgumentException("label array " + k + " has " + width + (perStep ? " outputs "
+                            + "per step" : " columns") + " but output " + out.describe() + " has nOut=" + nOut);
+                }
+            }
+        }
     }
 
     /**
@@ -529,34 +635,55 @@ public final class Validation {
         Topology topology = access.topology();
         org.deeplearning4j.nn.conf.inputs.InputType[] types =
                 new org.deeplearning4j.nn.conf.inputs.InputType[topology.nodes().size()];
+        // the time steps of the sequences a node's output rows or series come from (0: none), which DL4J's
+        // shape inference forgets where a time series is flattened into rows and back
+        long[] steps = new long[types.length];
         for (Node node : topology.nodes()) {
             org.deeplearning4j.nn.conf.inputs.InputType[] in =
                     new org.deeplearning4j.nn.conf.inputs.InputType[node.inputCount()];
             boolean known = true;
+            long inSteps = 0;
             for (int i = 0; i < in.length; i++) {
                 int producer = node.input(i);
                 in[i] = producer >= 0 ? types[producer] : typeOf(features[-producer - 1], node);
                 known &= in[i] != null;
+                inSteps = Math.max(inSteps, producer >= 0 ? steps[producer] : stepsOf(in[i]));
             }
             if (!known) {
                 continue;
             }
             try {
+                org.deeplearning4j.nn.conf.inputs.InputType out;
+                boolean rowsIn = in.length > 0 && Arrays.stream(in)
+                        .allMatch(t -> t instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward);
                 if (node.isLayer()) {
                     org.deeplearning4j.nn.conf.inputs.InputType x = in[0];
                     if (node.preProcessor() != null) {
                         checkPreprocessor(node, x);
                         x = node.preProcessor().getOutputType(x);
                     }
+                    rowsIn = x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward;
                     checkLayerInput(node, x);
                     // DL4J's shape inference mislabels the layout of 3D outputs: nothing below them is checked
-                    types[node.position()] = x instanceof org.deeplearning4j.nn.conf.inputs.InputType
+                    out = x instanceof org.deeplearning4j.nn.conf.inputs.InputType
                             .InputTypeConvolutional3D ? null : node.conf().getLayer() instanceof LossLayer ? x
                             : node.conf().getLayer().getOutputType(node.position(), x);
                 } else {
                     org.deeplearning4j.nn.conf.graph.GraphVertex conf = access.vertexConfiguration(node);
-                    types[node.position()] = conf == null ? null : conf.getOutputType(-1, in);
+                    out = conf == null ? null : conf.getOutputType(-1, in);
                 }
+                if (out instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) {
+                    org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent r =
+                            (org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) out;
+                    if (r.getTimeSeriesLength() <= 0 && inSteps > 0) {
+                        out = org.deeplearning4j.nn.conf.inputs.InputType.recurrent(r.getSize(), inSteps, r.getFormat());
+                    }
+                    steps[node.position()] = stepsOf(out);
+                } else {
+                    // rows in, rows out keep their steps; a series reduced to one row per example has none
+                    steps[node.position()] = rowsIn ? inSteps : 0;
+                }
+                types[node.position()] = out;
             } catch (IllegalArgumentException e) {
                 throw e;
             } catch (RuntimeException e) {
@@ -584,6 +711,20 @@ public final class Validation {
                 }
                 continue;
             }
+            if (t instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) {
+                org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent r =
+                        (org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) t;
+                boolean nwc = r.getFormat() == org.deeplearning4j.nn.conf.RNNFormat.NWC;
+                long length = r.getTimeSeriesLength() > 0 ? r.getTimeSeriesLength() : labels[k].size(nwc ? 1 : 2);
+                long[] expected = nwc ? new long[] {labels[k].size(0), length, r.getSize()}
+                        : new long[] {labels[k].size(0), r.getSize(), length};
+                if (!Arrays.equals(expected, labels[k].shape())) {
+                    throw new IllegalArgumentException("label array " + k + " has shape " + Arrays.toString(
+                            labels[k].shape()) + " but output " + out.describe() + " produces " + Arrays.toString(
+                            expected) + " (per-step labels" + (nwc ? ", NWC)" : ")"));
+                }
+                continue;
+            }
             if (labels[k].rank() != 2 && t != null) {
                 throw new IllegalArgumentException("label array " + k + " has rank " + labels[k].rank() + " but output "
                         + out.describe() + " produces " + t + "; labels must be [N, nOut]");
@@ -597,6 +738,13 @@ public final class Validation {
         }
     }
 
+    /** @return the known time steps of a recurrent type, else 0 */
+    private static long stepsOf(org.deeplearning4j.nn.conf.inputs.InputType t) {
+        return t instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent
+                ? Math.max(0, ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) t).getTimeSeriesLength())
+                : 0;
+    }
+
     private static org.deeplearning4j.nn.conf.inputs.InputType typeOf(INDArray f, Node consumer) {
         if (f.rank() == 5) {
             // NCDHW, the only 3D layout the library supports (a layer's own NDHWC setting is refused by name)
@@ -608,6 +756,11 @@ public final class Validation {
             // nor does a rank-4 one tell NCHW from NHWC: the layer reading it does
             return org.deeplearning4j.nn.conf.inputs.InputType.convolutional(f.size(1), f.size(2), f.size(3),
                     org.deeplearning4j.nn.conf.CNN2DFormat.NHWC);
+        }
+        if (f.rank() == 3) {
+            return readsNwc(consumer) ? org.deeplearning4j.nn.conf.inputs.InputType.recurrent(f.size(2), f.size(1),
+                    org.deeplearning4j.nn.conf.RNNFormat.NWC)
+                    : org.deeplearning4j.nn.conf.inputs.InputType.recurrent(f.size(1), f.size(2));
         }
         return f.rank() == 2 ? org.deeplearning4j.nn.conf.inputs.InputType.feedForward(f.size(1))
                 : org.deeplearning4j.nn.conf.inputs.InputType.convolutional(f.size(2), f.size(3), f.size(1));
@@ -652,7 +805,13 @@ public final class Validation {
         boolean volume = conf instanceof org.deeplearning4j.nn.conf.layers.Convolution3D
                 || conf instanceof org.deeplearning4j.nn.conf.layers.Deconvolution3D;
         boolean convolution = conf instanceof org.deeplearning4j.nn.conf.layers.ConvolutionLayer && !volume;
-        boolean dense = conf instanceof org.deeplearning4j.nn.conf.layers.DenseLayer || conf instanceof BaseOutputLayer;
+        boolean perStep = conf instanceof org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
+        boolean dense = !perStep && (conf instanceof org.deeplearning4j.nn.conf.layers.DenseLayer
+                || conf instanceof BaseOutputLayer);
+        if (perStep && !(x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent)) {
+            throw new IllegalArgumentException(where(node) + " is " + x + " but an RnnOutputLayer needs time series "
+                    + "[N, nIn, T]");
+        }
         if (convolution && !(x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeConvolutional)) {
             throw new IllegalArgumentException(where(node) + " is " + x + " but a convolution needs [N, C, H, W]");
         }
@@ -674,10 +833,12 @@ public final class Validation {
                 throw new IllegalArgumentException(where(node) + " has " + channels + " channels but the layer has nIn="
                         + nIn);
             }
-        } else if (dense) {
-            long size = ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward) x).getSize();
+        } else if (dense || perStep) {
+            long size = perStep ? ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) x).getSize()
+                    : ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward) x).getSize();
             if (size != nIn) {
-                throw new IllegalArgumentException(where(node) + " has " + size + " values per example but the layer "
+                throw new IllegalArgumentException(where(node) + " has " + size + (perStep ? " values per step"
+                        : " values per example") + " but the layer "
                         + "has nIn=" + nIn);
             }
         }

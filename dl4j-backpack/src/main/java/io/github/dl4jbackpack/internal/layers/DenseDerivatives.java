@@ -7,6 +7,7 @@ import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.layers.OutputLayer;
 import org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer;
+import org.deeplearning4j.nn.layers.recurrent.RnnOutputLayer;
 import org.deeplearning4j.nn.layers.training.CenterLossOutputLayer;
 import org.deeplearning4j.nn.params.CenterLossParamInitializer;
 import org.nd4j.linalg.activations.IActivation;
@@ -19,7 +20,9 @@ import java.util.Map;
 
 /**
  * Derivatives of the affine map {@code z_n = x_n W + b} of DL4J's {@code DenseLayer} and
- * {@code OutputLayer} ({@code W [nIn, nOut]}, {@code b [nOut]}).
+ * {@code OutputLayer} ({@code W [nIn, nOut]}, {@code b [nOut]}), and of {@code RnnOutputLayer}, which applies it
+ * at every time step. Applied over time (or to rows a {@code StackVertex} stacks), an example's gradient
+ * sums over its steps, {@code g_n(W) = Σ_t x_nt δ_ntᵀ} ({@link OuterProductTerms}).
  *
  * <p>With {@code δ_n = ∂L/∂z_n}: {@code g_n(W) = x_n δ_nᵀ}, {@code g_n(b) = δ_n},
  * {@code ‖g_n(W)‖² = ‖x_n‖²‖δ_n‖²}, {@code Σ_n g_n(W)⊙g_n(W) = (X⊙X)ᵀ(Δ⊙Δ)} and
@@ -51,7 +54,7 @@ public final class DenseDerivatives implements LayerDerivatives {
     @Override
     public boolean matches(Layer layer) {
         return layer.getClass() == DenseLayer.class || layer.getClass() == OutputLayer.class
-                || layer.getClass() == CenterLossOutputLayer.class;
+                || layer.getClass() == CenterLossOutputLayer.class || layer.getClass() == RnnOutputLayer.class;
     }
 
     @Override
@@ -195,7 +198,39 @@ public final class DenseDerivatives implements LayerDerivatives {
 
     @Override
     public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
+        if (input.rank() == 3) {
+            // RnnOutputLayer: x [N, nIn, T] (NWC: [N, T, nIn]); δ [T·N, nOut] in DL4J's rows t·N + n
+            INDArray x = layer.conf().getLayer() instanceof org.deeplearning4j.nn.conf.layers.RnnOutputLayer
+                    && ((org.deeplearning4j.nn.conf.layers.RnnOutputLayer) layer.conf().getLayer()).getRnnDataFormat()
+                    == org.deeplearning4j.nn.conf.RNNFormat.NWC ? input.permute(0, 2, 1) : input;
+            long n = x.size(0);
+            return overTime(layer, x.castTo(outputGradient.dataType()), outputGradient.reshape('c', x.size(2), n,
+                    outputGradient.size(1)).permute(1, 2, 0));
+        }
         return new Terms(input.castTo(outputGradient.dataType()), outputGradient, layer.paramTable().containsKey(B));
+    }
+
+    /**
+     * The layer applied at every row of an example (time steps, stacked copies): {@code g_n(W) = Σ_t x_nt δ_ntᵀ},
+     * summed over rows without forming the rows' gradients.
+     */
+    @Override
+    public FirstOrderTerms firstOrderOfRows(Layer layer, INDArray input, INDArray outputGradient,
+                                            boolean runningStatistics, long rows) {
+        long n = input.size(0) / rows;
+        INDArray x = input.castTo(outputGradient.dataType()).reshape('c', rows, n, input.size(1)).permute(1, 2, 0);
+        return overTime(layer, x, outputGradient.reshape('c', rows, n, outputGradient.size(1)).permute(1, 2, 0));
+    }
+
+    /**
+     * @param x inputs {@code [N, nIn, T]}
+     * @param delta {@code ∂L/∂z} {@code [N, nOut, T]}
+     * @return the terms of {@code g_n(W) = X_n Δ_nᵀ}, {@code g_n(b) = Σ_t δ_nt}
+     */
+    private static FirstOrderTerms overTime(Layer layer, INDArray x, INDArray delta) {
+        OuterProductTerms terms = new OuterProductTerms().weight(W, delta, x,
+                g -> g.rank() == 2 ? g.transpose() : g.permute(0, 2, 1));
+        return layer.paramTable().containsKey(B) ? terms.bias(B, delta, g -> g) : terms;
     }
 
     private static final class Terms extends FirstOrderTerms {

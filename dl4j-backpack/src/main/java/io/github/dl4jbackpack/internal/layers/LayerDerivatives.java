@@ -71,6 +71,25 @@ public interface LayerDerivatives {
     }
 
     /**
+     * First-order terms of a layer that sees every example in k rows, row {@code j·N + n} being example
+     * n's j-th (the copies a {@code StackVertex} stacks; the time steps DL4J's
+     * {@code RnnToFeedForwardPreProcessor} flattens a sequence into): example n's gradient is the sum over
+     * its rows. By default the rows' individual gradients are formed and summed ({@link SharedRowsTerms},
+     * {@code k·N × #params}); kinds whose rows' gradients are outer products sum them over rows directly.
+     *
+     * @param layer the DL4J layer
+     * @param input the layer input, {@code [k·N, ...]}
+     * @param outputGradient {@code δ = ∂L/∂z} of the mean loss, {@code [k·N, ...]}
+     * @param runningStatistics whether the forward pass normalised with the running statistics
+     * @param rows k
+     * @return the terms of the N examples
+     */
+    default FirstOrderTerms firstOrderOfRows(Layer layer, INDArray input, INDArray outputGradient,
+                                             boolean runningStatistics, long rows) {
+        return new SharedRowsTerms(firstOrder(layer, input, outputGradient, runningStatistics), rows);
+    }
+
+    /**
      * The backward step of a layer that {@link #normalisesOverBatch normalises over the batch}, for a
      * pass whose forward step normalised with the running statistics (DL4J's own step assumes the
      * batch's).

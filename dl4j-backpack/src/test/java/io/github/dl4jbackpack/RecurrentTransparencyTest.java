@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack;
+
+import org.deeplearning4j.nn.conf.BackpropType;
+import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
+import org.deeplearning4j.nn.conf.WorkspaceMode;
+import org.deeplearning4j.nn.conf.graph.rnn.LastTimeStepVertex;
+import org.deeplearning4j.nn.conf.inputs.InputType;
+import org.deeplearning4j.nn.conf.layers.LSTM;
+import org.deeplearning4j.nn.conf.layers.OutputLayer;
+import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
+import org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn;
+import org.deeplearning4j.nn.graph.ComputationGraph;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+import org.nd4j.linalg.activations.Activation;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.dataset.DataSet;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.learning.config.Adam;
+import org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+/**
+ * An extended recurrent network keeps working exactly as before: step-by-step inference
+ * ({@code rnnTimeStep}) with its stored state, clearing that state, and training with truncated
+ * backpropagation through time (which carries the state between segments) give bit-identical outputs,
+ * parameters and scores, in both workspace modes, for a MultiLayerNetwork and a ComputationGraph.
+ */
+class RecurrentTransparencyTest {
+
+    private static MultiLayerNetwork network(WorkspaceMode mode, BackpropType backprop) {
+        MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(7)
+                .dataType(DataType.DOUBLE).updater(new Adam(1e-2)).trainingWorkspaceMode(mode)
+                .inferenceWorkspaceMode(mode)
+                .list(new LSTM.Builder().nOut(5).activation(Activation.TANH).build(),
+                        new SimpleRnn.Builder().nOut(4).activation(Activation.TANH).build(),
+                        new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(2).build())
+                .backpropType(backprop).tBPTTLength(3)
+                .setInputType(InputType.recurrent(3)).build());
+        net.init();
+        return net;
+    }
+
+    private static DataSet batch() {
+        INDArray x = TestNets.features(DataType.DOUBLE, 1, 4, 3, 7);
+        INDArray y = Nd4j.zeros(DataType.DOUBLE, 4, 2, 7);
+        for (int i = 0; i < 4; i++) {
+            for (int t = 0; t < 7; t++) {
+                y.putScalar(new long[] {i, (i * t) % 2, t}, 1.0);
+            }
+        }
+        INDArray mask = Nd4j.ones(DataType.DOUBLE, 4, 7);
+        mask.putScalar(1, 6, 0.0);
+        mask.putScalar(1, 5, 0.0);
+        return new DataSet(x, y, mask, mask);
+    }
+
+    @ParameterizedTest
+    @EnumSource(WorkspaceMode.class)
+    void stepByStepInferenceIsBitIdentical(WorkspaceMode mode) {
+        MultiLayerNetwork plain = network(mode, BackpropType.Standard);
+        MultiLayerNetwork extended = plain.clone();
+        BackPackNetwork.extend(extended);
+        INDArray x = batch().getFeatures();
+        for (int t = 0; t < 7; t++) {
+            INDArray step = x.get(org.nd4j.linalg.indexing.NDArrayIndex.all(), org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(t, t + 1)).dup();
+            assertEquals(plain.rnnTimeStep(step), extended.rnnTimeStep(step), "step " + t);
+        }
+        assertEquals(plain.rnnGetPreviousState(0), extended.rnnGetPreviousState(0), "stored state");
+        plain.rnnClearPreviousState();
+        extended.rnnClearPreviousState();
+        assertEquals(plain.rnnTimeStep(x), extended.rnnTimeStep(x), "after clearing the state");
+    }
+
+    @ParameterizedTest
+    @EnumSource(WorkspaceMode.class)
+    void truncatedBpttTrainingIsBitIdentical(WorkspaceMode mode) {
+        MultiLayerNetwork plain = network(mode, BackpropType.TruncatedBPTT);
+        MultiLayerNetwork extended = plain.clone();
+        BackPackNetwork.extend(extended);
+        DataSet batch = batch();
+        for (int i = 0; i < 3; i++) {
+            plain.fit(batch);
+            extended.fit(batch);
+            assertEquals(plain.score(), extended.score(), 0.0, "score " + i);
+            assertEquals(plain.params(), extended.params(), "parameters after fit " + i);
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(WorkspaceMode.class)
+    void graphStepByStepInferenceIsBitIdentical(WorkspaceMode mode) {
+        ComputationGraph plain = new ComputationGraph(new NeuralNetConfiguration.Builder().seed(7)
+                .dataType(DataType.DOUBLE).trainingWorkspaceMode(mode).inferenceWorkspaceMode(mode).graphBuilder()
+                .addInputs("in")
+                .addLayer("lstm", new LSTM.Builder().nOut(5).activation(Activation.TANH).build(), "in")
+                .addVertex("last", new LastTimeStepVertex("in"), "lstm")
+                .addLayer("out", new OutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(2)
+                        .build(), "last")
+                .setOutputs("out").setInputTypes(InputType.recurrent(3)).build());
+        plain.init();
+        ComputationGraph extended = plain.clone();
+        BackPackNetwork.extend(extended);
+        INDArray x = batch().getFeatures();
+        for (int t = 0; t < 7; t++) {
+            INDArray step = x.get(org.nd4j.linalg.indexing.NDArrayIndex.all(), org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(t, t + 1)).dup();
+            assertEquals(plain.rnnTimeStep(step)[0], extended.rnnTimeStep(step)[0], "step " + t);
+        }
+        assertEquals(plain.rnnGetPreviousState("lstm"), extended.rnnGetPreviousState("lstm"), "stored state");
+    }
+}
