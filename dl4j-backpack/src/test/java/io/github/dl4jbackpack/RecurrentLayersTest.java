@@ -388,6 +388,81 @@ class RecurrentLayersTest {
         }
     }
 
+    /** @return an initialised float64 network over {@code nIn = 3} sequences, random parameters */
+    private static MultiLayerNetwork sequenceNetwork(RNNFormat format, long seed,
+                                                     org.deeplearning4j.nn.conf.layers.Layer... layers) {
+        MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(seed)
+                .dataType(DataType.DOUBLE).list(layers).setInputType(
+                        org.deeplearning4j.nn.conf.inputs.InputType.recurrent(N_IN, format)).build());
+        net.init();
+        TestNets.randomiseParameters(net, seed);
+        return net;
+    }
+
+    private static RnnOutputLayer classifier(RNNFormat format) {
+        return new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES)
+                .dataFormat(format).build();
+    }
+
+    /** Every first-order extension through the library, against single-sequence passes, over masks. */
+    private static void assertEndToEnd(MultiLayerNetwork net, RNNFormat format, String what) {
+        INDArray x = TestNets.features(DataType.DOUBLE, 71, N, N_IN, T);
+        INDArray y = labels(N, T, 72);
+        if (format == RNNFormat.NWC) {
+            x = x.permute(0, 2, 1).dup('c');
+            y = y.permute(0, 2, 1).dup('c');
+        }
+        Reference.assertFirstOrderEqualsSingleSequencePasses(net, x, y, null, null, what + ", no mask");
+        for (Masking masking : new Masking[] {Masking.TAIL, Masking.HEAD}) {
+            INDArray m = mask(masking, T, LENGTHS);
+            Reference.assertFirstOrderEqualsSingleSequencePasses(net, x, y, m, m, what + ", masks " + masking);
+            Reference.assertFirstOrderEqualsSingleSequencePasses(net, x, y, null, m, what + ", label mask " + masking);
+        }
+    }
+
+    @Test
+    void lstmClassifierEndToEnd() {
+        assertEndToEnd(sequenceNetwork(RNNFormat.NCW, 81, new LSTM.Builder().nOut(UNITS).build(),
+                classifier(RNNFormat.NCW)), RNNFormat.NCW, "LSTM");
+    }
+
+    @Test
+    void stackedLstmsEndToEnd() {
+        assertEndToEnd(sequenceNetwork(RNNFormat.NCW, 82, new LSTM.Builder().nOut(UNITS).build(),
+                new LSTM.Builder().nOut(UNITS - 1).activation(Activation.SOFTSIGN).build(), classifier(RNNFormat.NCW)),
+                RNNFormat.NCW, "LSTM, LSTM");
+    }
+
+    @Test
+    void gravesLstmEndToEnd() {
+        assertEndToEnd(sequenceNetwork(RNNFormat.NCW, 83, new GravesLSTM.Builder().nOut(UNITS).build(),
+                new LSTM.Builder().nOut(UNITS).gateActivationFunction(Activation.HARDSIGMOID).build(),
+                classifier(RNNFormat.NCW)), RNNFormat.NCW, "GravesLSTM, LSTM");
+    }
+
+    @Test
+    void channelsLastLstmEndToEnd() {
+        assertEndToEnd(sequenceNetwork(RNNFormat.NWC, 84, new LSTM.Builder().nOut(UNITS).dataFormat(RNNFormat.NWC)
+                        .build(), new GravesLSTM.Builder().nOut(UNITS).dataFormat(RNNFormat.NWC).build(),
+                classifier(RNNFormat.NWC)), RNNFormat.NWC, "NWC LSTM, GravesLSTM");
+    }
+
+    /** A sequence classifier: LSTM, average pooling over the masked time axis, one label per sequence. */
+    @Test
+    void pooledSequenceClassifierEndToEnd() {
+        MultiLayerNetwork net = sequenceNetwork(RNNFormat.NCW, 85, new LSTM.Builder().nOut(UNITS).build(),
+                new org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer.Builder(
+                        org.deeplearning4j.nn.conf.layers.PoolingType.AVG).build(),
+                new org.deeplearning4j.nn.conf.layers.OutputLayer.Builder(LossFunction.MCXENT)
+                        .activation(Activation.SOFTMAX).nOut(CLASSES).build());
+        INDArray x = TestNets.features(DataType.DOUBLE, 86, N, N_IN, T);
+        INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 87, N, CLASSES);
+        for (Masking masking : new Masking[] {Masking.TAIL, Masking.HEAD}) {
+            Reference.assertFirstOrderEqualsSingleSequencePasses(net, x, y, mask(masking, T, LENGTHS), null,
+                    "LSTM, average pooling, " + masking);
+        }
+    }
+
     @Test
     void refusesWhatItDoesNotImplement() {
         LstmDerivatives kind = new LstmDerivatives();
