@@ -43,8 +43,10 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
  * batch gradient of the recurrent layer, each sequence's gradient equals DL4J's gradient of that
  * sequence run alone (same mask row) divided by N, and every reduction equals its definition applied to
  * the individual gradients; over masks (none, a masked tail, a masked head), lengths (T = 1), activations
- * (gate activations other than the sigmoid), data formats (NCW, NWC), input dropout and a stored
- * {@code rnnTimeStep} state.
+ * (gate activations other than the sigmoid), data formats (NCW, NWC), input dropout, a stored
+ * {@code rnnTimeStep} state and a mask set on the layer itself. End to end, every first-order extension
+ * of networks with LSTM and GravesLSTM layers (stacked, NWC, pooled over time) against single-sequence
+ * passes; curvature extensions and unsupported configurations refused by reason.
  */
 class RecurrentLayersTest {
 
@@ -461,6 +463,26 @@ class RecurrentLayersTest {
             Reference.assertFirstOrderEqualsSingleSequencePasses(net, x, y, mask(masking, T, LENGTHS), null,
                     "LSTM, average pooling, " + masking);
         }
+    }
+
+    /** Through the library: curvature extensions and unsupported configurations are refused by reason. */
+    @Test
+    void libraryRefusesByReason() {
+        MultiLayerNetwork net = sequenceNetwork(RNNFormat.NCW, 91, new LSTM.Builder().nOut(UNITS).build(),
+                classifier(RNNFormat.NCW));
+        INDArray x = TestNets.features(DataType.DOUBLE, 92, N, N_IN, T);
+        INDArray y = labels(N, T, 93);
+        for (io.github.dl4jbackpack.extensions.Extension<?> curvature : java.util.List.of(
+                new io.github.dl4jbackpack.extensions.DiagGGNExact(), new io.github.dl4jbackpack.extensions.KFAC())) {
+            UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
+                    () -> BackPackNetwork.extend(net).backward(x, y, curvature));
+            org.junit.jupiter.api.Assertions.assertTrue(e.getMessage().contains("recurrent"), e.getMessage());
+        }
+        MultiLayerNetwork noisy = sequenceNetwork(RNNFormat.NCW, 94, new LSTM.Builder().nOut(UNITS)
+                .weightNoise(new DropConnect(0.5)).build(), classifier(RNNFormat.NCW));
+        UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
+                () -> BackPackNetwork.extend(noisy).backward(x, y, new io.github.dl4jbackpack.extensions.BatchGrad()));
+        org.junit.jupiter.api.Assertions.assertTrue(e.getMessage().contains("weight noise"), e.getMessage());
     }
 
     @Test
