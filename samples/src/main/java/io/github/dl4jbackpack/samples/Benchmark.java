@@ -49,7 +49,7 @@ import java.util.function.Supplier;
  * inputs of the right shape.
  *
  * <pre>
- * --problem logreg|2c2d|3c3d|allcnnc|resnet-bn   (default 3c3d)
+ * --problem logreg|2c2d|3c3d|allcnnc|resnet-bn|lstm   (default 3c3d)
  * --batch N                            (default 128)
  * --reps R --warmup W                  (default 5 and 2; the median of R timed passes is reported)
  * --methods a,b,...                    (default all: gradient, wrapped, the extensions, loop)
@@ -63,7 +63,8 @@ import java.util.function.Supplier;
  * through DL4J; not for {@code resnet-bn}). {@code resnet-bn} is {@link ResidualNetwork}, a
  * ComputationGraph with batch normalisation: its first-order methods run with
  * {@code BatchNormStatistics.RUNNING} (per-example quantities need it), its second-order methods
- * with the batch's statistics, and its {@code gradient} is DL4J's training-mode gradient. Peak memory is the peak resident memory of the whole process (Java heap and ND4J's
+ * with the batch's statistics, and its {@code gradient} is DL4J's training-mode gradient. {@code lstm}
+ * is the sequence classifier of {@link #sequence} (curvature extensions do not support sequences yet). Peak memory is the peak resident memory of the whole process (Java heap and ND4J's
  * off-heap buffers, which ND4J's own counters do not track) during a method's timed passes: on Linux
  * the kernel's high-water mark, reset after a garbage collection before each method; elsewhere the
  * largest of samples taken every 2 ms.
@@ -105,6 +106,7 @@ public final class Benchmark {
         List<String> methods = opts.containsKey("methods") ? Arrays.asList(opts.get("methods").split(",")) : METHODS;
         long budget = Long.parseLong(opts.getOrDefault("budget-mb", "2048")) << 20;
         Subject subject = name.equalsIgnoreCase(RESNET_BN) ? residual(batch, budget)
+                : name.equalsIgnoreCase(LSTM) ? sequence(batch, budget)
                 : deepObs(DeepObsNetworks.of(name), batch, budget);
         List<Row> rows = run(subject, batch, reps, warmup, maxSeconds, methods, System.out, System.err);
         if (opts.containsKey("csv")) {
@@ -135,6 +137,8 @@ public final class Benchmark {
 
     /** The name of the residual network with batch normalisation on the command line. */
     static final String RESNET_BN = "resnet-bn";
+    /** The sequence classifier of {@link #sequence}. */
+    static final String LSTM = "lstm";
 
     /**
      * What is benchmarked: a plain network's gradient pass, the same network extended, a batch, and
@@ -162,6 +166,36 @@ public final class Benchmark {
         INDArray x = Nd4j.rand(DataType.FLOAT, problem.inputShape(batch));
         INDArray y = labels(batch, problem.classes());
         return new Subject(problem.shortName(), problem.parameters(), x, y, () -> {
+            plain.setInput(x);
+            plain.setLabels(y);
+            plain.computeGradientAndScore();
+        }, bp, () -> perExampleLoop(plain, x, y), false);
+    }
+
+    /**
+     * An LSTM sequence classifier: 32 features per step, T = 50 steps, two LSTM layers of 128 units (the
+     * second read at the last step), a softmax over 10 classes; synthetic N(0,1) sequences.
+     */
+    static Subject sequence(long batch, long budget) {
+        Nd4j.setDefaultDataTypes(DataType.FLOAT, DataType.FLOAT);
+        MultiLayerNetwork plain = new MultiLayerNetwork(new org.deeplearning4j.nn.conf.NeuralNetConfiguration.Builder()
+                .seed(1).dataType(DataType.FLOAT).weightInit(org.deeplearning4j.nn.weights.WeightInit.XAVIER)
+                .list(new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(128)
+                                .activation(org.nd4j.linalg.activations.Activation.TANH).build(),
+                        new org.deeplearning4j.nn.conf.layers.recurrent.LastTimeStep(
+                                new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(128)
+                                        .activation(org.nd4j.linalg.activations.Activation.TANH).build()),
+                        new org.deeplearning4j.nn.conf.layers.OutputLayer.Builder(
+                                org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction.MCXENT).nOut(10)
+                                .activation(org.nd4j.linalg.activations.Activation.SOFTMAX).build())
+                .setInputType(org.deeplearning4j.nn.conf.inputs.InputType.recurrent(32)).build());
+        plain.init();
+        BackPackNetwork bp = BackPackNetwork.extend(plain.clone());
+        bp.setCurvatureMemoryBudget(budget);
+        Nd4j.getRandom().setSeed(17);
+        INDArray x = Nd4j.randn(DataType.FLOAT, batch, 32, 50);
+        INDArray y = labels(batch, 10);
+        return new Subject(LSTM, plain.numParams(), x, y, () -> {
             plain.setInput(x);
             plain.setLabels(y);
             plain.computeGradientAndScore();
@@ -271,6 +305,7 @@ public final class Benchmark {
         List<INDArray> gradients = new ArrayList<>();
         for (long n = 0; n < x.size(0); n++) {
             INDArray xn = x.rank() == 2 ? x.get(NDArrayIndex.interval(n, n + 1), NDArrayIndex.all())
+                    : x.rank() == 3 ? x.get(NDArrayIndex.interval(n, n + 1), NDArrayIndex.all(), NDArrayIndex.all())
                     : x.get(NDArrayIndex.interval(n, n + 1), NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.all());
             net.setInput(xn);
             net.setLabels(y.get(NDArrayIndex.interval(n, n + 1), NDArrayIndex.all()));

@@ -24,6 +24,8 @@ public final class LayerKinds {
                 new DeconvolutionDerivatives(),
                 new DepthwiseConvolutionDerivatives(),
                 new SeparableConvolutionDerivatives(),
+                new Convolution1DDerivatives(),
+                new SimpleRnnDerivatives(),
                 new ElementWiseMultiplicationDerivatives(),
                 new PReluDerivatives(),
                 new SubsamplingDerivatives(),
@@ -38,6 +40,7 @@ public final class LayerKinds {
                 new IdentityDerivatives(LossLayer.class),
                 new IdentityDerivatives(org.deeplearning4j.nn.layers.convolution.CnnLossLayer.class)));
         kinds.addAll(SpatialResizeDerivatives.all());
+        kinds.addAll(Parameterless1DDerivatives.all());
         return List.copyOf(kinds);
     }
 
@@ -47,9 +50,14 @@ public final class LayerKinds {
     /**
      * @param layer a DL4J layer implementation (not a wrapper)
      * @return its kind, if supported (for a 2D vision layer in NHWC layout, its NCHW kind seen
-     *     through {@link ChannelsLastKind})
+     *     through {@link ChannelsLastKind}; for a {@code LastTimeStep} wrapper, the wrapped layer's kind seen
+     *     through {@link LastTimeStepKind})
      */
     public static Optional<LayerDerivatives> of(Layer layer) {
+        if (layer instanceof org.deeplearning4j.nn.layers.recurrent.LastTimeStepLayer) {
+            return of(((org.deeplearning4j.nn.layers.recurrent.LastTimeStepLayer) layer).getUnderlying())
+                    .map(LastTimeStepKind::new);
+        }
         return KINDS.stream().filter(k -> k.matches(layer)).findFirst()
                 .map(k -> ChannelsLastKind.isChannelsLast(layer.conf().getLayer()) ? new ChannelsLastKind(k) : k);
     }

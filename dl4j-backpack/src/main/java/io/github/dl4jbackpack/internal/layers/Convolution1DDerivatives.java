@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack.internal.layers;
+
+import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.conf.ConvolutionMode;
+import org.deeplearning4j.nn.conf.RNNFormat;
+import org.deeplearning4j.nn.layers.convolution.Convolution1DLayer;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+
+/**
+ * Derivatives of DL4J's {@code Convolution1DLayer} over time ({@code [N, C, T]}, NCW; Truncate, Strict,
+ * Same and Causal modes; stride, padding and dilation), first order.
+ *
+ * <p>DL4J's 1D convolution reads its weight {@code W} (parameter shape {@code [nOut, nIn, k, 1]}) as the
+ * row-major array {@code w [k, nIn, nOut]}: {@code z_n[o, p] = Σ_{j,c} w[j, c, o] x̃_n[c, p·s + j·d] + b[o]},
+ * with {@code x̃_n} the input padded on the left by {@code pL} (the explicit padding in Truncate and
+ * Strict modes, DL4J's top-left padding in Same mode, {@code (k−1)·d} in Causal mode) and with zeros on
+ * the right as far as the output positions reach. So the unfolding here is
+ * {@code U_n[(j, c), p] = x̃_n[c, p·s + j·d]} ({@code K = k·nIn} features, kernel tap major) and the
+ * gradient in matrix layout {@code [nOut, K]} is the transpose of {@code w}'s row-major layout; the
+ * per-example quantities are {@link OuterProductTerms}' over the output positions.
+ *
+ * <p>DL4J multiplies the layer's output by the reduced feature mask in its forward step but not the
+ * gradient in its backward step: {@code δ} is DL4J's own (the gradient it receives, through the
+ * activation), so the per-example gradients are those DL4J computes, masked or not.
+ *
+ * <p>Not supported: the NWC layout (DL4J 1.0.0-M2.1's backward step of an NWC layer hands its
+ * {@code conv1d_bp} operation an NWC-shaped input gradient, which fails unless {@code nIn = T}, and writes the
+ * weight gradient permuted against the layout it reads the weight in), weight noise, and second-order
+ * extensions.
+ */
+public final class Convolution1DDerivatives extends UnfoldedConvolutionDerivatives {
+
+    @Override
+    public String kindName() {
+        return "Convolution1DLayer";
+    }
+
+    @Override
+    public boolean matches(Layer layer) {
+        return layer.getClass() == Convolution1DLayer.class;
+    }
+
+    @Override
+    protected String unsupportedDataFormat(Layer layer) {
+        RNNFormat format = ((org.deeplearning4j.nn.conf.layers.Convolution1DLayer) layer.conf().getLayer())
+                .getRnnDataFormat();
+        return format == RNNFormat.NWC ? "data format NWC is not supported (DL4J 1.0.0-M2.1 cannot back-propagate "
+                + "through an NWC Convolution1DLayer: its conv1d_bp fails on the input gradient's shape; use NCW)" : null;
+    }
+
+    /**
+     * @param layer a layer of this kind
+     * @param inputLength {@code T}
+     * @param outputLength the number of output positions {@code P}
+     * @return the zeros DL4J's 1D convolution puts in front of the input
+     */
+    static long leftPadding(Layer layer, long inputLength, long outputLength) {
+        org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf = conf(layer);
+        long kernel = conf.getKernelSize()[0];
+        long stride = conf.getStride()[0];
+        long dilation = conf.getDilation()[0];
+        long effectiveKernel = (kernel - 1) * dilation + 1;
+        ConvolutionMode mode = conf.getConvolutionMode();
+        if (mode == ConvolutionMode.Causal) {
+            return effectiveKernel - 1;
+        }
+        if (mode == ConvolutionMode.Same) {
+            return Math.max(0, ((outputLength - 1) * stride + effectiveKernel - inputLength) / 2);
+        }
+        return conf.getPadding()[0];
+    }
+
+    /**
+     * {@inheritDoc} Here {@code U_n[(j, c), p] = x̃_n[c, p·s + j·d]}, one strided slice of the padded input
+     * per kernel tap.
+     */
+    @Override
+    protected INDArray unfold(Layer layer, INDArray x, long[] outputShape) {
+        org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf = conf(layer);
+        int kernel = conf.getKernelSize()[0];
+        long stride = conf.getStride()[0];
+        long dilation = conf.getDilation()[0];
+        long n = x.size(0);
+        long c = x.size(1);
+        long length = x.size(2);
+        long positions = outputShape[2];
+        long left = leftPadding(layer, length, positions);
+        long reach = (positions - 1) * stride + (kernel - 1) * dilation + 1;
+        INDArray padded = Nd4j.zeros(x.dataType(), n, c, Math.max(reach, left + length));
+        padded.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(left, left + length)).assign(x);
+        INDArray unfolded = Nd4j.create(x.dataType(), n, kernel, c, positions);
+        for (int j = 0; j < kernel; j++) {
+            long first = j * dilation;
+            unfolded.get(NDArrayIndex.all(), NDArrayIndex.point(j), NDArrayIndex.all(), NDArrayIndex.all())
+                    .assign(padded.get(NDArrayIndex.all(), NDArrayIndex.all(),
+                            NDArrayIndex.interval(first, stride, first + (positions - 1) * stride + 1)));
+        }
+        return unfolded.reshape('c', n, kernel * c, positions);
+    }
+
+    /**
+     * {@inheritDoc} Here the transpose of the matrix layout is {@code w [k, nIn, nOut]} in row-major order, and
+     * the shape is that of DL4J's weight gradient, {@code [nOut, nIn, k]} (the parameter's without its last
+     * axis of size 1).
+     */
+    @Override
+    protected INDArray toWeightLayout(INDArray matrices, long[] weightShape) {
+        long[] gradientShape = java.util.Arrays.copyOf(weightShape, 3);
+        if (matrices.rank() == 2) {
+            return matrices.transpose().dup('c').reshape('c', gradientShape);
+        }
+        return matrices.permute(0, 2, 1).dup('c').reshape('c', withBatchAxis(matrices.size(0), gradientShape));
+    }
+
+    @Override
+    public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        return "curvature extensions do not support Convolution1DLayer yet (first-order extensions do)";
+    }
+
+    @Override
+    public String noKroneckerFactors(Layer layer) {
+        return "Kronecker factors of Convolution1DLayer are not implemented yet (first-order extensions are)";
+    }
+
+    @Override
+    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
+        throw new UnsupportedOperationException(secondOrderUnsupported(record.layer(), false));
+    }
+}
