@@ -465,6 +465,50 @@ class RecurrentLayersTest {
         }
     }
 
+    /**
+     * {@code LastTimeStep} around LSTM and GravesLSTM, through the library's LastTimeStep kind: DL4J's wrapper
+     * hands the features mask to the recurrent layer itself, so masked steps reset the state (the replay's
+     * layer-mask path, in a network): against DL4J's batch gradient and its single-sequence gradients.
+     */
+    @Test
+    void lastTimeStepHandsTheMaskToTheRecurrentLayer() {
+        LayerWorkspaceMgr workspaces = LayerWorkspaceMgr.noWorkspaces();
+        for (BaseRecurrentLayer recurrent : new BaseRecurrentLayer[] {new LSTM.Builder().nOut(UNITS).build(),
+                new GravesLSTM.Builder().nOut(UNITS).build()}) {
+            MultiLayerNetwork net = sequenceNetwork(RNNFormat.NCW, 88,
+                    new org.deeplearning4j.nn.conf.layers.recurrent.LastTimeStep(recurrent),
+                    new org.deeplearning4j.nn.conf.layers.OutputLayer.Builder(LossFunction.MCXENT)
+                            .activation(Activation.SOFTMAX).nOut(CLASSES).build());
+            INDArray x = TestNets.features(DataType.DOUBLE, 89, N, N_IN, T);
+            INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 90, N, CLASSES);
+            for (Masking masking : new Masking[] {Masking.TAIL, Masking.HEAD}) {
+                String what = "LastTimeStep(" + recurrent.getClass().getSimpleName() + "), " + masking;
+                INDArray m = mask(masking, T, LENGTHS);
+                MultiLayerNetwork copy = net.clone();
+                copy.initGradientsView();
+                copy.setLayerMaskArrays(m, null);
+                Layer wrapper = copy.getLayer(0);
+                assertNotNull(wrapper.getMaskArray(), what + ": the recurrent layer has the mask");
+                wrapper.setInput(x, workspaces);
+                Layer output = copy.getLayer(1);
+                output.setInput(wrapper.activate(true, workspaces), workspaces);
+                ((IOutputLayer) output).setLabels(y);
+                INDArray epsilon = output.backpropGradient(null, workspaces).getSecond();
+                Map<String, INDArray> individual = io.github.dl4jbackpack.internal.layers.LayerKinds.of(wrapper)
+                        .orElseThrow().firstOrder(wrapper, wrapper.input(), epsilon.div(N)).individualGradients();
+                dl4jGradient(net, x, y, m, null, null).forEach((p, g) -> assertClose(g,
+                        individual.get(p).sum(0).muli(N).reshape(g.shape()), 1e-10, 1e-13,
+                        what + ": N·Σ_n g_n(" + p + ") = DL4J's batch gradient"));
+                for (long i = 0; i < N; i++) {
+                    long example = i;
+                    dl4jGradient(net, row(x, i), row(y, i), row(m, i), null, null).forEach((p, g) -> assertClose(
+                            g.div(N), Reference.example(individual.get(p), example).reshape(g.shape()), 1e-10, 1e-13,
+                            what + ": g_" + example + "(" + p + ") = DL4J's gradient of the sequence alone / N"));
+                }
+            }
+        }
+    }
+
     /** Through the library: curvature extensions and unsupported configurations are refused by reason. */
     @Test
     void libraryRefusesByReason() {
