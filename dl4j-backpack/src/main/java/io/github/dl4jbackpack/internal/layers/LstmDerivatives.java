@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack.internal.layers;
+
+import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.conf.RNNFormat;
+import org.deeplearning4j.nn.conf.layers.AbstractLSTM;
+import org.deeplearning4j.nn.layers.recurrent.GravesLSTM;
+import org.deeplearning4j.nn.layers.recurrent.LSTM;
+import org.nd4j.linalg.activations.IActivation;
+import org.nd4j.linalg.activations.impl.ActivationRReLU;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.function.UnaryOperator;
+
+/**
+ * DL4J's recurrent {@code LSTM} and {@code GravesLSTM} (peephole connections), per sequence. With the
+ * input {@code x_t [nIn]}, the previous output {@code h_{t-1}} and cell {@code c_{t-1}} (zero at the first
+ * step: DL4J's backward pass starts from a zero state, whatever {@code rnnTimeStep} stored), the
+ * activation {@code φ} ({@code getActivationFn()}, tanh by default) and the gate activation {@code σ}
+ * ({@code getGateActivationFn()}), DL4J computes per step, in the column order of its {@code 4n} block
+ * {@code [i, f, o, g]}:
+ *
+ * <pre>
+ *   a_t = x_t W + h_{t-1} RW[:, 0:4n] + b
+ *   i = φ(a_i)                      block input
+ *   f = σ(a_f + c_{t-1} ⊙ p_f)      forget gate
+ *   g = σ(a_g + c_{t-1} ⊙ p_g)      input gate ("input modulation gate")
+ *   c̃ = f ⊙ c_{t-1} + g ⊙ i
+ *   o = σ(a_o + c̃ ⊙ p_o)            output gate
+ *   h_t = m_t o ⊙ φ(c̃),  c_t = m_t c̃
+ * </pre>
+ *
+ * where the peephole weights {@code p_f, p_o, p_g} are GravesLSTM's last three columns of {@code RW}
+ * ({@code [n, 4n+3]}, in that order) and absent (zero) for LSTM, and {@code m_t} is the layer's own mask
+ * ({@code [N, T]}, 1 when absent): a masked step outputs zero and resets the state. A MultiLayerNetwork or
+ * ComputationGraph never hands its features mask to the layer (the layer's {@code feedForwardMaskArray}
+ * passes it on without keeping it), so in a network masked steps run like real ones and only the output
+ * layer's mask removes them; the layer has a mask only when it is set on the layer itself.
+ *
+ * <p>The gradients are DL4J's backward pass, replayed per sequence and vectorised over the batch:
+ * back-propagation through time of the gate pre-activation gradients {@code δ_t [4n]}, then
+ * {@code g_n(W) = Σ_t x_t δ_tᵀ}, {@code g_n(RW[:, 0:4n]) = Σ_t h_{t-1} δ_tᵀ}, {@code g_n(b) = Σ_t δ_t} (an
+ * {@link OuterProductTerms} over the T steps) and, for GravesLSTM, the peephole columns
+ * {@code Σ_t δ_f ⊙ c_{t-1}}, {@code Σ_t δ_o ⊙ c_t}, {@code Σ_t δ_g ⊙ c_{t-1}}. With a layer mask, DL4J's
+ * backward pass is not exactly the derivative of its masked forward pass, and the replay follows DL4J,
+ * not the derivative: it uses the unmasked recurrence's derivatives at the masked state values (the
+ * cell's {@code φ'} at the masked {@code c_t}); LSTM does not mask {@code δ_t} (so a masked step that
+ * precedes real steps contributes to the gradients) while GravesLSTM does (its cell-state gradient still
+ * flows back through masked steps). Both agree with the derivative when only steps after the last real
+ * step are masked and they carry no output gradient.
+ *
+ * <p>Costs: the replay stores the gate values of every step, {@code O(N·T·n)}; the outer-product terms
+ * cost what {@link OuterProductTerms} says, and GravesLSTM's peephole columns {@code N·3n} more. Only the
+ * first-order extensions are supported.
+ */
+public final class LstmDerivatives implements LayerDerivatives {
+
+    /** DL4J's name of the input weight {@code [nIn, 4n]}. */
+    public static final String W = "W";
+    /** DL4J's name of the recurrent weight {@code [n, 4n]} ({@code [n, 4n+3]} with peepholes). */
+    public static final String RW = "RW";
+    /** DL4J's name of the bias ({@code 4n} values). */
+    public static final String B = "b";
+
+    @Override
+    public String kindName() {
+        return "LSTM";
+    }
+
+    @Override
+    public boolean matches(Layer layer) {
+        return layer.getClass() == LSTM.class || layer.getClass() == GravesLSTM.class;
+    }
+
+    private static AbstractLSTM conf(Layer layer) {
+        return (AbstractLSTM) layer.conf().getLayer();
+    }
+
+    private static boolean hasPeepholes(Layer layer) {
+        return layer.getClass() == GravesLSTM.class;
+    }
+
+    @Override
+    public String unsupportedConfiguration(Layer layer) {
+        AbstractLSTM conf = conf(layer);
+        if (conf.getWeightNoise() != null) {
+            return "weight noise (" + conf.getWeightNoise().getClass().getSimpleName() + ") is not supported";
+        }
+        if (conf.getActivationFn() instanceof ActivationRReLU || conf.getGateActivationFn() instanceof ActivationRReLU) {
+            return "the randomised activation RReLU in a recurrent layer is not supported (its training-mode "
+                    + "slopes cannot be replayed)";
+        }
+        if (layer instanceof LSTM && ((LSTM) layer).getHelper() != null) {
+            return "the LSTM layer uses DL4J's " + ((LSTM) layer).getHelper().getClass().getSimpleName()
+                    + " (cuDNN), whose backward pass dl4j-backpack has not verified";
+        }
+        if (layer instanceof LSTM && conf.getRnnDataFormat() == RNNFormat.NWC && conf.getIDropout() != null) {
+            return "input dropout on an LSTM layer in NWC format is not supported (DL4J's backward pass of such "
+                    + "a layer recomputes its forward pass without the dropout)";
+        }
+        return null;
+    }
+
+    @Override
+    public boolean hasParameters() {
+        return true;
+    }
+
+    @Override
+    public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        return "curvature extensions do not support recurrent layers (" + layer.getClass().getSimpleName()
+                + ") yet (first-order extensions do)";
+    }
+
+    @Override
+    public String noKroneckerFactors(Layer layer) {
+        return "the Kronecker factors of recurrent layers (" + layer.getClass().getSimpleName()
+                + ") are not implemented yet";
+    }
+
+    @Override
+    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
+        throw new UnsupportedOperationException("curvature extensions do not support recurrent layers yet");
+    }
+
+    /**
+     * @param layer an LSTM or GravesLSTM layer, after DL4J's forward pass
+     * @param input its input {@code [N, nIn, T]} ({@code [N, T, nIn]} in NWC format)
+     * @param outputGradient {@code ∂L/∂h} of the mean loss at the layer output, shaped like the output
+     * @return the per-sequence terms of {@code W}, {@code RW} and {@code b}
+     */
+    @Override
+    public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
+        boolean nwc = conf(layer).getRnnDataFormat() == RNNFormat.NWC;
+        DataType type = outputGradient.dataType();
+        INDArray x = (nwc ? input.permute(0, 2, 1) : input).castTo(type);
+        INDArray epsilon = nwc ? outputGradient.permute(0, 2, 1) : outputGradient;
+        Replay replay = new Replay(layer, x, epsilon);
+        Map<String, long[]> shapes = new LinkedHashMap<>();
+        layer.paramTable().forEach((name, value) -> shapes.put(name, value.shape()));
+        OuterProductTerms terms = new OuterProductTerms()
+                .weight(W, replay.delta, x, LstmDerivatives::transposed)
+                .weight(RW, replay.delta, replay.previousOutputs, LstmDerivatives::transposed)
+                .bias(B, replay.delta, g -> g.reshape('c', g.rank() == 1 ? shapes.get(B)
+                        : UnfoldedConvolutionDerivatives.withBatchAxis(g.size(0), shapes.get(B))));
+        return replay.peepholes == null ? terms : new PeepholeTerms(terms, replay.peepholes);
+    }
+
+    /** @return {@code [O, K]} as {@code [K, O]}, or {@code [n, O, K]} as {@code [n, K, O]} */
+    private static INDArray transposed(INDArray matrices) {
+        return (matrices.rank() == 2 ? matrices.transpose() : matrices.permute(0, 2, 1)).dup('c');
+    }
+
+    /**
+     * DL4J's forward and backward pass of the layer, vectorised over the batch: the gate pre-activation
+     * gradients of every step and the previous outputs they multiply.
+     */
+    private static final class Replay {
+        /** {@code δ [N, 4n, T]}, in DL4J's gate order {@code [i, f, o, g]}. */
+        final INDArray delta;
+        /** {@code h_{t-1} [N, n, T]}, zero at t = 0. */
+        final INDArray previousOutputs;
+        /** GravesLSTM's per-sequence peephole gradients {@code [N, n, 3]} (columns f, o, g), or null. */
+        final INDArray peepholes;
+
+        private final IActivation activation;
+        private final IActivation gate;
+        private final INDArray mask;
+
+        Replay(Layer layer, INDArray x, INDArray epsilon) {
+            DataType type = epsilon.dataType();
+            activation = conf(layer).getActivationFn();
+            gate = conf(layer).getGateActivationFn();
+            boolean peephole = hasPeepholes(layer);
+            INDArray inputWeight = layer.getParam(W).castTo(type);
+            INDArray recurrent = layer.getParam(RW).castTo(type);
+            INDArray bias = layer.getParam(B).castTo(type).reshape(1, -1);
+            long n = x.size(0);
+            long units = recurrent.size(0);
+            int steps = (int) x.size(2);
+            INDArray recurrentGates = recurrent.get(NDArrayIndex.all(), NDArrayIndex.interval(0, 4 * units));
+            INDArray[] peepholeWeights = new INDArray[3];
+            for (int k = 0; k < 3 && peephole; k++) {
+                peepholeWeights[k] = recurrent.get(NDArrayIndex.all(), NDArrayIndex.point(4 * units + k)).reshape(1, units);
+            }
+            INDArray layerMask = layer.getMaskArray();
+            if (layerMask != null && (layerMask.rank() != 2 || layerMask.size(0) != n || layerMask.size(1) != steps)) {
+                throw new IllegalStateException("a recurrent layer's mask must be [N, T] = [" + n + ", " + steps
+                        + "], got " + java.util.Arrays.toString(layerMask.shape()));
+            }
+            mask = layerMask == null ? null : layerMask.castTo(type);
+
+            // forward: DL4J's activateHelper
+            Step[] s = new Step[steps];
+            INDArray h = Nd4j.zeros(type, n, units);
+            INDArray c = Nd4j.zeros(type, n, units);
+            previousOutputs = Nd4j.zeros(type, n, units, steps);
+            for (int t = 0; t < steps; t++) {
+                previousOutputs.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).assign(h);
+                INDArray xt = x.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t));
+                INDArray a = xt.mmul(inputWeight).addi(h.mmul(recurrentGates)).addiRowVector(bias);
+                Step step = new Step();
+                step.previousCell = c;
+                step.zi = block(a, 0, units);
+                step.zf = block(a, 1, units);
+                step.zo = block(a, 2, units);
+                step.zg = block(a, 3, units);
+                if (peephole) {
+                    step.zf.addi(c.mulRowVector(peepholeWeights[0]));
+                    step.zg.addi(c.mulRowVector(peepholeWeights[2]));
+                }
+                step.i = activation.getActivation(step.zi.dup(), true);
+                step.f = gate.getActivation(step.zf.dup(), true);
+                step.g = gate.getActivation(step.zg.dup(), true);
+                INDArray cell = step.f.mul(c).addi(step.g.mul(step.i));
+                if (peephole) {
+                    step.zo.addi(cell.mulRowVector(peepholeWeights[1]));
+                }
+                step.o = gate.getActivation(step.zo.dup(), true);
+                step.cellActivation = activation.getActivation(cell.dup(), true);
+                h = step.cellActivation.mul(step.o);
+                if (mask != null) {
+                    INDArray m = maskColumn(t);
+                    h.muliColumnVector(m);
+                    cell.muliColumnVector(m);
+                }
+                step.cell = cell;
+                c = cell;
+                s[t] = step;
+            }
+
+            // backward: DL4J's backpropGradientHelper (LSTM passes no mask to it, GravesLSTM its mask)
+            delta = Nd4j.zeros(type, n, 4 * units, steps);
+            peepholes = peephole ? Nd4j.zeros(type, n, units, 3) : null;
+            INDArray nextDelta = null;
+            INDArray nextCellGradient = null;
+            for (int t = steps - 1; t >= 0; t--) {
+                Step step = s[t];
+                INDArray outputGradient = epsilon.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).dup();
+                if (nextDelta != null) {
+                    outputGradient.addi(nextDelta.mmul(recurrentGates.transpose()));
+                }
+                INDArray deltaO = gate.backprop(step.zo.dup(), outputGradient.mul(step.cellActivation)).getFirst();
+                INDArray cellGradient = activation.backprop(step.cell.dup(), step.o.mul(outputGradient)).getFirst().dup();
+                if (peephole) {
+                    cellGradient.addi(deltaO.mulRowVector(peepholeWeights[1]));
+                    if (nextDelta != null) {
+                        cellGradient.addi(block(nextDelta, 1, units).muliRowVector(peepholeWeights[0]));
+                        cellGradient.addi(block(nextDelta, 3, units).muliRowVector(peepholeWeights[2]));
+                    }
+                }
+                if (nextCellGradient != null) {
+                    cellGradient.addi(s[t + 1].f.mul(nextCellGradient));
+                }
+                INDArray deltaF = t == 0 ? Nd4j.zeros(type, n, units)
+                        : gate.backprop(step.zf.dup(), cellGradient.mul(step.previousCell)).getFirst();
+                INDArray deltaG = gate.backprop(step.zg.dup(), cellGradient.mul(step.i)).getFirst();
+                INDArray deltaI = activation.backprop(step.zi.dup(), cellGradient.mul(step.g)).getFirst();
+                INDArray stepDelta = Nd4j.hstack(deltaI, deltaF, deltaO, deltaG);
+                if (peephole && mask != null) {
+                    stepDelta.muliColumnVector(maskColumn(t));
+                }
+                delta.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).assign(stepDelta);
+                if (peephole) {
+                    peephole(0).addi(block(stepDelta, 1, units).muli(step.previousCell));
+                    peephole(1).addi(block(stepDelta, 2, units).muli(step.cell));
+                    peephole(2).addi(block(stepDelta, 3, units).muli(step.previousCell));
+                }
+                nextDelta = stepDelta;
+                nextCellGradient = cellGradient;
+            }
+        }
+
+        private INDArray maskColumn(int t) {
+            return mask.getColumn(t, true);
+        }
+
+        private INDArray peephole(int column) {
+            return peepholes.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(column));
+        }
+
+        /** @return a copy of gate block k ({@code [i, f, o, g]}) of {@code [N, 4n]} values */
+        private static INDArray block(INDArray gates, int k, long units) {
+            return gates.get(NDArrayIndex.all(), NDArrayIndex.interval(k * units, (k + 1) * units)).dup();
+        }
+    }
+
+    /** One step's forward values, as DL4J's backward pass uses them. */
+    private static final class Step {
+        INDArray zi;
+        INDArray zf;
+        INDArray zo;
+        INDArray zg;
+        INDArray i;
+        INDArray f;
+        INDArray o;
+        INDArray g;
+        /** {@code φ(c̃_t)}, unmasked. */
+        INDArray cellActivation;
+        /** {@code c_t}, masked. */
+        INDArray cell;
+        /** {@code c_{t-1}}, masked. */
+        INDArray previousCell;
+    }
+
+    /**
+     * GravesLSTM's terms: the outer-product terms, whose {@code RW} covers the first {@code 4n} columns,
+     * and the per-sequence peephole columns {@code [N, n, 3]}, formed directly ({@code N·3n} values). Every
+     * quantity splits over the two column blocks of {@code RW}: squared norms and dot products add, the
+     * individual gradients, the second moment and the variance are concatenated.
+     */
+    private static final class PeepholeTerms extends FirstOrderTerms {
+        private final FirstOrderTerms outer;
+        private final INDArray peepholes;
+
+        PeepholeTerms(FirstOrderTerms outer, INDArray peepholes) {
+            this.outer = outer;
+            this.peepholes = peepholes;
+        }
+
+        private static Map<String, INDArray> replaced(Map<String, INDArray> values, UnaryOperator<INDArray> rw) {
+            Map<String, INDArray> out = new LinkedHashMap<>(values);
+            out.put(RW, rw.apply(values.get(RW)));
+            return out;
+        }
+
+        private INDArray flatPeepholes() {
+            return peepholes.dup('c').reshape('c', peepholes.size(0), peepholes.length() / peepholes.size(0));
+        }
+
+        @Override
+        protected Map<String, INDArray> computeIndividualGradients() {
+            return replaced(outer.individualGradients(), g -> Nd4j.concat(2, g, peepholes).dup('c'));
+        }
+
+        @Override
+        protected Map<String, INDArray> computeSquaredNorms() {
+            INDArray f = flatPeepholes();
+            return replaced(outer.individualGradientSquaredNorms(), g -> g.add(f.muli(f).sum(1)));
+        }
+
+        @Override
+        protected Map<String, INDArray> computeSumGradSquared() {
+            return replaced(outer.sumGradSquared(), g -> Nd4j.concat(1, g, peepholes.mul(peepholes).sum(0)));
+        }
+
+        @Override
+        protected Map<String, INDArray> computeVariance() {
+            return replaced(outer.variance(), g -> Nd4j.concat(1, g, twoPassVariance(peepholes)));
+        }
+
+        @Override
+        protected Map<String, INDArray> computeDots() {
+            INDArray f = flatPeepholes();
+            return replaced(outer.individualGradientDots(), g -> g.add(f.mmul(f.transpose())));
+        }
+    }
+}
