@@ -166,6 +166,27 @@ class SequenceTest {
         }
     }
 
+    /** The usual sequence classifier: an LSTM read at each sequence's last real step, a softmax output. */
+    @Test
+    void lastTimeStepClassifier() {
+        MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(4)
+                .dataType(DataType.DOUBLE)
+                .list(new org.deeplearning4j.nn.conf.layers.recurrent.LastTimeStep(
+                                new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(4).activation(Activation.TANH)
+                                        .build()),
+                        new OutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(3).build())
+                .setInputType(InputType.recurrent(3)).build());
+        net.init();
+        TestNets.randomiseParameters(net, 21);
+        INDArray x = TestNets.features(DataType.DOUBLE, 22, LENGTHS.length, 3, T);
+        INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 23, LENGTHS.length, 3);
+        Reference.assertFirstOrderEqualsSingleSequencePasses(net, x, y, null, null, "LastTimeStep(LSTM)");
+        for (boolean alignEnd : new boolean[] {false, true}) {
+            Reference.assertFirstOrderEqualsSingleSequencePasses(net, x, y, mask(alignEnd, LENGTHS), null,
+                    "LastTimeStep(LSTM), align end " + alignEnd);
+        }
+    }
+
     @Test
     void maskedTailGivesTheShortenedSequence() {
         MultiLayerNetwork net = perStepNetwork(DataType.DOUBLE, RNNFormat.NCW);

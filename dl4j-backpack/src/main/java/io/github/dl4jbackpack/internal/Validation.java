@@ -668,6 +668,12 @@ public final class Validation {
                     out = x instanceof org.deeplearning4j.nn.conf.inputs.InputType
                             .InputTypeConvolutional3D ? null : node.conf().getLayer() instanceof LossLayer ? x
                             : node.conf().getLayer().getOutputType(node.position(), x);
+                    if (node.layer() instanceof org.deeplearning4j.nn.layers.recurrent.LastTimeStepLayer
+                            && out instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) {
+                        // DL4J's shape inference gives the wrapped layer's series; the wrapper outputs its last step
+                        out = org.deeplearning4j.nn.conf.inputs.InputType.feedForward(
+                                ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) out).getSize());
+                    }
                 } else {
                     org.deeplearning4j.nn.conf.graph.GraphVertex conf = access.vertexConfiguration(node);
                     out = conf == null ? null : conf.getOutputType(-1, in);
