@@ -195,15 +195,18 @@ public final class LstmDerivatives implements LayerDerivatives {
             }
             mask = layerMask == null ? null : layerMask.castTo(type);
 
-            // forward: DL4J's activateHelper
+            // forward: DL4J's activateHelper; the input's part of every step in one product, rows t·N + n
+            INDArray inputPart = x.permute(2, 0, 1).dup('c').reshape('c', (long) steps * n, x.size(1))
+                    .mmul(inputWeight).addiRowVector(bias);
             Step[] s = new Step[steps];
             INDArray h = Nd4j.zeros(type, n, units);
             INDArray c = Nd4j.zeros(type, n, units);
-            previousOutputs = Nd4j.zeros(type, n, units, steps);
+            // stored step-major, [T, N, ·], so that each step's rows are contiguous
+            INDArray previousByStep = Nd4j.zeros(type, steps, n, units);
             for (int t = 0; t < steps; t++) {
-                previousOutputs.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).assign(h);
-                INDArray xt = x.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t));
-                INDArray a = xt.mmul(inputWeight).addi(h.mmul(recurrentGates)).addiRowVector(bias);
+                previousByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all()).assign(h);
+                INDArray a = inputPart.get(NDArrayIndex.interval((long) t * n, (long) (t + 1) * n), NDArrayIndex.all())
+                        .add(h.mmul(recurrentGates));
                 Step step = new Step();
                 step.previousCell = c;
                 step.zi = block(a, 0, units);
@@ -235,7 +238,8 @@ public final class LstmDerivatives implements LayerDerivatives {
             }
 
             // backward: DL4J's backpropGradientHelper (LSTM passes no mask to it, GravesLSTM its mask)
-            delta = Nd4j.zeros(type, n, 4 * units, steps);
+            previousOutputs = previousByStep.permute(1, 2, 0);
+            INDArray deltaByStep = Nd4j.zeros(type, steps, n, 4 * units);
             peepholes = peephole ? Nd4j.zeros(type, n, units, 3) : null;
             INDArray nextDelta = null;
             INDArray nextCellGradient = null;
@@ -265,7 +269,7 @@ public final class LstmDerivatives implements LayerDerivatives {
                 if (peephole && mask != null) {
                     stepDelta.muliColumnVector(maskColumn(t));
                 }
-                delta.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).assign(stepDelta);
+                deltaByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all()).assign(stepDelta);
                 if (peephole) {
                     peephole(0).addi(block(stepDelta, 1, units).muli(step.previousCell));
                     peephole(1).addi(block(stepDelta, 2, units).muli(step.cell));
@@ -274,6 +278,7 @@ public final class LstmDerivatives implements LayerDerivatives {
                 nextDelta = stepDelta;
                 nextCellGradient = cellGradient;
             }
+            delta = deltaByStep.permute(1, 2, 0);
         }
 
         private INDArray maskColumn(int t) {
