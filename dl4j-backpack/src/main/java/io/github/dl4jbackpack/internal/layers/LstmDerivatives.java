@@ -205,28 +205,32 @@ public final class LstmDerivatives implements LayerDerivatives {
             INDArray previousByStep = Nd4j.zeros(type, steps, n, units);
             for (int t = 0; t < steps; t++) {
                 previousByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all()).assign(h);
-                INDArray a = inputPart.get(NDArrayIndex.interval((long) t * n, (long) (t + 1) * n), NDArrayIndex.all())
-                        .add(h.mmul(recurrentGates));
                 Step step = new Step();
+                step.z = inputPart.get(NDArrayIndex.interval((long) t * n, (long) (t + 1) * n), NDArrayIndex.all())
+                        .add(h.mmul(recurrentGates));
                 step.previousCell = c;
-                step.zi = block(a, 0, units);
-                step.zf = block(a, 1, units);
-                step.zo = block(a, 2, units);
-                step.zg = block(a, 3, units);
                 if (peephole) {
-                    step.zf.addi(c.mulRowVector(peepholeWeights[0]));
-                    step.zg.addi(c.mulRowVector(peepholeWeights[2]));
+                    block(step.z, 1, 1, units).addi(c.mulRowVector(peepholeWeights[0]));
+                    block(step.z, 3, 1, units).addi(c.mulRowVector(peepholeWeights[2]));
                 }
-                step.i = activation.getActivation(step.zi.dup(), true);
-                step.f = gate.getActivation(step.zf.dup(), true);
-                step.g = gate.getActivation(step.zg.dup(), true);
-                INDArray cell = step.f.mul(c).addi(step.g.mul(step.i));
+                // the activations applied in place to blocks of a copy: φ on [i], σ on [f, o, g] (GravesLSTM:
+                // σ on o once the cell is known)
+                step.a = step.z.dup();
+                activation.getActivation(block(step.a, 0, 1, units), true);
                 if (peephole) {
-                    step.zo.addi(cell.mulRowVector(peepholeWeights[1]));
+                    gate.getActivation(block(step.a, 1, 1, units), true);
+                    gate.getActivation(block(step.a, 3, 1, units), true);
+                } else {
+                    gate.getActivation(block(step.a, 1, 3, units), true);
                 }
-                step.o = gate.getActivation(step.zo.dup(), true);
+                INDArray cell = block(step.a, 1, 1, units).mul(c).addi(block(step.a, 3, 1, units)
+                        .mul(block(step.a, 0, 1, units)));
+                if (peephole) {
+                    INDArray zo = block(step.z, 2, 1, units).addi(cell.mulRowVector(peepholeWeights[1]));
+                    gate.getActivation(block(step.a, 2, 1, units).assign(zo), true);
+                }
                 step.cellActivation = activation.getActivation(cell.dup(), true);
-                h = step.cellActivation.mul(step.o);
+                h = step.cellActivation.mul(block(step.a, 2, 1, units));
                 if (mask != null) {
                     INDArray m = maskColumn(t);
                     h.muliColumnVector(m);
@@ -241,39 +245,56 @@ public final class LstmDerivatives implements LayerDerivatives {
             previousOutputs = previousByStep.permute(1, 2, 0);
             INDArray deltaByStep = Nd4j.zeros(type, steps, n, 4 * units);
             peepholes = peephole ? Nd4j.zeros(type, n, units, 3) : null;
+            INDArray recurrentTranspose = recurrentGates.transpose().dup();
             INDArray nextDelta = null;
             INDArray nextCellGradient = null;
             for (int t = steps - 1; t >= 0; t--) {
                 Step step = s[t];
                 INDArray outputGradient = epsilon.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).dup();
                 if (nextDelta != null) {
-                    outputGradient.addi(nextDelta.mmul(recurrentGates.transpose()));
+                    outputGradient.addi(nextDelta.mmul(recurrentTranspose));
                 }
-                INDArray deltaO = gate.backprop(step.zo.dup(), outputGradient.mul(step.cellActivation)).getFirst();
-                INDArray cellGradient = activation.backprop(step.cell.dup(), step.o.mul(outputGradient)).getFirst().dup();
+                // the gradients at the activated values [i, f, o, g], then through the activations
+                INDArray stepDelta = deltaByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all());
+                block(stepDelta, 2, 1, units).assign(outputGradient.mul(step.cellActivation));
+                INDArray deltaO = null;
+                if (peephole) {
+                    deltaO = gate.backprop(block(step.z, 2, 1, units).dup(), block(stepDelta, 2, 1, units).dup())
+                            .getFirst();
+                }
+                INDArray cellGradient = activation.backprop(step.cell.dup(),
+                        block(step.a, 2, 1, units).mul(outputGradient)).getFirst().dup();
                 if (peephole) {
                     cellGradient.addi(deltaO.mulRowVector(peepholeWeights[1]));
                     if (nextDelta != null) {
-                        cellGradient.addi(block(nextDelta, 1, units).muliRowVector(peepholeWeights[0]));
-                        cellGradient.addi(block(nextDelta, 3, units).muliRowVector(peepholeWeights[2]));
+                        cellGradient.addi(block(nextDelta, 1, 1, units).mulRowVector(peepholeWeights[0]));
+                        cellGradient.addi(block(nextDelta, 3, 1, units).mulRowVector(peepholeWeights[2]));
                     }
                 }
                 if (nextCellGradient != null) {
-                    cellGradient.addi(s[t + 1].f.mul(nextCellGradient));
+                    cellGradient.addi(block(s[t + 1].a, 1, 1, units).mul(nextCellGradient));
                 }
-                INDArray deltaF = t == 0 ? Nd4j.zeros(type, n, units)
-                        : gate.backprop(step.zf.dup(), cellGradient.mul(step.previousCell)).getFirst();
-                INDArray deltaG = gate.backprop(step.zg.dup(), cellGradient.mul(step.i)).getFirst();
-                INDArray deltaI = activation.backprop(step.zi.dup(), cellGradient.mul(step.g)).getFirst();
-                INDArray stepDelta = Nd4j.hstack(deltaI, deltaF, deltaO, deltaG);
+                block(stepDelta, 1, 1, units).assign(cellGradient.mul(step.previousCell));
+                block(stepDelta, 3, 1, units).assign(cellGradient.mul(block(step.a, 0, 1, units)));
+                block(stepDelta, 0, 1, units).assign(activation.backprop(block(step.z, 0, 1, units).dup(),
+                        cellGradient.mul(block(step.a, 3, 1, units))).getFirst());
+                if (peephole) {
+                    block(stepDelta, 1, 1, units).assign(gate.backprop(block(step.z, 1, 1, units).dup(),
+                            block(stepDelta, 1, 1, units).dup()).getFirst());
+                    block(stepDelta, 2, 1, units).assign(deltaO);
+                    block(stepDelta, 3, 1, units).assign(gate.backprop(block(step.z, 3, 1, units).dup(),
+                            block(stepDelta, 3, 1, units).dup()).getFirst());
+                } else {
+                    block(stepDelta, 1, 3, units).assign(gate.backprop(block(step.z, 1, 3, units).dup(),
+                            block(stepDelta, 1, 3, units).dup()).getFirst());
+                }
                 if (peephole && mask != null) {
                     stepDelta.muliColumnVector(maskColumn(t));
                 }
-                deltaByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all()).assign(stepDelta);
                 if (peephole) {
-                    peephole(0).addi(block(stepDelta, 1, units).muli(step.previousCell));
-                    peephole(1).addi(block(stepDelta, 2, units).muli(step.cell));
-                    peephole(2).addi(block(stepDelta, 3, units).muli(step.previousCell));
+                    peephole(0).addi(block(stepDelta, 1, 1, units).mul(step.previousCell));
+                    peephole(1).addi(block(stepDelta, 2, 1, units).mul(step.cell));
+                    peephole(2).addi(block(stepDelta, 3, 1, units).mul(step.previousCell));
                 }
                 nextDelta = stepDelta;
                 nextCellGradient = cellGradient;
@@ -289,22 +310,18 @@ public final class LstmDerivatives implements LayerDerivatives {
             return peepholes.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(column));
         }
 
-        /** @return a copy of gate block k ({@code [i, f, o, g]}) of {@code [N, 4n]} values */
-        private static INDArray block(INDArray gates, int k, long units) {
-            return gates.get(NDArrayIndex.all(), NDArrayIndex.interval(k * units, (k + 1) * units)).dup();
+        /** @return the view of gate blocks {@code k … k+count−1} ({@code [i, f, o, g]}) of {@code [N, 4n]} values */
+        private static INDArray block(INDArray gates, int k, int count, long units) {
+            return gates.get(NDArrayIndex.all(), NDArrayIndex.interval(k * units, (k + count) * units));
         }
     }
 
     /** One step's forward values, as DL4J's backward pass uses them. */
     private static final class Step {
-        INDArray zi;
-        INDArray zf;
-        INDArray zo;
-        INDArray zg;
-        INDArray i;
-        INDArray f;
-        INDArray o;
-        INDArray g;
+        /** The gate pre-activations {@code [N, 4n]} ({@code [i, f, o, g]}, peepholes included). */
+        INDArray z;
+        /** The activated gates {@code [N, 4n]}. */
+        INDArray a;
         /** {@code φ(c̃_t)}, unmasked. */
         INDArray cellActivation;
         /** {@code c_t}, masked. */
