@@ -18,6 +18,7 @@ public final class LayerKinds {
         List<LayerDerivatives> kinds = new java.util.ArrayList<>(List.of(
                 new DenseDerivatives(),
                 new EmbeddingDerivatives(),
+                new EmbeddingSequenceDerivatives(),
                 new ConvolutionDerivatives(),
                 new Convolution3DDerivatives(),
                 new DeconvolutionDerivatives(),
