@@ -294,14 +294,20 @@ class EmbeddingSequenceTest {
         INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 10, n, 3);
 
         BackPackNetwork bp = BackPackNetwork.extend(big);
-        Quantities q = null;
-        for (int pass = 0; pass < 2; pass++) {
-            // the first pass teaches the first-order scratch workspace its size
-            q = bp.backward(x, y, new BatchL2Grad(), new SumGradSquared(), new Variance());
-        }
+        // the first pass teaches the first-order scratch workspace its size and touches DL4J's own arrays
+        bp.backward(x, y, new BatchL2Grad(), new SumGradSquared(), new Variance());
+        boolean peakMeasured = resetPeakResidentMemory();
+        long residentBefore = residentKilobytes("VmRSS:");
+        Quantities q = bp.backward(x, y, new BatchL2Grad(), new SumGradSquared(), new Variance());
         long tableBytes = (long) vocabulary * dim * Double.BYTES;
         long scratch = ScratchWorkspace.allocatedBytes(ScratchWorkspace.FIRST_ORDER);
         assertTrue(scratch <= 4 * tableBytes, "first-order scratch " + scratch + " bytes, table " + tableBytes);
+        if (peakMeasured) {
+            // arrays made outside the scratch workspace show in the process's peak resident memory
+            long peakGrowth = 1024 * (residentKilobytes("VmHWM:") - residentBefore);
+            assertTrue(peakGrowth <= 8 * tableBytes, "peak resident memory grew by " + peakGrowth + " bytes, table "
+                    + tableBytes);
+        }
 
         Map<String, INDArray> g = Reference.individualGradients(twin, twinX, y);
         INDArray usedIndex = Nd4j.createFromArray(usedRows);
@@ -319,6 +325,30 @@ class EmbeddingSequenceTest {
                 .doubleValue(), 1e-12 * secondMoment.sumNumber().doubleValue(), "unused rows of the second moment");
         assertEquals(0.0, variance.sumNumber().doubleValue() - variance.get(usedIndex).sumNumber().doubleValue(),
                 1e-12 * variance.sumNumber().doubleValue(), "unused rows of the variance");
+    }
+
+    /** @return whether the process's peak resident memory could be reset (Linux: /proc/self/clear_refs) */
+    private static boolean resetPeakResidentMemory() {
+        try {
+            java.nio.file.Files.writeString(java.nio.file.Path.of("/proc/self/clear_refs"), "5");
+            return residentKilobytes("VmHWM:") > 0;
+        } catch (java.io.IOException | UnsupportedOperationException e) {
+            return false;
+        }
+    }
+
+    /** @return a memory figure of this process from /proc/self/status, in kB, or -1 where there is none */
+    private static long residentKilobytes(String field) {
+        try {
+            for (String line : java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/self/status"))) {
+                if (line.startsWith(field)) {
+                    return Long.parseLong(line.replaceAll("[^0-9]", ""));
+                }
+            }
+        } catch (java.io.IOException e) {
+            return -1;
+        }
+        return -1;
     }
 
     /** Embedding with bias (tanh), average over time, softmax output; built without shape inference. */
