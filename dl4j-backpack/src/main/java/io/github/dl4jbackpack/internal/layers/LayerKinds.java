@@ -19,6 +19,7 @@ public final class LayerKinds {
                 new DenseDerivatives(),
                 new EmbeddingDerivatives(),
                 new LstmDerivatives(),
+                new EmbeddingSequenceDerivatives(),
                 new ConvolutionDerivatives(),
                 new Convolution3DDerivatives(),
                 new DeconvolutionDerivatives(),
