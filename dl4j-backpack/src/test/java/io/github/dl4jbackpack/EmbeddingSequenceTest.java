@@ -75,13 +75,14 @@ class EmbeddingSequenceTest {
     }
 
     /**
-     * Embedding (tanh), dense (sigmoid) at every step, softmax output at every step; built with the
-     * preprocessors {@code setInputType} would add, but without it: DL4J's shape inference would set the
-     * embedding's nIn to the input's size (1).
+     * Embedding (tanh; the builder's default input length, which DL4J's forward step replaces by the input's),
+     * dense (sigmoid) at every step, softmax output at every step; built with the preprocessors
+     * {@code setInputType} would add, but without it: DL4J's shape inference would set the embedding's nIn
+     * to the input's size (1).
      */
     private static MultiLayerNetwork perStepNetwork(DataType type, boolean bias, RNNFormat format) {
         MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(5).dataType(type)
-                .list(new EmbeddingSequenceLayer.Builder().nIn(VOCABULARY).nOut(DIM).inputLength(T).hasBias(bias)
+                .list(new EmbeddingSequenceLayer.Builder().nIn(VOCABULARY).nOut(DIM).hasBias(bias)
                                 .outputDataFormat(format).activation(Activation.TANH).build(),
                         new DenseLayer.Builder().nIn(DIM).nOut(5).activation(Activation.SIGMOID).build(),
                         new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nIn(5).nOut(3)
@@ -94,8 +95,9 @@ class EmbeddingSequenceTest {
     }
 
     /**
-     * Embedding (tanh), global pooling over time, softmax output, with the (pass-through) preprocessor
-     * {@code setInputType} would add: DL4J's shape inference types global pooling over time as a time series.
+     * Embedding (tanh), global pooling over time, softmax output, without the (pass-through) preprocessor
+     * {@code setInputType} would add (DL4J's shape inference types global pooling over time as a time
+     * series; the batch checks know its output is one row per sequence).
      */
     private static MultiLayerNetwork pooledNetwork(boolean bias, PoolingType pooling) {
         MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(6)
@@ -105,13 +107,13 @@ class EmbeddingSequenceTest {
                         new GlobalPoolingLayer.Builder(pooling).build(),
                         new OutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nIn(DIM).nOut(3)
                                 .build())
-                .inputPreProcessor(2, new RnnToFeedForwardPreProcessor()).build());
+                .build());
         net.init();
         TestNets.randomiseParameters(net, 6);
         return net;
     }
 
-    /** @return the indices as {@code [N, 1, T]}, the shape DL4J also accepts (and the only one masks fit here) */
+    /** @return the indices as {@code [N, 1, T]}, the other shape DL4J accepts */
     private static INDArray withChannel(INDArray indices) {
         return indices.reshape('c', indices.size(0), 1, indices.size(1));
     }
@@ -131,6 +133,8 @@ class EmbeddingSequenceTest {
                     INDArray m = SequenceTest.mask(alignEnd, LENGTHS);
                     Reference.assertFirstOrderEqualsSingleSequencePasses(net, withChannel(indices()), y, m, m,
                             what + ", masks, align end " + alignEnd);
+                    Reference.assertFirstOrderEqualsSingleSequencePasses(net, indices(), y, m, m,
+                            what + ", [N, T] indices with masks, align end " + alignEnd);
                 }
             }
         }

@@ -561,6 +561,12 @@ public final class Validation {
                             + " array " + Arrays.toString(a.shape()) + " has T = " + steps
                             + (nwc ? " (NWC layout)" : " (NCW layout)"));
                 }
+            } else if (features && a.rank() == 2) {
+                // index sequences [N, T] (EmbeddingSequenceLayer)
+                if (m.size(1) != a.size(1)) {
+                    throw new IllegalArgumentException(name + " has " + m.size(1) + " steps but the " + what
+                            + " array " + Arrays.toString(a.shape()) + " has T = " + a.size(1));
+                }
             } else if (features || a.rank() != 2 || (m.size(1) != 1 && m.size(1) != a.size(1))) {
                 throw new IllegalArgumentException(name + " does not fit the " + what + " array of shape "
                         + Arrays.toString(a.shape()) + ": masks are [N, T] for time series"
@@ -668,12 +674,7 @@ public final class Validation {
                     out = x instanceof org.deeplearning4j.nn.conf.inputs.InputType
                             .InputTypeConvolutional3D ? null : node.conf().getLayer() instanceof LossLayer ? x
                             : node.conf().getLayer().getOutputType(node.position(), x);
-                    if (node.layer() instanceof org.deeplearning4j.nn.layers.recurrent.LastTimeStepLayer
-                            && out instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) {
-                        // DL4J's shape inference gives the wrapped layer's series; the wrapper outputs its last step
-                        out = org.deeplearning4j.nn.conf.inputs.InputType.feedForward(
-                                ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) out).getSize());
-                    }
+                    out = correctedOutputType(node, x, out);
                 } else {
                     org.deeplearning4j.nn.conf.graph.GraphVertex conf = access.vertexConfiguration(node);
                     out = conf == null ? null : conf.getOutputType(-1, in);
@@ -742,6 +743,37 @@ public final class Validation {
                         .getSize() + " per example");
             }
         }
+    }
+
+    /**
+     * Where DL4J's shape inference does not describe what a layer's forward step produces: the output of a
+     * {@code LastTimeStep} wrapper is its last step (DL4J types it as the wrapped series), a global pooling
+     * of a series collapses the time axis (DL4J types it as the series), and an
+     * {@code EmbeddingSequenceLayer} emits as many steps as its input has (DL4J types them as its configured
+     * {@code inputLength}, which the forward step replaces by the input's).
+     */
+    private static org.deeplearning4j.nn.conf.inputs.InputType correctedOutputType(Node node,
+            org.deeplearning4j.nn.conf.inputs.InputType x, org.deeplearning4j.nn.conf.inputs.InputType out) {
+        org.deeplearning4j.nn.api.Layer layer = node.layer();
+        if (!(out instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent)) {
+            return out;
+        }
+        org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent r =
+                (org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) out;
+        if (layer instanceof org.deeplearning4j.nn.layers.recurrent.LastTimeStepLayer) {
+            return org.deeplearning4j.nn.conf.inputs.InputType.feedForward(r.getSize());
+        }
+        if (layer instanceof org.deeplearning4j.nn.layers.pooling.GlobalPoolingLayer
+                && ((org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer) node.conf().getLayer()).isCollapseDimensions()) {
+            return org.deeplearning4j.nn.conf.inputs.InputType.feedForward(r.getSize());
+        }
+        if (layer instanceof org.deeplearning4j.nn.layers.feedforward.embedding.EmbeddingSequenceLayer) {
+            long steps = x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward
+                    ? ((org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward) x).getSize() : stepsOf(x);
+            return steps > 0 ? org.deeplearning4j.nn.conf.inputs.InputType.recurrent(r.getSize(), steps, r.getFormat())
+                    : org.deeplearning4j.nn.conf.inputs.InputType.recurrent(r.getSize(), r.getFormat());
+        }
+        return out;
     }
 
     /** @return the known time steps of a recurrent type, else 0 */
