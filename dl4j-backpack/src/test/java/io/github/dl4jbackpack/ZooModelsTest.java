@@ -939,7 +939,13 @@ class ZooModelsTest {
                 org.deeplearning4j.nn.layers.feedforward.PReLU.class,
                 org.deeplearning4j.nn.layers.convolution.DepthwiseConvolution2DLayer.class,
                 org.deeplearning4j.nn.layers.convolution.SeparableConvolution2DLayer.class,
-                org.deeplearning4j.nn.layers.normalization.BatchNormalization.class);
+                org.deeplearning4j.nn.layers.normalization.BatchNormalization.class,
+                org.deeplearning4j.nn.layers.recurrent.LSTM.class,
+                org.deeplearning4j.nn.layers.recurrent.GravesLSTM.class,
+                org.deeplearning4j.nn.layers.recurrent.SimpleRnn.class,
+                org.deeplearning4j.nn.layers.recurrent.RnnOutputLayer.class,
+                org.deeplearning4j.nn.layers.feedforward.embedding.EmbeddingSequenceLayer.class,
+                org.deeplearning4j.nn.layers.convolution.Convolution1DLayer.class);
         /** Layers with parameters whose weights have no Kronecker factorisation. */
         private static final Set<Class<?>> NO_KRONECKER = Set.of(
                 org.deeplearning4j.nn.layers.feedforward.PReLU.class,

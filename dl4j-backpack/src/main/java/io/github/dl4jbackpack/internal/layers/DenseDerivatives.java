@@ -90,6 +90,9 @@ public final class DenseDerivatives implements LayerDerivatives {
 
     @Override
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        if (layer.getClass() == RnnOutputLayer.class) {
+            return "curvature extensions do not support sequences yet (first-order extensions do)";
+        }
         if (layer.getClass() == CenterLossOutputLayer.class) {
             return "the Hessian of its centre-loss term (λ/2)‖x − c_y‖² on the layer input is not implemented "
                     + "(first-order extensions for W and b are supported)";
