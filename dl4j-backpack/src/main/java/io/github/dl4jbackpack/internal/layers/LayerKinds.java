@@ -49,6 +49,10 @@ public final class LayerKinds {
     }
 
     /**
+     * The recurrent wrappers {@code Bidirectional}, {@code MaskZeroLayer} and {@code TimeDistributed} are seen
+     * through {@link BidirectionalKind}, {@link MaskZeroKind} and {@link TimeDistributedKind} around the wrapped
+     * layer's kind.
+     *
      * @param layer a DL4J layer implementation (not a wrapper)
      * @return its kind, if supported (for a 2D vision layer in NHWC layout, its NCHW kind seen
      *     through {@link ChannelsLastKind}; for a {@code LastTimeStep} wrapper, the wrapped layer's kind seen
@@ -58,6 +62,17 @@ public final class LayerKinds {
         if (layer instanceof org.deeplearning4j.nn.layers.recurrent.LastTimeStepLayer) {
             return of(((org.deeplearning4j.nn.layers.recurrent.LastTimeStepLayer) layer).getUnderlying())
                     .map(LastTimeStepKind::new);
+        }
+        if (layer instanceof org.deeplearning4j.nn.layers.recurrent.BidirectionalLayer) {
+            return of(BidirectionalKind.forwardLayer(layer)).map(BidirectionalKind::new);
+        }
+        if (layer instanceof org.deeplearning4j.nn.layers.recurrent.MaskZeroLayer) {
+            return of(((org.deeplearning4j.nn.layers.recurrent.MaskZeroLayer) layer).getUnderlying())
+                    .map(MaskZeroKind::new);
+        }
+        if (layer instanceof org.deeplearning4j.nn.layers.recurrent.TimeDistributedLayer) {
+            return of(((org.deeplearning4j.nn.layers.recurrent.TimeDistributedLayer) layer).getUnderlying())
+                    .map(TimeDistributedKind::new);
         }
         return KINDS.stream().filter(k -> k.matches(layer)).findFirst()
                 .map(k -> ChannelsLastKind.isChannelsLast(layer.conf().getLayer()) ? new ChannelsLastKind(k) : k);

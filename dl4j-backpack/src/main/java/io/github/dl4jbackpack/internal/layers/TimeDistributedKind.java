@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack.internal.layers;
+
+import org.deeplearning4j.nn.api.Layer;
+import org.deeplearning4j.nn.conf.RNNFormat;
+import org.deeplearning4j.nn.conf.layers.BaseLayer;
+import org.deeplearning4j.nn.layers.feedforward.dense.DenseLayer;
+import org.deeplearning4j.nn.layers.recurrent.TimeDistributedLayer;
+import org.nd4j.linalg.activations.IActivation;
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+import java.util.Set;
+
+/**
+ * DL4J's {@code TimeDistributed} wrapper around a {@code DenseLayer}: the dense layer {@code y = act(x W + b)}
+ * applied at every step. DL4J moves the time axis into the batch axis, example-major: row {@code n·T + t} of
+ * the dense layer's input and output is step t of sequence n (in NCW and NWC alike; DL4J's
+ * {@code RnnToFeedForwardPreProcessor} orders rows step-major instead), and the dense layer keeps that
+ * {@code [N·T, nIn]} input. An example's gradient is the sum over its T rows.
+ *
+ * <p>The kind declares no fused activation ({@link #activation} is null), so the library records no
+ * pre-activation gradient in the dense layer and hands the kind {@code ε = ∂L/∂y} at the wrapper output; the kind
+ * recomputes {@code z = x W + b} from the dense layer's input (after its input dropout) and parameters and
+ * forms {@code δ = m ⊙ act'(z) ε} as DL4J's backward step of the dense layer does, {@code m} the dense layer's
+ * row mask where it has one. That mask is DL4J's: {@code TimeDistributedLayer} flattens the {@code [N, T]}
+ * feature mask column-major ({@code TimeSeriesUtils.reshapeTimeSeriesMaskToVector}), so row {@code n·T + t} is
+ * masked by entry {@code t'·N + n' = n·T + t} of the mask, which is not step t of sequence n when
+ * {@code N, T > 1}: with a feature mask of varying lengths DL4J's batch is not the batch of masked sequences
+ * (its gradient differs from the sum of single-sequence gradients). The kind follows DL4J, so the terms still
+ * sum to DL4J's gradient. The rows' terms are the dense kind's over steps
+ * ({@link LayerDerivatives#firstOrderOfRows}). Only DenseLayer with an elementwise activation is supported.
+ */
+public final class TimeDistributedKind implements LayerDerivatives {
+
+    private final LayerDerivatives wrapped;
+
+    /** @param wrapped the kind of the wrapped layer */
+    TimeDistributedKind(LayerDerivatives wrapped) {
+        this.wrapped = wrapped;
+    }
+
+    private static Layer inner(Layer layer) {
+        return ((TimeDistributedLayer) layer).getUnderlying();
+    }
+
+    @Override
+    public String kindName() {
+        return "TimeDistributed(" + wrapped.kindName() + ")";
+    }
+
+    @Override
+    public boolean matches(Layer layer) {
+        return layer instanceof TimeDistributedLayer && wrapped.matches(inner(layer));
+    }
+
+    private static IActivation activationOfInner(Layer layer) {
+        return ((BaseLayer) inner(layer).conf().getLayer()).getActivationFn();
+    }
+
+    @Override
+    public String unsupportedConfiguration(Layer layer) {
+        Layer inner = inner(layer);
+        if (inner.getClass() != DenseLayer.class) {
+            return "TimeDistributed around " + inner.getClass().getSimpleName() + " is not supported (only DenseLayer)";
+        }
+        String reason = wrapped.unsupportedConfiguration(inner);
+        if (reason == null && ElementwiseActivations.unsupported(activationOfInner(layer), false) != null) {
+            reason = "activation " + activationOfInner(layer) + " of a DenseLayer in TimeDistributed is not supported "
+                    + "(the pre-activation is recomputed; supported: " + ElementwiseActivations.SUPPORTED + ")";
+        }
+        return reason;
+    }
+
+    @Override
+    public boolean hasParameters() {
+        return wrapped.hasParameters();
+    }
+
+    @Override
+    public Set<String> trainableParameters(Layer layer) {
+        return wrapped.trainableParameters(inner(layer));
+    }
+
+    @Override
+    public IActivation activation(Layer layer) {
+        return null;
+    }
+
+    @Override
+    public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        return "curvature extensions do not support TimeDistributed yet (first-order extensions do)";
+    }
+
+    @Override
+    public String noKroneckerFactors(Layer layer) {
+        return "the Kronecker factors of TimeDistributed are not implemented";
+    }
+
+    /**
+     * {@inheritDoc} Here {@code input} is the dense layer's, {@code [N·T, nIn]} in DL4J's example-major rows,
+     * and {@code outputGradient} is {@code ε = ∂L/∂y} of the mean loss at the wrapper output,
+     * {@code [N, nOut, T]} ({@code [N, T, nOut]} in NWC).
+     */
+    @Override
+    public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
+        Layer dense = inner(layer);
+        // the wrapper's conf() is the dense layer's: the layout is a private field of the implementation
+        boolean nwc = LayerSettings.read(TimeDistributedLayer.class, layer, "rnnDataFormat") == RNNFormat.NWC;
+        long n = outputGradient.size(0);
+        long steps = nwc ? outputGradient.size(1) : outputGradient.size(2);
+        long nOut = nwc ? outputGradient.size(2) : outputGradient.size(1);
+        // rows n·T + t, as DL4J reshapes the wrapper's output gradient
+        INDArray epsilon = (nwc ? outputGradient : outputGradient.permute(0, 2, 1)).dup('c').reshape('c', n * steps, nOut);
+        INDArray x = input.castTo(epsilon.dataType());
+        INDArray preActivation = DenseDerivatives.gemm(x, false, dense.getParam(DenseDerivatives.W)
+                .castTo(epsilon.dataType()), false);
+        if (dense.paramTable().containsKey(DenseDerivatives.B)) {
+            preActivation.addiRowVector(dense.getParam(DenseDerivatives.B).castTo(epsilon.dataType()).reshape(1, nOut));
+        }
+        INDArray delta = activationOfInner(layer).backprop(preActivation, epsilon).getFirst();
+        if (dense.getMaskArray() != null) {
+            delta.muliColumnVector(dense.getMaskArray().castTo(delta.dataType()));
+        }
+        return wrapped.firstOrderOfRows(dense, stepMajor(x, n, steps), stepMajor(delta, n, steps), false, steps);
+    }
+
+    /**
+     * {@inheritDoc} The library sees the dense layer's {@code N·T} input rows and calls this with
+     * {@code rows = T}; the rows are DL4J's example-major ones, which {@link #firstOrder} reorders.
+     */
+    @Override
+    public FirstOrderTerms firstOrderOfRows(Layer layer, INDArray input, INDArray outputGradient,
+                                            boolean runningStatistics, long rows) {
+        return firstOrder(layer, input, outputGradient);
+    }
+
+    /** @return rows {@code n·T + t} reordered to {@code t·N + n}, as a new array */
+    private static INDArray stepMajor(INDArray rows, long n, long steps) {
+        return rows.reshape('c', n, steps, rows.size(1)).permute(1, 0, 2).dup('c').reshape('c', n * steps, rows.size(1));
+    }
+
+    @Override
+    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
+        throw new UnsupportedOperationException(secondOrderUnsupported(record.layer(), false));
+    }
+}
