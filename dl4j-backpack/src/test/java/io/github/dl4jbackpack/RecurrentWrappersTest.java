@@ -49,8 +49,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * SimpleRnn in every mode (CONCAT, ADD, MUL, AVERAGE) without a mask, with a masked tail (variable lengths) and a
  * masked head (ALIGN_END), in NCW and NWC, under an RnnOutputLayer and under LastTimeStep and global pooling with
  * an OutputLayer; around LSTM and GravesLSTM; two stacked; {@code MaskZeroLayer} around SimpleRnn and LSTM with
- * padded steps equal to the masking value. {@code TimeDistributed(DenseLayer)}, which the library's batch check
- * does not let through yet, at the kind: with label masks in NCW and NWC against single-sequence passes, and with
+ * padded steps equal to the masking value. {@code TimeDistributed(DenseLayer)}: end to end with label masks (NCW),
+ * and at the kind with label masks in NCW and NWC against single-sequence passes, and with
  * a feature mask, where DL4J's batch is not the batch of masked sequences (its row mask is flattened in another
  * order than its rows), against each sequence's loss within DL4J's batch. Also: the wrapped configurations that
  * are refused, and curvature refused by name.
@@ -219,9 +219,9 @@ class RecurrentWrappersTest {
 
     /**
      * TimeDistributed(DenseLayer), the kind against DL4J: the kind's terms from the dense layer's rows and the
-     * gradient at the wrapper output, as the library hands them (the library's batch check does not yet let a
-     * TimeDistributed layer through {@code BackPackNetwork.backward}: it reads the wrapper's configuration as the
-     * dense layer's); the loss of the real steps by a label mask.
+     * gradient at the wrapper output, as the library hands them; the loss of the real steps by a label mask. In
+     * NCW also end to end through {@code BackPackNetwork.backward} (the batch checks type the wrapper's output as
+     * its dense layer applied at every step).
      */
     @Test
     void timeDistributedDenseWithLabelMasks() {
@@ -234,6 +234,11 @@ class RecurrentWrappersTest {
             for (INDArray labelsMask : new INDArray[] {null, TAIL, HEAD}) {
                 SimpleRnnTest.assertKindMatchesDl4j(net, 0, x, y, null, labelsMask,
                         SimpleRnnTest::outputLayerInputGradient, what + ", label mask " + labelsMask);
+                if (format == RNNFormat.NCW) {
+                    Reference.assertFirstOrderEqualsSingleSequencePasses(network(format, 61,
+                            timeDistributedDense(format), perStepOutput(format)), x, y, null, labelsMask,
+                            what + " end to end, label mask " + labelsMask);
+                }
             }
         }
     }

@@ -598,6 +598,8 @@ public final class Validation {
         if (node.preProcessor() instanceof org.deeplearning4j.nn.conf.preprocessor.RnnToFeedForwardPreProcessor) {
             format = ((org.deeplearning4j.nn.conf.preprocessor.RnnToFeedForwardPreProcessor) node.preProcessor())
                     .getRnnDataFormat();
+        } else if (conf instanceof org.deeplearning4j.nn.conf.layers.recurrent.Bidirectional) {
+            format = ((org.deeplearning4j.nn.conf.layers.recurrent.Bidirectional) conf).getRNNDataFormat();
         } else if (conf instanceof org.deeplearning4j.nn.conf.layers.BaseRecurrentLayer) {
             format = ((org.deeplearning4j.nn.conf.layers.BaseRecurrentLayer) conf).getRnnDataFormat();
         } else if (conf instanceof org.deeplearning4j.nn.conf.layers.RnnOutputLayer) {
@@ -669,11 +671,24 @@ public final class Validation {
                         x = node.preProcessor().getOutputType(x);
                     }
                     rowsIn = x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward;
-                    checkLayerInput(node, x);
-                    // DL4J's shape inference mislabels the layout of 3D outputs: nothing below them is checked
-                    out = x instanceof org.deeplearning4j.nn.conf.inputs.InputType
-                            .InputTypeConvolutional3D ? null : node.conf().getLayer() instanceof LossLayer ? x
-                            : node.conf().getLayer().getOutputType(node.position(), x);
+                    if (node.layer() instanceof org.deeplearning4j.nn.layers.recurrent.TimeDistributedLayer
+                            && x instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) {
+                        // the wrapper applies its layer, whose configuration node.conf() is, at every step
+                        org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent r =
+                                (org.deeplearning4j.nn.conf.inputs.InputType.InputTypeRecurrent) x;
+                        org.deeplearning4j.nn.conf.inputs.InputType row =
+                                org.deeplearning4j.nn.conf.inputs.InputType.feedForward(r.getSize());
+                        checkLayerInput(node, row);
+                        out = org.deeplearning4j.nn.conf.inputs.InputType.recurrent(node.conf().getLayer()
+                                .getOutputType(node.position(), row).arrayElementsPerExample(), r.getTimeSeriesLength(),
+                                r.getFormat());
+                    } else {
+                        checkLayerInput(node, x);
+                        // DL4J's shape inference mislabels the layout of 3D outputs: nothing below them is checked
+                        out = x instanceof org.deeplearning4j.nn.conf.inputs.InputType
+                                .InputTypeConvolutional3D ? null : node.conf().getLayer() instanceof LossLayer ? x
+                                : node.conf().getLayer().getOutputType(node.position(), x);
+                    }
                     out = correctedOutputType(node, x, out);
                 } else {
                     org.deeplearning4j.nn.conf.graph.GraphVertex conf = access.vertexConfiguration(node);

@@ -79,8 +79,8 @@ public final class LastTimeStepKind implements LayerDerivatives {
     @Override
     public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
         Layer inner = inner(layer);
-        boolean nwc = inner.conf().getLayer() instanceof org.deeplearning4j.nn.conf.layers.BaseRecurrentLayer
-                && ((org.deeplearning4j.nn.conf.layers.BaseRecurrentLayer) inner.conf().getLayer()).getRnnDataFormat()
+        // DL4J's own reading of the layout, which also knows the Bidirectional configuration
+        boolean nwc = org.deeplearning4j.util.TimeSeriesUtils.getFormatFromRnnLayer(inner.conf().getLayer())
                 == RNNFormat.NWC;
         long n = outputGradient.size(0);
         long units = outputGradient.size(1);
