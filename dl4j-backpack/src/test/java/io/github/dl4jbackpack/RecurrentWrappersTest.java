@@ -149,6 +149,11 @@ class RecurrentWrappersTest {
                     new LastTimeStep(new Bidirectional(mode, simpleRnn(RNNFormat.NCW))),
                     new OutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES).build());
             assertWithMasks(last, features(RNNFormat.NCW, 33), y, false, "LastTimeStep(Bidirectional(SimpleRnn)) " + mode);
+            MultiLayerNetwork lastNwc = network(RNNFormat.NWC, 32,
+                    new LastTimeStep(new Bidirectional(mode, simpleRnn(RNNFormat.NWC))),
+                    new OutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES).build());
+            assertWithMasks(lastNwc, features(RNNFormat.NWC, 33), y, false,
+                    "LastTimeStep(Bidirectional(SimpleRnn)) " + mode + " NWC");
             MultiLayerNetwork pooled = network(RNNFormat.NCW, 34, new Bidirectional(mode, simpleRnn(RNNFormat.NCW)),
                     new GlobalPoolingLayer.Builder(PoolingType.AVG).build(),
                     new OutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES).build());
