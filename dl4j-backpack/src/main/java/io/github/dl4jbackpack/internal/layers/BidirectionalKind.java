@@ -8,7 +8,6 @@ import org.deeplearning4j.nn.layers.recurrent.BidirectionalLayer;
 import org.deeplearning4j.nn.layers.recurrent.LastTimeStepLayer;
 import org.deeplearning4j.nn.params.BidirectionalParamInitializer;
 import org.deeplearning4j.util.TimeSeriesUtils;
-import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 
@@ -41,13 +40,11 @@ import java.util.Set;
  * {@code LastTimeStep} (DL4J's backward step reverses the gradient of its two-dimensional output), wrapped
  * kinds with a fused activation, and second-order extensions.
  */
-public final class BidirectionalKind implements LayerDerivatives {
-
-    private final LayerDerivatives wrapped;
+public final class BidirectionalKind extends FirstOrderWrapperKind {
 
     /** @param wrapped the kind of the forward layer (the backward layer is a copy of its configuration) */
     BidirectionalKind(LayerDerivatives wrapped) {
-        this.wrapped = wrapped;
+        super(wrapped);
     }
 
     /**
@@ -71,6 +68,11 @@ public final class BidirectionalKind implements LayerDerivatives {
     }
 
     @Override
+    protected String wrapperName() {
+        return "Bidirectional";
+    }
+
+    @Override
     public String kindName() {
         return "Bidirectional(" + wrapped.kindName() + ")";
     }
@@ -87,19 +89,8 @@ public final class BidirectionalKind implements LayerDerivatives {
             return "Bidirectional around LastTimeStep (" + wrapped.kindName() + ") is not supported (DL4J's backward "
                     + "step reverses the gradient of its per-sequence output as if it were a time series)";
         }
-        String reason = wrapped.unsupportedConfiguration(forward);
-        if (reason == null) {
-            reason = wrapped.unsupportedConfiguration(backwardLayer(layer));
-        }
-        if (reason == null && wrapped.hasParameters() && wrapped.activation(forward) != null) {
-            reason = "Bidirectional around " + wrapped.kindName() + " (a layer with a fused activation) is not supported";
-        }
-        return reason;
-    }
-
-    @Override
-    public boolean hasParameters() {
-        return wrapped.hasParameters();
+        String reason = unsupportedWrapped(forward);
+        return reason != null ? reason : wrapped.unsupportedConfiguration(backwardLayer(layer));
     }
 
     @Override
@@ -110,21 +101,6 @@ public final class BidirectionalKind implements LayerDerivatives {
         wrapped.trainableParameters(backwardLayer(layer))
                 .forEach(p -> names.add(BidirectionalParamInitializer.BACKWARD_PREFIX + p));
         return names;
-    }
-
-    @Override
-    public IActivation activation(Layer layer) {
-        return null;
-    }
-
-    @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return "curvature extensions do not support Bidirectional yet (first-order extensions do)";
-    }
-
-    @Override
-    public String noKroneckerFactors(Layer layer) {
-        return "the Kronecker factors of recurrent layers (Bidirectional) are not implemented";
     }
 
     /**
@@ -184,10 +160,5 @@ public final class BidirectionalKind implements LayerDerivatives {
     /** @return an {@code [N, H, T]} gradient in the wrapped layers' layout, as a new array */
     private static INDArray innerLayout(INDArray gradient, boolean nwc) {
         return (nwc ? gradient.permute(0, 2, 1) : gradient).dup('c');
-    }
-
-    @Override
-    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
-        throw new UnsupportedOperationException(secondOrderUnsupported(record.layer(), false));
     }
 }

@@ -4,7 +4,6 @@ package io.github.dl4jbackpack.internal.layers;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.RNNFormat;
 import org.deeplearning4j.nn.layers.recurrent.LastTimeStepLayer;
-import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
@@ -18,17 +17,20 @@ import java.util.Set;
  * whose output gradient the library takes from a fused activation are not supported (the recurrent
  * kinds differentiate their own activations).
  */
-public final class LastTimeStepKind implements LayerDerivatives {
-
-    private final LayerDerivatives wrapped;
+public final class LastTimeStepKind extends FirstOrderWrapperKind {
 
     /** @param wrapped the kind of the wrapped layer */
     LastTimeStepKind(LayerDerivatives wrapped) {
-        this.wrapped = wrapped;
+        super(wrapped);
     }
 
     private static Layer inner(Layer layer) {
         return ((LastTimeStepLayer) layer).getUnderlying();
+    }
+
+    @Override
+    protected String wrapperName() {
+        return "LastTimeStep";
     }
 
     @Override
@@ -43,36 +45,12 @@ public final class LastTimeStepKind implements LayerDerivatives {
 
     @Override
     public String unsupportedConfiguration(Layer layer) {
-        String reason = wrapped.unsupportedConfiguration(inner(layer));
-        if (reason == null && wrapped.hasParameters() && wrapped.activation(inner(layer)) != null) {
-            reason = "LastTimeStep around " + wrapped.kindName() + " (a layer with a fused activation) is not supported";
-        }
-        return reason;
-    }
-
-    @Override
-    public boolean hasParameters() {
-        return wrapped.hasParameters();
+        return unsupportedWrapped(inner(layer));
     }
 
     @Override
     public Set<String> trainableParameters(Layer layer) {
         return wrapped.trainableParameters(inner(layer));
-    }
-
-    @Override
-    public IActivation activation(Layer layer) {
-        return null;
-    }
-
-    @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return "curvature extensions do not support LastTimeStep yet (first-order extensions do)";
-    }
-
-    @Override
-    public String noKroneckerFactors(Layer layer) {
-        return "the Kronecker factors of recurrent layers are not implemented";
     }
 
     /** The wrapped layer's terms, for the output gradient placed at each sequence's last real step. */
@@ -121,10 +99,5 @@ public final class LastTimeStepKind implements LayerDerivatives {
             }
         }
         return last;
-    }
-
-    @Override
-    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
-        throw new UnsupportedOperationException("curvature extensions do not support LastTimeStep yet");
     }
 }

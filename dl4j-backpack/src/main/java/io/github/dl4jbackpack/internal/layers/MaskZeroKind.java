@@ -3,7 +3,6 @@ package io.github.dl4jbackpack.internal.layers;
 
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.layers.recurrent.MaskZeroLayer;
-import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 import java.util.Set;
@@ -16,17 +15,20 @@ import java.util.Set;
  * layer's, and so is the mask the wrapped kind reads from its layer: the wrapped kind computes the terms as
  * it is. Wrapped kinds whose output gradient the library takes from a fused activation are not supported.
  */
-public final class MaskZeroKind implements LayerDerivatives {
-
-    private final LayerDerivatives wrapped;
+public final class MaskZeroKind extends FirstOrderWrapperKind {
 
     /** @param wrapped the kind of the wrapped layer */
     MaskZeroKind(LayerDerivatives wrapped) {
-        this.wrapped = wrapped;
+        super(wrapped);
     }
 
     private static Layer inner(Layer layer) {
         return ((MaskZeroLayer) layer).getUnderlying();
+    }
+
+    @Override
+    protected String wrapperName() {
+        return "MaskZeroLayer";
     }
 
     @Override
@@ -41,16 +43,7 @@ public final class MaskZeroKind implements LayerDerivatives {
 
     @Override
     public String unsupportedConfiguration(Layer layer) {
-        String reason = wrapped.unsupportedConfiguration(inner(layer));
-        if (reason == null && wrapped.hasParameters() && wrapped.activation(inner(layer)) != null) {
-            reason = "MaskZeroLayer around " + wrapped.kindName() + " (a layer with a fused activation) is not supported";
-        }
-        return reason;
-    }
-
-    @Override
-    public boolean hasParameters() {
-        return wrapped.hasParameters();
+        return unsupportedWrapped(inner(layer));
     }
 
     @Override
@@ -58,29 +51,9 @@ public final class MaskZeroKind implements LayerDerivatives {
         return wrapped.trainableParameters(inner(layer));
     }
 
-    @Override
-    public IActivation activation(Layer layer) {
-        return null;
-    }
-
-    @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return "curvature extensions do not support MaskZeroLayer yet (first-order extensions do)";
-    }
-
-    @Override
-    public String noKroneckerFactors(Layer layer) {
-        return "the Kronecker factors of recurrent layers (MaskZeroLayer) are not implemented";
-    }
-
     /** The wrapped layer's terms, with the mask DL4J derived from the input on that layer. */
     @Override
     public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
         return wrapped.firstOrder(inner(layer), input, outputGradient);
-    }
-
-    @Override
-    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
-        throw new UnsupportedOperationException(secondOrderUnsupported(record.layer(), false));
     }
 }

@@ -30,17 +30,20 @@ import java.util.Set;
  * sum to DL4J's gradient. The rows' terms are the dense kind's over steps
  * ({@link LayerDerivatives#firstOrderOfRows}). Only DenseLayer with an elementwise activation is supported.
  */
-public final class TimeDistributedKind implements LayerDerivatives {
-
-    private final LayerDerivatives wrapped;
+public final class TimeDistributedKind extends FirstOrderWrapperKind {
 
     /** @param wrapped the kind of the wrapped layer */
     TimeDistributedKind(LayerDerivatives wrapped) {
-        this.wrapped = wrapped;
+        super(wrapped);
     }
 
     private static Layer inner(Layer layer) {
         return ((TimeDistributedLayer) layer).getUnderlying();
+    }
+
+    @Override
+    protected String wrapperName() {
+        return "TimeDistributed";
     }
 
     @Override
@@ -72,28 +75,8 @@ public final class TimeDistributedKind implements LayerDerivatives {
     }
 
     @Override
-    public boolean hasParameters() {
-        return wrapped.hasParameters();
-    }
-
-    @Override
     public Set<String> trainableParameters(Layer layer) {
         return wrapped.trainableParameters(inner(layer));
-    }
-
-    @Override
-    public IActivation activation(Layer layer) {
-        return null;
-    }
-
-    @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return "curvature extensions do not support TimeDistributed yet (first-order extensions do)";
-    }
-
-    @Override
-    public String noKroneckerFactors(Layer layer) {
-        return "the Kronecker factors of TimeDistributed are not implemented";
     }
 
     /**
@@ -137,10 +120,5 @@ public final class TimeDistributedKind implements LayerDerivatives {
     /** @return rows {@code n·T + t} reordered to {@code t·N + n}, as a new array */
     private static INDArray stepMajor(INDArray rows, long n, long steps) {
         return rows.reshape('c', n, steps, rows.size(1)).permute(1, 0, 2).dup('c').reshape('c', n * steps, rows.size(1));
-    }
-
-    @Override
-    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
-        throw new UnsupportedOperationException(secondOrderUnsupported(record.layer(), false));
     }
 }
