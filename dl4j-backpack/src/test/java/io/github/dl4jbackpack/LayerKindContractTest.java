@@ -9,6 +9,7 @@ import io.github.dl4jbackpack.internal.layers.RecordedLayer;
 import org.deeplearning4j.nn.conf.CNN2DFormat;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
+import org.deeplearning4j.nn.conf.RNNFormat;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.Cnn3DLossLayer;
 import org.deeplearning4j.nn.conf.layers.Convolution3D;
@@ -78,6 +79,8 @@ class LayerKindContractTest {
         InputType cnn3d = InputType.convolutional3D(Convolution3D.DataFormat.NCDHW, 4, 5, 4, 2);
         InputType nhwc = InputType.convolutional(6, 5, 2, CNN2DFormat.NHWC);
         CNN2DFormat last = CNN2DFormat.NHWC;
+        InputType series = InputType.recurrent(2, 6);
+        InputType nwcSeries = InputType.recurrent(2, 6, RNNFormat.NWC);
         return Stream.of(
                 // channels last: the NCHW kinds seen through ChannelsLastKind
                 new Entry("NHWC convolution 3x3 stride 2 same", () -> new ConvolutionLayer.Builder(3, 3).nOut(3)
@@ -190,11 +193,36 @@ class LayerKindContractTest {
                         .activation(Activation.IDENTITY).build(), cnn3d),
                 new Entry("3D convolution 3x2x3 stride 2 same, no bias", () -> new Convolution3D.Builder(3, 2, 3)
                         .nOut(3).stride(2, 2, 2).convolutionMode(ConvolutionMode.Same).hasBias(false)
-                        .activation(Activation.IDENTITY).build(), cnn3d));
+                        .activation(Activation.IDENTITY).build(), cnn3d),
+                // time series [N, 5, T] (after an LSTM that makes the input): recurrent layers back-propagate the
+                // columns through time; without a mask DL4J's backward step is their derivative
+                new Entry("LSTM", () -> new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(3)
+                        .activation(Activation.TANH).build(), series),
+                new Entry("LSTM NWC, softsign and hard sigmoid gates", () -> new org.deeplearning4j.nn.conf.layers.LSTM
+                        .Builder().nOut(3).activation(Activation.SOFTSIGN).gateActivationFunction(Activation.HARDSIGMOID)
+                        .dataFormat(RNNFormat.NWC).build(), nwcSeries),
+                new Entry("GravesLSTM (peepholes)", () -> new org.deeplearning4j.nn.conf.layers.GravesLSTM.Builder()
+                        .nOut(3).activation(Activation.TANH).build(), series),
+                new Entry("SimpleRnn", () -> new org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn.Builder()
+                        .nOut(3).activation(Activation.TANH).build(), series),
+                new Entry("LastTimeStep around LSTM", () -> new org.deeplearning4j.nn.conf.layers.recurrent.LastTimeStep(
+                        new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(3).activation(Activation.TANH)
+                                .build()), series),
+                new Entry("global average pooling over time", () -> new GlobalPoolingLayer.Builder(PoolingType.AVG)
+                        .build(), series),
+                new Entry("global max pooling over time", () -> new GlobalPoolingLayer.Builder(PoolingType.MAX)
+                        .build(), series),
+                new Entry("global sum pooling over time", () -> new GlobalPoolingLayer.Builder(PoolingType.SUM)
+                        .build(), series));
     }
 
     /** @return the shape of the features of {@code n} examples of the input type */
     private static long[] featureShape(InputType input, long n) {
+        if (input instanceof InputType.InputTypeRecurrent) {
+            InputType.InputTypeRecurrent r = (InputType.InputTypeRecurrent) input;
+            return r.getFormat() == RNNFormat.NWC ? new long[] {n, r.getTimeSeriesLength(), r.getSize()}
+                    : new long[] {n, r.getSize(), r.getTimeSeriesLength()};
+        }
         if (input instanceof InputType.InputTypeConvolutional3D) {
             InputType.InputTypeConvolutional3D c = (InputType.InputTypeConvolutional3D) input;
             return new long[] {n, c.getChannels(), c.getDepth(), c.getHeight(), c.getWidth()};
@@ -234,6 +262,17 @@ class LayerKindContractTest {
             return TestNets.build(type, e.input(), new Convolution3D.Builder(1, 1, 1).nOut(5)
                     .activation(Activation.IDENTITY).build(), e.layer().get(), new Cnn3DLossLayer.Builder(
                     Convolution3D.DataFormat.NCDHW).lossFunction(LossFunction.L2).activation(Activation.IDENTITY).build());
+        }
+        if (e.input() instanceof InputType.InputTypeRecurrent) {
+            RNNFormat format = ((InputType.InputTypeRecurrent) e.input()).getFormat();
+            org.deeplearning4j.nn.conf.layers.Layer layer = e.layer().get();
+            boolean series = !(layer instanceof GlobalPoolingLayer)
+                    && !(layer instanceof org.deeplearning4j.nn.conf.layers.recurrent.LastTimeStep);
+            return TestNets.build(type, e.input(), new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(5)
+                    .activation(Activation.TANH).dataFormat(format).build(), layer, series
+                    ? new org.deeplearning4j.nn.conf.layers.RnnLossLayer.Builder(LossFunction.L2)
+                    .activation(Activation.IDENTITY).dataFormat(format).build()
+                    : new LossLayer.Builder(LossFunction.L2).activation(Activation.IDENTITY).build());
         }
         MultiLayerNetwork net = TestNets.build(type, e.input(),
                 new ConvolutionLayer.Builder(1, 1).nOut(5).activation(Activation.IDENTITY)

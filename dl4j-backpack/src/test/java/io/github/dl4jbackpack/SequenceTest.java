@@ -378,9 +378,10 @@ class SequenceTest {
         String flatLabels = assertThrows(IllegalArgumentException.class, () -> bp.backward(x,
                 Nd4j.zeros(DataType.DOUBLE, LENGTHS.length, 2), new BatchGrad())).getMessage();
         assertTrue(flatLabels.contains("[N, nOut, T]"), flatLabels);
+        // dense layers over the flattened steps: not yet for curvature, refused by name
         String curvature = assertThrows(UnsupportedLayerException.class, () -> bp.backward(x, y, m, m,
                 new DiagGGNMC())).getMessage();
-        assertTrue(curvature.contains("DiagGGNMC") && curvature.contains("RnnToFeedForwardPreProcessor"), curvature);
+        assertTrue(curvature.contains("DiagGGNMC") && curvature.contains("FeedForwardToRnnPreProcessor"), curvature);
         assertEquals(params, net.params(), "the network is unchanged");
 
         // a network the curvature supports, given masks
@@ -393,6 +394,6 @@ class SequenceTest {
         String masked = assertThrows(IllegalArgumentException.class, () -> BackPackNetwork.extend(mlp).backward(
                 Nd4j.ones(DataType.DOUBLE, 4, 3), Nd4j.ones(DataType.DOUBLE, 4, 2), null, labelMask,
                 new DiagGGNMC(), new BatchGrad())).getMessage();
-        assertTrue(masked.contains("curvature extensions (DiagGGNMC(1))") && masked.contains("masks"), masked);
+        assertTrue(masked.contains("curvature extensions (DiagGGNMC(1))") && masked.contains("label mask"), masked);
     }
 }

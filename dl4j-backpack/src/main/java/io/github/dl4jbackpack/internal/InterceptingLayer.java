@@ -73,7 +73,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
         org.deeplearning4j.nn.conf.layers.Layer conf = original.getLayer();
         RecordingActivation activation = null;
         RecordingLoss loss = null;
-        if (conf instanceof BaseOutputLayer || conf instanceof LossLayer || conf instanceof CnnLossLayer) {
+        if (conf instanceof BaseOutputLayer || conf instanceof LossLayer || conf instanceof CnnLossLayer
+                || conf instanceof org.deeplearning4j.nn.conf.layers.RnnLossLayer) {
             loss = new RecordingLoss(lossFunction(conf));
         } else if (kind != null && kind.hasParameters() && !kind.normalisesOverBatch(underlying)
                 && conf instanceof BaseLayer && kind.activation(underlying) != null) {
@@ -112,6 +113,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
                 ((BaseOutputLayer) mine).setLossFn(loss);
             } else if (mine instanceof CnnLossLayer) {
                 ((CnnLossLayer) mine).setLossFn(loss);
+            } else if (mine instanceof org.deeplearning4j.nn.conf.layers.RnnLossLayer) {
+                ((org.deeplearning4j.nn.conf.layers.RnnLossLayer) mine).setLossFn(loss);
             } else {
                 ((LossLayer) mine).setLossFn(loss);
             }
@@ -197,18 +200,19 @@ public class InterceptingLayer extends BaseWrapperLayer {
             return underlyingBackprop(epsilon, workspaceMgr);
         }
         try {
-            if (pass.needsCurvature(node) && (underlying.getMaskArray() != null || underlying.input().rank() == 3
-                    || underlying.input().size(0) != pass.batchSize() * pass.copies(node))) {
-                throw new UnsupportedOperationException(node.describe() + " sees sequence data (a time axis or a "
-                        + "mask): curvature extensions do not support sequences yet (first-order extensions do)");
+            if (pass.needsCurvature(node) && underlying.input().size(0) != pass.batchSize() * pass.copies(node)) {
+                throw new UnsupportedOperationException(node.describe() + " sees time steps as rows: curvature "
+                        + "extensions do not support layers applied to the flattened steps of a sequence yet");
             }
             Step step = delegate(pass, epsilon, workspaceMgr);
             if (pass.needsCurvature(node)) {
                 // a per-position loss sees its input as [N·P, C]; the layer's output is shaped like its input
-                INDArray output = epsilon != null ? epsilon
-                        : original.getLayer() instanceof CnnLossLayer ? underlying.input() : step.preActivation;
+                long[] sequenceOutput = epsilon == null ? sequenceOutputShape() : null;
+                long[] outputShape = epsilon != null ? epsilon.shape().clone() : sequenceOutput != null ? sequenceOutput
+                        : original.getLayer() instanceof CnnLossLayer ? underlying.input().shape().clone()
+                        : step.preActivation.shape().clone();
                 RecordedLayer record = new RecordedLayer(node, underlying, kind, underlying.input(), step.preActivation,
-                        step.dropoutMask, residualGradient(pass, epsilon), output.shape().clone());
+                        step.dropoutMask, residualGradient(pass, epsilon), outputShape);
                 record.setRunningStatistics(runningForward);
                 record.setBatchStatisticsAsConstants(batchConstants);
                 record.setCopies(pass.copies(node));
@@ -253,19 +257,16 @@ public class InterceptingLayer extends BaseWrapperLayer {
     protected Step delegate(BackwardPass pass, INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
         boolean curvature = pass.needsCurvature(node);
         if (lossRecorder != null) {
-            if (curvature) {
-                BaseLayer conf = (BaseLayer) original.getLayer();
-                pass.setLoss(node, LossCurvatures.of(lossRecorder.delegate(), conf.getActivationFn())
-                        .map(l -> conf instanceof CnnLossLayer ? LossCurvatures.perPosition(l, underlying.input().shape(),
-                                ((CnnLossLayer) conf).getFormat() == org.deeplearning4j.nn.conf.CNN2DFormat.NHWC)
-                                : l).orElse(null));
-            }
             lossRecorder.start(curvature ? this::liveDropoutMask : null);
             Pair<Gradient, INDArray> result;
             try {
                 result = underlying.backpropGradient(epsilon, workspaceMgr);
             } finally {
                 lossRecorder.stop();
+            }
+            if (curvature) {
+                pass.setLoss(node, LossCurvatures.of(lossRecorder.delegate(), ((BaseLayer) original.getLayer())
+                        .getActivationFn()).map(this::lossOfOutput).orElse(null));
             }
             if (kind != null && kind.hasParameters()) {
                 computeExtensions(pass, lossRecorder.preActivationGradient(), result.getFirst());
@@ -292,6 +293,54 @@ public class InterceptingLayer extends BaseWrapperLayer {
         }
         computeExtensions(pass, activationRecorder.preActivationGradient(), result.getFirst());
         return new Step(result, activationRecorder.preActivation(), mask);
+    }
+
+    /**
+     * @param perVector the curvature of the layer's loss of one output vector
+     * @return the curvature of the layer's loss as DL4J applies it: at every position of an image
+     *     ({@code CnnLossLayer}), at every time step with the label mask ({@code RnnOutputLayer},
+     *     {@code RnnLossLayer}), or once per example
+     */
+    private io.github.dl4jbackpack.internal.losses.LossCurvature lossOfOutput(
+            io.github.dl4jbackpack.internal.losses.LossCurvature perVector) {
+        org.deeplearning4j.nn.conf.layers.Layer conf = original.getLayer();
+        if (conf instanceof CnnLossLayer) {
+            return LossCurvatures.perPosition(perVector, underlying.input().shape(),
+                    ((CnnLossLayer) conf).getFormat() == org.deeplearning4j.nn.conf.CNN2DFormat.NHWC);
+        }
+        long[] shape = sequenceOutputShape();
+        if (shape != null) {
+            boolean nwc = sequenceOutputNwc();
+            return LossCurvatures.perTimeStep(perVector, shape[0], nwc ? shape[2] : shape[1], nwc ? shape[1] : shape[2],
+                    nwc, lossRecorder.mask());
+        }
+        return perVector;
+    }
+
+    /** @return whether the layer is a per-step output layer in NWC layout */
+    private boolean sequenceOutputNwc() {
+        org.deeplearning4j.nn.conf.layers.Layer conf = original.getLayer();
+        org.deeplearning4j.nn.conf.RNNFormat format = conf instanceof org.deeplearning4j.nn.conf.layers.RnnOutputLayer
+                ? ((org.deeplearning4j.nn.conf.layers.RnnOutputLayer) conf).getRnnDataFormat()
+                : ((org.deeplearning4j.nn.conf.layers.RnnLossLayer) conf).getRnnDataFormat();
+        return format == org.deeplearning4j.nn.conf.RNNFormat.NWC;
+    }
+
+    /**
+     * @return the output shape of a per-step output layer ({@code RnnOutputLayer}, {@code RnnLossLayer}) in
+     *     its layout, {@code [N, nOut, T]} or {@code [N, T, nOut]}, or null for other layers
+     */
+    private long[] sequenceOutputShape() {
+        org.deeplearning4j.nn.conf.layers.Layer conf = original.getLayer();
+        if (conf instanceof org.deeplearning4j.nn.conf.layers.RnnLossLayer) {
+            return underlying.input().shape().clone();
+        }
+        if (!(conf instanceof org.deeplearning4j.nn.conf.layers.RnnOutputLayer)) {
+            return null;
+        }
+        long[] shape = underlying.input().shape().clone();
+        shape[sequenceOutputNwc() ? 2 : 1] = ((org.deeplearning4j.nn.conf.layers.RnnOutputLayer) conf).getNOut();
+        return shape;
     }
 
     /**
@@ -393,6 +442,9 @@ public class InterceptingLayer extends BaseWrapperLayer {
         }
         if (conf instanceof CnnLossLayer) {
             return ((CnnLossLayer) conf).getLossFn();
+        }
+        if (conf instanceof org.deeplearning4j.nn.conf.layers.RnnLossLayer) {
+            return ((org.deeplearning4j.nn.conf.layers.RnnLossLayer) conf).getLossFn();
         }
         throw new IllegalArgumentException("not an output layer: " + conf.getClass().getSimpleName());
     }

@@ -23,6 +23,7 @@ final class RecordingLoss implements ILossFunction {
     private INDArray preActivationGradient;
     private INDArray preActivation;
     private INDArray dropoutMask;
+    private INDArray mask;
 
     RecordingLoss(ILossFunction delegate) {
         this.delegate = delegate;
@@ -43,6 +44,7 @@ final class RecordingLoss implements ILossFunction {
         preActivationGradient = null;
         preActivation = null;
         dropoutMask = null;
+        mask = null;
     }
 
     void stop() {
@@ -64,10 +66,19 @@ final class RecordingLoss implements ILossFunction {
         return preActivationGradient;
     }
 
-    private void keep(INDArray preOutput) {
+    /**
+     * @return a copy of the label mask DL4J handed the loss in this step ({@code [rows, 1]} per row, rows
+     *     {@code t·N + n} for time series), if recorded, else null
+     */
+    INDArray mask() {
+        return mask;
+    }
+
+    private void keep(INDArray preOutput, INDArray labelMask) {
         if (recording && liveDropoutMask != null) {
             preActivation = Detached.copy(preOutput);
             dropoutMask = Detached.copy(liveDropoutMask.get());
+            mask = labelMask == null ? null : Detached.copy(labelMask);
         }
     }
 
@@ -84,7 +95,7 @@ final class RecordingLoss implements ILossFunction {
 
     @Override
     public INDArray computeGradient(INDArray labels, INDArray preOutput, IActivation activationFn, INDArray mask) {
-        keep(preOutput);
+        keep(preOutput, mask);
         INDArray gradient = delegate.computeGradient(labels, preOutput, activationFn, mask);
         if (recording) {
             preActivationGradient = gradient;
@@ -95,7 +106,7 @@ final class RecordingLoss implements ILossFunction {
     @Override
     public Pair<Double, INDArray> computeGradientAndScore(INDArray labels, INDArray preOutput,
                                                           IActivation activationFn, INDArray mask, boolean average) {
-        keep(preOutput);
+        keep(preOutput, mask);
         Pair<Double, INDArray> result = delegate.computeGradientAndScore(labels, preOutput, activationFn, mask, average);
         if (recording) {
             preActivationGradient = result.getSecond();

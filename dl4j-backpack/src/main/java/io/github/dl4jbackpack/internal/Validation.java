@@ -424,7 +424,8 @@ public final class Validation {
         org.deeplearning4j.nn.conf.layers.Layer conf = node.conf().getLayer();
         if (node.isOutput()) {
             if (!(conf instanceof BaseOutputLayer) && !(conf instanceof LossLayer)
-                    && !(conf instanceof org.deeplearning4j.nn.conf.layers.CnnLossLayer)) {
+                    && !(conf instanceof org.deeplearning4j.nn.conf.layers.CnnLossLayer)
+                    && !(conf instanceof org.deeplearning4j.nn.conf.layers.RnnLossLayer)) {
                 return node.layer() instanceof org.deeplearning4j.nn.api.layers.IOutputLayer
                         ? "output layer type " + node.typeName() + " has no implemented loss Hessian" : null;
             }
@@ -518,13 +519,59 @@ public final class Validation {
         sequences |= checkMasks("label", labelsMasks, labels, topology, false);
         List<String> curvature = extensions.stream().filter(e -> !e.curvatureRequests().isEmpty())
                 .map(Extension::name).collect(java.util.stream.Collectors.toList());
-        if (sequences && !curvature.isEmpty()) {
-            throw new IllegalArgumentException("curvature extensions (" + String.join(", ", curvature) + ") do not "
-                    + "support sequence data (rank-3 features or masks) yet; the first-order extensions (BatchGrad, "
-                    + "BatchL2Grad, BatchDotGrad, SumGradSquared, Variance) do");
-        }
         checkLabelWidths(topology, labels);
-        checkShapes(access, features, labels);
+        long[] steps = checkShapes(access, features, labels);
+        if (sequences && !curvature.isEmpty()) {
+            for (int k = 0; labelsMasks != null && k < labelsMasks.length; k++) {
+                if (labelsMasks[k] != null && labels[k].rank() != 3) {
+                    throw new IllegalArgumentException("curvature extensions (" + String.join(", ", curvature)
+                            + ") support label masks on per-step outputs ([N, nOut, T] labels) only; label mask " + k
+                            + " is for labels of shape " + Arrays.toString(labels[k].shape()) + " (the loss Hessian of a "
+                            + "masked [N, nOut] output is not implemented); the first-order extensions support it");
+                }
+            }
+            checkSequenceCurvature(topology, curvature, steps);
+        }
+    }
+
+    /** The layers and vertices the curvature extensions pass on sequence data, for messages. */
+    static final String SEQUENCE_CURVATURE_SUPPORTED = "LSTM, GravesLSTM, SimpleRnn, LastTimeStep around them, "
+            + "RnnOutputLayer, RnnLossLayer, GlobalPoolingLayer (average, sum, max) over time, LastTimeStepVertex, "
+            + "and after the time axis is gone DenseLayer, OutputLayer, LossLayer, ActivationLayer, DropoutLayer";
+
+    /**
+     * @throws IllegalArgumentException naming every node the curvature pass would walk on sequence data whose
+     *     derivatives do not know time axes and masks
+     */
+    private static void checkSequenceCurvature(Topology topology, List<String> curvature, long[] steps) {
+        boolean[] region = CurvaturePass.region(topology);
+        List<String> refused = new ArrayList<>();
+        for (Node node : topology.nodes()) {
+            if (!region[node.position()]) {
+                continue;
+            }
+            if (node.isLayer() && node.preProcessor() != null) {
+                // a preprocessor in front of a series flattens its steps into rows
+                int producer = node.input(0);
+                if (producer < 0 || steps[producer] != 0) {
+                    refused.add(node.describe() + " with its " + node.preProcessor().getClass().getSimpleName()
+                            + " (a layer applied to the flattened steps of a series)");
+                    continue;
+                }
+            }
+            boolean supported = node.isLayer()
+                    ? LayerKinds.of(node.layer()).map(k -> k.supportsSequences(node.layer())).orElse(false)
+                    : VertexKinds.of(node.vertex()).map(k -> k.supportsSequences(node.vertex())).orElse(false);
+            if (!supported) {
+                refused.add(node.describe());
+            }
+        }
+        if (!refused.isEmpty()) {
+            throw new IllegalArgumentException("curvature extensions (" + String.join(", ", curvature) + ") on "
+                    + "sequence data (rank-3 features or masks) are not implemented for " + String.join(", ", refused)
+                    + "; on sequences they support " + SEQUENCE_CURVATURE_SUPPORTED + "; the first-order extensions "
+                    + "(BatchGrad, BatchL2Grad, BatchDotGrad, SumGradSquared, Variance) support every sequence layer");
+        }
     }
 
     /**
@@ -638,8 +685,11 @@ public final class Validation {
      * checks what DL4J would otherwise only find inside the pass: the width (or channels) each layer
      * with parameters expects, the fixed shapes of reshaping preprocessors, and the width of every
      * output's labels.
+     *
+     * @return per node position, the time steps of the sequences its output rows or series come from: 0 for
+     *     none, −1 where DL4J's shape inference does not know the node
      */
-    private static void checkShapes(NetworkAccess access, INDArray[] features, INDArray[] labels) {
+    private static long[] checkShapes(NetworkAccess access, INDArray[] features, INDArray[] labels) {
         Topology topology = access.topology();
         org.deeplearning4j.nn.conf.inputs.InputType[] types =
                 new org.deeplearning4j.nn.conf.inputs.InputType[topology.nodes().size()];
@@ -713,6 +763,11 @@ public final class Validation {
                 types[node.position()] = null;
             }
         }
+        for (Node node : topology.nodes()) {
+            if (types[node.position()] == null) {
+                steps[node.position()] = -1;
+            }
+        }
         for (int k = 0; k < labels.length; k++) {
             Node out = topology.outputs().get(k);
             org.deeplearning4j.nn.conf.inputs.InputType t = types[out.position()];
@@ -758,6 +813,7 @@ public final class Validation {
                         .getSize() + " per example");
             }
         }
+        return steps;
     }
 
     /**

@@ -309,12 +309,55 @@ public final class CurvaturePass {
     }
 
     /**
+     * The guard for passes whose batch was not checked beforehand ({@code fit}): every node of the region
+     * that sees a time axis or a mask must be of a kind whose derivatives know them, and a mask must belong
+     * to a time series.
+     *
+     * @throws UnsupportedOperationException naming the first node that does not
+     */
+    private void checkSequences() {
+        for (Node node : topology.nodes()) {
+            if (!region[node.position()]) {
+                continue;
+            }
+            Object r = records[node.position()];
+            String refused = null;
+            if (r instanceof RecordedLayer) {
+                RecordedLayer l = (RecordedLayer) r;
+                boolean masked = l.layer().getMaskArray() != null;
+                boolean series = l.input().rank() == 3 || l.outputShape().length == 3;
+                if (masked && !series) {
+                    refused = node.describe() + " sees a mask on data without a time axis: curvature extensions "
+                            + "support masks on time series only";
+                } else if ((masked || series) && !l.kind().supportsSequences(l.layer())) {
+                    refused = node.describe() + " sees a time series: curvature extensions do not support "
+                            + l.kind().kindName() + " on sequences";
+                }
+            } else {
+                VertexRecord v = (VertexRecord) r;
+                boolean series = v.outputShape().length == 3;
+                for (int i = 0; i < v.inputCount(); i++) {
+                    series |= v.inputShape(i).length == 3;
+                }
+                if (series && !v.kind().supportsSequences(v.vertex())) {
+                    refused = node.describe() + " sees a time series: curvature extensions do not support "
+                            + v.kind().kindName() + " on sequences";
+                }
+            }
+            if (refused != null) {
+                throw new UnsupportedOperationException(refused + " (first-order extensions do)");
+            }
+        }
+    }
+
+    /**
      * Runs the pass for every requested kind of factor.
      *
      * @param requests what the extensions need
      * @return per kind, per name of a layer with parameters, the accumulated curvature
      */
     public Map<FactorKind, Map<String, CurvatureSink>> run(Set<CurvatureRequest> requests) {
+        checkSequences();
         Map<FactorKind, Map<String, CurvatureSink>> out = new HashMap<>();
         for (CurvatureRequest request : requests) {
             FactorKind kind = request.kind();

@@ -23,6 +23,11 @@ public final class ActivationLayerDerivatives implements LayerDerivatives {
     }
 
     @Override
+    public boolean supportsSequences(Layer layer) {
+        return true;
+    }
+
+    @Override
     public boolean hasParameters() {
         return false;
     }

@@ -78,6 +78,11 @@ public final class DenseDerivatives implements LayerDerivatives {
     }
 
     @Override
+    public boolean supportsSequences(Layer layer) {
+        return true;
+    }
+
+    @Override
     public boolean hasParameters() {
         return true;
     }
@@ -90,9 +95,6 @@ public final class DenseDerivatives implements LayerDerivatives {
 
     @Override
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        if (layer.getClass() == RnnOutputLayer.class) {
-            return "curvature extensions do not support sequences yet (first-order extensions do)";
-        }
         if (layer.getClass() == CenterLossOutputLayer.class) {
             return "the Hessian of its centre-loss term (λ/2)‖x − c_y‖² on the layer input is not implemented "
                     + "(first-order extensions for W and b are supported)";
@@ -102,13 +104,53 @@ public final class DenseDerivatives implements LayerDerivatives {
     }
 
     @Override
+    public String noKroneckerFactors(Layer layer) {
+        return layer.getClass() == RnnOutputLayer.class ? "the Kronecker factors of a layer applied at every time "
+                + "step are not implemented yet" : null;
+    }
+
+    /** @return whether the layer is an RnnOutputLayer in NWC layout ({@code [N, T, ·]}) */
+    private static boolean nwc(Layer layer) {
+        return layer.conf().getLayer() instanceof org.deeplearning4j.nn.conf.layers.RnnOutputLayer
+                && ((org.deeplearning4j.nn.conf.layers.RnnOutputLayer) layer.conf().getLayer()).getRnnDataFormat()
+                == org.deeplearning4j.nn.conf.RNNFormat.NWC;
+    }
+
+    /**
+     * {@inheritDoc} For an RnnOutputLayer ({@code [R, nOut, T]} columns, NWC {@code [R, T, nOut]}), {@code W}
+     * applied at every step.
+     */
+    @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
         INDArray w = record.layer().getParam(W).castTo(factor.dataType());
+        if (factor.rank() == 3) {
+            boolean nwc = nwc(record.layer());
+            INDArray rows = (nwc ? factor : factor.permute(0, 2, 1)).dup('c');
+            INDArray in = gemm(rows.reshape('c', rows.size(0) * rows.size(1), rows.size(2)), false, w, true)
+                    .reshape('c', rows.size(0), rows.size(1), w.size(0));
+            return nwc ? in : in.permute(0, 2, 1).dup('c');
+        }
         return gemm(factor, false, w, true);
     }
 
+    /**
+     * {@inheritDoc} For an RnnOutputLayer, a column's parameter Jacobian-transpose product sums over the time
+     * steps, {@code Σ_t x_t s_tᵀ} ({@link OuterProductTerms#squaredColumnGradients}).
+     */
     @Override
     public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        if (factor.rank() == 4) {
+            boolean nwc = nwc(record.layer());
+            INDArray columns = nwc ? factor.permute(0, 1, 3, 2).dup('c') : factor;
+            INDArray x = record.input().castTo(factor.dataType());
+            INDArray u = nwc ? x.permute(0, 2, 1).dup('c') : x;
+            INDArray weight = OuterProductTerms.squaredColumnGradients(columns, u, sink.perExample()).muli(sign);
+            sink.add(W, (weight.rank() == 2 ? weight.transpose() : weight.permute(0, 2, 1)).dup('c'));
+            if (record.layer().paramTable().containsKey(B)) {
+                sink.add(B, OuterProductTerms.squaredColumnSums(columns, sink.perExample()).muli(sign));
+            }
+            return;
+        }
         accumulateSquares(record, factor.mul(factor).sum(1).muli(sign), sink);
     }
 

@@ -71,6 +71,12 @@ public final class ElementWiseDerivatives implements VertexDerivatives {
         return true;
     }
 
+    /** {@inheritDoc} Elementwise, whatever the rank: time series too. */
+    @Override
+    public boolean supportsSequences(GraphVertex vertex) {
+        return true;
+    }
+
     @Override
     public INDArray[] inputJacobianTranspose(VertexRecord record, INDArray columns) {
         int k = record.inputCount();

@@ -15,7 +15,8 @@ import org.nd4j.linalg.ops.transforms.Transforms;
  * channel to the position DL4J's own backward pass picks ({@code IsMax}), all without Hessian
  * residual; p-norm pooling {@code y = (Σ |x|^p)^{1/p}} per channel has the Jacobian
  * {@code x|x|^{p−2}/y^{p−1}} (DL4J's own formula) and {@link PNormResidual}'s Hessian residual.
- * Recurrent (masked) input is not supported for second order.
+ * Over the (masked) steps of a time series, average, sum and max pooling follow DL4J's own masked
+ * gradient; p-norm pooling of time series is not supported for second order.
  */
 public final class GlobalPoolingDerivatives implements LayerDerivatives {
 
@@ -78,9 +79,45 @@ public final class GlobalPoolingDerivatives implements LayerDerivatives {
         return Transforms.pow(Transforms.pow(Transforms.abs(x, true), p, false).sum(2, 3), 1.0 / p, false);
     }
 
+    /**
+     * {@inheritDoc} Over time ({@code [N, C, T]}), average, sum and max pooling; not p-norm pooling (its Hessian
+     * residual over masked steps is not implemented).
+     */
+    @Override
+    public boolean supportsSequences(Layer layer) {
+        return conf(layer).getPoolingType() != PoolingType.PNORM;
+    }
+
+    /**
+     * Pooling over the (masked) steps of a time series: DL4J's own gradient of it
+     * ({@code MaskedReductionUtil}), for each of the V columns of a sequence with that sequence's input and
+     * feature mask (a layer without a mask pools every step).
+     */
+    private static INDArray overTime(RecordedLayer record, INDArray factor) {
+        INDArray x = record.input();
+        long n = x.size(0);
+        long rows = factor.size(0);
+        long v = rows / n;
+        long c = x.size(1);
+        long length = x.size(2);
+        INDArray mask = record.layer().getMaskArray();
+        INDArray m = mask == null ? Nd4j.ones(factor.dataType(), n, length) : mask.castTo(factor.dataType());
+        INDArray xs = x.castTo(factor.dataType());
+        if (v > 1) {
+            xs = xs.reshape('c', n, 1, c * length).broadcast(n, v, c * length).dup('c').reshape('c', rows, c, length);
+            m = m.reshape('c', n, 1, length).broadcast(n, v, length).dup('c').reshape('c', rows, length);
+        }
+        return org.deeplearning4j.util.MaskedReductionUtil.maskedPoolingEpsilonTimeSeries(
+                conf(record.layer()).getPoolingType(), xs, m, factor.reshape('c', rows, c),
+                conf(record.layer()).getPnorm());
+    }
+
     @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
         INDArray x = record.input();
+        if (x.rank() == 3) {
+            return overTime(record, factor);
+        }
         if (x.rank() != 4) {
             throw new IllegalStateException("global pooling of rank-" + x.rank() + " input in a second-order pass");
         }

@@ -7,7 +7,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * Layer kinds without parameters whose map is the identity as far as derivatives go:
  * {@code DropoutLayer} (its dropout mask, like every layer's input dropout, is applied by the
- * second-order pass itself) and {@code LossLayer} (which hands its input to the loss).
+ * second-order pass itself) and the loss layers {@code LossLayer}, {@code CnnLossLayer} and {@code RnnLossLayer}
+ * (which hand their input to the loss).
  */
 public final class IdentityDerivatives implements LayerDerivatives {
 
@@ -26,6 +27,11 @@ public final class IdentityDerivatives implements LayerDerivatives {
     @Override
     public boolean matches(Layer layer) {
         return layer.getClass() == implementation;
+    }
+
+    @Override
+    public boolean supportsSequences(Layer layer) {
+        return true;
     }
 
     @Override

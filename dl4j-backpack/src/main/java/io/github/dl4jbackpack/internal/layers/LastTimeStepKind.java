@@ -15,7 +15,8 @@ import java.util.Set;
  * The gradient at the wrapper's output is the wrapped layer's output gradient at those steps and zero at
  * every other step, so the wrapped layer's kind computes the first-order terms from it. Wrapped kinds
  * whose output gradient the library takes from a fused activation are not supported (the recurrent
- * kinds differentiate their own activations).
+ * kinds differentiate their own activations). The curvature extensions pass it where they pass the wrapped
+ * layer on sequences: factor columns at the output are placed at the last real steps in the same way.
  */
 public final class LastTimeStepKind extends FirstOrderWrapperKind {
 
@@ -57,27 +58,101 @@ public final class LastTimeStepKind extends FirstOrderWrapperKind {
     @Override
     public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
         Layer inner = inner(layer);
+        long steps = input.size(nwc(inner) ? 1 : 2);
+        return wrapped.firstOrder(inner, input, atLastSteps(layer, outputGradient, steps, 1));
+    }
+
+    /** @return whether the wrapped layer's series are laid out {@code [N, T, H]} */
+    private static boolean nwc(Layer inner) {
         // DL4J's own reading of the layout, which also knows the Bidirectional configuration
-        boolean nwc = org.deeplearning4j.util.TimeSeriesUtils.getFormatFromRnnLayer(inner.conf().getLayer())
-                == RNNFormat.NWC;
-        long n = outputGradient.size(0);
-        long units = outputGradient.size(1);
-        long steps = input.size(nwc ? 1 : 2);
-        INDArray expanded = nwc ? Nd4j.zeros(outputGradient.dataType(), n, steps, units)
-                : Nd4j.zeros(outputGradient.dataType(), n, units, steps);
-        long[] last = lastSteps(layer.getMaskArray(), n, steps);
-        for (int i = 0; i < n; i++) {
-            INDArray row = outputGradient.getRow(i);
-            if (nwc) {
-                expanded.get(org.nd4j.linalg.indexing.NDArrayIndex.point(i),
-                        org.nd4j.linalg.indexing.NDArrayIndex.point(last[i]),
-                        org.nd4j.linalg.indexing.NDArrayIndex.all()).assign(row);
-            } else {
-                expanded.get(org.nd4j.linalg.indexing.NDArrayIndex.point(i), org.nd4j.linalg.indexing.NDArrayIndex.all(),
-                        org.nd4j.linalg.indexing.NDArrayIndex.point(last[i])).assign(row);
-            }
+        return org.deeplearning4j.util.TimeSeriesUtils.getFormatFromRnnLayer(inner.conf().getLayer()) == RNNFormat.NWC;
+    }
+
+    /**
+     * @param layer the wrapper
+     * @param rows values at the wrapper output, {@code [N·V, H]} (row {@code n·V + v} of sequence n)
+     * @param steps T
+     * @param repeats V
+     * @return the rows placed at the last real step of their sequence, zero elsewhere, {@code [N·V, H, T]}
+     *     ({@code [N·V, T, H]} in NWC layout)
+     */
+    private static INDArray atLastSteps(Layer layer, INDArray rows, long steps, long repeats) {
+        INDArray expanded = placedAtSteps(rows, lastSteps(layer.getMaskArray(), rows.size(0) / repeats, steps), steps);
+        if (nwc(inner(layer))) {
+            expanded = expanded.permute(0, 2, 1).dup('c');
         }
-        return wrapped.firstOrder(inner, input, expanded);
+        return expanded;
+    }
+
+    /**
+     * @param rows values {@code [N·V, H]}, row {@code n·V + v} of sequence n
+     * @param step per sequence, the step to place its rows at
+     * @param steps T
+     * @return the rows at their sequence's step and zero at the others, {@code [N·V, H, T]}
+     */
+    static INDArray placedAtSteps(INDArray rows, long[] step, long steps) {
+        long count = rows.size(0);
+        long units = rows.size(1);
+        long repeats = count / step.length;
+        INDArray hot = Nd4j.zeros(rows.dataType(), count, steps);
+        for (int i = 0; i < count; i++) {
+            hot.putScalar(i, step[(int) (i / repeats)], 1.0);
+        }
+        return rows.reshape('c', count, units, 1).broadcast(count, units, steps)
+                .mul(hot.reshape('c', count, 1, steps).broadcast(count, units, steps));
+    }
+
+    @Override
+    public boolean supportsSequences(Layer layer) {
+        return wrapped.supportsSequences(inner(layer));
+    }
+
+    @Override
+    public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        return wrapped.supportsSequences(inner(layer)) ? wrapped.secondOrderUnsupported(inner(layer), hessian)
+                : super.secondOrderUnsupported(layer, hessian);
+    }
+
+    @Override
+    public String noKroneckerFactors(Layer layer) {
+        return wrapped.noKroneckerFactors(inner(layer));
+    }
+
+    /** @return the wrapped layer's record (its input is the wrapper's), kept with the wrapper's */
+    private RecordedLayer innerRecord(RecordedLayer record) {
+        return record.cachedValue("lastTimeStepInner", () -> {
+            Layer inner = inner(record.layer());
+            long steps = record.input().size(nwc(inner) ? 1 : 2);
+            long units = record.outputShape()[1];
+            long n = record.batchSize();
+            return new RecordedLayer(record.node(), inner, wrapped, record.input(), null, null, null,
+                    nwc(inner) ? new long[] {n, steps, units} : new long[] {n, units, steps});
+        });
+    }
+
+    /** {@inheritDoc} The columns placed at each sequence's last real step, through the wrapped layer. */
+    @Override
+    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
+        RecordedLayer inner = innerRecord(record);
+        long steps = record.input().size(nwc(inner.layer()) ? 1 : 2);
+        return wrapped.inputJacobianTranspose(inner, atLastSteps(record.layer(), factor, steps,
+                factor.size(0) / record.batchSize()));
+    }
+
+    @Override
+    public long scratchFeatures(RecordedLayer record) {
+        return wrapped.scratchFeatures(innerRecord(record)) + 2 * innerRecord(record).outputFeatures();
+    }
+
+    @Override
+    public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        RecordedLayer inner = innerRecord(record);
+        long n = factor.size(0);
+        long v = factor.size(1);
+        long[] shape = inner.outputShape();
+        INDArray placed = atLastSteps(record.layer(), factor.reshape('c', n * v, factor.size(2)),
+                record.input().size(nwc(inner.layer()) ? 1 : 2), v);
+        wrapped.accumulateCurvature(inner, placed.reshape('c', n, v, shape[1], shape[2]), sign, sink);
     }
 
     /**

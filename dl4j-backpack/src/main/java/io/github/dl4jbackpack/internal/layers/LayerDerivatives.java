@@ -198,6 +198,16 @@ public interface LayerDerivatives {
     }
 
     /**
+     * @param layer a layer of this kind
+     * @return whether the curvature extensions support it in a network trained on sequence data (time
+     *     series with or without masks): its derivatives know time axes and masks, or it sees none (an
+     *     elementwise or shape-agnostic map, a layer after the time axis is gone)
+     */
+    default boolean supportsSequences(Layer layer) {
+        return false;
+    }
+
+    /**
      * Jacobian-transpose product w.r.t. the layer input.
      *
      * @param record the layer's record

@@ -39,7 +39,8 @@ public final class LayerKinds {
                 new SpaceToBatchDerivatives(),
                 new IdentityDerivatives(DropoutLayer.class),
                 new IdentityDerivatives(LossLayer.class),
-                new IdentityDerivatives(org.deeplearning4j.nn.layers.convolution.CnnLossLayer.class)));
+                new IdentityDerivatives(org.deeplearning4j.nn.layers.convolution.CnnLossLayer.class),
+                new IdentityDerivatives(org.deeplearning4j.nn.layers.recurrent.RnnLossLayer.class)));
         kinds.addAll(SpatialResizeDerivatives.all());
         kinds.addAll(Parameterless1DDerivatives.all());
         return List.copyOf(kinds);

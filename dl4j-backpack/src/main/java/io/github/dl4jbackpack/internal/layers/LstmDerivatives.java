@@ -55,8 +55,15 @@ import java.util.function.UnaryOperator;
  * step are masked and they carry no output gradient.
  *
  * <p>Costs: the replay stores the gate values of every step, {@code O(N·T·n)}; the outer-product terms
- * cost what {@link OuterProductTerms} says, and GravesLSTM's peephole columns {@code N·3n} more. Only the
- * first-order extensions are supported.
+ * cost what {@link OuterProductTerms} says, and GravesLSTM's peephole columns {@code N·3n} more.
+ *
+ * <p>Second order (the generalised Gauss-Newton diagonals, docs/math.md#sequences): every factor column at
+ * the layer output is back-propagated through time as the output gradient is, with the forward values of
+ * its sequence (replayed once per pass); its gate gradients give the column's parameter Jacobian-transpose
+ * products by the gradient formulas above and, times {@code W}, the column at the layer input. Cost per chunk
+ * of V columns: one backward replay of N·V rows for the curvature and one for the input columns, and
+ * {@code O(N·V·T·n)} scratch. The Hessian residuals inside the cell are not implemented (DiagHessian refuses
+ * the layer) and neither are Kronecker factors.
  */
 public final class LstmDerivatives implements LayerDerivatives {
 
@@ -107,14 +114,24 @@ public final class LstmDerivatives implements LayerDerivatives {
     }
 
     @Override
-    public boolean hasParameters() {
+    public boolean supportsSequences(Layer layer) {
         return true;
     }
 
     @Override
+    public boolean hasParameters() {
+        return true;
+    }
+
+    /**
+     * {@inheritDoc} The generalised Gauss-Newton extensions are supported; the Hessian is not (the residual
+     * terms of the products and activations inside the cell are not implemented).
+     */
+    @Override
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return "curvature extensions do not support recurrent layers (" + layer.getClass().getSimpleName()
-                + ") yet (first-order extensions do)";
+        return hessian ? "the Hessian residuals inside a recurrent cell (" + layer.getClass().getSimpleName()
+                + ": products of gates, gate and cell activations) are not implemented; the generalised "
+                + "Gauss-Newton extensions (DiagGGNExact, DiagGGNMC and their per-example versions) are" : null;
     }
 
     @Override
@@ -123,9 +140,80 @@ public final class LstmDerivatives implements LayerDerivatives {
                 + ") are not implemented yet";
     }
 
+    /** @return the layer's replayed forward pass in the data type of the columns, computed once per pass */
+    private static Forward forward(RecordedLayer record, DataType type) {
+        return record.cachedValue("lstmForward" + type, () -> new Forward(record.layer(),
+                channelsFirst(record.layer(), record.input()).castTo(type).dup('c')));
+    }
+
+    private static boolean nwc(Layer layer) {
+        return conf(layer).getRnnDataFormat() == RNNFormat.NWC;
+    }
+
+    /** @return an array in the layer's layout as {@code [·, C, T]} */
+    private static INDArray channelsFirst(Layer layer, INDArray a) {
+        return nwc(layer) ? a.permute(0, 2, 1) : a;
+    }
+
+    /** @return the back-propagation through time of columns {@code [R, n, T]} at the output, R = N·V */
+    private static Backward columns(RecordedLayer record, INDArray factor) {
+        Forward f = forward(record, factor.dataType());
+        INDArray epsilon = channelsFirst(record.layer(), factor);
+        return new Backward(f, epsilon, factor.size(0) / f.x.size(0));
+    }
+
+    /**
+     * {@inheritDoc} The columns go back through time as output gradients do: {@code J_xᵀ s = Σ_t W δ_t} of
+     * their gate pre-activation gradients {@code δ_t}, recomputed here (DL4J's backward pass, for N·V rows).
+     */
     @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
-        throw new UnsupportedOperationException("curvature extensions do not support recurrent layers yet");
+        INDArray delta = columns(record, factor).delta;                     // [R, 4n, T]
+        Forward f = forward(record, factor.dataType());
+        long rows = delta.size(0);
+        long length = delta.size(2);
+        INDArray byStep = delta.permute(0, 2, 1).dup('c').reshape('c', rows * length, delta.size(1));
+        INDArray in = DenseDerivatives.gemm(byStep, false, f.inputWeight, true).reshape('c', rows, length, f.x.size(1));
+        return nwc(record.layer()) ? in : in.permute(0, 2, 1).dup('c');
+    }
+
+    @Override
+    public long scratchFeatures(RecordedLayer record) {
+        // the gate gradients of every step, the per-step values repeated for the columns, the input columns
+        long units = record.layer().getParam(RW).size(0);
+        long length = record.input().size(nwc(record.layer()) ? 1 : 2);
+        return 2 * (4 * units * length + 12 * units + record.inputFeatures() + record.outputFeatures());
+    }
+
+    /**
+     * {@inheritDoc} Column {@code s_nv} back-propagated through time gives gate gradients {@code δ_nvt}, and
+     * its parameter Jacobian-transpose products are the gradient formulas with them: {@code Σ_t x_nt δ_nvtᵀ},
+     * {@code Σ_t h_n,t−1 δ_nvtᵀ}, {@code Σ_t δ_nvt} and the peephole sums; their squares are summed over v.
+     */
+    @Override
+    public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        long n = factor.size(0);
+        long v = factor.size(1);
+        long[] folded = new long[] {n * v, factor.size(2), factor.size(3)};
+        Backward b = columns(record, factor.reshape('c', folded));
+        Forward f = forward(record, factor.dataType());
+        INDArray delta = b.delta.dup('c').reshape('c', n, v, b.delta.size(1), b.delta.size(2));
+        boolean perExample = sink.perExample();
+        INDArray w = OuterProductTerms.squaredColumnGradients(delta, f.x, perExample);
+        INDArray rw = OuterProductTerms.squaredColumnGradients(delta, f.previousOutputs.dup('c'), perExample);
+        w = transposed(w);
+        rw = transposed(rw);
+        if (b.peepholes != null) {
+            INDArray p = b.peepholes.reshape('c', n, v, f.units, 3);
+            INDArray squares = p.mul(p).sum(1);
+            rw = Nd4j.concat(perExample ? 2 : 1, rw, perExample ? squares : squares.sum(0)).dup('c');
+        }
+        INDArray bias = OuterProductTerms.squaredColumnSums(delta, perExample);
+        long[] biasShape = record.layer().getParam(B).shape();
+        sink.add(W, w.muli(sign));
+        sink.add(RW, rw.muli(sign));
+        sink.add(B, bias.reshape('c', perExample ? UnfoldedConvolutionDerivatives.withBatchAxis(n, biasShape)
+                : biasShape).muli(sign));
     }
 
     /**
@@ -140,12 +228,13 @@ public final class LstmDerivatives implements LayerDerivatives {
         DataType type = outputGradient.dataType();
         INDArray x = (nwc ? input.permute(0, 2, 1) : input).castTo(type);
         INDArray epsilon = nwc ? outputGradient.permute(0, 2, 1) : outputGradient;
-        Replay replay = new Replay(layer, x, epsilon);
+        Forward forward = new Forward(layer, x);
+        Backward replay = new Backward(forward, epsilon, 1);
         Map<String, long[]> shapes = new LinkedHashMap<>();
         layer.paramTable().forEach((name, value) -> shapes.put(name, value.shape()));
         OuterProductTerms terms = new OuterProductTerms()
                 .weight(W, replay.delta, x, LstmDerivatives::transposed)
-                .weight(RW, replay.delta, replay.previousOutputs, LstmDerivatives::transposed)
+                .weight(RW, replay.delta, forward.previousOutputs, LstmDerivatives::transposed)
                 .bias(B, replay.delta, g -> g.reshape('c', g.rank() == 1 ? shapes.get(B)
                         : UnfoldedConvolutionDerivatives.withBatchAxis(g.size(0), shapes.get(B))));
         return replay.peepholes == null ? terms : new PeepholeTerms(terms, replay.peepholes);
@@ -157,53 +246,58 @@ public final class LstmDerivatives implements LayerDerivatives {
     }
 
     /**
-     * DL4J's forward and backward pass of the layer, vectorised over the batch: the gate pre-activation
-     * gradients of every step and the previous outputs they multiply.
+     * DL4J's forward pass of the layer ({@code activateHelper}), vectorised over the batch: every step's
+     * gate values, as its backward pass uses them.
      */
-    private static final class Replay {
-        /** {@code δ [N, 4n, T]}, in DL4J's gate order {@code [i, f, o, g]}. */
-        final INDArray delta;
+    private static final class Forward {
+        /** The input {@code [N, nIn, T]}. */
+        final INDArray x;
         /** {@code h_{t-1} [N, n, T]}, zero at t = 0. */
         final INDArray previousOutputs;
-        /** GravesLSTM's per-sequence peephole gradients {@code [N, n, 3]} (columns f, o, g), or null. */
-        final INDArray peepholes;
+        final Step[] steps;
+        final IActivation activation;
+        final IActivation gate;
+        final boolean peephole;
+        final INDArray inputWeight;
+        final INDArray recurrentTranspose;
+        final INDArray[] peepholeWeights = new INDArray[3];
+        /** The layer's mask {@code [N, T]}, or null. */
+        final INDArray mask;
+        final long units;
 
-        private final IActivation activation;
-        private final IActivation gate;
-        private final INDArray mask;
-
-        Replay(Layer layer, INDArray x, INDArray epsilon) {
-            DataType type = epsilon.dataType();
+        Forward(Layer layer, INDArray x) {
+            DataType type = x.dataType();
+            this.x = x;
             activation = conf(layer).getActivationFn();
             gate = conf(layer).getGateActivationFn();
-            boolean peephole = hasPeepholes(layer);
-            INDArray inputWeight = layer.getParam(W).castTo(type);
+            peephole = hasPeepholes(layer);
+            inputWeight = layer.getParam(W).castTo(type);
             INDArray recurrent = layer.getParam(RW).castTo(type);
             INDArray bias = layer.getParam(B).castTo(type).reshape(1, -1);
             long n = x.size(0);
-            long units = recurrent.size(0);
-            int steps = (int) x.size(2);
+            units = recurrent.size(0);
+            int length = (int) x.size(2);
             INDArray recurrentGates = recurrent.get(NDArrayIndex.all(), NDArrayIndex.interval(0, 4 * units));
-            INDArray[] peepholeWeights = new INDArray[3];
+            recurrentTranspose = recurrentGates.transpose().dup();
             for (int k = 0; k < 3 && peephole; k++) {
                 peepholeWeights[k] = recurrent.get(NDArrayIndex.all(), NDArrayIndex.point(4 * units + k)).reshape(1, units);
             }
             INDArray layerMask = layer.getMaskArray();
-            if (layerMask != null && (layerMask.rank() != 2 || layerMask.size(0) != n || layerMask.size(1) != steps)) {
-                throw new IllegalStateException("a recurrent layer's mask must be [N, T] = [" + n + ", " + steps
+            if (layerMask != null && (layerMask.rank() != 2 || layerMask.size(0) != n || layerMask.size(1) != length)) {
+                throw new IllegalStateException("a recurrent layer's mask must be [N, T] = [" + n + ", " + length
                         + "], got " + java.util.Arrays.toString(layerMask.shape()));
             }
             mask = layerMask == null ? null : layerMask.castTo(type);
 
-            // forward: DL4J's activateHelper; the input's part of every step in one product, rows t·N + n
-            INDArray inputPart = x.permute(2, 0, 1).dup('c').reshape('c', (long) steps * n, x.size(1))
+            // the input's part of every step in one product, rows t·N + n
+            INDArray inputPart = x.permute(2, 0, 1).dup('c').reshape('c', (long) length * n, x.size(1))
                     .mmul(inputWeight).addiRowVector(bias);
-            Step[] s = new Step[steps];
+            steps = new Step[length];
             INDArray h = Nd4j.zeros(type, n, units);
             INDArray c = Nd4j.zeros(type, n, units);
             // stored step-major, [T, N, ·], so that each step's rows are contiguous
-            INDArray previousByStep = Nd4j.zeros(type, steps, n, units);
-            for (int t = 0; t < steps; t++) {
+            INDArray previousByStep = Nd4j.zeros(type, length, n, units);
+            for (int t = 0; t < length; t++) {
                 previousByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all()).assign(h);
                 Step step = new Step();
                 step.z = inputPart.get(NDArrayIndex.interval((long) t * n, (long) (t + 1) * n), NDArrayIndex.all())
@@ -232,88 +326,119 @@ public final class LstmDerivatives implements LayerDerivatives {
                 step.cellActivation = activation.getActivation(cell.dup(), true);
                 h = step.cellActivation.mul(block(step.a, 2, 1, units));
                 if (mask != null) {
-                    INDArray m = maskColumn(t);
+                    INDArray m = mask.getColumn(t, true);
                     h.muliColumnVector(m);
                     cell.muliColumnVector(m);
                 }
                 step.cell = cell;
                 c = cell;
-                s[t] = step;
+                steps[t] = step;
             }
-
-            // backward: DL4J's backpropGradientHelper (LSTM passes no mask to it, GravesLSTM its mask)
             previousOutputs = previousByStep.permute(1, 2, 0);
-            INDArray deltaByStep = Nd4j.zeros(type, steps, n, 4 * units);
-            peepholes = peephole ? Nd4j.zeros(type, n, units, 3) : null;
-            INDArray recurrentTranspose = recurrentGates.transpose().dup();
+        }
+    }
+
+    /**
+     * DL4J's backward pass of the layer ({@code backpropGradientHelper}; LSTM passes no mask to it,
+     * GravesLSTM its mask) for output gradients of {@code V} rows per sequence (row {@code n·V + v} of
+     * sequence n: the factor columns of the curvature extensions; V = 1 for the gradient itself), vectorised
+     * over the rows: the gate pre-activation gradients of every step.
+     */
+    private static final class Backward {
+        /** {@code δ [N·V, 4n, T]}, in DL4J's gate order {@code [i, f, o, g]}. */
+        final INDArray delta;
+        /** GravesLSTM's peephole gradients per row {@code [N·V, n, 3]} (columns f, o, g), or null. */
+        final INDArray peepholes;
+
+        Backward(Forward f, INDArray epsilon, long repeats) {
+            DataType type = epsilon.dataType();
+            long rows = epsilon.size(0);
+            long units = f.units;
+            int length = f.steps.length;
+            IActivation activation = f.activation;
+            IActivation gate = f.gate;
+            boolean peephole = f.peephole;
+            INDArray deltaByStep = Nd4j.zeros(type, length, rows, 4 * units);
+            peepholes = peephole ? Nd4j.zeros(type, rows, units, 3) : null;
             INDArray nextDelta = null;
             INDArray nextCellGradient = null;
-            for (int t = steps - 1; t >= 0; t--) {
-                Step step = s[t];
+            INDArray nextForget = null;
+            for (int t = length - 1; t >= 0; t--) {
+                Step step = f.steps[t];
+                INDArray z = repeated(step.z, repeats);
+                INDArray a = repeated(step.a, repeats);
+                INDArray cell = repeated(step.cell, repeats);
+                INDArray previousCell = repeated(step.previousCell, repeats);
                 INDArray outputGradient = epsilon.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).dup();
                 if (nextDelta != null) {
-                    outputGradient.addi(nextDelta.mmul(recurrentTranspose));
+                    outputGradient.addi(nextDelta.mmul(f.recurrentTranspose));
                 }
                 // the gradients at the activated values [i, f, o, g], then through the activations
                 INDArray stepDelta = deltaByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all());
-                block(stepDelta, 2, 1, units).assign(outputGradient.mul(step.cellActivation));
+                block(stepDelta, 2, 1, units).assign(outputGradient.mul(repeated(step.cellActivation, repeats)));
                 INDArray deltaO = null;
                 if (peephole) {
-                    deltaO = gate.backprop(block(step.z, 2, 1, units).dup(), block(stepDelta, 2, 1, units).dup())
-                            .getFirst();
+                    deltaO = gate.backprop(block(z, 2, 1, units).dup(), block(stepDelta, 2, 1, units).dup()).getFirst();
                 }
-                INDArray cellGradient = activation.backprop(step.cell.dup(),
-                        block(step.a, 2, 1, units).mul(outputGradient)).getFirst().dup();
+                INDArray cellGradient = activation.backprop(cell.dup(), block(a, 2, 1, units).mul(outputGradient))
+                        .getFirst().dup();
                 if (peephole) {
-                    cellGradient.addi(deltaO.mulRowVector(peepholeWeights[1]));
+                    cellGradient.addi(deltaO.mulRowVector(f.peepholeWeights[1]));
                     if (nextDelta != null) {
-                        cellGradient.addi(block(nextDelta, 1, 1, units).mulRowVector(peepholeWeights[0]));
-                        cellGradient.addi(block(nextDelta, 3, 1, units).mulRowVector(peepholeWeights[2]));
+                        cellGradient.addi(block(nextDelta, 1, 1, units).mulRowVector(f.peepholeWeights[0]));
+                        cellGradient.addi(block(nextDelta, 3, 1, units).mulRowVector(f.peepholeWeights[2]));
                     }
                 }
                 if (nextCellGradient != null) {
-                    cellGradient.addi(block(s[t + 1].a, 1, 1, units).mul(nextCellGradient));
+                    cellGradient.addi(nextForget.mul(nextCellGradient));
                 }
-                block(stepDelta, 1, 1, units).assign(cellGradient.mul(step.previousCell));
-                block(stepDelta, 3, 1, units).assign(cellGradient.mul(block(step.a, 0, 1, units)));
-                block(stepDelta, 0, 1, units).assign(activation.backprop(block(step.z, 0, 1, units).dup(),
-                        cellGradient.mul(block(step.a, 3, 1, units))).getFirst());
+                block(stepDelta, 1, 1, units).assign(cellGradient.mul(previousCell));
+                block(stepDelta, 3, 1, units).assign(cellGradient.mul(block(a, 0, 1, units)));
+                block(stepDelta, 0, 1, units).assign(activation.backprop(block(z, 0, 1, units).dup(),
+                        cellGradient.mul(block(a, 3, 1, units))).getFirst());
                 if (peephole) {
-                    block(stepDelta, 1, 1, units).assign(gate.backprop(block(step.z, 1, 1, units).dup(),
+                    block(stepDelta, 1, 1, units).assign(gate.backprop(block(z, 1, 1, units).dup(),
                             block(stepDelta, 1, 1, units).dup()).getFirst());
                     block(stepDelta, 2, 1, units).assign(deltaO);
-                    block(stepDelta, 3, 1, units).assign(gate.backprop(block(step.z, 3, 1, units).dup(),
+                    block(stepDelta, 3, 1, units).assign(gate.backprop(block(z, 3, 1, units).dup(),
                             block(stepDelta, 3, 1, units).dup()).getFirst());
                 } else {
-                    block(stepDelta, 1, 3, units).assign(gate.backprop(block(step.z, 1, 3, units).dup(),
+                    block(stepDelta, 1, 3, units).assign(gate.backprop(block(z, 1, 3, units).dup(),
                             block(stepDelta, 1, 3, units).dup()).getFirst());
                 }
-                if (peephole && mask != null) {
-                    stepDelta.muliColumnVector(maskColumn(t));
+                if (peephole && f.mask != null) {
+                    stepDelta.muliColumnVector(repeated(f.mask.getColumn(t, true), repeats));
                 }
                 if (peephole) {
-                    peephole(0).addi(block(stepDelta, 1, 1, units).mul(step.previousCell));
-                    peephole(1).addi(block(stepDelta, 2, 1, units).mul(step.cell));
-                    peephole(2).addi(block(stepDelta, 3, 1, units).mul(step.previousCell));
+                    peephole(0).addi(block(stepDelta, 1, 1, units).mul(previousCell));
+                    peephole(1).addi(block(stepDelta, 2, 1, units).mul(cell));
+                    peephole(2).addi(block(stepDelta, 3, 1, units).mul(previousCell));
                 }
                 nextDelta = stepDelta;
                 nextCellGradient = cellGradient;
+                nextForget = block(a, 1, 1, units);
             }
             delta = deltaByStep.permute(1, 2, 0);
-        }
-
-        private INDArray maskColumn(int t) {
-            return mask.getColumn(t, true);
         }
 
         private INDArray peephole(int column) {
             return peepholes.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(column));
         }
+    }
 
-        /** @return the view of gate blocks {@code k … k+count−1} ({@code [i, f, o, g]}) of {@code [N, 4n]} values */
-        private static INDArray block(INDArray gates, int k, int count, long units) {
-            return gates.get(NDArrayIndex.all(), NDArrayIndex.interval(k * units, (k + count) * units));
+    /** @return per-sequence values {@code [N, k]} repeated for the V rows of each sequence, {@code [N·V, k]} */
+    private static INDArray repeated(INDArray values, long repeats) {
+        if (repeats == 1) {
+            return values;
         }
+        long n = values.size(0);
+        long k = values.size(1);
+        return values.reshape('c', n, 1, k).broadcast(n, repeats, k).dup('c').reshape('c', n * repeats, k);
+    }
+
+    /** @return the view of gate blocks {@code k … k+count−1} ({@code [i, f, o, g]}) of {@code [N, 4n]} values */
+    private static INDArray block(INDArray gates, int k, int count, long units) {
+        return gates.get(NDArrayIndex.all(), NDArrayIndex.interval(k * units, (k + count) * units));
     }
 
     /** One step's forward values, as DL4J's backward pass uses them. */

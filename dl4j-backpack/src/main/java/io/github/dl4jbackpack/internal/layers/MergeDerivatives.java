@@ -33,6 +33,12 @@ public final class MergeDerivatives implements VertexDerivatives {
         return mergeAxis(vertex) == 0 ? "merging along the batch axis is not supported" : null;
     }
 
+    /** {@inheritDoc} Concatenation along its axis, whatever the rank: time series too. */
+    @Override
+    public boolean supportsSequences(GraphVertex vertex) {
+        return true;
+    }
+
     @Override
     public INDArray[] inputJacobianTranspose(VertexRecord record, INDArray columns) {
         int axis = mergeAxis(record.vertex());

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.internal.layers;
 
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
@@ -93,6 +94,62 @@ public final class OuterProductTerms extends FirstOrderTerms {
     public OuterProductTerms bias(String name, INDArray delta, UnaryOperator<INDArray> layout) {
         entries.add(new Entry(name, delta, null, layout));
         return this;
+    }
+
+    /**
+     * The second-order counterpart of a weight's outer products: for factor columns {@code s_nv [O, P]} at
+     * the positions of example n and its input {@code U_n [K, P]}, {@code Σ_v (s_nv U_nᵀ)²} (squared
+     * elementwise), the contribution of the columns to the weight's curvature diagonal in matrix layout. The
+     * products {@code [examples, columns·O, K]} are formed in chunks of at most {@link #CHUNK_ELEMENTS}
+     * elements, each in the loop-step scratch workspace.
+     *
+     * @param columns {@code [N, V, O, P]}
+     * @param input {@code U}, {@code [N, K, P]}, in the data type of the columns
+     * @param perExample whether to keep the examples apart
+     * @return {@code [N, O, K]} per example, else {@code [O, K]} summed over the examples
+     */
+    public static INDArray squaredColumnGradients(INDArray columns, INDArray input, boolean perExample) {
+        long n = columns.size(0);
+        long v = columns.size(1);
+        long o = columns.size(2);
+        long k = input.size(1);
+        long p = input.size(2);
+        long columnStep = Math.max(1, Math.min(v, CHUNK_ELEMENTS / Math.max(1, o * k)));
+        long step = Math.max(1, Math.min(n, CHUNK_ELEMENTS / Math.max(1, columnStep * o * k)));
+        INDArray out = perExample ? Nd4j.create(columns.dataType(), n, o, k) : Nd4j.create(columns.dataType(), o, k);
+        long stepBytes = 3 * (columnStep * o * p * n + step * columnStep * o * k) * columns.dataType().width();
+        for (long c0 = 0; c0 < v; c0 += columnStep) {
+            long c1 = Math.min(v, c0 + columnStep);
+            for (long from = 0; from < n; from += step) {
+                long to = Math.min(n, from + step);
+                try (ScratchWorkspace ignored = ScratchWorkspace.open(ScratchWorkspace.LOOP_STEP, stepBytes)) {
+                    INDArray s = columns.get(NDArrayIndex.interval(from, to), NDArrayIndex.interval(c0, c1)).dup('c')
+                            .reshape('c', to - from, (c1 - c0) * o, p);
+                    INDArray g = Nd4j.matmul(s, input.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(),
+                            NDArrayIndex.all()), false, true, false);
+                    INDArray squares = g.muli(g).reshape('c', to - from, c1 - c0, o, k).sum(1);
+                    if (perExample) {
+                        out.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all()).addi(squares);
+                    } else {
+                        out.addi(squares.sum(0));
+                    }
+                }
+            }
+        }
+        return out;
+    }
+
+    /**
+     * The second-order counterpart of a bias's sums: {@code Σ_v (Σ_p s_nvp)²}.
+     *
+     * @param columns {@code [N, V, O, P]}
+     * @param perExample whether to keep the examples apart
+     * @return {@code [N, O]} per example, else {@code [O]}
+     */
+    public static INDArray squaredColumnSums(INDArray columns, boolean perExample) {
+        INDArray t = columns.sum(3);
+        INDArray squares = t.muli(t).sum(1);
+        return perExample ? squares : squares.sum(0);
     }
 
     @Override

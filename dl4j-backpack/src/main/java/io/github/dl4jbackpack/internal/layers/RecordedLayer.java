@@ -29,7 +29,7 @@ public final class RecordedLayer {
     private final INDArray dropoutMask;
     private final INDArray outputGradient;
     private final long[] outputShape;
-    private final Map<String, INDArray> cache = new HashMap<>();
+    private final Map<String, Object> cache = new HashMap<>();
     private INDArray inputGradient;
     private RecordedLayer view;
     private boolean runningStatistics;
@@ -221,7 +221,18 @@ public final class RecordedLayer {
      * @return a value computed once per pass for this layer (e.g. the unfolded input)
      */
     public INDArray cached(String key, Supplier<INDArray> compute) {
-        INDArray value = cache.get(key);
+        return cachedValue(key, compute);
+    }
+
+    /**
+     * @param key what is cached
+     * @param compute computes it on first use, outside workspaces
+     * @param <T> the type of the value
+     * @return a value computed once per pass for this layer (e.g. a recurrent layer's replayed forward pass)
+     */
+    @SuppressWarnings("unchecked")
+    public <T> T cachedValue(String key, Supplier<T> compute) {
+        T value = (T) cache.get(key);
         if (value == null) {
             // outside workspaces: the value outlives the chunk of columns that first asks for it
             try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {

@@ -29,6 +29,11 @@ public final class ReshapeDerivatives implements VertexDerivatives {
      * @return why it is not a supported reshape, or null
      */
     public static String unsupportedPreprocessor(InputPreProcessor pre) {
+        if (pre instanceof org.deeplearning4j.nn.conf.preprocessor.RnnToFeedForwardPreProcessor) {
+            // the identity on rows (after global pooling or the last time step); on a time series it
+            // flattens the steps into rows, which the curvature extensions refuse at the batch
+            return null;
+        }
         if (!RESHAPING_PREPROCESSORS.contains(pre.getClass())) {
             return "input preprocessor " + pre.getClass().getSimpleName() + " is not supported (supported: "
                     + "CnnToFeedForwardPreProcessor, FeedForwardToCnnPreProcessor, Cnn3DToFeedForwardPreProcessor)";

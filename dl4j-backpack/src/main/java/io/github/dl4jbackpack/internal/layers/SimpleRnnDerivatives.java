@@ -6,6 +6,7 @@ import org.deeplearning4j.nn.conf.RNNFormat;
 import org.deeplearning4j.nn.layers.recurrent.SimpleRnn;
 import org.deeplearning4j.nn.params.SimpleRnnParamInitializer;
 import org.nd4j.linalg.activations.IActivation;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
@@ -25,7 +26,12 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * of the masked recurrence; for mask weights between 0 and 1 it is what DL4J computes (its output is
  * {@code m_t² act(z_t)} while the recurrence carries {@code m_t act(z_t)}), not the derivative.
  *
- * <p>Not supported: layer normalisation, weight noise, and second-order extensions.
+ * <p>Second order (the generalised Gauss-Newton diagonals): each factor column at the layer output goes
+ * back through time as {@code ε} does (the forward pass replayed once per pass), giving its parameter
+ * Jacobian-transpose products by the same formulas and the column at the input, {@code Σ_t W δ_t}; one
+ * back-propagation through time of N·V rows for the curvature and one for the input columns per chunk of V
+ * columns. Not supported: layer normalisation, weight noise, the Hessian residuals of the activation
+ * (DiagHessian) and Kronecker factors.
  */
 public final class SimpleRnnDerivatives implements LayerDerivatives {
 
@@ -73,6 +79,89 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
         return a.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t));
     }
 
+    /** DL4J's forward pass of the layer, replayed: what its backward pass uses. */
+    private static final class Forward {
+        final INDArray x;
+        final INDArray w;
+        final INDArray rw;
+        final INDArray mask;
+        final IActivation activation;
+        /** {@code m_t z_t}, {@code [N, nOut, T]}. */
+        final INDArray maskedPreActivation;
+        /** {@code y_{t−1}}, {@code [N, nOut, T]}, zero at t = 0. */
+        final INDArray previousOutput;
+
+        Forward(Layer layer, INDArray x) {
+            DataType type = x.dataType();
+            this.x = x;
+            w = layer.getParam(SimpleRnnParamInitializer.WEIGHT_KEY).castTo(type);
+            rw = layer.getParam(SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY).castTo(type);
+            INDArray b = layer.getParam(SimpleRnnParamInitializer.BIAS_KEY).castTo(type);
+            mask = layer.getMaskArray() == null ? null : layer.getMaskArray().castTo(type);
+            activation = conf(layer).getActivationFn();
+            long n = x.size(0);
+            long nOut = w.size(1);
+            long length = x.size(2);
+            maskedPreActivation = Nd4j.create(type, n, nOut, length);
+            previousOutput = Nd4j.zeros(type, n, nOut, length);
+            INDArray state = Nd4j.zeros(type, n, nOut);
+            for (long t = 0; t < length; t++) {
+                INDArray z = DenseDerivatives.gemm(step(x, t), false, w, false)
+                        .addiRowVector(b.reshape(1, nOut))
+                        .addi(DenseDerivatives.gemm(state, false, rw, false));
+                state = activation.getActivation(z.dup(), true);
+                INDArray output = state;
+                if (mask != null) {
+                    INDArray m = mask.getColumn(t, true);
+                    z.muliColumnVector(m);
+                    state.muliColumnVector(m);
+                    // DL4J masks its output once more after the loop (m_t² act(z_t), the same for 0/1 masks)
+                    output = state.mulColumnVector(m);
+                }
+                step(maskedPreActivation, t).assign(z);
+                if (t + 1 < length) {
+                    step(previousOutput, t + 1).assign(output);
+                }
+            }
+        }
+
+        /**
+         * Back-propagation through time, {@code δ_t = m_t act'(m_t z_t) ⊙ (ε_t + δ_{t+1} RWᵀ)}, of V rows per
+         * sequence (row {@code n·V + v}).
+         *
+         * @param epsilon {@code [N·V, nOut, T]}
+         * @return {@code δ}, {@code [N·V, nOut, T]}
+         */
+        INDArray backward(INDArray epsilon) {
+            long rows = epsilon.size(0);
+            long repeats = rows / x.size(0);
+            long length = x.size(2);
+            INDArray delta = Nd4j.create(epsilon.dataType(), rows, w.size(1), length);
+            INDArray next = null;
+            for (long t = length - 1; t >= 0; t--) {
+                INDArray stateGradient = step(epsilon, t).dup();
+                if (next != null) {
+                    stateGradient.addi(DenseDerivatives.gemm(next, false, rw, true));
+                }
+                INDArray current = activation.backprop(repeated(step(maskedPreActivation, t), repeats),
+                        stateGradient).getFirst();
+                if (mask != null) {
+                    current.muliColumnVector(repeated(mask.getColumn(t, true), repeats));
+                }
+                step(delta, t).assign(current);
+                next = current;
+            }
+            return delta;
+        }
+    }
+
+    /** @return per-sequence values {@code [N, k]} repeated for the V rows of each sequence, {@code [N·V, k]} (a copy) */
+    private static INDArray repeated(INDArray values, long repeats) {
+        long n = values.size(0);
+        long k = values.size(1);
+        return values.reshape('c', n, 1, k).broadcast(n, repeats, k).dup('c').reshape('c', n * repeats, k);
+    }
+
     /**
      * {@inheritDoc} Here {@code outputGradient} is {@code ε = ∂L/∂h} of the mean loss, in the layer's
      * output layout.
@@ -80,65 +169,86 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
     @Override
     public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
         INDArray epsilon = channelsFirst(layer, outputGradient);
-        INDArray x = channelsFirst(layer, input).castTo(epsilon.dataType());
-        INDArray w = layer.getParam(SimpleRnnParamInitializer.WEIGHT_KEY).castTo(epsilon.dataType());
-        INDArray rw = layer.getParam(SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY).castTo(epsilon.dataType());
-        INDArray b = layer.getParam(SimpleRnnParamInitializer.BIAS_KEY).castTo(epsilon.dataType());
-        INDArray mask = layer.getMaskArray() == null ? null : layer.getMaskArray().castTo(epsilon.dataType());
-        IActivation activation = conf(layer).getActivationFn();
-        long n = x.size(0);
-        long nOut = w.size(1);
-        long length = x.size(2);
-
-        // forward: the masked pre-activations m_t z_t, and the outputs h_{t-1} the recurrent weight's gradient
-        // pairs with δ_t (h_{-1} = 0)
-        INDArray maskedPreActivation = Nd4j.create(epsilon.dataType(), n, nOut, length);
-        INDArray previousOutput = Nd4j.zeros(epsilon.dataType(), n, nOut, length);
-        INDArray state = Nd4j.zeros(epsilon.dataType(), n, nOut);
-        for (long t = 0; t < length; t++) {
-            INDArray z = DenseDerivatives.gemm(step(x, t), false, w, false)
-                    .addiRowVector(b.reshape(1, nOut))
-                    .addi(DenseDerivatives.gemm(state, false, rw, false));
-            state = activation.getActivation(z.dup(), true);
-            INDArray output = state;
-            if (mask != null) {
-                INDArray m = mask.getColumn(t, true);
-                z.muliColumnVector(m);
-                state.muliColumnVector(m);
-                // DL4J masks its output once more after the loop (m_t² act(z_t), the same for 0/1 masks)
-                output = state.mulColumnVector(m);
-            }
-            step(maskedPreActivation, t).assign(z);
-            if (t + 1 < length) {
-                step(previousOutput, t + 1).assign(output);
-            }
-        }
-
-        // backward through time: δ_t = m_t act'(m_t z_t) ⊙ (ε_t + δ_{t+1} RWᵀ)
-        INDArray delta = Nd4j.create(epsilon.dataType(), n, nOut, length);
-        INDArray next = null;
-        for (long t = length - 1; t >= 0; t--) {
-            INDArray stateGradient = step(epsilon, t).dup();
-            if (next != null) {
-                stateGradient.addi(DenseDerivatives.gemm(next, false, rw, true));
-            }
-            INDArray current = activation.backprop(step(maskedPreActivation, t).dup(), stateGradient).getFirst();
-            if (mask != null) {
-                current.muliColumnVector(mask.getColumn(t, true));
-            }
-            step(delta, t).assign(current);
-            next = current;
-        }
-
-        long[] wShape = w.shape();
-        long[] rwShape = rw.shape();
-        long[] bShape = b.shape();
+        Forward f = new Forward(layer, channelsFirst(layer, input).castTo(epsilon.dataType()).dup('c'));
+        INDArray delta = f.backward(epsilon);
+        long[] wShape = f.w.shape();
+        long[] rwShape = f.rw.shape();
+        long[] bShape = layer.getParam(SimpleRnnParamInitializer.BIAS_KEY).shape();
         return new OuterProductTerms()
-                .weight(SimpleRnnParamInitializer.WEIGHT_KEY, delta, x.dup('c'), g -> toParameterLayout(g, wShape))
-                .weight(SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY, delta, previousOutput,
+                .weight(SimpleRnnParamInitializer.WEIGHT_KEY, delta, f.x, g -> toParameterLayout(g, wShape))
+                .weight(SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY, delta, f.previousOutput,
                         g -> toParameterLayout(g, rwShape))
                 .bias(SimpleRnnParamInitializer.BIAS_KEY, delta, g -> g.reshape('c', g.rank() == 1 ? bShape
                         : UnfoldedConvolutionDerivatives.withBatchAxis(g.size(0), bShape)));
+    }
+
+    /** @return the layer's replayed forward pass in the data type of the columns, computed once per pass */
+    private static Forward forward(RecordedLayer record, DataType type) {
+        return record.cachedValue("simpleRnnForward" + type, () -> new Forward(record.layer(),
+                channelsFirst(record.layer(), record.input()).castTo(type).dup('c')));
+    }
+
+    @Override
+    public boolean supportsSequences(Layer layer) {
+        return true;
+    }
+
+    /**
+     * {@inheritDoc} The generalised Gauss-Newton extensions are supported; the Hessian is not (the residuals
+     * of the activation at every step, back-propagated through the recurrence, are not implemented).
+     */
+    @Override
+    public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        return hessian ? "the Hessian residuals of a recurrent layer's activation at every step are not implemented "
+                + "for SimpleRnn; the generalised Gauss-Newton extensions (DiagGGNExact, DiagGGNMC and their "
+                + "per-example versions) are" : null;
+    }
+
+    @Override
+    public String noKroneckerFactors(Layer layer) {
+        return "Kronecker factors of SimpleRnn are not implemented yet";
+    }
+
+    /** {@inheritDoc} Each column goes back through time as an output gradient does: {@code Σ_t W δ_t}. */
+    @Override
+    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
+        Forward f = forward(record, factor.dataType());
+        INDArray delta = f.backward(channelsFirst(record.layer(), factor));
+        long rows = delta.size(0);
+        long length = delta.size(2);
+        INDArray byStep = delta.permute(0, 2, 1).dup('c').reshape('c', rows * length, delta.size(1));
+        INDArray in = DenseDerivatives.gemm(byStep, false, f.w, true).reshape('c', rows, length, f.x.size(1));
+        return conf(record.layer()).getRnnDataFormat() == RNNFormat.NWC ? in : in.permute(0, 2, 1).dup('c');
+    }
+
+    @Override
+    public long scratchFeatures(RecordedLayer record) {
+        long units = record.layer().getParam(SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY).size(0);
+        return 2 * (3 * record.outputFeatures() + 4 * units + record.inputFeatures());
+    }
+
+    /**
+     * {@inheritDoc} Column {@code s_nv} back-propagated through time gives {@code δ_nvt}; its parameter
+     * Jacobian-transpose products are {@code Σ_t x_nt δ_nvtᵀ}, {@code Σ_t y_n,t−1 δ_nvtᵀ} and {@code Σ_t δ_nvt}.
+     */
+    @Override
+    public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        long n = factor.size(0);
+        long v = factor.size(1);
+        Forward f = forward(record, factor.dataType());
+        INDArray delta = f.backward(channelsFirst(record.layer(),
+                factor.reshape('c', n * v, factor.size(2), factor.size(3))));
+        INDArray columns = delta.reshape('c', n, v, delta.size(1), delta.size(2));
+        boolean perExample = sink.perExample();
+        long[] bShape = record.layer().getParam(SimpleRnnParamInitializer.BIAS_KEY).shape();
+        sink.add(SimpleRnnParamInitializer.WEIGHT_KEY, toParameterLayout(
+                OuterProductTerms.squaredColumnGradients(columns, f.x, perExample), f.w.shape()).muli(sign));
+        sink.add(SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY, toParameterLayout(
+                OuterProductTerms.squaredColumnGradients(columns, f.previousOutput, perExample), f.rw.shape())
+                .muli(sign));
+        INDArray bias = OuterProductTerms.squaredColumnSums(columns, perExample);
+        sink.add(SimpleRnnParamInitializer.BIAS_KEY, bias.reshape('c', perExample
+                ? UnfoldedConvolutionDerivatives.withBatchAxis(n, bShape) : bShape).muli(sign));
     }
 
     /** @return the matrix-layout gradients {@code [O, K]} or {@code [n, O, K]} transposed to {@code [K, O]} */
@@ -150,18 +260,4 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
                 .reshape('c', UnfoldedConvolutionDerivatives.withBatchAxis(matrices.size(0), shape));
     }
 
-    @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return "curvature extensions do not support SimpleRnn yet (first-order extensions do)";
-    }
-
-    @Override
-    public String noKroneckerFactors(Layer layer) {
-        return "Kronecker factors of SimpleRnn are not implemented yet (first-order extensions are)";
-    }
-
-    @Override
-    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
-        throw new UnsupportedOperationException(secondOrderUnsupported(record.layer(), false));
-    }
 }

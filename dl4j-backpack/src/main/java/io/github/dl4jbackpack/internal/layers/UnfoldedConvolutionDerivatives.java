@@ -149,41 +149,11 @@ public abstract class UnfoldedConvolutionDerivatives implements LayerDerivatives
     @Override
     public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
         INDArray u = unfolded(record, factor);
-        long n = factor.size(0);
-        long v = factor.size(1);
-        long o = factor.size(2);
-        long k = u.size(1);
-        long p = u.size(2);
-        // the per-example products [examples, columns·O, K] are formed in chunks of examples and columns
-        long columnStep = Math.max(1, Math.min(v, CHUNK_ELEMENTS / Math.max(1, o * k)));
-        long step = Math.max(1, Math.min(n, CHUNK_ELEMENTS / Math.max(1, columnStep * o * k)));
-        INDArray weight = sink.perExample() ? Nd4j.create(factor.dataType(), n, o, k)
-                : Nd4j.create(factor.dataType(), o, k);
-        long stepBytes = 3 * (columnStep * o * p * n + step * columnStep * o * k) * factor.dataType().width();
-        for (long c0 = 0; c0 < v; c0 += columnStep) {
-            long c1 = Math.min(v, c0 + columnStep);
-            for (long from = 0; from < n; from += step) {
-                long to = Math.min(n, from + step);
-                try (ScratchWorkspace ignored = ScratchWorkspace.open(ScratchWorkspace.LOOP_STEP, stepBytes)) {
-                    INDArray s = factor.get(NDArrayIndex.interval(from, to), NDArrayIndex.interval(c0, c1)).dup('c')
-                            .reshape('c', to - from, (c1 - c0) * o, p);
-                    INDArray g = Nd4j.matmul(s, u.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(),
-                            NDArrayIndex.all()), false, true, false);
-                    INDArray squares = g.muli(g).reshape('c', to - from, c1 - c0, o, k).sum(1);
-                    if (sink.perExample()) {
-                        weight.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all())
-                                .addi(squares);
-                    } else {
-                        weight.addi(squares.sum(0));
-                    }
-                }
-            }
-        }
+        INDArray columns = factor.reshape('c', factor.size(0), factor.size(1), factor.size(2), u.size(2));
+        INDArray weight = OuterProductTerms.squaredColumnGradients(columns, u, sink.perExample());
         sink.add(DenseDerivatives.W, toWeightLayout(weight.muli(sign), weightShape(record)));
         if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {
-            INDArray bias = factor.reshape('c', n, v, o, p).sum(3);
-            INDArray squares = bias.muli(bias).sum(1).muli(sign);
-            sink.add(DenseDerivatives.B, sink.perExample() ? squares : squares.sum(0));
+            sink.add(DenseDerivatives.B, OuterProductTerms.squaredColumnSums(columns, sink.perExample()).muli(sign));
         }
     }
 

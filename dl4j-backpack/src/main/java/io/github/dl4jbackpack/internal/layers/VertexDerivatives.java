@@ -20,6 +20,15 @@ public interface VertexDerivatives {
 
     /**
      * @param vertex a vertex of this kind
+     * @return whether the curvature extensions support it in a network trained on sequence data (its
+     *     derivatives know time axes and masks, or it is shape-agnostic)
+     */
+    default boolean supportsSequences(GraphVertex vertex) {
+        return false;
+    }
+
+    /**
+     * @param vertex a vertex of this kind
      * @param hessian whether Hessian residuals are needed
      * @return why a second-order pass cannot go through this vertex, or null
      */

@@ -23,7 +23,9 @@ public final class VertexKinds {
             new L2VertexDerivatives(),
             new PoolHelperDerivatives(),
             new StackDerivatives(),
-            new UnstackDerivatives());
+            new UnstackDerivatives(),
+            new LastTimeStepVertexDerivatives(),
+            new DuplicateToTimeSeriesDerivatives());
 
     private VertexKinds() {
     }

@@ -77,6 +77,21 @@ public final class LossCurvatures {
                 : shape, channelsLast);
     }
 
+    /**
+     * @param perVector the curvature of the loss of one step's output vector
+     * @param batch N
+     * @param channels the outputs per step C
+     * @param steps T
+     * @param nwc whether the output is laid out {@code [N, T, C]} (else {@code [N, C, T]})
+     * @param mask the label mask as DL4J hands it to the loss ({@code [T·N, 1]}, rows {@code t·N + n}), or null
+     * @return the curvature of the loss summed over the (unmasked) time steps ({@code RnnOutputLayer},
+     *     {@code RnnLossLayer})
+     */
+    public static LossCurvature perTimeStep(LossCurvature perVector, long batch, long channels, long steps,
+                                            boolean nwc, INDArray mask) {
+        return new PerTimeStepLoss(perVector, batch, channels, steps, nwc, mask);
+    }
+
     /** @return the curvature of softmax cross-entropy w.r.t. the logits */
     public static LossCurvature softmaxCrossEntropy() {
         return new SoftmaxCrossEntropy();
