@@ -83,7 +83,9 @@ class SequenceCurvatureTest {
         LSTM_MAX_POOLING_DENSE(BruteForce.Loss.MCXENT, 3, false, RNNFormat.NCW, true, false),
         SIMPLE_RNN_PER_STEP(BruteForce.Loss.MCXENT, 3, true, RNNFormat.NCW, true, false),
         LAST_STEP_LSTM_DENSE(BruteForce.Loss.MCXENT, 3, false, RNNFormat.NCW, false, true),
-        LAST_STEP_SIMPLE_RNN_ALIGN_END(BruteForce.Loss.MSE, 2, false, RNNFormat.NCW, true, true);
+        LAST_STEP_SIMPLE_RNN_ALIGN_END(BruteForce.Loss.MSE, 2, false, RNNFormat.NCW, true, true),
+        DENSE_OVER_TIME(BruteForce.Loss.MCXENT, 3, true, RNNFormat.NCW, false, false),
+        LSTM_DENSE_OVER_TIME_ALIGN_END(BruteForce.Loss.MSE, 2, true, RNNFormat.NCW, true, false);
 
         final BruteForce.Loss loss;
         final int classes;
@@ -136,6 +138,15 @@ class SequenceCurvatureTest {
                     return new Layer[] {new LastTimeStep(new SimpleRnn.Builder().nOut(4).activation(Activation.TANH)
                             .build()),
                             new OutputLayer.Builder(function).activation(activation).nOut(classes).build()};
+                case DENSE_OVER_TIME:
+                    // dense layers at every step (DL4J's RnnToFeedForward/FeedForwardToRnn preprocessors)
+                    return new Layer[] {new DenseLayer.Builder().nOut(4).activation(Activation.TANH).build(),
+                            new DenseLayer.Builder().nOut(3).activation(Activation.SIGMOID).build(),
+                            new RnnOutputLayer.Builder(function).activation(activation).nOut(classes).build()};
+                case LSTM_DENSE_OVER_TIME_ALIGN_END:
+                    return new Layer[] {new LSTM.Builder().nOut(4).activation(Activation.TANH).build(),
+                            new DenseLayer.Builder().nOut(3).activation(Activation.SOFTPLUS).build(),
+                            new RnnOutputLayer.Builder(function).activation(activation).nOut(classes).build()};
                 default:
                     throw new IllegalStateException();
             }
@@ -263,6 +274,29 @@ class SequenceCurvatureTest {
         }
     }
 
+    /**
+     * Without recurrent layers the Hessian diagonal is supported on sequences: against five-point differences
+     * of DL4J's masked score, and per sequence against the single sequence's.
+     */
+    @Test
+    void hessianDiagonalOfDenseLayersOverTimeEqualsFiniteDifferences() {
+        Case c = Case.DENSE_OVER_TIME;
+        MultiLayerNetwork net = c.build(DataType.DOUBLE);
+        MultiLayerNetwork plain = net.clone();
+        INDArray x = c.features();
+        INDArray y = c.labels();
+        INDArray mask = c.mask();
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, mask, mask, new DiagHessian(),
+                new io.github.dl4jbackpack.extensions.BatchDiagHessian());
+        org.nd4j.linalg.dataset.DataSet data = new org.nd4j.linalg.dataset.DataSet(x, y, mask, mask);
+        Map<String, INDArray> expected = BatchNormalizationTest.hessianDiagonal(plain, () -> plain.score(data, false));
+        for (String key : expected.keySet()) {
+            assertClose(expected.get(key), q.byKey(DiagHessian.class, key), 1e-4, 1e-6, "Hessian " + key);
+            assertClose(q.byKey(DiagHessian.class, key), q.byKey(io.github.dl4jbackpack.extensions.BatchDiagHessian
+                    .class, key).sum(0), 1e-10, 1e-12, "per-sequence Hessians sum to the batch's " + key);
+        }
+    }
+
     @ParameterizedTest
     @EnumSource(value = Case.class, names = {"LSTM_SOFTMAX_PER_STEP", "LSTM_MAX_POOLING_DENSE",
             "LAST_STEP_SIMPLE_RNN_ALIGN_END"})
@@ -288,7 +322,7 @@ class SequenceCurvatureTest {
     /** Steps masked at the tail change nothing: each sequence's diagonal is that of the shortened sequence. */
     @ParameterizedTest
     @EnumSource(value = Case.class, names = {"LSTM_SOFTMAX_PER_STEP", "LSTM_AVERAGE_POOLING",
-            "LAST_STEP_LSTM_DENSE"})
+            "LAST_STEP_LSTM_DENSE", "DENSE_OVER_TIME"})
     void aMaskedTailGivesTheShortenedSequence(Case c) {
         MultiLayerNetwork net = c.build(DataType.DOUBLE);
         INDArray x = c.features();

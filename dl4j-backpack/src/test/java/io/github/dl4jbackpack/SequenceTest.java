@@ -378,10 +378,11 @@ class SequenceTest {
         String flatLabels = assertThrows(IllegalArgumentException.class, () -> bp.backward(x,
                 Nd4j.zeros(DataType.DOUBLE, LENGTHS.length, 2), new BatchGrad())).getMessage();
         assertTrue(flatLabels.contains("[N, nOut, T]"), flatLabels);
-        // dense layers over the flattened steps: not yet for curvature, refused by name
+        // Kronecker factors of weights shared over steps: not implemented, refused by name
         String curvature = assertThrows(UnsupportedLayerException.class, () -> bp.backward(x, y, m, m,
-                new DiagGGNMC())).getMessage();
-        assertTrue(curvature.contains("DiagGGNMC") && curvature.contains("FeedForwardToRnnPreProcessor"), curvature);
+                new io.github.dl4jbackpack.extensions.KFAC())).getMessage();
+        assertTrue(curvature.contains("KFAC") && curvature.contains("RnnOutputLayer")
+                && curvature.contains("Kronecker"), curvature);
         assertEquals(params, net.params(), "the network is unchanged");
 
         // a network the curvature supports, given masks

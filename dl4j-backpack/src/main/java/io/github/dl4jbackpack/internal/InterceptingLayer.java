@@ -200,12 +200,17 @@ public class InterceptingLayer extends BaseWrapperLayer {
             return underlyingBackprop(epsilon, workspaceMgr);
         }
         try {
-            if (pass.needsCurvature(node) && underlying.input().size(0) != pass.batchSize() * pass.copies(node)) {
-                throw new UnsupportedOperationException(node.describe() + " sees time steps as rows: curvature "
-                        + "extensions do not support layers applied to the flattened steps of a sequence yet");
+            boolean flattenedSteps = flattenedSteps(pass);
+            if (pass.needsCurvature(node) && !flattenedSteps
+                    && underlying.input().size(0) != pass.batchSize() * pass.copies(node)) {
+                throw new UnsupportedOperationException(node.describe() + " sees " + underlying.input().size(0)
+                        + " rows in a batch of " + pass.batchSize() + ": curvature extensions support the flattened "
+                        + "steps of NCW series only in hidden DenseLayer, ActivationLayer and DropoutLayer");
             }
             Step step = delegate(pass, epsilon, workspaceMgr);
-            if (pass.needsCurvature(node)) {
+            if (pass.needsCurvature(node) && flattenedSteps) {
+                pass.record(seriesRecord(pass, step, epsilon));
+            } else if (pass.needsCurvature(node)) {
                 // a per-position loss sees its input as [N·P, C]; the layer's output is shaped like its input
                 long[] sequenceOutput = epsilon == null ? sequenceOutputShape() : null;
                 long[] outputShape = epsilon != null ? epsilon.shape().clone() : sequenceOutput != null ? sequenceOutput
@@ -227,6 +232,42 @@ public class InterceptingLayer extends BaseWrapperLayer {
         } catch (RuntimeException e) {
             interceptor.abandonPass();
             throw e;
+        }
+    }
+
+    /**
+     * @return whether the layer sees the steps of a time series flattened into rows ({@code t·N + n}) by DL4J's
+     *     {@code RnnToFeedForwardPreProcessor} in front of it or of a layer before it, T &gt; 1 (the batch check
+     *     allows nothing else with more rows than examples outside a stacked batch)
+     */
+    private boolean flattenedSteps(BackwardPass pass) {
+        long rows = underlying.input().size(0);
+        org.deeplearning4j.nn.conf.InputPreProcessor pre = node.preProcessor();
+        boolean flattening = pre == null || pre instanceof org.deeplearning4j.nn.conf.preprocessor
+                .RnnToFeedForwardPreProcessor && ((org.deeplearning4j.nn.conf.preprocessor.RnnToFeedForwardPreProcessor)
+                pre).getRnnDataFormat() == org.deeplearning4j.nn.conf.RNNFormat.NCW;
+        return flattening && lossRecorder == null && kind != null && kind.supportsFlattenedSteps(underlying)
+                && pass.copies(node) == 1 && rows > pass.batchSize() && rows % pass.batchSize() == 0;
+    }
+
+    /**
+     * The record of a layer applied to the flattened steps, in the time-series form {@code [N, ·, T]} (NCW) the
+     * curvature pass keeps for sequences: its arrays' rows {@code t·N + n} become step t of sequence n.
+     */
+    private RecordedLayer seriesRecord(BackwardPass pass, Step step, INDArray epsilon) {
+        long n = pass.batchSize();
+        long steps = underlying.input().size(0) / n;
+        java.util.function.UnaryOperator<INDArray> series = a -> a == null ? null
+                : a.reshape('c', steps, n, a.length() / (steps * n)).permute(1, 2, 0).dup('c');
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            INDArray output = epsilon != null ? epsilon : step.preActivation;
+            RecordedLayer record = new RecordedLayer(node, underlying, kind, series.apply(underlying.input()),
+                    series.apply(step.preActivation), series.apply(step.dropoutMask),
+                    series.apply(residualGradient(pass, epsilon)), new long[] {n, output.size(1), steps});
+            if (pass.needsInputGradient(node) && step.result.getSecond() != null) {
+                record.setInputGradient(series.apply(step.result.getSecond().div(n)));
+            }
+            return record;
         }
     }
 

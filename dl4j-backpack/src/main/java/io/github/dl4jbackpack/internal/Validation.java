@@ -520,7 +520,7 @@ public final class Validation {
         List<String> curvature = extensions.stream().filter(e -> !e.curvatureRequests().isEmpty())
                 .map(Extension::name).collect(java.util.stream.Collectors.toList());
         checkLabelWidths(topology, labels);
-        long[] steps = checkShapes(access, features, labels);
+        Shapes shapes = checkShapes(access, features, labels);
         if (sequences && !curvature.isEmpty()) {
             for (int k = 0; labelsMasks != null && k < labelsMasks.length; k++) {
                 if (labelsMasks[k] != null && labels[k].rank() != 3) {
@@ -530,32 +530,92 @@ public final class Validation {
                             + "masked [N, nOut] output is not implemented); the first-order extensions support it");
                 }
             }
-            checkSequenceCurvature(topology, curvature, steps);
+            boolean kronecker = extensions.stream().flatMap(e -> e.curvatureRequests().stream())
+                    .anyMatch(r -> r.statistic() == CurvatureRequest.Statistic.OUTPUT_FACTOR);
+            checkSequenceCurvature(topology, curvature, shapes, features, kronecker);
         }
     }
 
     /** The layers and vertices the curvature extensions pass on sequence data, for messages. */
     static final String SEQUENCE_CURVATURE_SUPPORTED = "LSTM, GravesLSTM, SimpleRnn, LastTimeStep around them, "
-            + "RnnOutputLayer, RnnLossLayer, GlobalPoolingLayer (average, sum, max) over time, LastTimeStepVertex, "
-            + "and after the time axis is gone DenseLayer, OutputLayer, LossLayer, ActivationLayer, DropoutLayer";
+            + "RnnOutputLayer, RnnLossLayer, GlobalPoolingLayer (average, sum, max) over time, hidden DenseLayer, "
+            + "ActivationLayer and DropoutLayer at every step (DL4J's NCW RnnToFeedForward/FeedForwardToRnn "
+            + "preprocessors), LastTimeStepVertex, DuplicateToTimeSeriesVertex, MergeVertex, ElementWiseVertex, and "
+            + "after the time axis is gone the usual layers";
 
     /**
      * @throws IllegalArgumentException naming every node the curvature pass would walk on sequence data whose
      *     derivatives do not know time axes and masks
      */
-    private static void checkSequenceCurvature(Topology topology, List<String> curvature, long[] steps) {
+    /**
+     * What the batch's shapes are at every node.
+     *
+     * @param steps per node position, the time steps of the sequences its output rows or series come from: 0
+     *     for none, −1 where DL4J's shape inference does not know the node
+     * @param rows per node position, whether its output is the steps of series flattened into rows
+     *     ({@code t·N + n})
+     */
+    private record Shapes(long[] steps, boolean[] rows) {
+    }
+
+    /**
+     * @return why the curvature extensions cannot pass a layer on sequence data where it sees rows, or null: the
+     *     flattened steps of series (behind an NCW {@code RnnToFeedForwardPreProcessor}, or after a layer that
+     *     saw them) pass hidden layers that map every row alone; an NCW {@code FeedForwardToRnnPreProcessor}
+     *     makes them series again; rows that are examples pass as usual
+     */
+    private static String flattenedStepsUnsupported(Node node, Shapes shapes, INDArray[] features, boolean kronecker) {
+        org.deeplearning4j.nn.conf.InputPreProcessor pre = node.preProcessor();
+        int producer = node.input(0);
+        long producerSteps = producer >= 0 ? shapes.steps()[producer] : features[-producer - 1].rank() == 3 ? 1 : 0;
+        boolean producerRows = producer >= 0 && shapes.rows()[producer];
+        if (producerSteps < 0 && pre != null) {
+            return "a preprocessor whose input DL4J's shape inference does not know";
+        }
+        if (pre instanceof org.deeplearning4j.nn.conf.preprocessor.FeedForwardToRnnPreProcessor) {
+            if (!producerRows) {
+                return "rows that are not the flattened steps of series made into series";
+            }
+            return ((org.deeplearning4j.nn.conf.preprocessor.FeedForwardToRnnPreProcessor) pre).getRnnDataFormat()
+                    == org.deeplearning4j.nn.conf.RNNFormat.NCW ? null
+                    : "making NWC series from rows: only NCW series are supported";
+        }
+        boolean flattening = pre instanceof org.deeplearning4j.nn.conf.preprocessor.RnnToFeedForwardPreProcessor
+                && producerSteps > 0 && !producerRows;
+        if (pre != null && !flattening && !(pre instanceof org.deeplearning4j.nn.conf.preprocessor
+                .RnnToFeedForwardPreProcessor && producerRows) && producerSteps != 0) {
+            return "a preprocessor in front of a series";
+        }
+        if (!flattening && !producerRows) {
+            return null;
+        }
+        if (flattening && ((org.deeplearning4j.nn.conf.preprocessor.RnnToFeedForwardPreProcessor) pre)
+                .getRnnDataFormat() != org.deeplearning4j.nn.conf.RNNFormat.NCW) {
+            return "flattening NWC series: only NCW series are supported";
+        }
+        boolean perRow = node.isLayer() && !node.isOutput() && LayerKinds.of(node.layer())
+                .map(k -> k.supportsFlattenedSteps(node.layer())).orElse(false);
+        if (!perRow) {
+            return "applied to the flattened steps of a series: supported for hidden DenseLayer, ActivationLayer and "
+                    + "DropoutLayer; an output layer there would take every step as an example";
+        }
+        return kronecker && CurvaturePass.isParametric(node) ? "the Kronecker factors of a weight shared over "
+                + "steps are not implemented" : null;
+    }
+
+    private static void checkSequenceCurvature(Topology topology, List<String> curvature, Shapes shapes,
+                                               INDArray[] features, boolean kronecker) {
         boolean[] region = CurvaturePass.region(topology);
         List<String> refused = new ArrayList<>();
         for (Node node : topology.nodes()) {
             if (!region[node.position()]) {
                 continue;
             }
-            if (node.isLayer() && node.preProcessor() != null) {
-                // a preprocessor in front of a series flattens its steps into rows
-                int producer = node.input(0);
-                if (producer < 0 || steps[producer] != 0) {
-                    refused.add(node.describe() + " with its " + node.preProcessor().getClass().getSimpleName()
-                            + " (a layer applied to the flattened steps of a series)");
+            if (node.isLayer()) {
+                String reason = flattenedStepsUnsupported(node, shapes, features, kronecker);
+                if (reason != null) {
+                    refused.add(node.describe() + (node.preProcessor() == null ? "" : " with its "
+                            + node.preProcessor().getClass().getSimpleName()) + " (" + reason + ")");
                     continue;
                 }
             }
@@ -686,10 +746,10 @@ public final class Validation {
      * with parameters expects, the fixed shapes of reshaping preprocessors, and the width of every
      * output's labels.
      *
-     * @return per node position, the time steps of the sequences its output rows or series come from: 0 for
-     *     none, −1 where DL4J's shape inference does not know the node
+     * @return per node position, the time steps its output rows or series come from, and whether its output
+     *     is the steps of series flattened into rows
      */
-    private static long[] checkShapes(NetworkAccess access, INDArray[] features, INDArray[] labels) {
+    private static Shapes checkShapes(NetworkAccess access, INDArray[] features, INDArray[] labels) {
         Topology topology = access.topology();
         org.deeplearning4j.nn.conf.inputs.InputType[] types =
                 new org.deeplearning4j.nn.conf.inputs.InputType[topology.nodes().size()];
@@ -763,10 +823,13 @@ public final class Validation {
                 types[node.position()] = null;
             }
         }
+        boolean[] rows = new boolean[types.length];
         for (Node node : topology.nodes()) {
             if (types[node.position()] == null) {
                 steps[node.position()] = -1;
             }
+            rows[node.position()] = steps[node.position()] > 0
+                    && types[node.position()] instanceof org.deeplearning4j.nn.conf.inputs.InputType.InputTypeFeedForward;
         }
         for (int k = 0; k < labels.length; k++) {
             Node out = topology.outputs().get(k);
@@ -813,7 +876,7 @@ public final class Validation {
                         .getSize() + " per example");
             }
         }
-        return steps;
+        return new Shapes(steps, rows);
     }
 
     /**

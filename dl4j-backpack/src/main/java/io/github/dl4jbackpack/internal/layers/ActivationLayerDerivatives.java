@@ -27,6 +27,12 @@ public final class ActivationLayerDerivatives implements LayerDerivatives {
         return true;
     }
 
+    /** {@inheritDoc} An elementwise map, the same at every step. */
+    @Override
+    public boolean supportsFlattenedSteps(Layer layer) {
+        return true;
+    }
+
     @Override
     public boolean hasParameters() {
         return false;

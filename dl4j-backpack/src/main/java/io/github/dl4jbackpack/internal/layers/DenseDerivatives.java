@@ -186,9 +186,32 @@ public final class DenseDerivatives implements LayerDerivatives {
         }
     }
 
+    /**
+     * {@inheritDoc} Applied at every step ({@code r [N, O, T]}, input {@code [N, F, T]}):
+     * {@code Σ_t x_t² r_tᵀ} and {@code Σ_t r_t}.
+     */
     @Override
     public void accumulateResidual(RecordedLayer record, INDArray residual, CurvatureSink sink) {
+        if (residual.rank() == 3) {
+            INDArray x = record.input().castTo(residual.dataType());
+            INDArray weight = Nd4j.matmul(x.mul(x), residual, false, true, false);
+            sink.add(W, sink.perExample() ? weight : weight.sum(0));
+            if (record.layer().paramTable().containsKey(B)) {
+                INDArray bias = residual.sum(2);
+                sink.add(B, sink.perExample() ? bias : bias.sum(0));
+            }
+            return;
+        }
         accumulateSquares(record, residual.dup(), sink);
+    }
+
+    /**
+     * {@inheritDoc} A hidden dense layer is: its rows are independent, so over the flattened steps of a series it
+     * is the dense layer applied at every step.
+     */
+    @Override
+    public boolean supportsFlattenedSteps(Layer layer) {
+        return layer.getClass() == DenseLayer.class;
     }
 
     @Override

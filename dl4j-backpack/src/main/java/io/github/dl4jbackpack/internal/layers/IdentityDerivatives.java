@@ -34,6 +34,12 @@ public final class IdentityDerivatives implements LayerDerivatives {
         return true;
     }
 
+    /** {@inheritDoc} A dropout layer, the identity at every step (not a loss layer: its loss would see rows). */
+    @Override
+    public boolean supportsFlattenedSteps(Layer layer) {
+        return implementation == org.deeplearning4j.nn.layers.DropoutLayer.class;
+    }
+
     @Override
     public boolean hasParameters() {
         return false;

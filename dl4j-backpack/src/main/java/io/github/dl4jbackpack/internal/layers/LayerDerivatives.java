@@ -208,6 +208,16 @@ public interface LayerDerivatives {
     }
 
     /**
+     * @param layer a layer of this kind
+     * @return whether the curvature extensions support it behind DL4J's {@code RnnToFeedForwardPreProcessor},
+     *     which flattens the steps of a series into rows: it maps every row alone (a hidden dense layer, an
+     *     elementwise map), so that it is the same map at every step of the series form its record is kept in
+     */
+    default boolean supportsFlattenedSteps(Layer layer) {
+        return false;
+    }
+
+    /**
      * Jacobian-transpose product w.r.t. the layer input.
      *
      * @param record the layer's record

@@ -61,7 +61,7 @@ import java.util.function.UnaryOperator;
  * the layer output is back-propagated through time as the output gradient is, with the forward values of
  * its sequence (replayed once per pass); its gate gradients give the column's parameter Jacobian-transpose
  * products by the gradient formulas above and, times {@code W}, the column at the layer input. Cost per chunk
- * of V columns: one backward replay of N·V rows for the curvature and one for the input columns, and
+ * of V columns: one backward replay of N·V rows, shared by the curvature and the input columns, and
  * {@code O(N·V·T·n)} scratch. The Hessian residuals inside the cell are not implemented (DiagHessian refuses
  * the layer) and neither are Kronecker factors.
  */
@@ -157,14 +157,18 @@ public final class LstmDerivatives implements LayerDerivatives {
 
     /** @return the back-propagation through time of columns {@code [R, n, T]} at the output, R = N·V */
     private static Backward columns(RecordedLayer record, INDArray factor) {
-        Forward f = forward(record, factor.dataType());
-        INDArray epsilon = channelsFirst(record.layer(), factor);
-        return new Backward(f, epsilon, factor.size(0) / f.x.size(0));
+        // the curvature accumulation and the input product of the same columns share one replay
+        return record.sharedForColumns(factor, () -> {
+            Forward f = forward(record, factor.dataType());
+            INDArray epsilon = channelsFirst(record.layer(), factor);
+            return new Backward(f, epsilon, factor.size(0) / f.x.size(0));
+        });
     }
 
     /**
      * {@inheritDoc} The columns go back through time as output gradients do: {@code J_xᵀ s = Σ_t W δ_t} of
-     * their gate pre-activation gradients {@code δ_t}, recomputed here (DL4J's backward pass, for N·V rows).
+     * their gate pre-activation gradients {@code δ_t} (DL4J's backward pass, for N·V rows; shared with
+     * {@link #accumulateCurvature} of the same columns).
      */
     @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {

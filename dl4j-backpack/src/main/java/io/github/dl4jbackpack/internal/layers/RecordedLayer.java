@@ -30,6 +30,9 @@ public final class RecordedLayer {
     private final INDArray outputGradient;
     private final long[] outputShape;
     private final Map<String, Object> cache = new HashMap<>();
+    private Object columnsKey;
+    private long columnsOffset;
+    private Object columnsValue;
     private INDArray inputGradient;
     private RecordedLayer view;
     private boolean runningStatistics;
@@ -213,6 +216,32 @@ public final class RecordedLayer {
     /** @return the input preprocessor in front of the layer, or null */
     public InputPreProcessor preProcessor() {
         return node.preProcessor();
+    }
+
+    /**
+     * A value computed from one chunk of factor columns, for a kind whose curvature accumulation and input
+     * Jacobian-transpose product of the same columns share work (a recurrent layer's back-propagation through
+     * time): the second call with the same columns (the same data, viewed in any shape) gets the first call's
+     * value, which is then forgotten; other columns replace it.
+     *
+     * @param columns the chunk's columns, in any view of their data
+     * @param compute computes the value
+     * @param <T> the type of the value
+     * @return the value
+     */
+    @SuppressWarnings("unchecked")
+    public <T> T sharedForColumns(INDArray columns, Supplier<T> compute) {
+        if (columnsKey == columns.data() && columnsOffset == columns.offset() && columnsValue != null) {
+            T value = (T) columnsValue;
+            columnsKey = null;
+            columnsValue = null;
+            return value;
+        }
+        T value = compute.get();
+        columnsKey = columns.data();
+        columnsOffset = columns.offset();
+        columnsValue = value;
+        return value;
     }
 
     /**

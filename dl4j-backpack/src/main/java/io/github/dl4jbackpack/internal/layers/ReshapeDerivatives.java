@@ -29,9 +29,10 @@ public final class ReshapeDerivatives implements VertexDerivatives {
      * @return why it is not a supported reshape, or null
      */
     public static String unsupportedPreprocessor(InputPreProcessor pre) {
-        if (pre instanceof org.deeplearning4j.nn.conf.preprocessor.RnnToFeedForwardPreProcessor) {
-            // the identity on rows (after global pooling or the last time step); on a time series it
-            // flattens the steps into rows, which the curvature extensions refuse at the batch
+        if (pre instanceof org.deeplearning4j.nn.conf.preprocessor.RnnToFeedForwardPreProcessor
+                || pre instanceof org.deeplearning4j.nn.conf.preprocessor.FeedForwardToRnnPreProcessor) {
+            // the identity on rows (after global pooling or the last time step), or the flattening of a series'
+            // steps into rows and back, which the batch check allows around layers that map every row alone
             return null;
         }
         if (!RESHAPING_PREPROCESSORS.contains(pre.getClass())) {

@@ -29,8 +29,8 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * <p>Second order (the generalised Gauss-Newton diagonals): each factor column at the layer output goes
  * back through time as {@code ε} does (the forward pass replayed once per pass), giving its parameter
  * Jacobian-transpose products by the same formulas and the column at the input, {@code Σ_t W δ_t}; one
- * back-propagation through time of N·V rows for the curvature and one for the input columns per chunk of V
- * columns. Not supported: layer normalisation, weight noise, the Hessian residuals of the activation
+ * back-propagation through time of N·V rows per chunk of V columns, shared by both. Not supported: layer
+ * normalisation, weight noise, the Hessian residuals of the activation
  * (DiagHessian) and Kronecker factors.
  */
 public final class SimpleRnnDerivatives implements LayerDerivatives {
@@ -213,7 +213,7 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
     @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
         Forward f = forward(record, factor.dataType());
-        INDArray delta = f.backward(channelsFirst(record.layer(), factor));
+        INDArray delta = record.sharedForColumns(factor, () -> f.backward(channelsFirst(record.layer(), factor)));
         long rows = delta.size(0);
         long length = delta.size(2);
         INDArray byStep = delta.permute(0, 2, 1).dup('c').reshape('c', rows * length, delta.size(1));
@@ -236,8 +236,8 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
         long n = factor.size(0);
         long v = factor.size(1);
         Forward f = forward(record, factor.dataType());
-        INDArray delta = f.backward(channelsFirst(record.layer(),
-                factor.reshape('c', n * v, factor.size(2), factor.size(3))));
+        INDArray folded = factor.reshape('c', n * v, factor.size(2), factor.size(3));
+        INDArray delta = record.sharedForColumns(folded, () -> f.backward(channelsFirst(record.layer(), folded)));
         INDArray columns = delta.reshape('c', n, v, delta.size(1), delta.size(2));
         boolean perExample = sink.perExample();
         long[] bShape = record.layer().getParam(SimpleRnnParamInitializer.BIAS_KEY).shape();
