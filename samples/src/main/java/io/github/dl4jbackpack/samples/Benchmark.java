@@ -66,8 +66,8 @@ import java.util.function.Supplier;
  * with the batch's statistics, and its {@code gradient} is DL4J's training-mode gradient. {@code lstm}
  * is the sequence classifier of {@link #sequence}. Peak memory is the peak resident memory of the whole
  * process (Java heap and ND4J's off-heap buffers, which ND4J's own counters do not track) during a
- * method's timed passes: on Linux the kernel's high-water mark, reset after a garbage collection before each method; elsewhere the
- * largest of samples taken every 2 ms.
+ * method's timed passes: on Linux the kernel's high-water mark, reset after a garbage collection before
+ * each method; elsewhere the largest of samples taken every 2 ms.
  */
 public final class Benchmark {
 
