@@ -213,7 +213,16 @@ class LayerKindContractTest {
                 new Entry("global max pooling over time", () -> new GlobalPoolingLayer.Builder(PoolingType.MAX)
                         .build(), series),
                 new Entry("global sum pooling over time", () -> new GlobalPoolingLayer.Builder(PoolingType.SUM)
-                        .build(), series));
+                        .build(), series),
+                new Entry("1D convolution k=3 stride 2 padding 1", () -> new org.deeplearning4j.nn.conf.layers
+                        .Convolution1DLayer.Builder(3).nOut(3).stride(2).padding(1).activation(Activation.IDENTITY)
+                        .build(), series),
+                new Entry("1D convolution k=2 dilation 2 causal", () -> new org.deeplearning4j.nn.conf.layers
+                        .Convolution1DLayer.Builder(2).nOut(2).dilation(2).convolutionMode(ConvolutionMode.Causal)
+                        .activation(Activation.IDENTITY).build(), series),
+                new Entry("1D convolution k=3 same, no bias", () -> new org.deeplearning4j.nn.conf.layers
+                        .Convolution1DLayer.Builder(3).nOut(2).convolutionMode(ConvolutionMode.Same).hasBias(false)
+                        .activation(Activation.IDENTITY).build(), series));
     }
 
     /** @return the shape of the features of {@code n} examples of the input type */

@@ -14,6 +14,8 @@ import org.deeplearning4j.nn.conf.graph.rnn.DuplicateToTimeSeriesVertex;
 import org.deeplearning4j.nn.conf.graph.rnn.LastTimeStepVertex;
 import org.deeplearning4j.nn.conf.RNNFormat;
 import org.deeplearning4j.nn.conf.inputs.InputType;
+import org.deeplearning4j.nn.conf.ConvolutionMode;
+import org.deeplearning4j.nn.conf.layers.Convolution1DLayer;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.GlobalPoolingLayer;
 import org.deeplearning4j.nn.conf.layers.GravesLSTM;
@@ -85,7 +87,9 @@ class SequenceCurvatureTest {
         LAST_STEP_LSTM_DENSE(BruteForce.Loss.MCXENT, 3, false, RNNFormat.NCW, false, true),
         LAST_STEP_SIMPLE_RNN_ALIGN_END(BruteForce.Loss.MSE, 2, false, RNNFormat.NCW, true, true),
         DENSE_OVER_TIME(BruteForce.Loss.MCXENT, 3, true, RNNFormat.NCW, false, false),
-        LSTM_DENSE_OVER_TIME_ALIGN_END(BruteForce.Loss.MSE, 2, true, RNNFormat.NCW, true, false);
+        LSTM_DENSE_OVER_TIME_ALIGN_END(BruteForce.Loss.MSE, 2, true, RNNFormat.NCW, true, false),
+        CONVOLUTIONS_1D(BruteForce.Loss.MCXENT, 3, true, RNNFormat.NCW, false, false),
+        CONVOLUTION_1D_LSTM_POOLING(BruteForce.Loss.XENT, 2, false, RNNFormat.NCW, true, false);
 
         final BruteForce.Loss loss;
         final int classes;
@@ -147,6 +151,18 @@ class SequenceCurvatureTest {
                     return new Layer[] {new LSTM.Builder().nOut(4).activation(Activation.TANH).build(),
                             new DenseLayer.Builder().nOut(3).activation(Activation.SOFTPLUS).build(),
                             new RnnOutputLayer.Builder(function).activation(activation).nOut(classes).build()};
+                case CONVOLUTIONS_1D:
+                    return new Layer[] {new Convolution1DLayer.Builder(3).nOut(4).convolutionMode(ConvolutionMode.Same)
+                            .activation(Activation.TANH).build(),
+                            new Convolution1DLayer.Builder(2).nOut(3).dilation(2)
+                                    .convolutionMode(ConvolutionMode.Causal).activation(Activation.SOFTPLUS).build(),
+                            new RnnOutputLayer.Builder(function).activation(activation).nOut(classes).build()};
+                case CONVOLUTION_1D_LSTM_POOLING:
+                    return new Layer[] {new Convolution1DLayer.Builder(2).nOut(3).convolutionMode(ConvolutionMode.Causal)
+                            .activation(Activation.RELU).build(),
+                            new LSTM.Builder().nOut(4).activation(Activation.TANH).build(),
+                            new GlobalPoolingLayer.Builder(PoolingType.AVG).build(),
+                            new OutputLayer.Builder(function).activation(activation).nOut(classes).build()};
                 default:
                     throw new IllegalStateException();
             }
@@ -278,9 +294,9 @@ class SequenceCurvatureTest {
      * Without recurrent layers the Hessian diagonal is supported on sequences: against five-point differences
      * of DL4J's masked score, and per sequence against the single sequence's.
      */
-    @Test
-    void hessianDiagonalOfDenseLayersOverTimeEqualsFiniteDifferences() {
-        Case c = Case.DENSE_OVER_TIME;
+    @ParameterizedTest
+    @EnumSource(value = Case.class, names = {"DENSE_OVER_TIME", "CONVOLUTIONS_1D"})
+    void hessianDiagonalWithoutRecurrentLayersEqualsFiniteDifferences(Case c) {
         MultiLayerNetwork net = c.build(DataType.DOUBLE);
         MultiLayerNetwork plain = net.clone();
         INDArray x = c.features();
@@ -291,7 +307,7 @@ class SequenceCurvatureTest {
         org.nd4j.linalg.dataset.DataSet data = new org.nd4j.linalg.dataset.DataSet(x, y, mask, mask);
         Map<String, INDArray> expected = BatchNormalizationTest.hessianDiagonal(plain, () -> plain.score(data, false));
         for (String key : expected.keySet()) {
-            assertClose(expected.get(key), q.byKey(DiagHessian.class, key), 1e-4, 1e-6, "Hessian " + key);
+            assertClose(expected.get(key), q.byKey(DiagHessian.class, key), 1e-4, 1e-6, c + " Hessian " + key);
             assertClose(q.byKey(DiagHessian.class, key), q.byKey(io.github.dl4jbackpack.extensions.BatchDiagHessian
                     .class, key).sum(0), 1e-10, 1e-12, "per-sequence Hessians sum to the batch's " + key);
         }
@@ -346,7 +362,8 @@ class SequenceCurvatureTest {
     }
 
     @ParameterizedTest
-    @EnumSource(value = Case.class, names = {"GRAVES_MSE_ALIGN_END", "LSTM_MAX_POOLING_DENSE", "SIMPLE_RNN_PER_STEP"})
+    @EnumSource(value = Case.class, names = {"GRAVES_MSE_ALIGN_END", "LSTM_MAX_POOLING_DENSE", "SIMPLE_RNN_PER_STEP",
+            "CONVOLUTIONS_1D"})
     void float32AgreesWithFloat64(Case c) {
         MultiLayerNetwork net = c.build(DataType.DOUBLE);
         MultiLayerNetwork single = c.build(DataType.FLOAT);

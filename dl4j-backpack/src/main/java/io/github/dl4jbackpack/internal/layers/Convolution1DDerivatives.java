@@ -26,10 +26,11 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * gradient in its backward step: {@code δ} is DL4J's own (the gradient it receives, through the
  * activation), so the per-example gradients are those DL4J computes, masked or not.
  *
- * <p>Not supported: the NWC layout (DL4J 1.0.0-M2.1's backward step of an NWC layer hands its
- * {@code conv1d_bp} operation an NWC-shaped input gradient, which fails unless {@code nIn = T}, and writes the
- * weight gradient permuted against the layout it reads the weight in), weight noise, and second-order
- * extensions.
+ * <p>Second order: the curvature of the unfolded convolution ({@link UnfoldedConvolutionDerivatives}), with
+ * the transpose of the unfolding as the input Jacobian-transpose product. Not supported: the NWC layout
+ * (DL4J 1.0.0-M2.1's backward step of an NWC layer hands its {@code conv1d_bp} operation an NWC-shaped
+ * input gradient, which fails unless {@code nIn = T}, and writes the weight gradient permuted against the
+ * layout it reads the weight in), weight noise, and Kronecker factors.
  */
 public final class Convolution1DDerivatives extends UnfoldedConvolutionDerivatives {
 
@@ -115,17 +116,50 @@ public final class Convolution1DDerivatives extends UnfoldedConvolutionDerivativ
     }
 
     @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return "curvature extensions do not support Convolution1DLayer yet (first-order extensions do)";
+    public boolean supportsSequences(Layer layer) {
+        return true;
     }
 
     @Override
     public String noKroneckerFactors(Layer layer) {
-        return "Kronecker factors of Convolution1DLayer are not implemented yet (first-order extensions are)";
+        return "the Kronecker factors of Convolution1DLayer (a weight shared over steps) are not implemented yet";
     }
 
+    /**
+     * {@inheritDoc} The transpose of the unfolding: each column {@code s [nOut, P]} gives {@code W_matᵀ s}
+     * ({@code [k·nIn, P]}), whose tap-j rows are added back at the input positions {@code p·s + j·d} of the
+     * padded input, and the padding is cropped.
+     */
     @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
-        throw new UnsupportedOperationException(secondOrderUnsupported(record.layer(), false));
+        if (record.layer().getMaskArray() != null) {
+            throw new UnsupportedOperationException("curvature extensions do not support a Convolution1DLayer with "
+                    + "its own mask (DL4J masks its output but not its gradient)");
+        }
+        org.deeplearning4j.nn.conf.layers.ConvolutionLayer conf = conf(record.layer());
+        int kernel = conf.getKernelSize()[0];
+        long stride = conf.getStride()[0];
+        long dilation = conf.getDilation()[0];
+        long rows = factor.size(0);
+        long out = factor.size(1);
+        long positions = factor.size(2);
+        long channels = record.input().size(1);
+        long length = record.input().size(2);
+        long left = leftPadding(record.layer(), length, positions);
+        long reach = (positions - 1) * stride + (long) (kernel - 1) * dilation + 1;
+        // DL4J reads W [nOut, nIn, k, 1] as w [k, nIn, nOut] in row-major order: [K, nOut] with K = k·nIn
+        INDArray w = record.layer().getParam(DenseDerivatives.W).castTo(factor.dataType()).dup('c')
+                .reshape('c', (long) kernel * channels, out);
+        INDArray columns = DenseDerivatives.gemm(factor.permute(0, 2, 1).dup('c').reshape('c', rows * positions, out),
+                false, w, true).reshape('c', rows, positions, kernel, channels);
+        INDArray padded = Nd4j.zeros(factor.dataType(), rows, channels, Math.max(reach, left + length));
+        for (int j = 0; j < kernel; j++) {
+            long first = j * dilation;
+            padded.get(NDArrayIndex.all(), NDArrayIndex.all(),
+                    NDArrayIndex.interval(first, stride, first + (positions - 1) * stride + 1))
+                    .addi(columns.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(j), NDArrayIndex.all())
+                            .permute(0, 2, 1));
+        }
+        return padded.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(left, left + length)).dup('c');
     }
 }
