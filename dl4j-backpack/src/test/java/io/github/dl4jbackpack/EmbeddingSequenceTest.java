@@ -4,7 +4,6 @@ package io.github.dl4jbackpack;
 import io.github.dl4jbackpack.extensions.BatchDotGrad;
 import io.github.dl4jbackpack.extensions.BatchGrad;
 import io.github.dl4jbackpack.extensions.BatchL2Grad;
-import io.github.dl4jbackpack.extensions.DiagGGNExact;
 import io.github.dl4jbackpack.extensions.SumGradSquared;
 import io.github.dl4jbackpack.extensions.Variance;
 import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
@@ -44,7 +43,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * sequences, with and without bias, NCW and NWC output, with masks of variable lengths aligned at the start
  * and at the end; only the rows a sequence uses (at its real steps) are nonzero in its gradient; input
  * {@code [N, T]} and {@code [N, 1, T]} agree; float32 within tolerance of float64; a vocabulary of 200,000
- * rows costs the reductions no per-example memory proportional to it; curvature refused by name.
+ * rows costs the reductions no per-example memory proportional to it; Kronecker factors refused by name
+ * (the curvature diagonals are tested in {@code EmbeddingCurvatureTest}).
  */
 class EmbeddingSequenceTest {
 
@@ -371,13 +371,14 @@ class EmbeddingSequenceTest {
     }
 
     @Test
-    void curvatureIsRefusedNamingTheLayer() {
+    void kroneckerFactorsAreRefusedNamingTheLayer() {
         MultiLayerNetwork net = perStepNetwork(DataType.DOUBLE, true, RNNFormat.NCW);
         INDArray y = SequenceTest.stepLabels(LENGTHS.length, 3, 7);
         UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
-                () -> BackPackNetwork.extend(net).backward(indices(), y, new DiagGGNExact()));
+                () -> BackPackNetwork.extend(net).backward(indices(), y,
+                        new io.github.dl4jbackpack.extensions.KFAC()));
         assertEquals("0", e.layerName(), e.getMessage());
-        assertTrue(e.getMessage().contains("embedding"), e.getMessage());
+        assertTrue(e.getMessage().contains("Kronecker factors of embeddings"), e.getMessage());
         BackPackNetwork.extend(net).backward(indices(), y, new BatchL2Grad());
     }
 }

@@ -3,7 +3,6 @@ package io.github.dl4jbackpack;
 
 import io.github.dl4jbackpack.extensions.BatchGrad;
 import io.github.dl4jbackpack.extensions.BatchL2Grad;
-import io.github.dl4jbackpack.extensions.DiagGGNExact;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.EmbeddingLayer;
@@ -24,7 +23,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * DL4J's feed-forward {@code EmbeddingLayer} (input: one row index per example): every first-order
  * extension against a loop of single-example DL4J passes, float64, with and without bias, with repeated
  * indices in the batch (so that examples share rows); only the used rows of an example's gradient are
- * nonzero; curvature refused by name.
+ * nonzero; Kronecker factors refused by name (the curvature diagonals are tested in
+ * {@code EmbeddingCurvatureTest}).
  */
 class EmbeddingTest {
 
@@ -68,14 +68,14 @@ class EmbeddingTest {
     }
 
     @Test
-    void curvatureIsRefusedNamingTheLayer() {
+    void kroneckerFactorsAreRefusedNamingTheLayer() {
         MultiLayerNetwork net = network(true);
         INDArray x = indices();
         INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 4, x.size(0), 3);
         UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
-                () -> BackPackNetwork.extend(net).backward(x, y, new DiagGGNExact()));
+                () -> BackPackNetwork.extend(net).backward(x, y, new io.github.dl4jbackpack.extensions.KFAC()));
         assertEquals("0", e.layerName(), e.getMessage());
-        assertTrue(e.getMessage().contains("embedding"), e.getMessage());
+        assertTrue(e.getMessage().contains("Kronecker factors of embeddings"), e.getMessage());
         BackPackNetwork.extend(net).backward(x, y, new BatchL2Grad());
     }
 }

@@ -17,7 +17,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * <p>Masks: DL4J multiplies the activated output by the feature mask in the forward step and
  * {@code ∂L/∂z} by it in the backward step, in place in the array its activation returned, which is the one
  * recorded here, so masked steps have {@code δ_nt = 0} and contribute nothing. DL4J applies the activation,
- * and records {@code δ}, in the output layout.
+ * and records {@code δ}, in the output layout. Curvature: the embedding's rows as in
+ * {@link EmbeddingDerivatives#accumulateColumns}, with the columns times the feature mask.
  */
 public final class EmbeddingSequenceDerivatives implements LayerDerivatives {
 
@@ -69,5 +70,47 @@ public final class EmbeddingSequenceDerivatives implements LayerDerivatives {
     @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
         return embedding.inputJacobianTranspose(record, factor);
+    }
+
+    @Override
+    public boolean supportsSequences(Layer layer) {
+        return true;
+    }
+
+    private static boolean ncw(Layer layer) {
+        return ((org.deeplearning4j.nn.conf.layers.EmbeddingSequenceLayer) layer.conf().getLayer()).getOutputFormat()
+                == RNNFormat.NCW;
+    }
+
+    /**
+     * @param values {@code [N, …, T]}-shaped per-step values in the output layout, with a column axis or not
+     * @return them as {@code [N, …, T, nOut]} times the feature mask (DL4J masks the layer's output, so a masked
+     *     step's output does not depend on the parameters)
+     */
+    private static INDArray stepsLast(RecordedLayer record, INDArray values, boolean columns) {
+        INDArray out = ncw(record.layer()) ? (columns ? values.permute(0, 1, 3, 2) : values.permute(0, 2, 1))
+                .dup('c') : values.dup('c');
+        INDArray mask = record.layer().getMaskArray();
+        if (mask != null) {
+            long n = out.size(0);
+            long steps = out.size(columns ? 2 : 1);
+            long dim = out.size(columns ? 3 : 2);
+            long v = columns ? out.size(1) : 1;
+            INDArray m = mask.castTo(out.dataType()).reshape('c', n, 1, steps, 1);
+            out = out.reshape('c', n, v, steps, dim).mul(m.broadcast(n, v, steps, dim));
+            out = columns ? out : out.reshape('c', n, steps, dim);
+        }
+        return out;
+    }
+
+    /** {@inheritDoc} Columns {@code [N, V, nOut, T]} (NWC {@code [N, V, T, nOut]}), as the embedding's rows. */
+    @Override
+    public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        EmbeddingDerivatives.accumulateColumns(record, stepsLast(record, factor, true), sign, sink);
+    }
+
+    @Override
+    public void accumulateResidual(RecordedLayer record, INDArray residual, CurvatureSink sink) {
+        EmbeddingDerivatives.accumulateResidualSteps(record, stepsLast(record, residual, false), sink);
     }
 }

@@ -95,7 +95,7 @@ public final class SparseRowsTerms extends FirstOrderTerms {
         rowSums = sumsBySegment(stepDeltas, stepPairs, pairs);
     }
 
-    private static long[] distinctSorted(long[] values) {
+    static long[] distinctSorted(long[] values) {
         long[] sorted = values.clone();
         Arrays.sort(sorted);
         int distinct = 0;
@@ -113,7 +113,7 @@ public final class SparseRowsTerms extends FirstOrderTerms {
      * @param count the number of segments
      * @return the sums of the rows of each segment, {@code [count, ...]} (zero for an empty segment)
      */
-    private static INDArray sumsBySegment(INDArray values, long[] segments, long count) {
+    static INDArray sumsBySegment(INDArray values, long[] segments, long count) {
         return Nd4j.exec(new UnsortedSegmentSum(values, Nd4j.createFromArray(segments), Math.toIntExact(count)))[0];
     }
 
