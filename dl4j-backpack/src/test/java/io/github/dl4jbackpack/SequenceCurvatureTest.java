@@ -291,6 +291,32 @@ class SequenceCurvatureTest {
     }
 
     /**
+     * A feature mask without a label mask: DL4J zeroes the dense layers' outputs at the masked steps, whose
+     * labels still count (the output layer sees zero inputs there), so the dense layers' parameters get
+     * nothing from those steps and the output layer's bias does.
+     */
+    @Test
+    void aFeatureMaskAloneZeroesTheDenseOutputsAtMaskedSteps() {
+        Case c = Case.DENSE_OVER_TIME;
+        MultiLayerNetwork net = c.build(DataType.DOUBLE);
+        MultiLayerNetwork ref = c.reference(net);
+        INDArray x = c.features();
+        INDArray mask = c.mask();
+        BruteForce.Jacobians jac = BatchNormalizationTest.jacobians(ref,
+                () -> ref.output(x, false, mask, null).dup('c').reshape('c', N, c.classes * T));
+        Quantities q = BackPackNetwork.extend(net).backward(x, c.labels(), mask, null, new BatchDiagGGNExact());
+        for (String key : jac.shapes.keySet()) {
+            INDArray expected = Nd4j.create(DataType.DOUBLE, BruteForce.withBatch(N, jac.shapes.get(key)));
+            for (int n = 0; n < N; n++) {
+                INDArray j = jac.j.get(n).get(key);
+                expected.get(NDArrayIndex.point(n)).assign(j.mul(lossHessian(c, jac.z[n], null).mmul(j)).sum(0).divi(N)
+                        .reshape('c', jac.shapes.get(key)));
+            }
+            assertClose(expected, q.byKey(BatchDiagGGNExact.class, key), 1e-6, 1e-9, "feature mask only " + key);
+        }
+    }
+
+    /**
      * Without recurrent layers the Hessian diagonal is supported on sequences: against five-point differences
      * of DL4J's masked score, and per sequence against the single sequence's.
      */

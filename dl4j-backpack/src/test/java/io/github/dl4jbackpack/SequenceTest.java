@@ -378,11 +378,10 @@ class SequenceTest {
         String flatLabels = assertThrows(IllegalArgumentException.class, () -> bp.backward(x,
                 Nd4j.zeros(DataType.DOUBLE, LENGTHS.length, 2), new BatchGrad())).getMessage();
         assertTrue(flatLabels.contains("[N, nOut, T]"), flatLabels);
-        // Kronecker factors of weights shared over steps: not implemented, refused by name
-        String curvature = assertThrows(UnsupportedLayerException.class, () -> bp.backward(x, y, m, m,
-                new io.github.dl4jbackpack.extensions.KFAC())).getMessage();
-        assertTrue(curvature.contains("KFAC") && curvature.contains("RnnOutputLayer")
-                && curvature.contains("Kronecker"), curvature);
+        // KFRA's batch-averaged recursion over time steps: refused
+        String curvature = assertThrows(IllegalArgumentException.class, () -> bp.backward(x, y, m, m,
+                new io.github.dl4jbackpack.extensions.KFRA())).getMessage();
+        assertTrue(curvature.contains("KFRA") && curvature.contains("KFLR"), curvature);
         assertEquals(params, net.params(), "the network is unchanged");
 
         // a network the curvature supports, given masks

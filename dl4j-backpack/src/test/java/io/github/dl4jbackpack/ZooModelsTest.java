@@ -954,13 +954,17 @@ class ZooModelsTest {
                 org.deeplearning4j.nn.layers.recurrent.LSTM.class,
                 org.deeplearning4j.nn.layers.recurrent.GravesLSTM.class,
                 org.deeplearning4j.nn.layers.recurrent.SimpleRnn.class,
-                org.deeplearning4j.nn.layers.recurrent.RnnOutputLayer.class);
+                org.deeplearning4j.nn.layers.feedforward.embedding.EmbeddingLayer.class,
+                org.deeplearning4j.nn.layers.feedforward.embedding.EmbeddingSequenceLayer.class);
         /** Recurrent layers: the GGN passes them, the Hessian residuals inside their cells are not implemented. */
         private static final Set<Class<?>> RECURRENT = Set.of(
                 org.deeplearning4j.nn.layers.recurrent.LSTM.class,
                 org.deeplearning4j.nn.layers.recurrent.GravesLSTM.class,
                 org.deeplearning4j.nn.layers.recurrent.SimpleRnn.class);
         private static final Set<Class<?>> LAYERS_SUPPORTED = Set.of(
+                org.deeplearning4j.nn.layers.feedforward.embedding.EmbeddingLayer.class,
+                org.deeplearning4j.nn.layers.feedforward.embedding.EmbeddingSequenceLayer.class,
+                org.deeplearning4j.nn.layers.convolution.Convolution1DLayer.class,
                 org.deeplearning4j.nn.layers.recurrent.LSTM.class,
                 org.deeplearning4j.nn.layers.recurrent.GravesLSTM.class,
                 org.deeplearning4j.nn.layers.recurrent.SimpleRnn.class,
@@ -1304,9 +1308,6 @@ class ZooModelsTest {
             org.deeplearning4j.nn.conf.layers.Layer conf = layer.conf().getLayer();
             if (layer instanceof org.deeplearning4j.nn.layers.training.CenterLossOutputLayer) {
                 return n.type() + " (centre loss)";
-            }
-            if (layer instanceof org.deeplearning4j.nn.layers.feedforward.embedding.EmbeddingLayer) {
-                return n.type() + " (curvature of embeddings)";
             }
             if (!LAYERS_SUPPORTED.contains(layer.getClass())) {
                 return n.type();

@@ -267,6 +267,14 @@ public class InterceptingLayer extends BaseWrapperLayer {
             if (pass.needsInputGradient(node) && step.result.getSecond() != null) {
                 record.setInputGradient(series.apply(step.result.getSecond().div(n)));
             }
+            INDArray mask = underlying.getMaskArray();
+            if (mask != null && (underlying instanceof org.deeplearning4j.nn.layers.BaseLayer
+                    || underlying instanceof org.deeplearning4j.nn.layers.DropoutLayer)) {
+                // DL4J multiplies these layers' output rows by their mask (one value per row t·N + n)
+                long width = output.size(1);
+                INDArray rows = mask.castTo(output.dataType()).reshape('c', steps * n, 1);
+                record.setOutputMask(series.apply(rows.broadcast(steps * n, width).dup('c')));
+            }
             return record;
         }
     }

@@ -174,7 +174,9 @@ public final class Validation {
                             .anyMatch(r -> r.statistic() == CurvatureRequest.Statistic.OUTPUT_FACTOR)) {
                         add(problems, new Problem(node.name(), node.typeName(), e.name(), kind.kindName()
                                 + " has no Kronecker factorisation (" + noFactors + ")", "the diagonal curvature "
-                                + "(DiagGGNExact, DiagGGNMC, DiagHessian) for this layer"));
+                                + (kind.secondOrderUnsupported(node.layer(), true) == null
+                                ? "(DiagGGNExact, DiagGGNMC, DiagHessian)" : "(DiagGGNExact, DiagGGNMC)")
+                                + " for this layer"));
                         continue;
                     }
                 }
@@ -530,9 +532,15 @@ public final class Validation {
                             + "masked [N, nOut] output is not implemented); the first-order extensions support it");
                 }
             }
-            boolean kronecker = extensions.stream().flatMap(e -> e.curvatureRequests().stream())
-                    .anyMatch(r -> r.statistic() == CurvatureRequest.Statistic.OUTPUT_FACTOR);
-            checkSequenceCurvature(topology, curvature, shapes, features, kronecker);
+            List<String> averaged = extensions.stream().filter(e -> e.curvatureRequests().stream()
+                    .anyMatch(r -> r.kind().type() == FactorKind.Type.AVERAGED)).map(Extension::name)
+                    .collect(java.util.stream.Collectors.toList());
+            if (!averaged.isEmpty()) {
+                throw new IllegalArgumentException(String.join(", ", averaged) + " on sequence data is not supported: "
+                        + "KFRA's batch-averaged recursion is not defined over time steps here; KFLR and KFAC are "
+                        + "(the \"expand\" setting, docs/math.md#sequences-and-weight-sharing)");
+            }
+            checkSequenceCurvature(topology, curvature, shapes, features);
         }
     }
 
@@ -540,7 +548,8 @@ public final class Validation {
     static final String SEQUENCE_CURVATURE_SUPPORTED = "LSTM, GravesLSTM, SimpleRnn, LastTimeStep around them, "
             + "RnnOutputLayer, RnnLossLayer, GlobalPoolingLayer (average, sum, max) over time, hidden DenseLayer, "
             + "ActivationLayer and DropoutLayer at every step (DL4J's NCW RnnToFeedForward/FeedForwardToRnn "
-            + "preprocessors), Convolution1DLayer (NCW), LastTimeStepVertex, DuplicateToTimeSeriesVertex, MergeVertex, "
+            + "preprocessors), Convolution1DLayer (NCW), EmbeddingSequenceLayer, LastTimeStepVertex, "
+            + "DuplicateToTimeSeriesVertex, MergeVertex, "
             + "ElementWiseVertex, and "
             + "after the time axis is gone the usual layers";
 
@@ -565,7 +574,7 @@ public final class Validation {
      *     saw them) pass hidden layers that map every row alone; an NCW {@code FeedForwardToRnnPreProcessor}
      *     makes them series again; rows that are examples pass as usual
      */
-    private static String flattenedStepsUnsupported(Node node, Shapes shapes, INDArray[] features, boolean kronecker) {
+    private static String flattenedStepsUnsupported(Node node, Shapes shapes, INDArray[] features) {
         org.deeplearning4j.nn.conf.InputPreProcessor pre = node.preProcessor();
         int producer = node.input(0);
         long producerSteps = producer >= 0 ? shapes.steps()[producer] : features[-producer - 1].rank() == 3 ? 1 : 0;
@@ -600,12 +609,11 @@ public final class Validation {
             return "applied to the flattened steps of a series: supported for hidden DenseLayer, ActivationLayer and "
                     + "DropoutLayer; an output layer there would take every step as an example";
         }
-        return kronecker && CurvaturePass.isParametric(node) ? "the Kronecker factors of a weight shared over "
-                + "steps are not implemented" : null;
+        return null;
     }
 
     private static void checkSequenceCurvature(Topology topology, List<String> curvature, Shapes shapes,
-                                               INDArray[] features, boolean kronecker) {
+                                               INDArray[] features) {
         boolean[] region = CurvaturePass.region(topology);
         List<String> refused = new ArrayList<>();
         for (Node node : topology.nodes()) {
@@ -613,7 +621,7 @@ public final class Validation {
                 continue;
             }
             if (node.isLayer()) {
-                String reason = flattenedStepsUnsupported(node, shapes, features, kronecker);
+                String reason = flattenedStepsUnsupported(node, shapes, features);
                 if (reason != null) {
                     refused.add(node.describe() + (node.preProcessor() == null ? "" : " with its "
                             + node.preProcessor().getClass().getSimpleName()) + " (" + reason + ")");

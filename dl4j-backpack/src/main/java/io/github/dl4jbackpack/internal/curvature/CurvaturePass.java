@@ -502,6 +502,9 @@ public final class CurvaturePass {
                 RecordedLayer record = layer(p);
                 LayerDerivatives kind = record.kind();
                 if (p != zStart) {
+                    if (record.outputMask() != null) {
+                        s = Columns.timesPerExample(s, record.outputMask());
+                    }
                     IActivation activation = kind.activation(record.layer());
                     if (activation != null) {
                         s = Columns.timesPerExample(s, record.cached("activationDerivative",
@@ -662,6 +665,9 @@ public final class CurvaturePass {
             }
             INDArray z = preActivation(record);
             INDArray r = ElementwiseActivations.secondDerivative(activation, z).muli(record.outputGradient());
+            if (record.outputMask() != null) {
+                r.muli(record.outputMask());
+            }
             if (isParametric(node)) {
                 record.kind().accumulateResidual(record, r, sinks.get(j).foldingCopies(rows[j] / batchSize));
             }

@@ -27,10 +27,12 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * activation), so the per-example gradients are those DL4J computes, masked or not.
  *
  * <p>Second order: the curvature of the unfolded convolution ({@link UnfoldedConvolutionDerivatives}), with
- * the transpose of the unfolding as the input Jacobian-transpose product. Not supported: the NWC layout
+ * the transpose of the unfolding as the input Jacobian-transpose product; Kronecker factors in the "expand"
+ * setting of weights shared over steps (every output position an example of its own, as for the dense
+ * layers applied at every step; docs/math.md#sequences-and-weight-sharing). Not supported: the NWC layout
  * (DL4J 1.0.0-M2.1's backward step of an NWC layer hands its {@code conv1d_bp} operation an NWC-shaped
  * input gradient, which fails unless {@code nIn = T}, and writes the weight gradient permuted against the
- * layout it reads the weight in), weight noise, and Kronecker factors.
+ * layout it reads the weight in) and weight noise.
  */
 public final class Convolution1DDerivatives extends UnfoldedConvolutionDerivatives {
 
@@ -120,9 +122,43 @@ public final class Convolution1DDerivatives extends UnfoldedConvolutionDerivativ
         return true;
     }
 
+    /** {@inheritDoc} Here in the "expand" setting of the other layers shared over steps (see the class comment). */
     @Override
     public String noKroneckerFactors(Layer layer) {
-        return "the Kronecker factors of Convolution1DLayer (a weight shared over steps) are not implemented yet";
+        return null;
+    }
+
+    /**
+     * {@inheritDoc} The "expand" setting over the output positions, as for the other layers shared over time
+     * steps: {@code Σ_n Σ_v Σ_p s_nv[:, p] s_nv[:, p]ᵀ} (not the 2D convolutions' columns summed over positions).
+     */
+    @Override
+    public void accumulateOutputFactor(RecordedLayer record, INDArray factor, CurvatureSink sink) {
+        long out = factor.size(2);
+        INDArray s = factor.permute(0, 1, 3, 2).dup('c');
+        s = s.reshape('c', s.length() / out, out);
+        sink.addOutputFactor(DenseDerivatives.gemm(s, true, s, false));
+    }
+
+    /**
+     * {@inheritDoc} Expand: {@code A = (1/(N·P)) Σ_n Σ_p u_np u_npᵀ} over the unfolded windows; DL4J's weight
+     * is the row-major {@code [k·nIn, nOut]} matrix, so the factors are ordered as a dense layer's,
+     * {@code A ⊗ B}.
+     */
+    @Override
+    public java.util.Map<String, io.github.dl4jbackpack.extensions.KroneckerFactors> kroneckerFactors(
+            RecordedLayer record, INDArray outputFactor) {
+        INDArray u = record.cached("unfolded", () -> unfold(record.layer(),
+                record.input().castTo(outputFactor.dataType()), record.outputShape()));
+        long windows = u.size(0) * u.size(2);
+        INDArray rows = u.permute(0, 2, 1).dup('c').reshape('c', windows, u.size(1));
+        INDArray a = DenseDerivatives.gemm(rows, true, rows, false).divi(windows);
+        java.util.Map<String, io.github.dl4jbackpack.extensions.KroneckerFactors> out = new java.util.LinkedHashMap<>();
+        out.put(DenseDerivatives.W, io.github.dl4jbackpack.extensions.KroneckerFactors.denseWeight(a, outputFactor));
+        if (record.layer().paramTable().containsKey(DenseDerivatives.B)) {
+            out.put(DenseDerivatives.B, io.github.dl4jbackpack.extensions.KroneckerFactors.bias(outputFactor));
+        }
+        return out;
     }
 
     /**

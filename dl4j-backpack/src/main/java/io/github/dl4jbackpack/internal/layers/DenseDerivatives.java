@@ -103,11 +103,6 @@ public final class DenseDerivatives implements LayerDerivatives {
         return activation == null ? null : ElementwiseActivations.unsupported(activation, hessian);
     }
 
-    @Override
-    public String noKroneckerFactors(Layer layer) {
-        return layer.getClass() == RnnOutputLayer.class ? "the Kronecker factors of a layer applied at every time "
-                + "step are not implemented yet" : null;
-    }
 
     /** @return whether the layer is an RnnOutputLayer in NWC layout ({@code [N, T, ·]}) */
     private static boolean nwc(Layer layer) {
@@ -214,8 +209,18 @@ public final class DenseDerivatives implements LayerDerivatives {
         return layer.getClass() == DenseLayer.class;
     }
 
+    /**
+     * {@inheritDoc} Applied at every step ({@code [N, V, nOut, T]}, NWC {@code [N, V, T, nOut]}), the
+     * "expand" setting: every step's column is a column of its own, {@code Σ_n Σ_v Σ_t s_nvt s_nvtᵀ}.
+     */
     @Override
     public void accumulateOutputFactor(RecordedLayer record, INDArray factor, CurvatureSink sink) {
+        if (factor.rank() == 4) {
+            INDArray steps = (nwc(record.layer()) ? factor : factor.permute(0, 1, 3, 2)).dup('c');
+            INDArray s = steps.reshape('c', steps.length() / steps.size(3), steps.size(3));
+            sink.addOutputFactor(gemm(s, true, s, false));
+            return;
+        }
         INDArray s = factor.reshape('c', factor.size(0) * factor.size(1), factor.size(2));
         sink.addOutputFactor(gemm(s, true, s, false));
     }
@@ -227,12 +232,20 @@ public final class DenseDerivatives implements LayerDerivatives {
 
     /**
      * Input-side factor {@code A = (1/N) Σ_n x_n x_nᵀ}, summed over an example's rows when the layer sees
-     * a stacked batch (as a convolution sums over positions).
+     * a stacked batch (as a convolution sums over positions); applied at every step of a series, the
+     * "expand" setting {@code A = (1/(N·T)) Σ_n Σ_t x_nt x_ntᵀ}.
      */
     @Override
     public Map<String, KroneckerFactors> kroneckerFactors(RecordedLayer record, INDArray outputFactor) {
         INDArray x = record.input().castTo(outputFactor.dataType());
-        INDArray a = gemm(x, true, x, false).divi(record.examples());
+        long examples = record.examples();
+        if (x.rank() == 3) {
+            // applied at every step ("expand"): every step is an example, A = (1/(N·T)) Σ_n Σ_t x_nt x_ntᵀ
+            INDArray steps = (nwc(record.layer()) ? x : x.permute(0, 2, 1)).dup('c');
+            examples = steps.size(0) * steps.size(1);
+            x = steps.reshape('c', examples, steps.size(2));
+        }
+        INDArray a = gemm(x, true, x, false).divi(examples);
         Map<String, KroneckerFactors> out = new LinkedHashMap<>();
         out.put(W, KroneckerFactors.denseWeight(a, outputFactor));
         if (record.layer().paramTable().containsKey(B)) {

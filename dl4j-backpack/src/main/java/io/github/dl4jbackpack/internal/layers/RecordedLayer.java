@@ -38,6 +38,7 @@ public final class RecordedLayer {
     private boolean runningStatistics;
     private boolean batchStatisticsAsConstants;
     private long copies = 1;
+    private INDArray outputMask;
 
     /**
      * @param node the layer's node
@@ -170,6 +171,19 @@ public final class RecordedLayer {
     /** @param copies how many rows per example the layer sees (k in a batch stacked by a StackVertex) */
     public void setCopies(long copies) {
         this.copies = copies;
+    }
+
+    /**
+     * @param mask the mask DL4J multiplies the layer's output by, shaped like the output ({@code [N, ...]}), or
+     *     null: the output does not depend on the layer's input or parameters where it is zero
+     */
+    public void setOutputMask(INDArray mask) {
+        this.outputMask = mask;
+    }
+
+    /** @return the mask DL4J multiplies the layer's output by, shaped like the output, or null */
+    public INDArray outputMask() {
+        return outputMask;
     }
 
     /** @return how many rows per example the layer sees, 1 normally */
