@@ -222,7 +222,13 @@ class LayerKindContractTest {
                         .activation(Activation.IDENTITY).build(), series),
                 new Entry("1D convolution k=3 same, no bias", () -> new org.deeplearning4j.nn.conf.layers
                         .Convolution1DLayer.Builder(3).nOut(2).convolutionMode(ConvolutionMode.Same).hasBias(false)
-                        .activation(Activation.IDENTITY).build(), series));
+                        .activation(Activation.IDENTITY).build(), series),
+                new Entry("1D zero padding 1, 2", () -> new org.deeplearning4j.nn.conf.layers.ZeroPadding1DLayer
+                        .Builder(1, 2).build(), series),
+                new Entry("1D cropping 2, 1", () -> new org.deeplearning4j.nn.conf.layers.convolutional.Cropping1D
+                        .Builder(2, 1).build(), series),
+                new Entry("1D upsampling 3", () -> new org.deeplearning4j.nn.conf.layers.Upsampling1D.Builder(3)
+                        .build(), series));
     }
 
     /** @return the shape of the features of {@code n} examples of the input type */

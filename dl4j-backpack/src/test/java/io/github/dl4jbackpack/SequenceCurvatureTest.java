@@ -291,6 +291,67 @@ class SequenceCurvatureTest {
     }
 
     /**
+     * The 1D resizing layers between a 1D convolution and per-step outputs (T = 5 → 4 → 8 → 5 → 6 steps), with
+     * a label mask: the GGN diagonals against the Jacobian reference.
+     */
+    @Test
+    void oneDimensionalResizingLayersEqualTheJacobianReference() {
+        java.util.function.BiFunction<LossFunction, Activation, MultiLayerNetwork> build = (loss, activation) -> {
+            MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(7)
+                    .dataType(DataType.DOUBLE)
+                    .list(new Convolution1DLayer.Builder(2).nOut(3).activation(Activation.TANH).build(),
+                            new org.deeplearning4j.nn.conf.layers.Upsampling1D.Builder(2).build(),
+                            new org.deeplearning4j.nn.conf.layers.convolutional.Cropping1D.Builder(2, 1).build(),
+                            new org.deeplearning4j.nn.conf.layers.ZeroPadding1DLayer.Builder(0, 1).build(),
+                            new RnnOutputLayer.Builder(loss).activation(activation).nOut(3).build())
+                    .setInputType(InputType.recurrent(3, T)).build());
+            net.init();
+            TestNets.randomiseParameters(net, 11);
+            return net;
+        };
+        MultiLayerNetwork net = build.apply(LossFunction.MCXENT, Activation.SOFTMAX);
+        MultiLayerNetwork ref = build.apply(LossFunction.L2, Activation.IDENTITY);
+        ref.setParams(net.params());
+        INDArray x = TestNets.features(DataType.DOUBLE, 3, N, 3, T);
+        long steps = ref.output(x).size(2);
+        INDArray mask = Nd4j.ones(DataType.DOUBLE, N, steps);
+        mask.putScalar(1, steps - 1, 0.0);
+        mask.putScalar(2, 0, 0.0);
+        java.util.Random r = new java.util.Random(5);
+        INDArray y = Nd4j.zeros(DataType.DOUBLE, N, 3, steps);
+        for (int n = 0; n < N; n++) {
+            for (int t = 0; t < steps; t++) {
+                y.putScalar(new long[] {n, r.nextInt(3), t}, 1.0);
+            }
+        }
+        BruteForce.Jacobians jac = BatchNormalizationTest.jacobians(ref,
+                () -> ref.output(x, false, null, mask).dup('c').reshape('c', N, 3 * steps));
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, null, mask, new BatchDiagGGNExact());
+        for (String key : jac.shapes.keySet()) {
+            INDArray expected = Nd4j.create(DataType.DOUBLE, BruteForce.withBatch(N, jac.shapes.get(key)));
+            for (int n = 0; n < N; n++) {
+                INDArray h = Nd4j.zeros(DataType.DOUBLE, 3 * steps, 3 * steps);
+                for (int t = 0; t < steps; t++) {
+                    double[] vector = new double[3];
+                    for (int i = 0; i < 3; i++) {
+                        vector[i] = jac.z[n][(int) (i * steps + t)];
+                    }
+                    double[][] block = BruteForce.Loss.MCXENT.hessian(vector);
+                    for (int i = 0; i < 3; i++) {
+                        for (int j = 0; j < 3; j++) {
+                            h.putScalar(i * steps + t, j * steps + t, mask.getDouble(n, t) * block[i][j]);
+                        }
+                    }
+                }
+                INDArray j = jac.j.get(n).get(key);
+                expected.get(NDArrayIndex.point(n)).assign(j.mul(h.mmul(j)).sum(0).divi(N)
+                        .reshape('c', jac.shapes.get(key)));
+            }
+            assertClose(expected, q.byKey(BatchDiagGGNExact.class, key), 1e-6, 1e-9, "1D resizing " + key);
+        }
+    }
+
+    /**
      * A feature mask without a label mask: DL4J zeroes the dense layers' outputs at the masked steps, whose
      * labels still count (the output layer sees zero inputs there), so the dense layers' parameters get
      * nothing from those steps and the output layer's bias does.

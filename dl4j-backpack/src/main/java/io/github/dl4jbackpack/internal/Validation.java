@@ -548,7 +548,8 @@ public final class Validation {
     static final String SEQUENCE_CURVATURE_SUPPORTED = "LSTM, GravesLSTM, SimpleRnn, LastTimeStep around them, "
             + "RnnOutputLayer, RnnLossLayer, GlobalPoolingLayer (average, sum, max) over time, hidden DenseLayer, "
             + "ActivationLayer and DropoutLayer at every step (DL4J's NCW RnnToFeedForward/FeedForwardToRnn "
-            + "preprocessors), Convolution1DLayer (NCW), EmbeddingSequenceLayer, LastTimeStepVertex, "
+            + "preprocessors), Convolution1DLayer (NCW), ZeroPadding1DLayer, Cropping1D, Upsampling1D, "
+            + "EmbeddingSequenceLayer, LastTimeStepVertex, "
             + "DuplicateToTimeSeriesVertex, MergeVertex, "
             + "ElementWiseVertex, and "
             + "after the time axis is gone the usual layers";
