@@ -28,8 +28,9 @@ import static org.junit.jupiter.api.Assertions.fail;
 /**
  * The diagonal GGN updater on a sequence network (LSTM, per-step softmax, sequences of variable length
  * with masks), trained with DL4J's {@code fit} on masked {@code DataSet}s: one step equals the step computed
- * by hand from the library's quantities of the same masked batch, training lowers the loss, and the
- * Kronecker updaters, whose factors of weights shared over time are not implemented, are refused by name.
+ * by hand from the library's quantities of the same masked batch, training lowers the loss; the Kronecker
+ * updaters take the same step on dense layers at every step (factors in the "expand" setting) and are refused
+ * by name on recurrent layers, whose Kronecker factors are not implemented.
  */
 class SequenceUpdaterTest {
 
@@ -72,6 +73,48 @@ class SequenceUpdaterTest {
         for (PreconditionedUpdater rule : new PreconditionedUpdater[] {DiagGGNUpdater.exact(0.1, 0.1),
                 DiagGGNUpdater.monteCarlo(0.1, 0.1, 2)}) {
             MultiLayerNetwork net = network(rule, 3);
+            MultiLayerNetwork reference = net.clone();
+            DataSet data = batch(4);
+            Nd4j.getRandom().setSeed(99);
+            Quantities q = BackPackNetwork.extend(reference).backward(data,
+                    rule.requiredExtensions().toArray(new Extension<?>[0]));
+            BackPackNetwork.extend(net);
+            Nd4j.getRandom().setSeed(99);
+            net.fit(data);
+            for (int layer = 0; layer < 2; layer++) {
+                for (String param : reference.getLayer(layer).paramTable().keySet()) {
+                    INDArray theta = reference.getParam(layer + "_" + param);
+                    INDArray gradient = reference.gradient().getGradientFor(layer + "_" + param).div(N);
+                    INDArray expected = PreconditionedUpdaterTest.expectedStep(rule, q, String.valueOf(layer), param,
+                            theta, gradient, 0);
+                    INDArray actual = net.getParam(layer + "_" + param);
+                    double scale = expected.sub(theta).amaxNumber().doubleValue();
+                    double diff = expected.sub(actual).amaxNumber().doubleValue();
+                    if (!(diff <= 1e-9 * scale)) {
+                        fail(rule + " layer " + layer + " " + param + ": max |diff| " + diff + " vs step " + scale);
+                    }
+                }
+            }
+        }
+    }
+
+    /** Dense (tanh) at every step, then a softmax at every step: Kronecker factors in the "expand" setting. */
+    static MultiLayerNetwork perStepNetwork(IUpdater updater, long seed) {
+        MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(seed)
+                .dataType(DataType.DOUBLE).updater(updater)
+                .list(new org.deeplearning4j.nn.conf.layers.DenseLayer.Builder().nOut(4).activation(Activation.TANH)
+                                .build(),
+                        new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(3).build())
+                .setInputType(InputType.recurrent(2, T)).build());
+        net.init();
+        return net;
+    }
+
+    @Test
+    void kroneckerStepOnSequencesOfDenseLayersEqualsTheStepComputedByHand() {
+        for (PreconditionedUpdater rule : new PreconditionedUpdater[] {KroneckerUpdater.kflr(0.1, 0.1),
+                KroneckerUpdater.kfac(0.1, 0.1, 2)}) {
+            MultiLayerNetwork net = perStepNetwork(rule, 3);
             MultiLayerNetwork reference = net.clone();
             DataSet data = batch(4);
             Nd4j.getRandom().setSeed(99);
