@@ -228,7 +228,13 @@ class LayerKindContractTest {
                 new Entry("1D cropping 2, 1", () -> new org.deeplearning4j.nn.conf.layers.convolutional.Cropping1D
                         .Builder(2, 1).build(), series),
                 new Entry("1D upsampling 3", () -> new org.deeplearning4j.nn.conf.layers.Upsampling1D.Builder(3)
-                        .build(), series));
+                        .build(), series),
+                new Entry("1D max pooling k=2 same", () -> new org.deeplearning4j.nn.conf.layers.Subsampling1DLayer
+                        .Builder(SubsamplingLayer.PoolingType.MAX, 2, 1).convolutionMode(ConvolutionMode.Same).build(),
+                        series),
+                // (DL4J's own forward step of a padded 1D pooling layer pads the unit axis too and fails)
+                new Entry("1D average pooling k=3 stride 2", () -> new org.deeplearning4j.nn.conf.layers
+                        .Subsampling1DLayer.Builder(SubsamplingLayer.PoolingType.AVG, 3, 2).build(), series));
     }
 
     /** @return the shape of the features of {@code n} examples of the input type */

@@ -23,6 +23,7 @@ import org.deeplearning4j.nn.conf.layers.LSTM;
 import org.deeplearning4j.nn.conf.layers.Layer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.conf.layers.PoolingType;
+import org.deeplearning4j.nn.conf.layers.Subsampling1DLayer;
 import org.deeplearning4j.nn.conf.layers.RnnLossLayer;
 import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
 import org.deeplearning4j.nn.conf.layers.recurrent.LastTimeStep;
@@ -89,7 +90,8 @@ class SequenceCurvatureTest {
         DENSE_OVER_TIME(BruteForce.Loss.MCXENT, 3, true, RNNFormat.NCW, false, false),
         LSTM_DENSE_OVER_TIME_ALIGN_END(BruteForce.Loss.MSE, 2, true, RNNFormat.NCW, true, false),
         CONVOLUTIONS_1D(BruteForce.Loss.MCXENT, 3, true, RNNFormat.NCW, false, false),
-        CONVOLUTION_1D_LSTM_POOLING(BruteForce.Loss.XENT, 2, false, RNNFormat.NCW, true, false);
+        CONVOLUTION_1D_LSTM_POOLING(BruteForce.Loss.XENT, 2, false, RNNFormat.NCW, true, false),
+        CONVOLUTION_1D_MAX_POOLING_1D(BruteForce.Loss.MCXENT, 3, true, RNNFormat.NCW, true, false);
 
         final BruteForce.Loss loss;
         final int classes;
@@ -163,6 +165,12 @@ class SequenceCurvatureTest {
                             new LSTM.Builder().nOut(4).activation(Activation.TANH).build(),
                             new GlobalPoolingLayer.Builder(PoolingType.AVG).build(),
                             new OutputLayer.Builder(function).activation(activation).nOut(classes).build()};
+                case CONVOLUTION_1D_MAX_POOLING_1D:
+                    return new Layer[] {new Convolution1DLayer.Builder(2).nOut(4).convolutionMode(ConvolutionMode.Same)
+                            .activation(Activation.TANH).build(),
+                            new Subsampling1DLayer.Builder(org.deeplearning4j.nn.conf.layers.SubsamplingLayer.PoolingType.MAX, 2, 1).convolutionMode(ConvolutionMode.Same)
+                                    .build(),
+                            new RnnOutputLayer.Builder(function).activation(activation).nOut(classes).build()};
                 default:
                     throw new IllegalStateException();
             }
@@ -291,7 +299,7 @@ class SequenceCurvatureTest {
     }
 
     /**
-     * The 1D resizing layers between a 1D convolution and per-step outputs (T = 5 → 4 → 8 → 5 → 6 steps), with
+     * The 1D resizing layers between a 1D convolution and per-step outputs (T = 5 → 4 → 8 → 5 → 6 → 3 steps), with
      * a label mask: the GGN diagonals against the Jacobian reference.
      */
     @Test
@@ -303,6 +311,7 @@ class SequenceCurvatureTest {
                             new org.deeplearning4j.nn.conf.layers.Upsampling1D.Builder(2).build(),
                             new org.deeplearning4j.nn.conf.layers.convolutional.Cropping1D.Builder(2, 1).build(),
                             new org.deeplearning4j.nn.conf.layers.ZeroPadding1DLayer.Builder(0, 1).build(),
+                            new Subsampling1DLayer.Builder(org.deeplearning4j.nn.conf.layers.SubsamplingLayer.PoolingType.AVG, 2, 2).build(),
                             new RnnOutputLayer.Builder(loss).activation(activation).nOut(3).build())
                     .setInputType(InputType.recurrent(3, T)).build());
             net.init();
@@ -354,11 +363,12 @@ class SequenceCurvatureTest {
     /**
      * A feature mask without a label mask: DL4J zeroes the dense layers' outputs at the masked steps, whose
      * labels still count (the output layer sees zero inputs there), so the dense layers' parameters get
-     * nothing from those steps and the output layer's bias does.
+     * nothing from those steps and the output layer's bias does. Likewise through a 1D max pooling layer
+     * (with masked heads, its window at a masked step reaches a real step).
      */
-    @Test
-    void aFeatureMaskAloneZeroesTheDenseOutputsAtMaskedSteps() {
-        Case c = Case.DENSE_OVER_TIME;
+    @ParameterizedTest
+    @EnumSource(value = Case.class, names = {"DENSE_OVER_TIME", "CONVOLUTION_1D_MAX_POOLING_1D"})
+    void aFeatureMaskAloneZeroesTheDenseOutputsAtMaskedSteps(Case c) {
         MultiLayerNetwork net = c.build(DataType.DOUBLE);
         MultiLayerNetwork ref = c.reference(net);
         INDArray x = c.features();

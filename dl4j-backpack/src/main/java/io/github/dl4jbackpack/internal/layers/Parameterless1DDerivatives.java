@@ -6,6 +6,7 @@ import org.deeplearning4j.nn.layers.convolution.Cropping1DLayer;
 import org.deeplearning4j.nn.layers.convolution.ZeroPadding1DLayer;
 import org.deeplearning4j.nn.layers.convolution.subsampling.Subsampling1DLayer;
 import org.deeplearning4j.nn.layers.convolution.upsampling.Upsampling1D;
+import org.deeplearning4j.nn.conf.layers.PoolingType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
@@ -19,7 +20,12 @@ import java.util.List;
  * their gradients (a {@code Subsampling1DLayer} multiplies the gradient it receives by its reduced
  * feature mask, as its forward step does its output). Second order: the padding, cropping and upsampling
  * layers are linear reshapings whose input Jacobian-transpose products are written out here; the pooling
- * layer's is not implemented, so the curvature extensions refuse it.
+ * layer's is DL4J's 2D pooling backward operation on the series seen as {@code [N, C, T, 1]} images, as DL4J's
+ * layer computes it. (DL4J's layer would multiply its output and gradient by its reduced feature mask if one were
+ * set on it, but networks never set one: its {@code feedForwardMaskArray} reduces the mask for the layers above
+ * without keeping it.) Max and average pooling are piecewise linear, so they have no Hessian residual; p-norm
+ * pooling has one, and the Hessian is refused through it. Pooling laid out channels last is refused for
+ * curvature.
  */
 public final class Parameterless1DDerivatives implements LayerDerivatives {
 
@@ -48,20 +54,34 @@ public final class Parameterless1DDerivatives implements LayerDerivatives {
         return false;
     }
 
-    /** @return whether the curvature extensions know this layer's input Jacobian (all but the pooling layer) */
-    private boolean linearReshaping() {
-        return type != Subsampling1DLayer.class;
+    private boolean pooling() {
+        return type == Subsampling1DLayer.class;
     }
 
     @Override
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return linearReshaping() ? null
-                : "curvature extensions do not support " + kindName() + " yet (first-order extensions do)";
+        if (pooling() && poolingConf(layer).getCnn2dDataFormat() != org.deeplearning4j.nn.conf.CNN2DFormat.NCHW) {
+            return "curvature extensions do not support Subsampling1DLayer with data format "
+                    + poolingConf(layer).getCnn2dDataFormat() + " (NCHW is supported)";
+        }
+        return hessian && pooling() && poolingConf(layer).getPoolingType() == PoolingType.PNORM
+                ? "the Hessian residual of p-norm pooling over time (Subsampling1DLayer) is not implemented; the "
+                + "generalised Gauss-Newton extensions and the Kronecker factors of the layers around it are" : null;
     }
 
     @Override
     public boolean supportsSequences(Layer layer) {
-        return linearReshaping();
+        return true;
+    }
+
+    /** Max pooling routes by the input, and DL4J's pooling operation works per example. */
+    @Override
+    public boolean jacobianVariesByExample(Layer layer) {
+        return pooling();
+    }
+
+    private static org.deeplearning4j.nn.conf.layers.Subsampling1DLayer poolingConf(Layer layer) {
+        return (org.deeplearning4j.nn.conf.layers.Subsampling1DLayer) layer.conf().getLayer();
     }
 
     /**
@@ -90,7 +110,22 @@ public final class Parameterless1DDerivatives implements LayerDerivatives {
             long size = factor.size(2) / length;
             return factor.dup('c').reshape('c', rows, channels, length, size).sum(3);
         }
-        throw new UnsupportedOperationException(secondOrderUnsupported(record.layer(), false));
+        if (conf instanceof org.deeplearning4j.nn.conf.layers.Subsampling1DLayer) {
+            return poolingInputJacobianTranspose(record, factor);
+        }
+        throw new IllegalStateException("no input Jacobian for " + conf.getClass().getSimpleName());
+    }
+
+    /** The pooling layer's product: DL4J's 2D pooling backward step on {@code [R, C, T, 1]}. */
+    private static INDArray poolingInputJacobianTranspose(RecordedLayer record, INDArray factor) {
+        org.deeplearning4j.nn.conf.layers.Subsampling1DLayer conf = poolingConf(record.layer());
+        long rows = factor.size(0);
+        INDArray x = record.input().castTo(factor.dataType());
+        INDArray image = Columns.repeatPerColumn(x.reshape('c', x.size(0), x.size(1), x.size(2), 1),
+                rows / x.size(0));
+        INDArray gradient = factor.dup('c').reshape('c', rows, factor.size(1), factor.size(2), 1);
+        INDArray out = SubsamplingDerivatives.poolBackward(conf, image, gradient, conf.getPnorm());
+        return out.reshape('c', rows, x.size(1), x.size(2));
     }
 
     /** @return the kinds of the four layers */

@@ -94,7 +94,7 @@ public final class SubsamplingDerivatives implements LayerDerivatives {
      * @param pnorm the order of p-norm pooling (ignored for max and average pooling)
      * @return the gradients at the input
      */
-    private static INDArray poolBackward(org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf, INDArray x,
+    static INDArray poolBackward(org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf, INDArray x,
                                          INDArray gradient, int pnorm) {
         int[] kernel = conf.getKernelSize();
         int[] strides = conf.getStride();
