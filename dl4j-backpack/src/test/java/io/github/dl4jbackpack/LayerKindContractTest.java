@@ -205,6 +205,24 @@ class LayerKindContractTest {
                         .nOut(3).activation(Activation.TANH).build(), series),
                 new Entry("SimpleRnn", () -> new org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn.Builder()
                         .nOut(3).activation(Activation.TANH).build(), series),
+                new Entry("Bidirectional CONCAT around LSTM", () -> new org.deeplearning4j.nn.conf.layers.recurrent
+                        .Bidirectional(org.deeplearning4j.nn.conf.layers.recurrent.Bidirectional.Mode.CONCAT,
+                        new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(3).activation(Activation.TANH)
+                                .build()), series),
+                new Entry("Bidirectional MUL around SimpleRnn", () -> new org.deeplearning4j.nn.conf.layers.recurrent
+                        .Bidirectional(org.deeplearning4j.nn.conf.layers.recurrent.Bidirectional.Mode.MUL,
+                        new org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn.Builder().nOut(3)
+                                .activation(Activation.TANH).build()), series),
+                new Entry("Bidirectional AVERAGE around LSTM NWC", () -> new org.deeplearning4j.nn.conf.layers
+                        .recurrent.Bidirectional(org.deeplearning4j.nn.conf.layers.recurrent.Bidirectional.Mode.AVERAGE,
+                        new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(3).activation(Activation.TANH)
+                                .dataFormat(RNNFormat.NWC).build()), nwcSeries),
+                new Entry("MaskZeroLayer around LSTM", () -> new org.deeplearning4j.nn.conf.layers.util.MaskZeroLayer(
+                        new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(3).activation(Activation.TANH)
+                                .build(), 0.0), series),
+                new Entry("TimeDistributed dense (sigmoid)", () -> new org.deeplearning4j.nn.conf.layers.recurrent
+                        .TimeDistributed(new org.deeplearning4j.nn.conf.layers.DenseLayer.Builder().nOut(3)
+                        .activation(Activation.SIGMOID).build(), RNNFormat.NCW), series),
                 new Entry("LastTimeStep around LSTM", () -> new org.deeplearning4j.nn.conf.layers.recurrent.LastTimeStep(
                         new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(3).activation(Activation.TANH)
                                 .build()), series),
@@ -331,6 +349,13 @@ class LayerKindContractTest {
             folded[0] = n * columns;
             System.arraycopy(withColumns, 1, folded, 1, withColumns.length - 1);
             org.deeplearning4j.nn.api.Layer layer = net.getLayer(1);
+            if (layer instanceof org.deeplearning4j.nn.layers.recurrent.BidirectionalLayer) {
+                // the network's feedForward clears the outputs a MUL wrapper keeps for its backward step
+                org.deeplearning4j.nn.workspace.LayerWorkspaceMgr mgr = org.deeplearning4j.nn.workspace
+                        .LayerWorkspaceMgr.noWorkspaces();
+                layer.setInput(input, mgr);
+                layer.activate(true, mgr);
+            }
             Node node = topology(net).node(1);
             LayerDerivatives kind = LayerKinds.of(layer).orElseThrow();
             RecordedLayer record = new RecordedLayer(node, layer, kind, input, null, null, null, output.shape());

@@ -201,8 +201,10 @@ public class InterceptingLayer extends BaseWrapperLayer {
         }
         try {
             boolean flattenedSteps = flattenedSteps(pass);
+            INDArray recordedInput = !pass.needsCurvature(node) || kind == null || flattenedSteps ? underlying.input()
+                    : kind.curvatureInput(underlying, underlying.input(), pass.batchSize());
             if (pass.needsCurvature(node) && !flattenedSteps
-                    && underlying.input().size(0) != pass.batchSize() * pass.copies(node)) {
+                    && recordedInput.size(0) != pass.batchSize() * pass.copies(node)) {
                 throw new UnsupportedOperationException(node.describe() + " sees " + underlying.input().size(0)
                         + " rows in a batch of " + pass.batchSize() + ": curvature extensions support the flattened "
                         + "steps of NCW series only in hidden DenseLayer, ActivationLayer and DropoutLayer");
@@ -216,7 +218,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
                 long[] outputShape = epsilon != null ? epsilon.shape().clone() : sequenceOutput != null ? sequenceOutput
                         : original.getLayer() instanceof CnnLossLayer ? underlying.input().shape().clone()
                         : step.preActivation.shape().clone();
-                RecordedLayer record = new RecordedLayer(node, underlying, kind, underlying.input(), step.preActivation,
+                RecordedLayer record = new RecordedLayer(node, underlying, kind, recordedInput, step.preActivation,
                         step.dropoutMask, residualGradient(pass, epsilon), outputShape);
                 record.setRunningStatistics(runningForward);
                 record.setBatchStatisticsAsConstants(batchConstants);

@@ -37,8 +37,16 @@ import java.util.Set;
  *
  * <p>The forward and backward layers are private fields of DL4J 1.0.0-M2.1's {@code BidirectionalLayer}
  * without accessors, as are the outputs MUL keeps: they are read by reflection. Not supported: a wrapped
- * {@code LastTimeStep} (DL4J's backward step reverses the gradient of its two-dimensional output), wrapped
- * kinds with a fused activation, and second-order extensions.
+ * {@code LastTimeStep} (DL4J's backward step reverses the gradient of its two-dimensional output) and wrapped
+ * kinds with a fused activation.
+ *
+ * <p>Curvature (the generalised Gauss-Newton extensions, where the wrapped kind supports them on sequences):
+ * factor columns {@code s} at the wrapper output are split as the gradient is (the MUL mode's factors
+ * {@code s ⊙ y^b} and {@code s ⊙ y^f} are the linearisation of the product), the backward layer's part reversed
+ * in time, and each part goes through its layer's kind: its input Jacobian-transpose product (the backward
+ * layer's reversed back in time, then the two added) and its curvature under its prefix. The layers' inputs
+ * are the wrapper's and its reversal, so a wrapped layer with input dropout is refused for curvature, as is
+ * the Hessian (the MUL product has a residual of its own, and recurrent kinds refuse it).
  */
 public final class BidirectionalKind extends FirstOrderWrapperKind {
 
@@ -112,40 +120,134 @@ public final class BidirectionalKind extends FirstOrderWrapperKind {
     public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
         Layer forward = forwardLayer(layer);
         Layer backward = backwardLayer(layer);
+        INDArray[] gradients = split(layer, outputGradient, outputGradient.size(0));
+        Map<String, FirstOrderTerms> parts = new LinkedHashMap<>();
+        parts.put(BidirectionalParamInitializer.FORWARD_PREFIX, wrapped.firstOrder(forward, forward.input(), gradients[0]));
+        parts.put(BidirectionalParamInitializer.BACKWARD_PREFIX,
+                wrapped.firstOrder(backward, backward.input(), gradients[1]));
+        return new PrefixedTerms(parts);
+    }
+
+    @Override
+    public boolean supportsSequences(Layer layer) {
+        return wrapped.supportsSequences(forwardLayer(layer));
+    }
+
+    @Override
+    public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        if (!wrapped.supportsSequences(forwardLayer(layer))) {
+            return super.secondOrderUnsupported(layer, hessian);
+        }
+        if (hessian) {
+            return "the Hessian through Bidirectional (" + wrapped.kindName() + ") is not implemented; the "
+                    + "generalised Gauss-Newton extensions (DiagGGNExact, DiagGGNMC and their per-example versions) are";
+        }
+        if (forwardLayer(layer).conf().getLayer().getIDropout() != null) {
+            return "curvature extensions do not support Bidirectional around a layer with input dropout";
+        }
+        return wrapped.secondOrderUnsupported(forwardLayer(layer), false);
+    }
+
+    @Override
+    public String noKroneckerFactors(Layer layer) {
+        return "the Kronecker factors of Bidirectional (" + wrapped.kindName() + ") are not implemented";
+    }
+
+    /** The two wrapped layers' records, their inputs the wrapper's and its reversal in time. */
+    private RecordedLayer[] innerRecords(RecordedLayer record) {
+        return record.cachedValue("bidirectionalInner", () -> {
+            Layer layer = record.layer();
+            boolean nwc = conf(layer).getRNNDataFormat() == RNNFormat.NWC;
+            INDArray input = record.input();
+            long n = record.batchSize();
+            long steps = input.size(nwc ? 1 : 2);
+            long units = ((org.deeplearning4j.nn.conf.layers.FeedForwardLayer) forwardLayer(layer).conf().getLayer())
+                    .getNOut();
+            long[] shape = nwc ? new long[] {n, steps, units} : new long[] {n, units, steps};
+            return new RecordedLayer[] {
+                    new RecordedLayer(record.node(), forwardLayer(layer), wrapped, input, null, null, null, shape),
+                    new RecordedLayer(record.node(), backwardLayer(layer), wrapped, reversed(input, nwc), null, null,
+                            null, shape)};
+        });
+    }
+
+    /** @return a series reversed in time (whole arrays, as DL4J reverses them), in its layout, as a new array */
+    private static INDArray reversed(INDArray series, boolean nwc) {
+        INDArray ncw = nwc ? series.permute(0, 2, 1) : series;
+        INDArray out = TimeSeriesUtils.reverseTimeSeries(ncw.dup('c'));
+        return innerLayout(out, nwc);
+    }
+
+    /**
+     * @param layer the wrapper
+     * @param columns columns at the wrapper output, {@code [R, H', T]} ({@code [R, T, H']} in NWC), R a multiple
+     *     of N with the rows of one example adjacent
+     * @param n N
+     * @return the forward and backward layers' columns at their outputs, each in their layout, the backward
+     *     layer's reversed in time (as DL4J's backward step splits the gradient, for columns one per example)
+     */
+    private static INDArray[] split(Layer layer, INDArray columns, long n) {
         boolean nwc = conf(layer).getRNNDataFormat() == RNNFormat.NWC;
-        INDArray epsilon = nwc ? outputGradient.permute(0, 2, 1) : outputGradient;
-        INDArray forwardGradient;
-        INDArray backwardGradient;
+        INDArray s = nwc ? columns.permute(0, 2, 1) : columns;
+        INDArray forward;
+        INDArray backward;
         switch (conf(layer).getMode()) {
             case ADD:
-                forwardGradient = epsilon;
-                backwardGradient = epsilon;
+                forward = s;
+                backward = s;
                 break;
             case AVERAGE:
-                forwardGradient = epsilon.mul(0.5);
-                backwardGradient = forwardGradient;
+                forward = s.mul(0.5);
+                backward = forward;
                 break;
             case MUL:
-                // DL4J's outputs of its forward step, [N, H, T], the backward one reversed back
-                forwardGradient = epsilon.mul(keptOutput(layer, "outBwd"));
-                backwardGradient = epsilon.mul(keptOutput(layer, "outFwd"));
+                long repeats = s.size(0) / n;
+                forward = s.mul(Columns.repeatPerColumn(keptOutput(layer, "outBwd").castTo(s.dataType()), repeats));
+                backward = s.mul(Columns.repeatPerColumn(keptOutput(layer, "outFwd").castTo(s.dataType()), repeats));
                 break;
             case CONCAT:
-                long units = epsilon.size(1) / 2;
-                forwardGradient = epsilon.get(NDArrayIndex.all(), NDArrayIndex.interval(0, units), NDArrayIndex.all());
-                backwardGradient = epsilon.get(NDArrayIndex.all(), NDArrayIndex.interval(units, 2 * units),
-                        NDArrayIndex.all());
+                long units = s.size(1) / 2;
+                forward = s.get(NDArrayIndex.all(), NDArrayIndex.interval(0, units), NDArrayIndex.all());
+                backward = s.get(NDArrayIndex.all(), NDArrayIndex.interval(units, 2 * units), NDArrayIndex.all());
                 break;
             default:
                 throw new IllegalStateException("unknown Bidirectional mode " + conf(layer).getMode());
         }
-        backwardGradient = TimeSeriesUtils.reverseTimeSeries(backwardGradient);
-        Map<String, FirstOrderTerms> parts = new LinkedHashMap<>();
-        parts.put(BidirectionalParamInitializer.FORWARD_PREFIX,
-                wrapped.firstOrder(forward, forward.input(), innerLayout(forwardGradient, nwc)));
-        parts.put(BidirectionalParamInitializer.BACKWARD_PREFIX,
-                wrapped.firstOrder(backward, backward.input(), innerLayout(backwardGradient, nwc)));
-        return new PrefixedTerms(parts);
+        return new INDArray[] {innerLayout(forward, nwc),
+                innerLayout(TimeSeriesUtils.reverseTimeSeries(backward.dup('c')), nwc)};
+    }
+
+    /** {@inheritDoc} The two layers' products, the backward layer's reversed back in time, added. */
+    @Override
+    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
+        RecordedLayer[] inner = innerRecords(record);
+        INDArray[] parts = split(record.layer(), factor, record.batchSize());
+        INDArray forward = wrapped.inputJacobianTranspose(inner[0], parts[0]);
+        INDArray backward = wrapped.inputJacobianTranspose(inner[1], parts[1]);
+        return forward.addi(reversed(backward, conf(record.layer()).getRNNDataFormat() == RNNFormat.NWC));
+    }
+
+    @Override
+    public long scratchFeatures(RecordedLayer record) {
+        RecordedLayer[] inner = innerRecords(record);
+        return wrapped.scratchFeatures(inner[0]) + wrapped.scratchFeatures(inner[1])
+                + 4 * (record.outputFeatures() + record.inputFeatures());
+    }
+
+    @Override
+    public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        RecordedLayer[] inner = innerRecords(record);
+        long n = factor.size(0);
+        long v = factor.size(1);
+        long[] folded = record.outputShape();
+        folded[0] = n * v;
+        INDArray[] parts = split(record.layer(), factor.reshape('c', folded), n);
+        long[] shape = inner[0].outputShape();
+        long[] unfolded = {n, v, shape[1], shape[2]};
+        wrapped.accumulateCurvature(inner[0], parts[0].reshape('c', unfolded), sign,
+                sink.prefixed(BidirectionalParamInitializer.FORWARD_PREFIX));
+        wrapped.accumulateCurvature(inner[1], parts[1].reshape('c', unfolded), sign,
+                sink.prefixed(BidirectionalParamInitializer.BACKWARD_PREFIX));
     }
 
     private static INDArray keptOutput(Layer layer, String name) {

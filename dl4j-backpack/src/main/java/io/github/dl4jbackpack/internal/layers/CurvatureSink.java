@@ -22,6 +22,8 @@ public final class CurvatureSink {
     /** Where a folding view forwards to, or null. */
     private final CurvatureSink target;
     private final long copies;
+    /** What a prefixing view puts before parameter names, or null. */
+    private final String prefix;
 
     /**
      * @param diagonal whether to accumulate the diagonal
@@ -29,16 +31,25 @@ public final class CurvatureSink {
      * @param outputFactor whether to accumulate the output-side Kronecker factor
      */
     public CurvatureSink(boolean diagonal, boolean perExample, boolean outputFactor) {
-        this(diagonal, perExample, outputFactor, null, 1);
+        this(diagonal, perExample, outputFactor, null, 1, null);
     }
 
     private CurvatureSink(boolean diagonal, boolean perExample, boolean outputFactor, CurvatureSink target,
-                          long copies) {
+                          long copies, String prefix) {
         this.diagonal = diagonal;
         this.perExample = perExample;
         this.outputFactor = outputFactor;
         this.target = target;
         this.copies = copies;
+        this.prefix = prefix;
+    }
+
+    /**
+     * @param namePrefix what to put before every parameter name (a wrapper's sub-layer, e.g. {@code "f"})
+     * @return a view that adds here under the prefixed names
+     */
+    public CurvatureSink prefixed(String namePrefix) {
+        return new CurvatureSink(diagonal, perExample, outputFactor, this, 1, namePrefix);
     }
 
     /**
@@ -48,7 +59,7 @@ public final class CurvatureSink {
      *     values are not per example
      */
     public CurvatureSink foldingCopies(long k) {
-        return k == 1 || !perExample ? this : new CurvatureSink(diagonal, true, outputFactor, this, k);
+        return k == 1 || !perExample ? this : new CurvatureSink(diagonal, true, outputFactor, this, k, null);
     }
 
     /** @return whether the diagonal is wanted */
@@ -71,6 +82,10 @@ public final class CurvatureSink {
      * @param contribution a fresh array, parameter-shaped or {@code [N, *p]} as {@link #perExample()}
      */
     public void add(String param, INDArray contribution) {
+        if (prefix != null) {
+            target.add(prefix + param, contribution);
+            return;
+        }
         if (target != null) {
             long[] shape = contribution.shape();
             long[] split = new long[shape.length + 1];
@@ -90,6 +105,9 @@ public final class CurvatureSink {
 
     /** @param contribution a fresh {@code [nOut, nOut]} array to add to the output-side factor */
     public void addOutputFactor(INDArray contribution) {
+        if (prefix != null) {
+            throw new IllegalStateException("the output-side factor of a prefixed part is not defined");
+        }
         if (factor == null) {
             factor = ScratchWorkspace.outside(contribution);
         } else {

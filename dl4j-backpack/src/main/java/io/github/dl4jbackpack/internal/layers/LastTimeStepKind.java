@@ -7,7 +7,6 @@ import org.deeplearning4j.nn.layers.recurrent.LastTimeStepLayer;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
-import java.util.Set;
 
 /**
  * DL4J's {@code LastTimeStep} wrapper: the wrapped recurrent layer's output read at each sequence's last
@@ -18,14 +17,15 @@ import java.util.Set;
  * kinds differentiate their own activations). The curvature extensions pass it where they pass the wrapped
  * layer on sequences: factor columns at the output are placed at the last real steps in the same way.
  */
-public final class LastTimeStepKind extends FirstOrderWrapperKind {
+public final class LastTimeStepKind extends SingleLayerWrapperKind {
 
     /** @param wrapped the kind of the wrapped layer */
     LastTimeStepKind(LayerDerivatives wrapped) {
         super(wrapped);
     }
 
-    private static Layer inner(Layer layer) {
+    @Override
+    protected Layer inner(Layer layer) {
         return ((LastTimeStepLayer) layer).getUnderlying();
     }
 
@@ -42,16 +42,6 @@ public final class LastTimeStepKind extends FirstOrderWrapperKind {
     @Override
     public boolean matches(Layer layer) {
         return layer instanceof LastTimeStepLayer && wrapped.matches(inner(layer));
-    }
-
-    @Override
-    public String unsupportedConfiguration(Layer layer) {
-        return unsupportedWrapped(inner(layer));
-    }
-
-    @Override
-    public Set<String> trainableParameters(Layer layer) {
-        return wrapped.trainableParameters(inner(layer));
     }
 
     /** The wrapped layer's terms, for the output gradient placed at each sequence's last real step. */
@@ -76,7 +66,7 @@ public final class LastTimeStepKind extends FirstOrderWrapperKind {
      * @return the rows placed at the last real step of their sequence, zero elsewhere, {@code [N·V, H, T]}
      *     ({@code [N·V, T, H]} in NWC layout)
      */
-    private static INDArray atLastSteps(Layer layer, INDArray rows, long steps, long repeats) {
+    private INDArray atLastSteps(Layer layer, INDArray rows, long steps, long repeats) {
         INDArray expanded = placedAtSteps(rows, lastSteps(layer.getMaskArray(), rows.size(0) / repeats, steps), steps);
         if (nwc(inner(layer))) {
             expanded = expanded.permute(0, 2, 1).dup('c');
@@ -100,22 +90,6 @@ public final class LastTimeStepKind extends FirstOrderWrapperKind {
         }
         return rows.reshape('c', count, units, 1).broadcast(count, units, steps)
                 .mul(hot.reshape('c', count, 1, steps).broadcast(count, units, steps));
-    }
-
-    @Override
-    public boolean supportsSequences(Layer layer) {
-        return wrapped.supportsSequences(inner(layer));
-    }
-
-    @Override
-    public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return wrapped.supportsSequences(inner(layer)) ? wrapped.secondOrderUnsupported(inner(layer), hessian)
-                : super.secondOrderUnsupported(layer, hessian);
-    }
-
-    @Override
-    public String noKroneckerFactors(Layer layer) {
-        return wrapped.noKroneckerFactors(inner(layer));
     }
 
     /** @return the wrapped layer's record (its input is the wrapper's), kept with the wrapper's */

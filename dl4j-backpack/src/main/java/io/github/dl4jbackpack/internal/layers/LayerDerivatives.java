@@ -218,6 +218,18 @@ public interface LayerDerivatives {
     }
 
     /**
+     * @param layer a layer of this kind
+     * @param input the input DL4J's layer keeps
+     * @param examples N
+     * @return the input the curvature extensions keep in the layer's record, batch axis first with N rows: the
+     *     same array, but for kinds whose layer keeps its input in another form (a wrapper that moves the time
+     *     steps into rows)
+     */
+    default INDArray curvatureInput(Layer layer, INDArray input, long examples) {
+        return input;
+    }
+
+    /**
      * Jacobian-transpose product w.r.t. the layer input.
      *
      * @param record the layer's record

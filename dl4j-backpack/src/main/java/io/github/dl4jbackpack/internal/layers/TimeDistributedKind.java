@@ -29,6 +29,13 @@ import java.util.Set;
  * (its gradient differs from the sum of single-sequence gradients). The kind follows DL4J, so the terms still
  * sum to DL4J's gradient. The rows' terms are the dense kind's over steps
  * ({@link LayerDerivatives#firstOrderOfRows}). Only DenseLayer with an elementwise activation is supported.
+ *
+ * <p>Curvature (the generalised Gauss-Newton extensions): the record keeps the dense layer's input as a series
+ * {@code [N, nIn, T]} ({@link #curvatureInput}); factor columns {@code s} at the wrapper output become
+ * {@code m ⊙ act'(z) ⊙ s} at the dense layer's pre-activation at every step, and the dense kind's series form
+ * (a hidden dense layer at every step) takes them from there: {@code Σ_t x_t c_tᵀ} per column for the
+ * parameters, {@code W c_t} at the input. A dense layer with input dropout, the Hessian (the activation's
+ * residual) and Kronecker factors are refused.
  */
 public final class TimeDistributedKind extends FirstOrderWrapperKind {
 
@@ -88,7 +95,7 @@ public final class TimeDistributedKind extends FirstOrderWrapperKind {
     public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
         Layer dense = inner(layer);
         // the wrapper's conf() is the dense layer's: the layout is a private field of the implementation
-        boolean nwc = LayerSettings.read(TimeDistributedLayer.class, layer, "rnnDataFormat") == RNNFormat.NWC;
+        boolean nwc = nwc(layer);
         long n = outputGradient.size(0);
         long steps = nwc ? outputGradient.size(1) : outputGradient.size(2);
         long nOut = nwc ? outputGradient.size(2) : outputGradient.size(1);
@@ -115,6 +122,102 @@ public final class TimeDistributedKind extends FirstOrderWrapperKind {
     public FirstOrderTerms firstOrderOfRows(Layer layer, INDArray input, INDArray outputGradient,
                                             boolean runningStatistics, long rows) {
         return firstOrder(layer, input, outputGradient);
+    }
+
+    private static boolean nwc(Layer layer) {
+        return LayerSettings.read(TimeDistributedLayer.class, layer, "rnnDataFormat") == RNNFormat.NWC;
+    }
+
+    @Override
+    public boolean supportsSequences(Layer layer) {
+        return true;
+    }
+
+    @Override
+    public String secondOrderUnsupported(Layer layer, boolean hessian) {
+        if (hessian) {
+            return "the Hessian through TimeDistributed (the residual of its dense layer's activation) is not "
+                    + "implemented; the generalised Gauss-Newton extensions (DiagGGNExact, DiagGGNMC and their "
+                    + "per-example versions) are";
+        }
+        if (inner(layer).conf().getLayer().getIDropout() != null) {
+            return "curvature extensions do not support TimeDistributed around a layer with input dropout";
+        }
+        return null;
+    }
+
+    /** {@inheritDoc} DL4J's dense layer keeps rows {@code n·T + t}; the record keeps {@code [N, nIn, T]}. */
+    @Override
+    public INDArray curvatureInput(Layer layer, INDArray input, long examples) {
+        long steps = input.size(0) / examples;
+        try (org.nd4j.linalg.api.memory.MemoryWorkspace ignored = org.nd4j.linalg.factory.Nd4j.getMemoryManager()
+                .scopeOutOfWorkspaces()) {
+            return input.reshape('c', examples, steps, input.size(1)).permute(0, 2, 1).dup('c');
+        }
+    }
+
+    /** @return the dense layer's record over the series, {@code [N, nIn, T]} in, {@code [N, nOut, T]} out */
+    private RecordedLayer denseRecord(RecordedLayer record) {
+        return record.cachedValue("timeDistributedDense", () -> {
+            INDArray x = record.input();
+            long nOut = inner(record.layer()).getParam(DenseDerivatives.W).size(1);
+            return new RecordedLayer(record.node(), inner(record.layer()), wrapped, x, null, null, null,
+                    new long[] {x.size(0), nOut, x.size(2)});
+        });
+    }
+
+    /**
+     * @param record the wrapper's record
+     * @param type the columns' data type
+     * @return {@code m ⊙ act'(z)} of the dense layer over the series, {@code [N, nOut, T]}
+     */
+    private INDArray outputScale(RecordedLayer record, org.nd4j.linalg.api.buffer.DataType type) {
+        return record.cached("timeDistributedScale" + type, () -> {
+            Layer dense = inner(record.layer());
+            INDArray x = record.input().castTo(type);
+            long n = x.size(0);
+            long steps = x.size(2);
+            INDArray rows = x.permute(0, 2, 1).dup('c').reshape('c', n * steps, x.size(1));
+            INDArray z = DenseDerivatives.gemm(rows, false, dense.getParam(DenseDerivatives.W).castTo(type), false);
+            long nOut = z.size(1);
+            if (dense.paramTable().containsKey(DenseDerivatives.B)) {
+                z.addiRowVector(dense.getParam(DenseDerivatives.B).castTo(type).reshape(1, nOut));
+            }
+            INDArray scale = ElementwiseActivations.firstDerivative(activationOfInner(record.layer()), z);
+            if (dense.getMaskArray() != null) {
+                // DL4J's row mask, one value per row n·T + t as the rows are
+                scale.muliColumnVector(dense.getMaskArray().castTo(type).reshape('c', n * steps, 1));
+            }
+            return scale.reshape('c', n, steps, nOut).permute(0, 2, 1).dup('c');
+        });
+    }
+
+    /** @return columns at the wrapper output, {@code [R, nOut, T]} (NWC {@code [R, T, nOut]}), at the dense z */
+    private INDArray atPreActivation(RecordedLayer record, INDArray columns) {
+        INDArray ncw = nwc(record.layer()) ? columns.permute(0, 2, 1) : columns;
+        return Columns.timesPerExample(ncw.dup('c'), outputScale(record, columns.dataType()));
+    }
+
+    @Override
+    public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
+        INDArray in = wrapped.inputJacobianTranspose(denseRecord(record), atPreActivation(record, factor));
+        return nwc(record.layer()) ? in.permute(0, 2, 1).dup('c') : in;
+    }
+
+    @Override
+    public long scratchFeatures(RecordedLayer record) {
+        return 4 * (record.inputFeatures() + record.outputFeatures());
+    }
+
+    @Override
+    public void accumulateCurvature(RecordedLayer record, INDArray factor, double sign, CurvatureSink sink) {
+        long n = factor.size(0);
+        long v = factor.size(1);
+        long[] folded = record.outputShape();
+        folded[0] = n * v;
+        INDArray columns = atPreActivation(record, factor.reshape('c', folded));
+        wrapped.accumulateCurvature(denseRecord(record), columns.reshape('c', n, v, columns.size(1), columns.size(2)),
+                sign, sink);
     }
 
     /** @return rows {@code n·T + t} reordered to {@code t·N + n}, as a new array */

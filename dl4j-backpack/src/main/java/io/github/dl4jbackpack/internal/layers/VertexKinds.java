@@ -25,7 +25,8 @@ public final class VertexKinds {
             new StackDerivatives(),
             new UnstackDerivatives(),
             new LastTimeStepVertexDerivatives(),
-            new DuplicateToTimeSeriesDerivatives());
+            new DuplicateToTimeSeriesDerivatives(),
+            new ReverseTimeSeriesDerivatives());
 
     private VertexKinds() {
     }
