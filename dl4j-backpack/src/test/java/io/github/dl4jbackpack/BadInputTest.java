@@ -7,6 +7,7 @@ import io.github.dl4jbackpack.extensions.BatchL2Grad;
 import io.github.dl4jbackpack.extensions.Variance;
 import org.deeplearning4j.nn.conf.BackpropType;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
+import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.BatchNormalization;
@@ -102,17 +103,24 @@ class BadInputTest {
     }
 
     @Test
-    void truncatedBpttAndTimeSeriesIntoDenseLayersAreRejected() {
-        MultiLayerConfiguration conf = new NeuralNetConfiguration.Builder().dataType(DataType.DOUBLE)
-                .list(new LSTM.Builder().nIn(3).nOut(4).build(),
-                        new RnnOutputLayer.Builder(LossFunction.MCXENT).nIn(4).nOut(2).activation(Activation.SOFTMAX).build())
-                .backpropType(BackpropType.TruncatedBPTT).tBPTTLength(3)
-                .build();
-        MultiLayerNetwork net = new MultiLayerNetwork(conf);
+    void truncatedBpttInAGraphAndTimeSeriesIntoDenseLayersAreRejected() {
+        ComputationGraph net = new ComputationGraph(new NeuralNetConfiguration.Builder().dataType(DataType.DOUBLE)
+                .graphBuilder().addInputs("in")
+                .addLayer("lstm", new LSTM.Builder().nIn(3).nOut(4).build(), "in")
+                .addLayer("out", new RnnOutputLayer.Builder(LossFunction.MCXENT).nIn(4).nOut(2)
+                        .activation(Activation.SOFTMAX).dataFormat(org.deeplearning4j.nn.conf.RNNFormat.NCW).build(),
+                        "lstm")
+                .setOutputs("out").backpropType(BackpropType.TruncatedBPTT).tBPTTForwardLength(3)
+                .tBPTTBackwardLength(3).build());
         net.init();
         INDArray x = Nd4j.rand(DataType.DOUBLE, 2, 3, 5);
         INDArray y = Nd4j.zeros(DataType.DOUBLE, 2, 2, 5);
-        assertThrows(UnsupportedLayerException.class, () -> BackPackNetwork.extend(net).backward(x, y, new BatchGrad()));
+        INDArray before = net.params().dup();
+        UnsupportedLayerException refused = assertThrows(UnsupportedLayerException.class,
+                () -> BackPackNetwork.extend(net).backward(new INDArray[] {x}, new INDArray[] {y}, new BatchGrad()));
+        assertTrue(refused.getMessage().contains("truncated backpropagation through time in a ComputationGraph"),
+                refused.getMessage());
+        assertEquals(before, net.params());
 
         MultiLayerNetwork ff = TestNets.build(DataType.DOUBLE, InputType.feedForward(5), out());
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,

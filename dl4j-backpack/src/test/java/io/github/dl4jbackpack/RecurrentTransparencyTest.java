@@ -77,11 +77,54 @@ class RecurrentTransparencyTest {
         assertEquals(plain.rnnTimeStep(x), extended.rnnTimeStep(x), "after clearing the state");
     }
 
+    /** After a pass with extensions (the library's layers then stand in the network), stored state still works. */
+    @ParameterizedTest
+    @EnumSource(WorkspaceMode.class)
+    void stepByStepInferenceAfterAPassWithExtensionsIsBitIdentical(WorkspaceMode mode) {
+        MultiLayerNetwork plain = network(mode, BackpropType.Standard);
+        MultiLayerNetwork extended = plain.clone();
+        BackPackNetwork bp = BackPackNetwork.extend(extended);
+        bp.backward(batch(), new io.github.dl4jbackpack.extensions.BatchL2Grad());
+        INDArray x = batch().getFeatures();
+        for (int t = 0; t < 7; t++) {
+            INDArray step = x.get(org.nd4j.linalg.indexing.NDArrayIndex.all(), org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(t, t + 1)).dup();
+            assertEquals(plain.rnnTimeStep(step), extended.rnnTimeStep(step), "step " + t);
+        }
+        assertEquals(plain.rnnGetPreviousState(0), extended.rnnGetPreviousState(0), "stored state");
+    }
+
     @ParameterizedTest
     @EnumSource(WorkspaceMode.class)
     void truncatedBpttTrainingIsBitIdentical(WorkspaceMode mode) {
         MultiLayerNetwork plain = network(mode, BackpropType.TruncatedBPTT);
         MultiLayerNetwork extended = plain.clone();
+        BackPackNetwork.extend(extended);
+        DataSet batch = batch();
+        for (int i = 0; i < 3; i++) {
+            plain.fit(batch);
+            extended.fit(batch);
+            assertEquals(plain.score(), extended.score(), 0.0, "score " + i);
+            assertEquals(plain.params(), extended.params(), "parameters after fit " + i);
+        }
+    }
+
+    /** A graph trained with truncated BPTT (DL4J's graph calls the recurrent layers' truncated backward step). */
+    @ParameterizedTest
+    @EnumSource(WorkspaceMode.class)
+    void graphTruncatedBpttTrainingIsBitIdentical(WorkspaceMode mode) {
+        ComputationGraph plain = new ComputationGraph(new NeuralNetConfiguration.Builder().seed(7)
+                .dataType(DataType.DOUBLE).updater(new Adam(1e-2)).trainingWorkspaceMode(mode)
+                .inferenceWorkspaceMode(mode).graphBuilder()
+                .addInputs("in")
+                .addLayer("lstm", new LSTM.Builder().nOut(5).activation(Activation.TANH).build(), "in")
+                .addLayer("rnn", new SimpleRnn.Builder().nOut(4).activation(Activation.TANH).build(), "lstm")
+                .addLayer("out", new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(2)
+                        .build(), "rnn")
+                .setOutputs("out").setInputTypes(InputType.recurrent(3))
+                .backpropType(BackpropType.TruncatedBPTT).tBPTTForwardLength(3).tBPTTBackwardLength(2).build());
+        plain.init();
+        ComputationGraph extended = plain.clone();
         BackPackNetwork.extend(extended);
         DataSet batch = batch();
         for (int i = 0; i < 3; i++) {

@@ -166,8 +166,11 @@ public abstract class NetworkAccess {
         if (frozen(plain)) {
             return plain;
         }
-        return plain instanceof IOutputLayer && node.isOutput()
-                ? new InterceptingOutputLayer(plain, node, interceptor)
+        if (plain instanceof IOutputLayer && node.isOutput()) {
+            return new InterceptingOutputLayer(plain, node, interceptor);
+        }
+        return plain instanceof org.deeplearning4j.nn.api.layers.RecurrentLayer
+                ? new InterceptingRecurrentLayer(plain, node, interceptor)
                 : new InterceptingLayer(plain, node, interceptor);
     }
 

@@ -104,11 +104,15 @@ public final class Validation {
             return List.of();
         }
         Topology topology = access.topology();
-        if (access.backpropType() != BackpropType.Standard) {
+        if (access.backpropType() != BackpropType.Standard
+                && access.model() instanceof org.deeplearning4j.nn.graph.ComputationGraph) {
+            // a MultiLayerNetwork's truncated pass takes the recurrent layers' standard backward step, which the
+            // kinds replay; a graph's takes their truncated one (from the carried state, cut at tbpttBackLength)
             for (Extension<?> e : extensions) {
                 add(problems, new Problem("network", access.model().getClass().getSimpleName(), e.name(),
-                        "backprop type " + access.backpropType() + " (truncated backpropagation through time) is "
-                                + "not supported", "BackpropType.Standard"));
+                        "truncated backpropagation through time in a ComputationGraph is not supported (DL4J's graph "
+                                + "takes the recurrent layers' truncated backward step, which the library does not "
+                                + "replay)", "BackpropType.Standard, or truncated BPTT in a MultiLayerNetwork"));
             }
         }
         for (Node output : topology.outputs()) {
