@@ -94,6 +94,27 @@ class RecurrentTransparencyTest {
         assertEquals(plain.rnnGetPreviousState(0), extended.rnnGetPreviousState(0), "stored state");
     }
 
+    /** Wrapped recurrent layers (DL4J reaches through its wrappers to the recurrent layer's stored state). */
+    @ParameterizedTest
+    @EnumSource(WorkspaceMode.class)
+    void stepByStepInferenceThroughRecurrentWrappersIsBitIdentical(WorkspaceMode mode) {
+        MultiLayerNetwork plain = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(7)
+                .dataType(DataType.DOUBLE).trainingWorkspaceMode(mode).inferenceWorkspaceMode(mode)
+                .list(new org.deeplearning4j.nn.conf.layers.util.MaskZeroLayer(new LSTM.Builder().nOut(5)
+                                .activation(Activation.TANH).build(), 0.0),
+                        new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(2).build())
+                .setInputType(InputType.recurrent(3)).build());
+        plain.init();
+        MultiLayerNetwork extended = plain.clone();
+        BackPackNetwork.extend(extended).backward(batch(), new io.github.dl4jbackpack.extensions.BatchL2Grad());
+        INDArray x = batch().getFeatures();
+        for (int t = 0; t < 7; t++) {
+            INDArray step = x.get(org.nd4j.linalg.indexing.NDArrayIndex.all(), org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(t, t + 1)).dup();
+            assertEquals(plain.rnnTimeStep(step), extended.rnnTimeStep(step), "step " + t);
+        }
+    }
+
     @ParameterizedTest
     @EnumSource(WorkspaceMode.class)
     void truncatedBpttTrainingIsBitIdentical(WorkspaceMode mode) {

@@ -127,6 +127,30 @@ public class InterceptingLayer extends BaseWrapperLayer {
         underlying.setConf(original);
     }
 
+    /** @return the DL4J layer this wrapper stands for, the one the network held before the library's */
+    public Layer plain() {
+        return underlying;
+    }
+
+    /**
+     * {@inheritDoc} What DL4J reaches for through a wrapper: its networks look one wrapper deep for a recurrent
+     * layer's stored state (step-by-step inference, the stored-state forward pass of truncated BPTT, reading and
+     * clearing the state). Where the wrapped layer is itself a wrapper around a recurrent layer
+     * ({@code MaskZeroLayer}, {@code LastTimeStep}), DL4J would find that recurrent layer through it, so this
+     * returns it; otherwise the wrapped layer. The library reads the wrapped layer with {@link #plain()}.
+     */
+    @Override
+    public Layer getUnderlying() {
+        if (underlying instanceof BaseWrapperLayer
+                && !(underlying instanceof org.deeplearning4j.nn.api.layers.RecurrentLayer)) {
+            Layer inner = ((BaseWrapperLayer) underlying).getUnderlying();
+            if (inner instanceof org.deeplearning4j.nn.api.layers.RecurrentLayer) {
+                return inner;
+            }
+        }
+        return underlying;
+    }
+
     /** @return the shared state of the network this layer belongs to */
     public Interceptor interceptor() {
         return interceptor;

@@ -34,7 +34,7 @@ public abstract class NetworkAccess {
     static final Topology.LayerResolver RESOLVER = new Topology.LayerResolver() {
         @Override
         public Layer plain(Layer layer) {
-            return layer instanceof InterceptingLayer ? ((InterceptingLayer) layer).getUnderlying() : layer;
+            return layer instanceof InterceptingLayer ? ((InterceptingLayer) layer).plain() : layer;
         }
 
         @Override
@@ -222,7 +222,7 @@ public abstract class NetworkAccess {
             for (int i = 0; i < layers.length; i++) {
                 if (layers[i] instanceof InterceptingLayer) {
                     ((InterceptingLayer) layers[i]).uninstall();
-                    layers[i] = ((InterceptingLayer) layers[i]).getUnderlying();
+                    layers[i] = ((InterceptingLayer) layers[i]).plain();
                     changed = true;
                 }
             }
@@ -335,7 +335,7 @@ public abstract class NetworkAccess {
                 if (v instanceof LayerVertex && v.getLayer() instanceof InterceptingLayer) {
                     InterceptingLayer w = (InterceptingLayer) v.getLayer();
                     w.uninstall();
-                    replace((LayerVertex) v, w.getUnderlying());
+                    replace((LayerVertex) v, w.plain());
                 }
             }
         }
