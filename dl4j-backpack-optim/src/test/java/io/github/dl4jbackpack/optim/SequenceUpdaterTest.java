@@ -85,8 +85,18 @@ class SequenceUpdaterTest {
                 for (String param : reference.getLayer(layer).paramTable().keySet()) {
                     INDArray theta = reference.getParam(layer + "_" + param);
                     INDArray gradient = reference.gradient().getGradientFor(layer + "_" + param).div(N);
-                    INDArray expected = PreconditionedUpdaterTest.expectedStep(rule, q, String.valueOf(layer), param,
-                            theta, gradient, 0);
+                    INDArray expected;
+                    if (theta.rank() == 4) {
+                        // DL4J computes with a 1D convolution's weight [nOut, nIn, k, 1] as the row-major
+                        // [k·nIn, nOut] matrix of the same memory, which its factors A ⊗ B are over
+                        long[] matrix = {theta.length() / theta.size(0), theta.size(0)};
+                        INDArray step = PreconditionedUpdaterTest.expectedStep(rule, q, String.valueOf(layer), param,
+                                theta.dup('c').reshape('c', matrix), gradient.dup('c').reshape('c', matrix), 0);
+                        expected = step.dup('c').reshape('c', theta.shape());
+                    } else {
+                        expected = PreconditionedUpdaterTest.expectedStep(rule, q, String.valueOf(layer), param, theta,
+                                gradient, 0);
+                    }
                     INDArray actual = net.getParam(layer + "_" + param);
                     double scale = expected.sub(theta).amaxNumber().doubleValue();
                     double diff = expected.sub(actual).amaxNumber().doubleValue();
@@ -110,11 +120,34 @@ class SequenceUpdaterTest {
         return net;
     }
 
+    /** A 1D convolution (k = 2, causal), then a softmax at every step: its weight shared over the steps. */
+    static MultiLayerNetwork convolutionNetwork(IUpdater updater, long seed) {
+        MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(seed)
+                .dataType(DataType.DOUBLE).updater(updater)
+                .list(new org.deeplearning4j.nn.conf.layers.Convolution1DLayer.Builder(2).nOut(3)
+                                .convolutionMode(org.deeplearning4j.nn.conf.ConvolutionMode.Causal)
+                                .activation(Activation.TANH).build(),
+                        new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(3).build())
+                .setInputType(InputType.recurrent(2, T)).build());
+        net.init();
+        return net;
+    }
+
     @Test
     void kroneckerStepOnSequencesOfDenseLayersEqualsTheStepComputedByHand() {
+        kroneckerStepEqualsTheStepComputedByHand(SequenceUpdaterTest::perStepNetwork);
+    }
+
+    @Test
+    void kroneckerStepOnSequencesOfOneDimensionalConvolutionsEqualsTheStepComputedByHand() {
+        kroneckerStepEqualsTheStepComputedByHand(SequenceUpdaterTest::convolutionNetwork);
+    }
+
+    private static void kroneckerStepEqualsTheStepComputedByHand(
+            java.util.function.BiFunction<IUpdater, Long, MultiLayerNetwork> build) {
         for (PreconditionedUpdater rule : new PreconditionedUpdater[] {KroneckerUpdater.kflr(0.1, 0.1),
                 KroneckerUpdater.kfac(0.1, 0.1, 2)}) {
-            MultiLayerNetwork net = perStepNetwork(rule, 3);
+            MultiLayerNetwork net = build.apply(rule, 3L);
             MultiLayerNetwork reference = net.clone();
             DataSet data = batch(4);
             Nd4j.getRandom().setSeed(99);
@@ -126,9 +159,21 @@ class SequenceUpdaterTest {
             for (int layer = 0; layer < 2; layer++) {
                 for (String param : reference.getLayer(layer).paramTable().keySet()) {
                     INDArray theta = reference.getParam(layer + "_" + param);
-                    INDArray gradient = reference.gradient().getGradientFor(layer + "_" + param).div(N);
-                    INDArray expected = PreconditionedUpdaterTest.expectedStep(rule, q, String.valueOf(layer), param,
-                            theta, gradient, 0);
+                    // (DL4J hands a 1D convolution's weight gradient as [nOut, nIn, k], its parameter [nOut, nIn, k, 1])
+                    INDArray gradient = reference.gradient().getGradientFor(layer + "_" + param).div(N)
+                            .reshape('c', theta.shape());
+                    INDArray expected;
+                    if (theta.rank() == 4) {
+                        // DL4J computes with a 1D convolution's weight [nOut, nIn, k, 1] as the row-major
+                        // [k·nIn, nOut] matrix of the same memory, which its factors A ⊗ B are over
+                        long[] matrix = {theta.length() / theta.size(0), theta.size(0)};
+                        INDArray step = PreconditionedUpdaterTest.expectedStep(rule, q, String.valueOf(layer), param,
+                                theta.dup('c').reshape('c', matrix), gradient.dup('c').reshape('c', matrix), 0);
+                        expected = step.dup('c').reshape('c', theta.shape());
+                    } else {
+                        expected = PreconditionedUpdaterTest.expectedStep(rule, q, String.valueOf(layer), param, theta,
+                                gradient, 0);
+                    }
                     INDArray actual = net.getParam(layer + "_" + param);
                     double scale = expected.sub(theta).amaxNumber().doubleValue();
                     double diff = expected.sub(actual).amaxNumber().doubleValue();
