@@ -49,11 +49,11 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
  */
 class TruncatedBpttTest {
 
-    private static final int N = 3;
-    private static final int IN = 3;
-    private static final int CLASSES = 3;
-    private static final int T = 8;
-    private static final int SEGMENT = 3;
+    static final int N = 3;
+    static final int IN = 3;
+    static final int CLASSES = 3;
+    static final int T = 8;
+    static final int SEGMENT = 3;
     private static final int[] LENGTHS = {8, 4, 7};
     private DataType before;
 
@@ -81,11 +81,11 @@ class TruncatedBpttTest {
         return net;
     }
 
-    private static INDArray features() {
+    static INDArray features() {
         return TestNets.features(DataType.DOUBLE, 3, N, IN, T);
     }
 
-    private static INDArray labels() {
+    static INDArray labels() {
         java.util.Random r = new java.util.Random(5);
         INDArray y = Nd4j.zeros(DataType.DOUBLE, N, CLASSES, T);
         for (int n = 0; n < N; n++) {
@@ -96,7 +96,7 @@ class TruncatedBpttTest {
         return y;
     }
 
-    private static INDArray mask() {
+    static INDArray mask() {
         INDArray m = Nd4j.zeros(DataType.DOUBLE, N, T);
         for (int n = 0; n < N; n++) {
             m.get(NDArrayIndex.point(n), NDArrayIndex.interval(0, LENGTHS[n])).assign(1.0);
@@ -105,13 +105,13 @@ class TruncatedBpttTest {
     }
 
     /** @return the steps of segment k of a series {@code [N, ·, T]} or a mask {@code [N, T]}, rows from..to */
-    private static INDArray segment(INDArray a, int k, int from, int to) {
+    static INDArray segment(INDArray a, int k, int from, int to) {
         INDArrayIndex steps = NDArrayIndex.interval(k * SEGMENT, Math.min(T, (k + 1) * SEGMENT));
         INDArrayIndex rows = NDArrayIndex.interval(from, to);
         return (a.rank() == 2 ? a.get(rows, steps) : a.get(rows, NDArrayIndex.all(), steps)).dup();
     }
 
-    private static int segments() {
+    static int segments() {
         return (T + SEGMENT - 1) / SEGMENT;
     }
 

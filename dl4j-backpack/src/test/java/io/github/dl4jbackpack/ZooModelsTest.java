@@ -19,7 +19,6 @@ import io.github.dl4jbackpack.extensions.SumGradSquared;
 import io.github.dl4jbackpack.extensions.Variance;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.api.Model;
-import org.deeplearning4j.nn.conf.BackpropType;
 import org.deeplearning4j.nn.conf.InputPreProcessor;
 import org.deeplearning4j.nn.conf.dropout.Dropout;
 import org.deeplearning4j.nn.conf.dropout.IDropout;
@@ -1015,13 +1014,11 @@ class ZooModelsTest {
         }
 
         private final List<Node> nodes;
-        private final boolean truncatedBptt;
         private final boolean[] region;
         private final int[] regionConsumers;
 
-        private Expectation(List<Node> nodes, boolean truncatedBptt) {
+        private Expectation(List<Node> nodes) {
             this.nodes = nodes;
-            this.truncatedBptt = truncatedBptt;
             int count = nodes.size();
             boolean[] fromParams = new boolean[count];
             for (int i = 0; i < count; i++) {
@@ -1064,8 +1061,7 @@ class ZooModelsTest {
                             net.getLayerWiseConfigurations().getInputPreProcess(i),
                             i == 0 ? List.of() : List.of(i - 1), i == layers.length - 1));
                 }
-                // truncated BPTT is supported in a MultiLayerNetwork
-                return new Expectation(nodes, false);
+                return new Expectation(nodes);
             }
             ComputationGraph g = (ComputationGraph) model;
             GraphVertex[] vertices = g.getVertices();
@@ -1090,7 +1086,7 @@ class ZooModelsTest {
                         v instanceof LayerVertex ? ((LayerVertex) v).getLayerPreProcessor() : null, inputs,
                         outputs.contains(v.getVertexName())));
             }
-            return new Expectation(nodes, g.getConfiguration().getBackpropType() != BackpropType.Standard);
+            return new Expectation(nodes);
         }
 
         /** @return the DL4J type name of a node ("network" parts: the model's) */
@@ -1262,9 +1258,6 @@ class ZooModelsTest {
             boolean secondOrder = !FIRST_ORDER.contains(e);
             boolean hessian = HESSIAN.contains(e);
             Map<String, String> out = new LinkedHashMap<>();
-            if (truncatedBptt) {
-                out.put("network", "truncated BPTT in a graph");
-            }
             for (int i = 0; i < nodes.size(); i++) {
                 Node n = nodes.get(i);
                 if (n.output() && !(n.layer() instanceof org.deeplearning4j.nn.api.layers.IOutputLayer)) {

@@ -14,10 +14,12 @@ import java.util.Map;
 /**
  * The wrapper of a recurrent layer: a {@link RecurrentLayer} itself, so that DL4J treats it as it treats the
  * wrapped layer wherever it asks ({@code instanceof RecurrentLayer}): step-by-step inference with the stored
- * state, the state carried between the segments of truncated backpropagation through time, and a graph's
- * truncated backward step ({@code tbpttBackpropGradient}), all delegated to the wrapped layer. Passes with
- * extensions never take the truncated backward step of a graph (they are refused on such graphs before they
- * run); if DL4J took it in one, the pass fails rather than produce quantities of another gradient.
+ * state, clearing it (a graph clears only the layers that are {@code RecurrentLayer}s, also between the fits
+ * of truncated backpropagation through time), the state carried between segments, and the truncated backward
+ * step ({@code tbpttBackpropGradient}), all delegated to the wrapped layer. DL4J 1.0.0-M2.1 takes the truncated
+ * step only in a graph's {@code backpropGradient(epsilons)}, which starts no pass with extensions (its training
+ * passes take the standard step); if DL4J took it in one, the pass fails rather than produce quantities of
+ * another gradient.
  */
 public final class InterceptingRecurrentLayer extends InterceptingLayer implements RecurrentLayer {
 

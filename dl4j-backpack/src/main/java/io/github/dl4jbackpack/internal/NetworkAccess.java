@@ -7,7 +7,6 @@ import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.api.Trainable;
 import org.deeplearning4j.nn.api.layers.IOutputLayer;
-import org.deeplearning4j.nn.conf.BackpropType;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.graph.vertex.GraphVertex;
@@ -114,9 +113,6 @@ public abstract class NetworkAccess {
 
     /** @return DL4J's score of the last pass */
     public abstract double score();
-
-    /** @return the backprop type of the configuration */
-    public abstract BackpropType backpropType();
 
     /** @return DL4J's iteration count */
     public abstract int iteration();
@@ -256,11 +252,6 @@ public abstract class NetworkAccess {
         }
 
         @Override
-        public BackpropType backpropType() {
-            return net.getLayerWiseConfigurations().getBackpropType();
-        }
-
-        @Override
         public int iteration() {
             return net.getIterationCount();
         }
@@ -361,11 +352,6 @@ public abstract class NetworkAccess {
         @Override
         public double score() {
             return graph.score();
-        }
-
-        @Override
-        public BackpropType backpropType() {
-            return graph.getConfiguration().getBackpropType();
         }
 
         @Override

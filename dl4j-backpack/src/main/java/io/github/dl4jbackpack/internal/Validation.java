@@ -15,7 +15,6 @@ import io.github.dl4jbackpack.internal.layers.ReshapeDerivatives;
 import io.github.dl4jbackpack.internal.layers.VertexDerivatives;
 import io.github.dl4jbackpack.internal.layers.VertexKinds;
 import io.github.dl4jbackpack.internal.losses.LossCurvatures;
-import org.deeplearning4j.nn.conf.BackpropType;
 import org.deeplearning4j.nn.conf.InputPreProcessor;
 import org.deeplearning4j.nn.conf.preprocessor.CnnToFeedForwardPreProcessor;
 import org.deeplearning4j.nn.conf.preprocessor.FeedForwardToCnnPreProcessor;
@@ -104,17 +103,6 @@ public final class Validation {
             return List.of();
         }
         Topology topology = access.topology();
-        if (access.backpropType() != BackpropType.Standard
-                && access.model() instanceof org.deeplearning4j.nn.graph.ComputationGraph) {
-            // a MultiLayerNetwork's truncated pass takes the recurrent layers' standard backward step, which the
-            // kinds replay; a graph's takes their truncated one (from the carried state, cut at tbpttBackLength)
-            for (Extension<?> e : extensions) {
-                add(problems, new Problem("network", access.model().getClass().getSimpleName(), e.name(),
-                        "truncated backpropagation through time in a ComputationGraph is not supported (DL4J's graph "
-                                + "takes the recurrent layers' truncated backward step, which the library does not "
-                                + "replay)", "BackpropType.Standard, or truncated BPTT in a MultiLayerNetwork"));
-            }
-        }
         for (Node output : topology.outputs()) {
             if (output.isFrozen()) {
                 for (Extension<?> e : extensions) {
