@@ -77,6 +77,44 @@ class RecurrentTransparencyTest {
         assertEquals(plain.rnnTimeStep(x), extended.rnnTimeStep(x), "after clearing the state");
     }
 
+    /**
+     * A pass with first-order extensions leaves DL4J's gradient and score bit-identical (the library hands an LSTM
+     * DL4J's own forward pass for its backward step, computed once): LSTM and SimpleRnn, and an LSTM read at its
+     * last step.
+     */
+    @ParameterizedTest
+    @EnumSource(WorkspaceMode.class)
+    void gradientOfAPassWithFirstOrderExtensionsIsBitIdentical(WorkspaceMode mode) {
+        MultiLayerNetwork lastStep = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(7)
+                .dataType(DataType.DOUBLE).trainingWorkspaceMode(mode).inferenceWorkspaceMode(mode)
+                .list(new LSTM.Builder().nOut(5).activation(Activation.TANH).build(),
+                        new org.deeplearning4j.nn.conf.layers.recurrent.LastTimeStep(new LSTM.Builder().nOut(4)
+                                .activation(Activation.TANH).gateActivationFunction(Activation.HARDSIGMOID).build()),
+                        new OutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(2).build())
+                .setInputType(InputType.recurrent(3)).build());
+        lastStep.init();
+        DataSet batch = batch();
+        DataSet perSequence = new DataSet(batch.getFeatures(), batch.getLabels().get(
+                org.nd4j.linalg.indexing.NDArrayIndex.all(), org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                org.nd4j.linalg.indexing.NDArrayIndex.point(0)).dup(), batch.getFeaturesMaskArray(), null);
+        for (MultiLayerNetwork plain : new MultiLayerNetwork[] {network(mode, BackpropType.Standard), lastStep}) {
+            DataSet data = plain == lastStep ? perSequence : batch;
+            MultiLayerNetwork extended = plain.clone();
+            BackPackNetwork bp = BackPackNetwork.extend(extended);
+            for (int pass = 0; pass < 2; pass++) {
+                plain.setInput(data.getFeatures());
+                plain.setLabels(data.getLabels());
+                plain.setLayerMaskArrays(data.getFeaturesMaskArray(), data.getLabelsMaskArray());
+                plain.computeGradientAndScore();
+                plain.clearLayerMaskArrays();
+                bp.backward(data, new io.github.dl4jbackpack.extensions.BatchL2Grad(),
+                        new io.github.dl4jbackpack.extensions.Variance());
+                assertEquals(plain.score(), extended.score(), 0.0, "score, pass " + pass);
+                assertEquals(plain.gradient().gradient(), extended.gradient().gradient(), "gradient, pass " + pass);
+            }
+        }
+    }
+
     /** After a pass with extensions (the library's layers then stand in the network), stored state still works. */
     @ParameterizedTest
     @EnumSource(WorkspaceMode.class)

@@ -4,6 +4,7 @@ package io.github.dl4jbackpack.internal;
 import io.github.dl4jbackpack.internal.graph.Node;
 import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import io.github.dl4jbackpack.internal.layers.ElementwiseActivations;
+import io.github.dl4jbackpack.internal.layers.FirstOrderTerms;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
 import io.github.dl4jbackpack.internal.layers.LayerKinds;
 import io.github.dl4jbackpack.internal.layers.RecordedLayer;
@@ -344,18 +345,27 @@ public class InterceptingLayer extends BaseWrapperLayer {
                         .getActivationFn()).map(this::lossOfOutput).orElse(null));
             }
             if (kind != null && kind.hasParameters()) {
-                computeExtensions(pass, lossRecorder.preActivationGradient(), result.getFirst());
+                computeExtensions(pass, lossRecorder.preActivationGradient(), result.getFirst(), null);
             }
             return new Step(result, lossRecorder.preActivation(), lossRecorder.dropoutMask());
         }
         // hidden layers apply their input dropout in the forward pass; the backward step clears the mask
         INDArray mask = curvature ? Detached.copy(liveDropoutMask()) : null;
         if (activationRecorder == null) {
-            Pair<Gradient, INDArray> result = underlyingBackprop(epsilon, workspaceMgr);
-            if (kind != null && io.github.dl4jbackpack.internal.curvature.CurvaturePass.isParametric(node)
-                    && kind.activation(underlying) == null) {
-                // no activation inside the layer (BatchNormalization): ∂L/∂z is the incoming gradient
-                computeExtensions(pass, epsilon, result.getFirst());
+            boolean extensions = kind != null && io.github.dl4jbackpack.internal.curvature.CurvaturePass.isParametric(node)
+                    && kind.activation(underlying) == null;
+            FirstOrderTerms shared = extensions ? sharedFirstOrder(pass, epsilon, workspaceMgr) : null;
+            Pair<Gradient, INDArray> result;
+            try {
+                result = underlyingBackprop(epsilon, workspaceMgr);
+            } finally {
+                if (shared != null) {
+                    kind.afterSharedBackward(underlying);
+                }
+            }
+            if (extensions) {
+                // no activation inside the layer (BatchNormalization, recurrent layers): ∂L/∂z is the incoming gradient
+                computeExtensions(pass, epsilon, result.getFirst(), shared);
             }
             return new Step(result, null, mask);
         }
@@ -366,7 +376,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
         } finally {
             activationRecorder.stop();
         }
-        computeExtensions(pass, activationRecorder.preActivationGradient(), result.getFirst());
+        computeExtensions(pass, activationRecorder.preActivationGradient(), result.getFirst(), null);
         return new Step(result, activationRecorder.preActivation(), mask);
     }
 
@@ -419,10 +429,26 @@ public class InterceptingLayer extends BaseWrapperLayer {
     }
 
     /**
+     * @return the kind's first-order terms computed before DL4J's backward step, sharing values with it
+     *     ({@link LayerDerivatives#firstOrderSharingForward}), or null (then computed after the step)
+     */
+    private FirstOrderTerms sharedFirstOrder(BackwardPass pass, INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
+        if (!pass.needsFirstOrder() || runningForward || batchConstants || rowsPerExample(pass) != 1) {
+            return null;
+        }
+        INDArray outputGradient;
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            outputGradient = epsilon.div(pass.batchSize());
+        }
+        return kind.firstOrderSharingForward(underlying, underlying.input(), outputGradient, workspaceMgr);
+    }
+
+    /**
      * Lets the pass's first-order extensions compute this layer's values in the first-order scratch
      * workspace, outside DL4J's workspaces.
      */
-    private void computeExtensions(BackwardPass pass, INDArray summedLossGradient, Gradient gradient) {
+    private void computeExtensions(BackwardPass pass, INDArray summedLossGradient, Gradient gradient,
+                                   FirstOrderTerms shared) {
         if (!pass.needsFirstOrder()) {
             return;
         }
@@ -431,7 +457,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
                      interceptor.firstOrderScratch())) {
             INDArray outputGradient = summedLossGradient.div(pass.batchSize());
             pass.computeAt(new LayerBackprop(node.name(), pass.batchSize(), underlying, kind, underlying.input(),
-                    outputGradient, gradient, rowsPerExample(pass), runningForward));
+                    outputGradient, gradient, rowsPerExample(pass), runningForward, shared));
             interceptor.learnFirstOrderScratch(scratch.used());
         }
     }

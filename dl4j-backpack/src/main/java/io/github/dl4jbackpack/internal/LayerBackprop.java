@@ -41,8 +41,10 @@ final class LayerBackprop implements LayerSignals {
     private FirstOrderTerms firstOrder;
 
     LayerBackprop(String layerName, long batchSize, Layer layer, LayerDerivatives kind, INDArray input,
-                  INDArray outputGradient, Gradient summedGradient, long copies, boolean runningStatistics) {
+                  INDArray outputGradient, Gradient summedGradient, long copies, boolean runningStatistics,
+                  FirstOrderTerms shared) {
         this.copies = copies;
+        this.firstOrder = shared;
         this.runningStatistics = runningStatistics;
         this.layerName = layerName;
         this.batchSize = batchSize;

@@ -52,6 +52,21 @@ public final class LastTimeStepKind extends SingleLayerWrapperKind {
         return wrapped.firstOrder(inner, input, atLastSteps(layer, outputGradient, steps, 1));
     }
 
+    /** The wrapped layer's shared terms, for the output gradient placed at each sequence's last real step. */
+    @Override
+    public FirstOrderTerms firstOrderSharingForward(Layer layer, INDArray input, INDArray outputGradient,
+                                                    org.deeplearning4j.nn.workspace.LayerWorkspaceMgr workspaceMgr) {
+        Layer inner = inner(layer);
+        long steps = input.size(nwc(inner) ? 1 : 2);
+        return wrapped.firstOrderSharingForward(inner, input, atLastSteps(layer, outputGradient, steps, 1),
+                workspaceMgr);
+    }
+
+    @Override
+    public void afterSharedBackward(Layer layer) {
+        wrapped.afterSharedBackward(inner(layer));
+    }
+
     /** @return whether the wrapped layer's series are laid out {@code [N, T, H]} */
     private static boolean nwc(Layer inner) {
         // DL4J's own reading of the layout, which also knows the Bidirectional configuration

@@ -71,6 +71,32 @@ public interface LayerDerivatives {
     }
 
     /**
+     * First-order terms computed before DL4J's backward step of the layer, sharing values with that step (an
+     * LSTM's forward pass, which DL4J's step would otherwise recompute), or null when the kind does not share
+     * (then {@link #firstOrder} is called after DL4J's step). DL4J's step must compute exactly what it computes
+     * without the sharing.
+     *
+     * @param layer the DL4J layer, before its backward step
+     * @param input the layer input as DL4J uses it
+     * @param outputGradient {@code ∂L/∂y} of the mean loss at the layer output
+     * @param workspaceMgr the workspace manager of DL4J's backward step
+     * @return the terms, or null
+     */
+    default FirstOrderTerms firstOrderSharingForward(Layer layer, INDArray input, INDArray outputGradient,
+                                                     LayerWorkspaceMgr workspaceMgr) {
+        return null;
+    }
+
+    /**
+     * After DL4J's backward step of a layer for which {@link #firstOrderSharingForward} returned terms (also when
+     * the step failed): whatever was handed to the layer for that step and not taken is withdrawn.
+     *
+     * @param layer the DL4J layer
+     */
+    default void afterSharedBackward(Layer layer) {
+    }
+
+    /**
      * First-order terms of a layer that sees every example in k rows, row {@code j·N + n} being example
      * n's j-th (the copies a {@code StackVertex} stacks; the time steps DL4J's
      * {@code RnnToFeedForwardPreProcessor} flattens a sequence into): example n's gradient is the sum over

@@ -5,7 +5,10 @@ import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.RNNFormat;
 import org.deeplearning4j.nn.conf.layers.AbstractLSTM;
 import org.deeplearning4j.nn.layers.recurrent.GravesLSTM;
+import org.deeplearning4j.nn.layers.recurrent.FwdPassReturn;
 import org.deeplearning4j.nn.layers.recurrent.LSTM;
+import org.deeplearning4j.nn.layers.recurrent.LSTMHelpers;
+import org.deeplearning4j.nn.conf.CacheMode;
 import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.activations.impl.ActivationRReLU;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -233,15 +236,65 @@ public final class LstmDerivatives implements LayerDerivatives {
         INDArray x = (nwc ? input.permute(0, 2, 1) : input).castTo(type);
         INDArray epsilon = nwc ? outputGradient.permute(0, 2, 1) : outputGradient;
         Forward forward = new Forward(layer, x);
-        Backward replay = new Backward(forward, epsilon, 1);
+        return terms(layer, forward, new Backward(forward, epsilon, 1));
+    }
+
+    /** @return the per-sequence terms of the replayed gradient */
+    private static FirstOrderTerms terms(Layer layer, Forward forward, Backward replay) {
         Map<String, long[]> shapes = new LinkedHashMap<>();
         layer.paramTable().forEach((name, value) -> shapes.put(name, value.shape()));
         OuterProductTerms terms = new OuterProductTerms()
-                .weight(W, replay.delta, x, LstmDerivatives::transposed)
+                .weight(W, replay.delta, forward.x, LstmDerivatives::transposed)
                 .weight(RW, replay.delta, forward.previousOutputs, LstmDerivatives::transposed)
                 .bias(B, replay.delta, g -> g.reshape('c', g.rank() == 1 ? shapes.get(B)
                         : UnfoldedConvolutionDerivatives.withBatchAxis(g.size(0), shapes.get(B))));
         return replay.peepholes == null ? terms : new PeepholeTerms(terms, replay.peepholes);
+    }
+
+    /**
+     * {@inheritDoc} For an LSTM (NCW, without mask, input dropout, weight noise or platform helper): DL4J's own
+     * forward pass for its backward step ({@code LSTMHelpers.activateHelper}, called as the layer calls it),
+     * computed once, replayed backwards here first (DL4J's step changes some of its values in place), then handed
+     * to the layer, which takes it instead of computing it again ({@code cachedFwdPass}): DL4J's step computes
+     * exactly what it computes without the sharing, and neither forward pass is computed twice.
+     */
+    @Override
+    public FirstOrderTerms firstOrderSharingForward(Layer layer, INDArray input, INDArray outputGradient,
+                                                    org.deeplearning4j.nn.workspace.LayerWorkspaceMgr workspaceMgr) {
+        if (!sharesForward(layer)) {
+            return null;
+        }
+        LSTM lstm = (LSTM) layer;
+        AbstractLSTM conf = conf(layer);
+        FwdPassReturn fwd = LSTMHelpers.activateHelper(lstm, lstm.conf(), conf.getGateActivationFn(), lstm.input(),
+                lstm.getParam(RW), lstm.getParam(W), lstm.getParam(B), true, null, null, true, true, W, null, false,
+                null, CacheMode.NONE, workspaceMgr, conf.isHelperAllowFallback());
+        FirstOrderTerms terms;
+        try (org.nd4j.linalg.api.memory.MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            DataType type = outputGradient.dataType();
+            Forward forward = new Forward(layer, lstm.input().castTo(type).dup('c'), fwd);
+            terms = terms(layer, forward, new Backward(forward, outputGradient, 1));
+        }
+        LayerSettings.write(LSTM.class, layer, "cachedFwdPass", fwd);
+        return terms;
+    }
+
+    /** {@inheritDoc} The forward pass handed to the layer is withdrawn if DL4J's step did not take it. */
+    @Override
+    public void afterSharedBackward(Layer layer) {
+        if (layer instanceof LSTM) {
+            LayerSettings.write(LSTM.class, layer, "cachedFwdPass", null);
+        }
+    }
+
+    /** @return whether DL4J's forward pass of the layer can be shared with its backward step as it is */
+    private static boolean sharesForward(Layer layer) {
+        AbstractLSTM conf = conf(layer);
+        return layer.getClass() == LSTM.class && conf.getRnnDataFormat() != RNNFormat.NWC
+                && conf.getIDropout() == null && conf.getWeightNoise() == null && layer.getMaskArray() == null
+                && layer.input() != null && layer.input().rank() == 3
+                && LayerSettings.read(LSTM.class, layer, "helper") == null
+                && LayerSettings.read(LSTM.class, layer, "cachedFwdPass") == null;
     }
 
     /** @return {@code [O, K]} as {@code [K, O]}, or {@code [n, O, K]} as {@code [n, K, O]} */
@@ -268,6 +321,47 @@ public final class LstmDerivatives implements LayerDerivatives {
         /** The layer's mask {@code [N, T]}, or null. */
         final INDArray mask;
         final long units;
+
+        /**
+         * The values of DL4J's own forward pass of an LSTM for its backward step (no peepholes, no mask), copied.
+         *
+         * @param layer the layer
+         * @param x its input {@code [N, nIn, T]}, in the data type to compute in
+         * @param fwd DL4J's forward pass ({@code forBackprop})
+         */
+        Forward(Layer layer, INDArray x, FwdPassReturn fwd) {
+            DataType type = x.dataType();
+            this.x = x;
+            activation = conf(layer).getActivationFn();
+            gate = conf(layer).getGateActivationFn();
+            peephole = false;
+            inputWeight = layer.getParam(W).castTo(type);
+            INDArray recurrent = layer.getParam(RW).castTo(type);
+            long n = x.size(0);
+            units = recurrent.size(0);
+            int length = (int) x.size(2);
+            recurrentTranspose = recurrent.get(NDArrayIndex.all(), NDArrayIndex.interval(0, 4 * units)).transpose().dup();
+            mask = null;
+            steps = new Step[length];
+            INDArray previousByStep = Nd4j.zeros(type, length, n, units);
+            INDArray zero = Nd4j.zeros(type, n, units);
+            for (int t = 0; t < length; t++) {
+                Step step = new Step();
+                step.gatesFromActivations = fwd.fz == null;
+                step.z = step.gatesFromActivations ? fwd.iz[t].castTo(type).dup('c')
+                        : Nd4j.hstack(fwd.iz[t], fwd.fz[t], fwd.oz[t], fwd.gz[t]).castTo(type);
+                step.a = Nd4j.hstack(fwd.ia[t], fwd.fa[t], fwd.oa[t], fwd.ga[t]).castTo(type);
+                step.cell = fwd.memCellState[t].castTo(type).dup('c');
+                step.previousCell = t == 0 ? zero : steps[t - 1].cell;
+                step.cellActivation = fwd.memCellActivations[t].castTo(type).dup('c');
+                if (t > 0) {
+                    previousByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all())
+                            .assign(fwd.fwdPassOutputAsArrays[t - 1]);
+                }
+                steps[t] = step;
+            }
+            previousOutputs = previousByStep.permute(1, 2, 0);
+        }
 
         Forward(Layer layer, INDArray x) {
             DataType type = x.dataType();
@@ -364,6 +458,11 @@ public final class LstmDerivatives implements LayerDerivatives {
             boolean peephole = f.peephole;
             INDArray deltaByStep = Nd4j.zeros(type, length, rows, 4 * units);
             peepholes = peephole ? Nd4j.zeros(type, rows, units, 3) : null;
+            if (!peephole) {
+                withoutPeepholes(f, epsilon, repeats, deltaByStep);
+                delta = deltaByStep.permute(1, 2, 0);
+                return;
+            }
             INDArray nextDelta = null;
             INDArray nextCellGradient = null;
             INDArray nextForget = null;
@@ -406,6 +505,10 @@ public final class LstmDerivatives implements LayerDerivatives {
                     block(stepDelta, 2, 1, units).assign(deltaO);
                     block(stepDelta, 3, 1, units).assign(gate.backprop(block(z, 3, 1, units).dup(),
                             block(stepDelta, 3, 1, units).dup()).getFirst());
+                } else if (step.gatesFromActivations) {
+                    // sigmoid gates whose pre-activations DL4J did not keep: σ' = σ (1 − σ), as DL4J computes it
+                    INDArray gates = block(a, 1, 3, units);
+                    block(stepDelta, 1, 3, units).muli(gates.mul(gates.rsub(1.0)));
                 } else {
                     block(stepDelta, 1, 3, units).assign(gate.backprop(block(z, 1, 3, units).dup(),
                             block(stepDelta, 1, 3, units).dup()).getFirst());
@@ -423,6 +526,62 @@ public final class LstmDerivatives implements LayerDerivatives {
                 nextForget = block(a, 1, 1, units);
             }
             delta = deltaByStep.permute(1, 2, 0);
+        }
+
+        /**
+         * The recurrence of an LSTM without peepholes with every factor that does not depend on the recurrence
+         * computed first, per step for all rows at once: with {@code dh_t = ε_t + δ_{t+1} RWᵀ} and
+         * {@code dc_t = dh_t ⊙ o_t ⊙ φ'(c_t) + f_{t+1} ⊙ dc_{t+1}}, the gate gradients are
+         * {@code δ_o = dh_t ⊙ φ(c̃_t) ⊙ σ'(o)}, {@code δ_f = dc_t ⊙ c_{t−1} ⊙ σ'(f)},
+         * {@code δ_g = dc_t ⊙ i_t ⊙ σ'(g)}, {@code δ_i = dc_t ⊙ g_t ⊙ φ'(z_i)} (DL4J's backward pass, without masks
+         * on {@code δ}, as LSTM's); each step then costs a product with {@code RWᵀ} and a few elementwise
+         * operations.
+         */
+        private static void withoutPeepholes(Forward f, INDArray epsilon, long repeats, INDArray deltaByStep) {
+            DataType type = epsilon.dataType();
+            long units = f.units;
+            int length = f.steps.length;
+            INDArray[] coefficients = new INDArray[length];
+            INDArray[] cellFactor = new INDArray[length];
+            for (int t = 0; t < length; t++) {
+                Step step = f.steps[t];
+                INDArray k = step.a.dup('c');                                        // [i, f, o, g] activated
+                INDArray gates = block(k, 1, 3, units);
+                INDArray gateDerivative = step.gatesFromActivations ? gates.mul(gates.rsub(1.0))
+                        : f.gate.backprop(block(step.z, 1, 3, units).dup(), Nd4j.onesLike(gates)).getFirst();
+                INDArray blockInput = block(step.a, 0, 1, units);
+                INDArray inputGate = block(step.a, 3, 1, units);
+                INDArray inputDerivative = f.activation.backprop(block(step.z, 0, 1, units).dup(),
+                        Nd4j.onesLike(blockInput)).getFirst();
+                block(k, 0, 1, units).assign(inputGate.mul(inputDerivative));                       // g ⊙ φ'(z_i)
+                block(k, 1, 1, units).assign(step.previousCell.mul(block(gateDerivative, 0, 1, units))); // c ⊙ σ'(f)
+                block(k, 2, 1, units).assign(step.cellActivation.mul(block(gateDerivative, 1, 1, units))); // φ(c̃) ⊙ σ'(o)
+                block(k, 3, 1, units).assign(blockInput.mul(block(gateDerivative, 2, 1, units)));   // i ⊙ σ'(g)
+                coefficients[t] = k.castTo(type);
+                cellFactor[t] = f.activation.backprop(step.cell.dup(), Nd4j.onesLike(step.cell)).getFirst()
+                        .muli(block(step.a, 2, 1, units)).castTo(type);                              // o ⊙ φ'(c)
+            }
+            INDArray next = null;
+            INDArray nextCellGradient = null;
+            for (int t = length - 1; t >= 0; t--) {
+                INDArray outputGradient = epsilon.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t))
+                        .dup('c');
+                if (next != null) {
+                    Nd4j.gemm(next, f.recurrentTranspose, outputGradient, false, false, 1.0, 1.0);
+                }
+                INDArray cellGradient = outputGradient.mul(repeated(cellFactor[t], repeats));
+                if (nextCellGradient != null) {
+                    cellGradient.addi(repeated(block(f.steps[t + 1].a, 1, 1, units), repeats).mul(nextCellGradient));
+                }
+                INDArray stepDelta = deltaByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all());
+                stepDelta.assign(repeated(coefficients[t], repeats));
+                block(stepDelta, 0, 1, units).muli(cellGradient);
+                block(stepDelta, 1, 1, units).muli(cellGradient);
+                block(stepDelta, 2, 1, units).muli(outputGradient);
+                block(stepDelta, 3, 1, units).muli(cellGradient);
+                next = stepDelta;
+                nextCellGradient = cellGradient;
+            }
         }
 
         private INDArray peephole(int column) {
@@ -457,6 +616,8 @@ public final class LstmDerivatives implements LayerDerivatives {
         INDArray cell;
         /** {@code c_{t-1}}, masked. */
         INDArray previousCell;
+        /** Whether only block i of {@link #z} is kept (sigmoid gates, differentiated from {@link #a}). */
+        boolean gatesFromActivations;
     }
 
     /**
