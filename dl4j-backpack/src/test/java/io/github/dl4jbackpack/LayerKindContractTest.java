@@ -252,7 +252,10 @@ class LayerKindContractTest {
                         series),
                 // (DL4J's own forward step of a padded 1D pooling layer pads the unit axis too and fails)
                 new Entry("1D average pooling k=3 stride 2", () -> new org.deeplearning4j.nn.conf.layers
-                        .Subsampling1DLayer.Builder(SubsamplingLayer.PoolingType.AVG, 3, 2).build(), series));
+                        .Subsampling1DLayer.Builder(SubsamplingLayer.PoolingType.AVG, 3, 2).build(), series),
+                new Entry("1D p-norm pooling p=2 k=2 stride 2", () -> new org.deeplearning4j.nn.conf.layers
+                        .Subsampling1DLayer.Builder(SubsamplingLayer.PoolingType.PNORM, 2, 2).pnorm(2).build(),
+                        series));
     }
 
     /** @return the shape of the features of {@code n} examples of the input type */

@@ -323,6 +323,48 @@ class RecurrentWrapperCurvatureTest {
         }
     }
 
+    /**
+     * Refused by name before the pass, the network unchanged: a wrapped layer with input dropout (its input
+     * Jacobian would need the dropout mask of the wrapped layer), and the Hessian through p-norm pooling over time.
+     */
+    @Test
+    void wrappedInputDropoutAndPNormPoolingHessianAreRefusedByName() {
+        Layer[][] networks = {
+                {new Bidirectional(Bidirectional.Mode.ADD, new LSTM.Builder().nOut(4).dropOut(0.8).build()),
+                        new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES)
+                                .build()},
+                {new LSTM.Builder().nOut(4).build(), new TimeDistributed(new DenseLayer.Builder().nOut(3).dropOut(0.8)
+                        .activation(Activation.TANH).build(), RNNFormat.NCW),
+                        new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES)
+                                .build()}};
+        for (Layer[] layers : networks) {
+            MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(7)
+                    .dataType(DataType.DOUBLE).list(layers).setInputType(InputType.recurrent(IN, T)).build());
+            net.init();
+            INDArray before = net.params().dup();
+            UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class, () -> BackPackNetwork
+                    .extend(net).backward(Wrapper.BIDIRECTIONAL_ADD.featuresNcw(), labelsNcw(), new DiagGGNExact()));
+            assertTrue(e.getMessage().contains("input dropout"), e.getMessage());
+            assertClose(before, net.params(), 0, 0, "parameters untouched");
+        }
+        MultiLayerNetwork pooled = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(7)
+                .dataType(DataType.DOUBLE).list(new org.deeplearning4j.nn.conf.layers.Convolution1DLayer.Builder(2)
+                                .nOut(3).convolutionMode(org.deeplearning4j.nn.conf.ConvolutionMode.Same).build(),
+                        new org.deeplearning4j.nn.conf.layers.Subsampling1DLayer.Builder(
+                                org.deeplearning4j.nn.conf.layers.SubsamplingLayer.PoolingType.PNORM, 2, 1)
+                                .pnorm(2).convolutionMode(org.deeplearning4j.nn.conf.ConvolutionMode.Same).build(),
+                        new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES)
+                                .build())
+                .setInputType(InputType.recurrent(IN, T)).build());
+        pooled.init();
+        BackPackNetwork bp = BackPackNetwork.extend(pooled);
+        UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
+                () -> bp.backward(Wrapper.BIDIRECTIONAL_ADD.featuresNcw(), labelsNcw(), new DiagHessian()));
+        assertTrue(e.getMessage().contains("p-norm") && e.getMessage().contains("Subsampling1DLayer"), e.getMessage());
+        // the generalised Gauss-Newton diagonal passes p-norm pooling (its Jacobian is DL4J's backward step)
+        bp.backward(Wrapper.BIDIRECTIONAL_ADD.featuresNcw(), labelsNcw(), new DiagGGNExact());
+    }
+
     @Test
     void theHessianThroughAWrapperIsRefusedByName() {
         MultiLayerNetwork net = Wrapper.TIME_DISTRIBUTED.build(DataType.DOUBLE);
