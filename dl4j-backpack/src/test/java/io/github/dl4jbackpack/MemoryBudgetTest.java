@@ -2,6 +2,7 @@
 package io.github.dl4jbackpack;
 
 import io.github.dl4jbackpack.extensions.DiagGGNExact;
+import io.github.dl4jbackpack.extensions.BatchDiagHessian;
 import io.github.dl4jbackpack.extensions.DiagHessian;
 import io.github.dl4jbackpack.extensions.KFLR;
 import io.github.dl4jbackpack.extensions.Variance;
@@ -10,6 +11,8 @@ import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
+import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
+import org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn;
 import org.deeplearning4j.nn.conf.layers.PoolingType;
 import org.deeplearning4j.nn.conf.layers.SubsamplingLayer;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
@@ -103,6 +106,36 @@ class MemoryBudgetTest {
                 for (String p : q.params(DiagGGNExact.class, layer)) {
                     Reference.assertClose(reference.get(DiagHessian.class, layer, p), q.get(DiagHessian.class, layer, p),
                             1e-4, 1e-6, "chunked result, budget " + budget);
+                }
+            }
+        }
+    }
+
+    /**
+     * The Hessian residual inside recurrent layers goes in chunks of columns: the same diagonals, per batch and
+     * per sequence, with allocations within the estimate.
+     */
+    @Test
+    void recurrentResidualsGoInChunksOfColumns() {
+        MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.recurrent(3, 10),
+                new DenseLayer.Builder().nOut(4).activation(Activation.TANH).build(),
+                new SimpleRnn.Builder().nOut(8).activation(Activation.TANH).build(),
+                new RnnOutputLayer.Builder(LossFunction.MSE).nOut(2).activation(Activation.IDENTITY).build());
+        BackPackNetwork bp = BackPackNetwork.extend(net);
+        INDArray x = TestNets.features(DataType.DOUBLE, 3, 32, 3, 10);
+        INDArray y = TestNets.features(DataType.DOUBLE, 4, 32, 2, 10);
+        Quantities reference = bp.backward(x, y, new DiagHessian(), new BatchDiagHessian());
+        for (long budget : new long[] {4L << 20, 1L << 20, 600L << 10}) {
+            bp.setCurvatureMemoryBudget(budget);
+            Quantities q = bp.backward(x, y, new DiagHessian(), new BatchDiagHessian());
+            assertWithin(budget, "budget " + budget);
+            for (int layer : q.layers(DiagHessian.class)) {
+                for (String p : q.params(DiagHessian.class, layer)) {
+                    Reference.assertClose(reference.get(DiagHessian.class, layer, p), q.get(DiagHessian.class, layer, p),
+                            1e-10, 1e-12, "chunked Hessian, budget " + budget);
+                    Reference.assertClose(reference.get(BatchDiagHessian.class, layer, p),
+                            q.get(BatchDiagHessian.class, layer, p), 1e-10, 1e-12,
+                            "chunked per-sequence Hessian, budget " + budget);
                 }
             }
         }

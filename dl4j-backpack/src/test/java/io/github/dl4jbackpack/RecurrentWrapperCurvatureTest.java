@@ -3,6 +3,7 @@ package io.github.dl4jbackpack;
 
 import io.github.dl4jbackpack.extensions.BatchDiagGGNExact;
 import io.github.dl4jbackpack.extensions.BatchDiagGGNMC;
+import io.github.dl4jbackpack.extensions.BatchDiagHessian;
 import io.github.dl4jbackpack.extensions.DiagGGNExact;
 import io.github.dl4jbackpack.extensions.DiagHessian;
 import org.deeplearning4j.nn.api.Model;
@@ -240,6 +241,36 @@ class RecurrentWrapperCurvatureTest {
                             what + " per sequence");
                     assertClose(expected.get(key).sum(0), q.byKey(DiagGGNExact.class, key), 1e-6, 1e-9, what);
                 }
+            }
+        }
+    }
+
+    /**
+     * The Hessian diagonal through MaskZeroLayer around SimpleRnn (the residual inside the wrapped recurrence,
+     * with the wrapper's own mask): against five-point differences of DL4J's score, per batch and per sequence.
+     */
+    @Test
+    void hessianThroughMaskZeroSimpleRnnEqualsFiniteDifferences() {
+        Wrapper w = Wrapper.MASK_ZERO_SIMPLE_RNN;
+        MultiLayerNetwork net = w.build(DataType.DOUBLE);
+        MultiLayerNetwork plain = net.clone();
+        INDArray x = w.featuresNcw();
+        INDArray y = labelsNcw();
+        INDArray mask = mask();
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, null, mask, new DiagHessian(),
+                new BatchDiagHessian());
+        org.nd4j.linalg.dataset.DataSet data = new org.nd4j.linalg.dataset.DataSet(x, y, null, mask);
+        Map<String, INDArray> expected = BatchNormalizationTest.hessianDiagonal(plain, () -> plain.score(data, false));
+        for (String key : expected.keySet()) {
+            assertClose(expected.get(key), q.byKey(DiagHessian.class, key), 1e-4, 1e-6, "MaskZero Hessian " + key);
+        }
+        for (int n = 0; n < N; n++) {
+            org.nd4j.linalg.dataset.DataSet one = new org.nd4j.linalg.dataset.DataSet(Reference.example(x, n),
+                    Reference.example(y, n), null, Reference.example(mask, n));
+            Map<String, INDArray> single = BatchNormalizationTest.hessianDiagonal(plain, () -> plain.score(one, false));
+            for (String key : single.keySet()) {
+                assertClose(single.get(key).div(N), q.byKey(BatchDiagHessian.class, key).get(NDArrayIndex.point(n)),
+                        1e-4, 1e-6, "MaskZero sequence " + n + " Hessian " + key);
             }
         }
     }

@@ -519,7 +519,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
     /** @return {@code ∂L/∂a} of the mean loss, detached, where a Hessian residual needs it; else null */
     private INDArray residualGradient(BackwardPass pass, INDArray epsilon) {
         IActivation activation = kind == null ? null : kind.activation(underlying);
-        boolean atInput = kind != null && (kind.hasInputResidual(underlying)
+        boolean atInput = kind != null && (kind.hasInputResidual(underlying) || kind.hasInternalResidual(underlying)
                 || kind.normalisesOverBatch(underlying) && !runningForward && !batchConstants);
         if (!pass.needsResidual() || epsilon == null || (!atInput && (activation == null
                 || ElementwiseActivations.isPiecewiseLinear(activation)))) {

@@ -406,7 +406,8 @@ public final class Validation {
             return false;
         }
         org.nd4j.linalg.activations.IActivation activation = kind.activation(node.layer());
-        return kind.hasInputResidual(node.layer()) || kind.normalisesOverBatch(node.layer()) && !fixedStatistics
+        return kind.hasInputResidual(node.layer()) || kind.hasInternalResidual(node.layer())
+                || kind.normalisesOverBatch(node.layer()) && !fixedStatistics
                 || activation != null && !ElementwiseActivations.isPiecewiseLinear(activation);
     }
 

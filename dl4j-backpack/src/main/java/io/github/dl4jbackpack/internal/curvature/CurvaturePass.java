@@ -659,6 +659,10 @@ public final class CurvaturePass {
                 propagateInputResidual(record, sinks);
                 continue;
             }
+            if (record.kind().hasInternalResidual(record.layer())) {
+                propagateInternalResidual(record, sinks);
+                continue;
+            }
             IActivation activation = record.kind().activation(record.layer());
             if (activation == null || ElementwiseActivations.isPiecewiseLinear(activation)) {
                 continue;
@@ -712,6 +716,44 @@ public final class CurvaturePass {
                 pending.put(producer, atInput);
                 propagate(pending, spanning, producer, -1, false, part.sign(), sinks);
             });
+        }
+    }
+
+    /**
+     * The Hessian residual inside a layer (a recurrent layer's steps): each part's columns, in chunks, add
+     * to the layer's own parameters and continue from the layer's producer.
+     */
+    private void propagateInternalResidual(RecordedLayer record, Map<Integer, CurvatureSink> sinks) {
+        Node node = record.node();
+        int j = node.position();
+        CurvatureSink sink = isParametric(node) ? sinks.get(j).foldingCopies(rows[j] / batchSize) : null;
+        int producer = node.input(0);
+        boolean below = producer >= 0 && region[producer];
+        for (LayerDerivatives.InternalResidualPart part : record.kind().internalResidual(record)) {
+            if (part.columns() == 0) {
+                continue;
+            }
+            inChunks(part.columns(), record.outputGradient().dataType().width(), false, (from, to) -> {
+                if (exampleFrom != 0 || exampleTo != batchSize) {
+                    // only columns below a normalisation over the batch are chunked by example, and a
+                    // recurrent layer does not take such columns (Validation refuses it)
+                    throw new IllegalStateException(node.describe() + ": the residual inside a layer is pushed "
+                            + "for every example at once");
+                }
+                INDArray atInput = part.push(from, to, sink);
+                if (atInput == null || !below) {
+                    return;
+                }
+                if (node.preProcessor() != null) {
+                    atInput = atInput.reshape('c', Columns.withRows(atInput.size(0), outputShape(producer)));
+                }
+                Map<Integer, INDArray> pending = new HashMap<>();
+                pending.put(producer, atInput);
+                propagate(pending, new java.util.HashSet<>(), producer, -1, false, part.sign(), sinks);
+            });
+            if (sink != null) {
+                part.finish(sink);
+            }
         }
     }
 

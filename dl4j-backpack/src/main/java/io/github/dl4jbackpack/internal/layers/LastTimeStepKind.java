@@ -119,6 +119,13 @@ public final class LastTimeStepKind extends SingleLayerWrapperKind {
         });
     }
 
+    /** {@inheritDoc} The wrapper's output gradient placed at each sequence's last real step. */
+    @Override
+    protected INDArray innerOutputGradient(RecordedLayer record) {
+        Layer inner = inner(record.layer());
+        return atLastSteps(record.layer(), record.outputGradient(), record.input().size(nwc(inner) ? 1 : 2), 1);
+    }
+
     /** {@inheritDoc} The columns placed at each sequence's last real step, through the wrapped layer. */
     @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {

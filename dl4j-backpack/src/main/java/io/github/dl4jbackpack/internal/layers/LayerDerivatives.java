@@ -180,6 +180,63 @@ public interface LayerDerivatives {
     }
 
     /**
+     * @param layer a layer of this kind
+     * @return whether the layer's Hessian residual lies inside it: nonlinear maps within its steps whose
+     *     results feed later steps (a recurrent layer's activations, and its recurrent weights multiplying a
+     *     state that depends on them), see {@link #internalResidual}
+     */
+    default boolean hasInternalResidual(Layer layer) {
+        return false;
+    }
+
+    /**
+     * The Hessian residual inside a layer that {@link #hasInternalResidual has one}, weighted with the
+     * gradients of the mean loss its record holds (docs/math.md#hessian-through-recurrent-layers).
+     *
+     * @param record the layer's record, with its output gradient
+     * @return the parts, each pushed through the layer in ranges of columns
+     */
+    default java.util.List<InternalResidualPart> internalResidual(RecordedLayer record) {
+        throw new UnsupportedOperationException(kindName() + " has no Hessian residual inside it");
+    }
+
+    /**
+     * A part of a layer's internal Hessian residual: either a signed factored part {@code sign · Σ_v c_v c_vᵀ}
+     * whose columns start inside the layer (at a step's pre-activation), or a term that touches the
+     * diagonal of the layer's own parameters alone (a product of two of its own functions), whose
+     * "columns" are only a way to split its cost into ranges.
+     */
+    interface InternalResidualPart {
+
+        /** @return +1 or −1, the sign the columns at the layer input carry below it */
+        double sign();
+
+        /** @return the number of columns per example (per row of the layer) */
+        long columns();
+
+        /**
+         * Pushes columns {@code [from, to)} of every row through the layer's steps, adding their
+         * contribution to the diagonal of the layer's own parameters.
+         *
+         * @param from first column
+         * @param to end of the range (exclusive)
+         * @param sink where the layer's own parameters accumulate (summed or per example, as it wants), or
+         *     null when they are not wanted
+         * @return the columns at the layer input, folded {@code [R·(to − from), *xShape]} (example-major),
+         *     or null for a part that has none there
+         */
+        INDArray push(long from, long to, CurvatureSink sink);
+
+        /**
+         * Called once after every column has been pushed: adds what the part gathered across chunks.
+         *
+         * @param sink where the layer's own parameters accumulate
+         */
+        default void finish(CurvatureSink sink) {
+        }
+    }
+
+    /**
      * First-order terms of a layer with parameters, for a pass in which a layer that
      * {@link #normalisesOverBatch normalises over the batch} used the running statistics (or not).
      *

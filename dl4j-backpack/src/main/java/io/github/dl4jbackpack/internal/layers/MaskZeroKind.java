@@ -55,6 +55,12 @@ public final class MaskZeroKind extends SingleLayerWrapperKind {
                 wrapped, record.input(), null, null, null, record.outputShape()));
     }
 
+    /** {@inheritDoc} The wrapper passes its output gradient to the wrapped layer unchanged. */
+    @Override
+    protected INDArray innerOutputGradient(RecordedLayer record) {
+        return record.outputGradient();
+    }
+
     @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
         return wrapped.inputJacobianTranspose(innerRecord(record), factor);

@@ -10,6 +10,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.nd4j.linalg.ops.transforms.Transforms;
 
 /**
  * Derivatives of DL4J's {@code SimpleRnn} ({@code W [nIn, nOut]}, {@code RW [nOut, nOut]}, {@code b [nOut]}),
@@ -29,9 +30,11 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * <p>Second order (the generalised Gauss-Newton diagonals): each factor column at the layer output goes
  * back through time as {@code ε} does (the forward pass replayed once per pass), giving its parameter
  * Jacobian-transpose products by the same formulas and the column at the input, {@code Σ_t W δ_t}; one
- * back-propagation through time of N·V rows per chunk of V columns, shared by both. Not supported: layer
- * normalisation, weight noise, the Hessian residuals of the activation
- * (DiagHessian) and Kronecker factors.
+ * back-propagation through time of N·V rows per chunk of V columns, shared by both. The Hessian adds the
+ * residual inside the layer ({@link #internalResidual}): the activation at every step and the recurrent
+ * product; its cost is that of {@code 3·H·T} columns per sequence back-propagated through time, with
+ * {@code 2·H·T} of them pushed on below, about {@code H·T} times the generalised Gauss-Newton diagonal's.
+ * Not supported: layer normalisation, weight noise and Kronecker factors.
  */
 public final class SimpleRnnDerivatives implements LayerDerivatives {
 
@@ -133,13 +136,27 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
          * @return {@code δ}, {@code [N·V, nOut, T]}
          */
         INDArray backward(INDArray epsilon) {
-            long rows = epsilon.size(0);
+            return backward(epsilon, null);
+        }
+
+        /**
+         * Back-propagation through time with gradients entering at the states and at the pre-activations:
+         * {@code δ_t = m_t act'(m_t z_t) ⊙ (ε_t + δ_{t+1} RWᵀ) + ι_t}.
+         *
+         * @param epsilon {@code ε} at the states, {@code [N·V, nOut, T]}, or null for none
+         * @param injection {@code ι} at the pre-activations, {@code [N·V, nOut, T]}, or null for none
+         * @return {@code δ}, {@code [N·V, nOut, T]}
+         */
+        INDArray backward(INDArray epsilon, INDArray injection) {
+            INDArray given = epsilon != null ? epsilon : injection;
+            long rows = given.size(0);
             long repeats = rows / x.size(0);
             long length = x.size(2);
-            INDArray delta = Nd4j.create(epsilon.dataType(), rows, w.size(1), length);
+            INDArray delta = Nd4j.create(given.dataType(), rows, w.size(1), length);
             INDArray next = null;
             for (long t = length - 1; t >= 0; t--) {
-                INDArray stateGradient = step(epsilon, t).dup();
+                INDArray stateGradient = epsilon != null ? step(epsilon, t).dup()
+                        : Nd4j.zeros(given.dataType(), rows, w.size(1));
                 if (next != null) {
                     stateGradient.addi(DenseDerivatives.gemm(next, false, rw, true));
                 }
@@ -147,6 +164,9 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
                         stateGradient).getFirst();
                 if (mask != null) {
                     current.muliColumnVector(repeated(mask.getColumn(t, true), repeats));
+                }
+                if (injection != null) {
+                    current.addi(step(injection, t));
                 }
                 step(delta, t).assign(current);
                 next = current;
@@ -194,14 +214,103 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
     }
 
     /**
-     * {@inheritDoc} The generalised Gauss-Newton extensions are supported; the Hessian is not (the residuals
-     * of the activation at every step, back-propagated through the recurrence, are not implemented).
+     * {@inheritDoc} The Hessian needs the activation's second derivative and 0/1 masks (for mask weights
+     * between 0 and 1 DL4J's backward step is not the derivative of its forward step, so there is no
+     * Hessian of what it computes).
      */
     @Override
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return hessian ? "the Hessian residuals of a recurrent layer's activation at every step are not implemented "
-                + "for SimpleRnn; the generalised Gauss-Newton extensions (DiagGGNExact, DiagGGNMC and their "
-                + "per-example versions) are" : null;
+        return hessian ? ElementwiseActivations.unsupported(conf(layer).getActivationFn(), true) : null;
+    }
+
+    /** {@inheritDoc} Always: the recurrent weights multiply a state that depends on them. */
+    @Override
+    public boolean hasInternalResidual(Layer layer) {
+        return true;
+    }
+
+    /**
+     * {@inheritDoc} With {@code λ_t = m_t (ε_t + δ_{t+1} RWᵀ)} the gradient at the activation's output
+     * {@code a_t = act(z_t)} and {@code δ_t} at {@code z_t}: the activation's residual
+     * {@code r_t = λ_t ⊙ act''(z_t)}, one unit column per unit and step, in a part per sign, each column
+     * entering at {@code z_t} and going back through the earlier steps (to the parameters and the input);
+     * and the product {@code h_{t−1} RW}, whose factor {@code h_{t−1}} depends on {@code RW}: it adds
+     * {@code 2 Σ_t δ_t,i ∂h_{t−1,j}/∂RW_ji} to the diagonal of {@code RW_ji} alone, with
+     * {@code ∂h_{u,j}/∂RW_ji = Σ_{s≤u} (∂h_{u,j}/∂z_{s,i}) h_{s−1,j}} from the unit vector {@code e_j}
+     * at state {@code h_u} back-propagated through time (one column per unit and step).
+     */
+    @Override
+    public java.util.List<InternalResidualPart> internalResidual(RecordedLayer record) {
+        Layer layer = record.layer();
+        DataType type = record.outputGradient().dataType();
+        Forward f = forward(record, type);
+        INDArray epsilon = channelsFirst(layer, record.outputGradient()).castTo(type).dup('c');
+        INDArray delta = f.backward(epsilon);
+        long n = epsilon.size(0);
+        long units = epsilon.size(1);
+        long length = epsilon.size(2);
+        // λ_t = m_t (ε_t + δ_{t+1} RWᵀ)
+        INDArray following = Nd4j.zeros(type, n, units, length);
+        if (length > 1) {
+            following.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(0, length - 1))
+                    .assign(delta.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(1, length)));
+        }
+        INDArray byStep = following.permute(0, 2, 1).dup('c').reshape('c', n * length, units);
+        INDArray stateGradient = DenseDerivatives.gemm(byStep, false, f.rw, true).reshape('c', n, length, units)
+                .permute(0, 2, 1).addi(epsilon);
+        INDArray residual = ElementwiseActivations.secondDerivative(f.activation, f.maskedPreActivation)
+                .muli(stateGradient);
+        if (f.mask != null) {
+            residual.muli(f.mask.reshape('c', n, 1, length).broadcast(n, units, length));
+        }
+        java.util.List<InternalResidualPart> parts = new java.util.ArrayList<>();
+        if (!ElementwiseActivations.isPiecewiseLinear(f.activation)) {
+            for (double sign : new double[] {1.0, -1.0}) {
+                INDArray root = Transforms.sqrt(Transforms.relu(residual.mul(sign), false), false)
+                        .reshape('c', n, units * length);
+                parts.add(new ActivationResidual(record, f, root, sign));
+            }
+        }
+        parts.add(new RecurrentWeightProduct(eps -> f.backward(eps, null), delta, f.previousOutput,
+                SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY));
+        return parts;
+    }
+
+    /** One sign of the activations' residual: unit columns at the pre-activations, back through time. */
+    private static final class ActivationResidual implements InternalResidualPart {
+        private final RecordedLayer record;
+        private final Forward f;
+        private final INDArray root;
+        private final double sign;
+
+        ActivationResidual(RecordedLayer record, Forward f, INDArray root, double sign) {
+            this.record = record;
+            this.f = f;
+            this.root = root;
+            this.sign = sign;
+        }
+
+        @Override
+        public double sign() {
+            return sign;
+        }
+
+        @Override
+        public long columns() {
+            return root.size(1);
+        }
+
+        @Override
+        public INDArray push(long from, long to, CurvatureSink sink) {
+            long n = root.size(0);
+            long v = to - from;
+            INDArray injection = Columns.unitColumns(root, from, to).reshape('c', n * v, f.w.size(1), f.x.size(2));
+            INDArray delta = f.backward(null, injection);
+            if (sink != null) {
+                accumulateColumns(record, f, delta.reshape('c', n, v, delta.size(1), delta.size(2)), sign, sink);
+            }
+            return atInput(record, f, delta);
+        }
     }
 
     @Override
@@ -214,6 +323,11 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
         Forward f = forward(record, factor.dataType());
         INDArray delta = record.sharedForColumns(factor, () -> f.backward(channelsFirst(record.layer(), factor)));
+        return atInput(record, f, delta);
+    }
+
+    /** @return columns back-propagated through time, {@code δ [R, nOut, T]}, at the layer input: {@code Σ_t W δ_t} */
+    private static INDArray atInput(RecordedLayer record, Forward f, INDArray delta) {
         long rows = delta.size(0);
         long length = delta.size(2);
         INDArray byStep = delta.permute(0, 2, 1).dup('c').reshape('c', rows * length, delta.size(1));
@@ -224,7 +338,8 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
     @Override
     public long scratchFeatures(RecordedLayer record) {
         long units = record.layer().getParam(SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY).size(0);
-        return 2 * (3 * record.outputFeatures() + 4 * units + record.inputFeatures());
+        // the back-propagation through time keeps about ten step-sized temporaries per step
+        return 2 * (7 * record.outputFeatures() + 4 * units + record.inputFeatures());
     }
 
     /**
@@ -238,7 +353,13 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
         Forward f = forward(record, factor.dataType());
         INDArray folded = factor.reshape('c', n * v, factor.size(2), factor.size(3));
         INDArray delta = record.sharedForColumns(folded, () -> f.backward(channelsFirst(record.layer(), folded)));
-        INDArray columns = delta.reshape('c', n, v, delta.size(1), delta.size(2));
+        accumulateColumns(record, f, delta.reshape('c', n, v, delta.size(1), delta.size(2)), sign, sink);
+    }
+
+    /** Adds {@code sign · Σ_v (J_θᵀ s_nv)²} of columns already back-propagated through time, {@code [N, V, H, T]}. */
+    private static void accumulateColumns(RecordedLayer record, Forward f, INDArray columns, double sign,
+                                          CurvatureSink sink) {
+        long n = columns.size(0);
         boolean perExample = sink.perExample();
         long[] bShape = record.layer().getParam(SimpleRnnParamInitializer.BIAS_KEY).shape();
         sink.add(SimpleRnnParamInitializer.WEIGHT_KEY, toParameterLayout(

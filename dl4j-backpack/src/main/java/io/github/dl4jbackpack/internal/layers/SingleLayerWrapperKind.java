@@ -44,6 +44,26 @@ abstract class SingleLayerWrapperKind extends FirstOrderWrapperKind {
     }
 
     @Override
+    public boolean hasInternalResidual(Layer layer) {
+        return wrapped.supportsSequences(inner(layer)) && wrapped.hasInternalResidual(inner(layer));
+    }
+
+    /** {@inheritDoc} The wrapped layer's, for its output gradient ({@link #innerOutputGradient}). */
+    @Override
+    public java.util.List<InternalResidualPart> internalResidual(RecordedLayer record) {
+        Layer inner = inner(record.layer());
+        org.nd4j.linalg.api.ndarray.INDArray gradient = innerOutputGradient(record);
+        return wrapped.internalResidual(new RecordedLayer(record.node(), inner, wrapped, record.input(), null, null,
+                gradient, gradient.shape()));
+    }
+
+    /**
+     * @param record the wrapper's record, with its output gradient
+     * @return the gradient of the mean loss at the wrapped layer's output
+     */
+    protected abstract org.nd4j.linalg.api.ndarray.INDArray innerOutputGradient(RecordedLayer record);
+
+    @Override
     public String noKroneckerFactors(Layer layer) {
         return wrapped.noKroneckerFactors(inner(layer));
     }
