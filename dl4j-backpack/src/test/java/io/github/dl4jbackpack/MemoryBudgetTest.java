@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack;
 
-import io.github.dl4jbackpack.extensions.DiagGGNExact;
 import io.github.dl4jbackpack.extensions.BatchDiagHessian;
+import io.github.dl4jbackpack.extensions.DiagGGNExact;
 import io.github.dl4jbackpack.extensions.DiagHessian;
 import io.github.dl4jbackpack.extensions.KFLR;
 import io.github.dl4jbackpack.extensions.Variance;
@@ -10,14 +10,17 @@ import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
+import org.deeplearning4j.nn.conf.layers.LSTM;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
-import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
-import org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn;
 import org.deeplearning4j.nn.conf.layers.PoolingType;
+import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
 import org.deeplearning4j.nn.conf.layers.SubsamplingLayer;
+import org.deeplearning4j.nn.conf.layers.recurrent.SimpleRnn;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.nd4j.linalg.activations.Activation;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
@@ -115,17 +118,20 @@ class MemoryBudgetTest {
      * The Hessian residual inside recurrent layers goes in chunks of columns: the same diagonals, per batch and
      * per sequence, with allocations within the estimate.
      */
-    @Test
-    void recurrentResidualsGoInChunksOfColumns() {
+    @ParameterizedTest
+    @ValueSource(booleans = {false, true})
+    void recurrentResidualsGoInChunksOfColumns(boolean lstm) {
         MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.recurrent(3, 10),
                 new DenseLayer.Builder().nOut(4).activation(Activation.TANH).build(),
-                new SimpleRnn.Builder().nOut(8).activation(Activation.TANH).build(),
+                lstm ? new LSTM.Builder().nOut(6).activation(Activation.TANH).build()
+                        : new SimpleRnn.Builder().nOut(8).activation(Activation.TANH).build(),
                 new RnnOutputLayer.Builder(LossFunction.MSE).nOut(2).activation(Activation.IDENTITY).build());
         BackPackNetwork bp = BackPackNetwork.extend(net);
         INDArray x = TestNets.features(DataType.DOUBLE, 3, 32, 3, 10);
         INDArray y = TestNets.features(DataType.DOUBLE, 4, 32, 2, 10);
         Quantities reference = bp.backward(x, y, new DiagHessian(), new BatchDiagHessian());
-        for (long budget : new long[] {4L << 20, 1L << 20, 600L << 10}) {
+        for (long budget : lstm ? new long[] {16L << 20, 4L << 20, 2L << 20}
+                : new long[] {4L << 20, 1L << 20, 600L << 10}) {
             bp.setCurvatureMemoryBudget(budget);
             Quantities q = bp.backward(x, y, new DiagHessian(), new BatchDiagHessian());
             assertWithin(budget, "budget " + budget);

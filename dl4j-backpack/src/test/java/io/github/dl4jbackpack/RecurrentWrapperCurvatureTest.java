@@ -275,6 +275,65 @@ class RecurrentWrapperCurvatureTest {
         }
     }
 
+    /**
+     * The Hessian diagonal through Bidirectional (ADD, CONCAT, AVERAGE; NCW and NWC; each layer's residual for its
+     * share of the gradient, the backward layer's input columns reversed back), with a label mask, and with a
+     * feature mask too around SimpleRnn: against differences of DL4J's gradient, per batch and per sequence.
+     */
+    @ParameterizedTest
+    @EnumSource(value = Wrapper.class, names = {"BIDIRECTIONAL_SIMPLE_RNN_ADD", "BIDIRECTIONAL_CONCAT",
+            "BIDIRECTIONAL_AVERAGE_NWC", "BIDIRECTIONAL_CONCAT_NWC"})
+    void hessianThroughBidirectionalEqualsFiniteDifferences(Wrapper w) {
+        MultiLayerNetwork net = w.build(DataType.DOUBLE);
+        MultiLayerNetwork plain = net.clone();
+        RNNFormat f = w.format();
+        INDArray x = layout(w.featuresNcw(), f);
+        INDArray y = layout(labelsNcw(), f);
+        INDArray mask = mask();
+        INDArray featureMask = w == Wrapper.BIDIRECTIONAL_SIMPLE_RNN_ADD ? mask : null;
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, featureMask, mask, new DiagHessian(),
+                new BatchDiagHessian());
+        Map<String, INDArray> expected = SequenceCurvatureTest.gradientDifferences(plain,
+                new org.nd4j.linalg.dataset.DataSet(x, y, featureMask, mask));
+        for (String key : expected.keySet()) {
+            assertClose(expected.get(key), q.byKey(DiagHessian.class, key), 1e-4, 1e-6, w + " Hessian " + key);
+        }
+        for (int n = 0; n < N; n++) {
+            Map<String, INDArray> single = SequenceCurvatureTest.gradientDifferences(plain,
+                    new org.nd4j.linalg.dataset.DataSet(Reference.example(x, n), Reference.example(y, n),
+                            featureMask == null ? null : Reference.example(featureMask, n), Reference.example(mask, n)));
+            for (String key : single.keySet()) {
+                assertClose(single.get(key).div(N), q.byKey(BatchDiagHessian.class, key).get(NDArrayIndex.point(n)),
+                        1e-4, 1e-6, w + " sequence " + n + " Hessian " + key);
+            }
+        }
+    }
+
+    /** MUL mode's own residual and an LSTM under the feature mask the wrapper hands it: refused by name. */
+    @Test
+    void hessianThroughBidirectionalMulOrMaskedLstmIsRefused() {
+        MultiLayerNetwork mul = Wrapper.BIDIRECTIONAL_MUL.build(DataType.DOUBLE);
+        INDArray x = Wrapper.BIDIRECTIONAL_MUL.featuresNcw();
+        INDArray y = labelsNcw();
+        UnsupportedLayerException product = assertThrows(UnsupportedLayerException.class,
+                () -> BackPackNetwork.extend(mul).backward(x, y, null, mask(), new DiagHessian()));
+        assertTrue(product.getMessage().contains("MUL") && product.getMessage().contains("Bidirectional"),
+                product.getMessage());
+        MultiLayerNetwork concat = Wrapper.BIDIRECTIONAL_CONCAT.build(DataType.DOUBLE);
+        INDArray before = concat.params().dup();
+        IllegalArgumentException masked = assertThrows(IllegalArgumentException.class,
+                () -> BackPackNetwork.extend(concat).backward(x, y, mask(), mask(), new BatchDiagHessian()));
+        assertTrue(masked.getMessage().contains("Bidirectional") && masked.getMessage().contains("feature mask"),
+                masked.getMessage());
+        assertClose(before, concat.params(), 0, 0, "parameters untouched");
+        MultiLayerNetwork maskZero = Wrapper.MASK_ZERO_LSTM.build(DataType.DOUBLE);
+        UnsupportedLayerException always = assertThrows(UnsupportedLayerException.class,
+                () -> BackPackNetwork.extend(maskZero).backward(Wrapper.MASK_ZERO_LSTM.featuresNcw(), y, null, mask(),
+                        new DiagHessian()));
+        assertTrue(always.getMessage().contains("MaskZero") && always.getMessage().contains("mask"),
+                always.getMessage());
+    }
+
     @ParameterizedTest
     @EnumSource(value = Wrapper.class, names = {"MASK_ZERO_LSTM", "BIDIRECTIONAL_MUL", "BIDIRECTIONAL_AVERAGE_NWC",
             "TIME_DISTRIBUTED_NWC"})

@@ -94,7 +94,8 @@ class SequenceCurvatureTest {
         CONVOLUTION_1D_MAX_POOLING_1D(BruteForce.Loss.MCXENT, 3, true, RNNFormat.NCW, true, false),
         SIMPLE_RNNS_OVER_DENSE(BruteForce.Loss.MSE, 2, true, RNNFormat.NCW, false, false),
         SIMPLE_RNNS_NWC_ALIGN_END(BruteForce.Loss.XENT, 2, true, RNNFormat.NWC, true, false),
-        CONVOLUTION_1D_SIMPLE_RNN_POOLING(BruteForce.Loss.MCXENT, 3, false, RNNFormat.NCW, false, false);
+        CONVOLUTION_1D_SIMPLE_RNN_POOLING(BruteForce.Loss.MCXENT, 3, false, RNNFormat.NCW, false, false),
+        GRAVES_OVER_DENSE(BruteForce.Loss.MCXENT, 3, true, RNNFormat.NCW, false, false);
 
         final BruteForce.Loss loss;
         final int classes;
@@ -191,6 +192,10 @@ class SequenceCurvatureTest {
                             new SimpleRnn.Builder().nOut(4).activation(Activation.TANH).build(),
                             new GlobalPoolingLayer.Builder(PoolingType.AVG).build(),
                             new OutputLayer.Builder(function).activation(activation).nOut(classes).build()};
+                case GRAVES_OVER_DENSE:
+                    return new Layer[] {new DenseLayer.Builder().nOut(3).activation(Activation.TANH).build(),
+                            new GravesLSTM.Builder().nOut(4).activation(Activation.TANH).build(),
+                            new RnnOutputLayer.Builder(function).activation(activation).nOut(classes).build()};
                 default:
                     throw new IllegalStateException();
             }
@@ -408,15 +413,61 @@ class SequenceCurvatureTest {
     }
 
     /**
+     * Central differences of DL4J's own gradient of the masked score, one parameter at a time,
+     * {@code H_kk ≈ (g_k(θ + h e_k) − g_k(θ − h e_k)) / 2h}: with {@code h = 1e-5} the rounding error
+     * ({@code ε_mach |g| / h}) and the truncation error ({@code h² |∂⁴L| / 6}) stay near {@code 1e-11}, where
+     * second differences of the score round to {@code 3e-8} (as large as the smallest recurrent-weight
+     * diagonals), and the step is too short to cross the kinks of ReLU or softsign.
+     *
+     * @param plain a plain float64 network (its parameters are perturbed and restored exactly)
+     * @param data the batch with its masks
+     * @return key → the diagonal of the Hessian of the score (the mean of the sequences' losses)
+     */
+    static Map<String, INDArray> gradientDifferences(MultiLayerNetwork plain, org.nd4j.linalg.dataset.DataSet data) {
+        double h = 1e-5;
+        Map<String, INDArray> out = new java.util.LinkedHashMap<>();
+        for (String key : plain.paramTable().keySet()) {
+            INDArray param = plain.getParam(key);
+            INDArray d = Nd4j.create(DataType.DOUBLE, param.shape());
+            org.nd4j.linalg.api.iter.NdIndexIterator it = new org.nd4j.linalg.api.iter.NdIndexIterator('c',
+                    param.shape());
+            while (it.hasNext()) {
+                long[] idx = it.next();
+                double original = param.getDouble(idx);
+                param.putScalar(idx, original + h);
+                double plus = gradientElement(plain, data, key, idx);
+                param.putScalar(idx, original - h);
+                double minus = gradientElement(plain, data, key, idx);
+                param.putScalar(idx, original);
+                // DL4J's gradient is of the summed loss; the score is the mean
+                d.putScalar(idx, (plus - minus) / (2 * h) / data.numExamples());
+            }
+            out.put(key, d);
+        }
+        return out;
+    }
+
+    private static double gradientElement(MultiLayerNetwork plain, org.nd4j.linalg.dataset.DataSet data, String key,
+                                          long[] idx) {
+        plain.setInput(data.getFeatures());
+        plain.setLabels(data.getLabels());
+        plain.setLayerMaskArrays(data.getFeaturesMaskArray(), data.getLabelsMaskArray());
+        plain.computeGradientAndScore();
+        return plain.gradient().getGradientFor(key).getDouble(idx);
+    }
+
+    /**
      * The Hessian diagonal on sequences, through dense layers over time, 1D convolutions and SimpleRnn layers
      * (the residual inside the recurrence: the activation at every step and the recurrent product), stacked
-     * so that columns started inside a recurrent layer go on through the layers below: against five-point
-     * differences of DL4J's masked score, and per sequence against the single sequence's.
+     * so that columns started inside a recurrent layer go on through the layers below: against differences of
+     * DL4J's gradient of the masked score, and per sequence against the single sequence's.
      */
     @ParameterizedTest
     @EnumSource(value = Case.class, names = {"DENSE_OVER_TIME", "CONVOLUTIONS_1D", "SIMPLE_RNN_PER_STEP",
             "SIMPLE_RNNS_OVER_DENSE", "SIMPLE_RNNS_NWC_ALIGN_END", "CONVOLUTION_1D_SIMPLE_RNN_POOLING",
-            "LAST_STEP_SIMPLE_RNN_ALIGN_END"})
+            "LAST_STEP_SIMPLE_RNN_ALIGN_END", "LSTM_SOFTMAX_PER_STEP", "LSTM_SIGMOID_NWC", "TWO_LSTMS_RNN_LOSS_LAYER",
+            "LSTM_AVERAGE_POOLING", "LSTM_MAX_POOLING_DENSE", "LSTM_DENSE_OVER_TIME_ALIGN_END",
+            "CONVOLUTION_1D_LSTM_POOLING", "GRAVES_MSE_ALIGN_END", "GRAVES_OVER_DENSE"})
     void hessianDiagonalEqualsFiniteDifferences(Case c) {
         MultiLayerNetwork net = c.build(DataType.DOUBLE);
         MultiLayerNetwork plain = net.clone();
@@ -427,7 +478,7 @@ class SequenceCurvatureTest {
         Quantities q = BackPackNetwork.extend(net).backward(x, y, mask, labelMask, new DiagHessian(),
                 new io.github.dl4jbackpack.extensions.BatchDiagHessian());
         org.nd4j.linalg.dataset.DataSet data = new org.nd4j.linalg.dataset.DataSet(x, y, mask, labelMask);
-        Map<String, INDArray> expected = BatchNormalizationTest.hessianDiagonal(plain, () -> plain.score(data, false));
+        Map<String, INDArray> expected = gradientDifferences(plain, data);
         for (String key : expected.keySet()) {
             assertClose(expected.get(key), q.byKey(DiagHessian.class, key), 1e-4, 1e-6, c + " Hessian " + key);
             assertClose(q.byKey(DiagHessian.class, key), q.byKey(io.github.dl4jbackpack.extensions.BatchDiagHessian
@@ -436,7 +487,7 @@ class SequenceCurvatureTest {
         for (int n = 0; n < N; n++) {
             org.nd4j.linalg.dataset.DataSet one = new org.nd4j.linalg.dataset.DataSet(Reference.example(x, n),
                     Reference.example(y, n), Reference.example(mask, n), labelMask == null ? null : Reference.example(mask, n));
-            Map<String, INDArray> single = BatchNormalizationTest.hessianDiagonal(plain, () -> plain.score(one, false));
+            Map<String, INDArray> single = gradientDifferences(plain, one);
             for (String key : single.keySet()) {
                 assertClose(single.get(key).div(N), q.byKey(io.github.dl4jbackpack.extensions.BatchDiagHessian.class,
                         key).get(NDArrayIndex.point(n)), 1e-4, 1e-6, c + " sequence " + n + " Hessian " + key);
@@ -503,23 +554,17 @@ class SequenceCurvatureTest {
         INDArray y = c.labels();
         INDArray mask = c.mask();
         INDArray labelMask = c.perStep ? mask : null;
-        // the Hessian too where it is supported (not through LSTM layers)
-        boolean hessian = !c.name().contains("LSTM") && !c.name().contains("GRAVES");
-        io.github.dl4jbackpack.extensions.Extension[] extensions = hessian
-                ? new io.github.dl4jbackpack.extensions.Extension[] {new BatchDiagGGNExact(),
-                    new io.github.dl4jbackpack.extensions.BatchDiagHessian()}
-                : new io.github.dl4jbackpack.extensions.Extension[] {new BatchDiagGGNExact()};
+        io.github.dl4jbackpack.extensions.Extension[] extensions = {new BatchDiagGGNExact(),
+            new io.github.dl4jbackpack.extensions.BatchDiagHessian()};
         Quantities q64 = BackPackNetwork.extend(net).backward(x, y, mask, labelMask, extensions);
         Quantities q32 = BackPackNetwork.extend(single).backward(x.castTo(DataType.FLOAT), y.castTo(DataType.FLOAT),
                 mask.castTo(DataType.FLOAT), labelMask == null ? null : labelMask.castTo(DataType.FLOAT), extensions);
         for (String key : net.paramTable().keySet()) {
             assertClose(q64.byKey(BatchDiagGGNExact.class, key), q32.byKey(BatchDiagGGNExact.class, key)
                     .castTo(DataType.DOUBLE), 1e-4, 1e-6, c + " float32 " + key);
-            if (hessian) {
-                assertClose(q64.byKey(io.github.dl4jbackpack.extensions.BatchDiagHessian.class, key),
-                        q32.byKey(io.github.dl4jbackpack.extensions.BatchDiagHessian.class, key)
-                                .castTo(DataType.DOUBLE), 1e-4, 1e-6, c + " float32 Hessian " + key);
-            }
+            assertClose(q64.byKey(io.github.dl4jbackpack.extensions.BatchDiagHessian.class, key),
+                    q32.byKey(io.github.dl4jbackpack.extensions.BatchDiagHessian.class, key)
+                            .castTo(DataType.DOUBLE), 1e-4, 1e-6, c + " float32 Hessian " + key);
         }
     }
 
@@ -596,13 +641,44 @@ class SequenceCurvatureTest {
         INDArray y = Case.LSTM_SOFTMAX_PER_STEP.labels();
         INDArray before = net.params().dup();
         BackPackNetwork bp = BackPackNetwork.extend(net);
-        UnsupportedLayerException hessian = assertThrows(UnsupportedLayerException.class,
-                () -> bp.backward(x, y, new DiagHessian()));
-        assertTrue(hessian.getMessage().contains("LSTM") && hessian.getMessage().contains("DiagGGNExact"),
-                hessian.getMessage());
         UnsupportedLayerException kfac = assertThrows(UnsupportedLayerException.class,
                 () -> bp.backward(x, y, new KFAC()));
         assertTrue(kfac.getMessage().contains("Kronecker"), kfac.getMessage());
         assertClose(before, net.params(), 0, 0, "parameters untouched");
+
+        // the Hessian through an LSTM that sees the feature mask (handed to it by LastTimeStep)
+        MultiLayerNetwork lastStep = Case.LAST_STEP_LSTM_DENSE.build(DataType.DOUBLE);
+        INDArray lastStepBefore = lastStep.params().dup();
+        IllegalArgumentException masked = assertThrows(IllegalArgumentException.class,
+                () -> BackPackNetwork.extend(lastStep).backward(Case.LAST_STEP_LSTM_DENSE.features(),
+                        Case.LAST_STEP_LSTM_DENSE.labels(), Case.LAST_STEP_LSTM_DENSE.mask(), null, new DiagHessian()));
+        assertTrue(masked.getMessage().contains("LastTimeStep") && masked.getMessage().contains("feature mask")
+                && masked.getMessage().contains("DiagGGNExact"), masked.getMessage());
+        assertClose(lastStepBefore, lastStep.params(), 0, 0, "parameters untouched");
+    }
+
+    /**
+     * LastTimeStep around an LSTM on a batch without a feature mask (the LSTM sees none): the Hessian against
+     * differences of DL4J's gradient, per batch and per sequence.
+     */
+    @Test
+    void hessianThroughLastTimeStepLstmWithoutMask() {
+        Case c = Case.LAST_STEP_LSTM_DENSE;
+        MultiLayerNetwork net = c.build(DataType.DOUBLE);
+        MultiLayerNetwork plain = net.clone();
+        INDArray x = c.features();
+        INDArray y = c.labels();
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, new DiagHessian(),
+                new io.github.dl4jbackpack.extensions.BatchDiagHessian());
+        Map<String, INDArray> expected = gradientDifferences(plain, new org.nd4j.linalg.dataset.DataSet(x, y));
+        for (String key : expected.keySet()) {
+            assertClose(expected.get(key), q.byKey(DiagHessian.class, key), 1e-4, 1e-6, "LastTimeStep LSTM " + key);
+        }
+        Map<String, INDArray> single = gradientDifferences(plain, new org.nd4j.linalg.dataset.DataSet(
+                Reference.example(x, 1), Reference.example(y, 1)));
+        for (String key : single.keySet()) {
+            assertClose(single.get(key).div(N), q.byKey(io.github.dl4jbackpack.extensions.BatchDiagHessian.class, key)
+                    .get(NDArrayIndex.point(1)), 1e-4, 1e-6, "LastTimeStep LSTM sequence 1 " + key);
+        }
     }
 }

@@ -534,6 +534,36 @@ public final class Validation {
                         + "(the \"expand\" setting, docs/math.md#sequences-and-weight-sharing)");
             }
             checkSequenceCurvature(topology, curvature, shapes, features);
+            checkMaskedHessian(topology, featuresMasks, extensions);
+        }
+    }
+
+    /** Refuses the Hessian through a layer that a wrapper would hand the batch's feature mask, where it needs none. */
+    private static void checkMaskedHessian(Topology topology, INDArray[] featuresMasks, List<Extension<?>> extensions) {
+        if (featuresMasks == null || Arrays.stream(featuresMasks).allMatch(java.util.Objects::isNull)) {
+            return;
+        }
+        List<String> hessian = extensions.stream().filter(e -> e.curvatureRequests().stream()
+                .anyMatch(r -> r.kind().type() == FactorKind.Type.RESIDUAL)).map(Extension::name)
+                .collect(java.util.stream.Collectors.toList());
+        if (hessian.isEmpty()) {
+            return;
+        }
+        boolean[] region = CurvaturePass.region(topology);
+        List<String> refused = new ArrayList<>();
+        for (Node node : topology.nodes()) {
+            if (region[node.position()] && node.isLayer()) {
+                String reason = LayerKinds.of(node.layer()).map(k -> k.hessianWithFeatureMaskUnsupported(node.layer()))
+                        .orElse(null);
+                if (reason != null) {
+                    refused.add(node.describe() + " (" + reason + ")");
+                }
+            }
+        }
+        if (!refused.isEmpty()) {
+            throw new IllegalArgumentException(String.join(", ", hessian) + " on a batch with a feature mask is not "
+                    + "supported through " + String.join(", ", refused) + "; without the feature mask, or with "
+                    + "DiagGGNExact, DiagGGNMC and their per-example versions, it is");
         }
     }
 

@@ -67,6 +67,11 @@ public final class CurvaturePass {
      */
     private long exampleFrom;
     private long exampleTo;
+    /**
+     * Scratch features per column and row that the chunks being planned need beyond every node's (a layer's
+     * internal residual, whose columns start inside it), zero otherwise.
+     */
+    private long internalPerRow;
 
     /**
      * @param topology the network
@@ -252,7 +257,8 @@ public final class CurvaturePass {
     private long scratchBytes(long examples, long chunk, int bytesPerElement) {
         long rows = batchSize * chunk;
         long convolution = Math.min(2 * ConvolutionDerivatives.CHUNK_ELEMENTS, 2 * rows * widestConvolution);
-        return (rows * plainPerRow + examples * chunk * batchSize * spanningPerRow + convolution) * bytesPerElement;
+        return (rows * (plainPerRow + internalPerRow) + examples * chunk * batchSize * spanningPerRow + convolution)
+                * bytesPerElement;
     }
 
     /** One chunk's work on columns {@code [from, to)} of the examples of the current chunk. */
@@ -729,6 +735,18 @@ public final class CurvaturePass {
         CurvatureSink sink = isParametric(node) ? sinks.get(j).foldingCopies(rows[j] / batchSize) : null;
         int producer = node.input(0);
         boolean below = producer >= 0 && region[producer];
+        internalPerRow = record.kind().internalResidualScratchFeatures(record) * Math.max(1, rows[j] / batchSize);
+        try {
+            pushInternalResidual(record, sink, below, sinks);
+        } finally {
+            internalPerRow = 0;
+        }
+    }
+
+    private void pushInternalResidual(RecordedLayer record, CurvatureSink sink, boolean below,
+                                      Map<Integer, CurvatureSink> sinks) {
+        Node node = record.node();
+        int producer = node.input(0);
         for (LayerDerivatives.InternalResidualPart part : record.kind().internalResidual(record)) {
             if (part.columns() == 0) {
                 continue;

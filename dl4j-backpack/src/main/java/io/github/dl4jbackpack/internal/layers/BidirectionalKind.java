@@ -45,8 +45,10 @@ import java.util.Set;
  * {@code s ⊙ y^b} and {@code s ⊙ y^f} are the linearisation of the product), the backward layer's part reversed
  * in time, and each part goes through its layer's kind: its input Jacobian-transpose product (the backward
  * layer's reversed back in time, then the two added) and its curvature under its prefix. The layers' inputs
- * are the wrapper's and its reversal, so a wrapped layer with input dropout is refused for curvature, as is
- * the Hessian (the MUL product has a residual of its own, and recurrent kinds refuse it).
+ * are the wrapper's and its reversal, so a wrapped layer with input dropout is refused for curvature. The
+ * Hessian adds each layer's internal residual ({@link #internalResidual}); in MUL mode the product of the two
+ * outputs has a residual of its own, which is not implemented (refused), as is an LSTM's Hessian under the
+ * network's feature mask, which the wrapper hands to its layers.
  */
 public final class BidirectionalKind extends FirstOrderWrapperKind {
 
@@ -138,14 +140,73 @@ public final class BidirectionalKind extends FirstOrderWrapperKind {
         if (!wrapped.supportsSequences(forwardLayer(layer))) {
             return super.secondOrderUnsupported(layer, hessian);
         }
-        if (hessian) {
-            return "the Hessian through Bidirectional (" + wrapped.kindName() + ") is not implemented; the "
+        if (hessian && conf(layer).getMode() == Bidirectional.Mode.MUL) {
+            return "the Hessian through Bidirectional in MUL mode (" + wrapped.kindName() + ": the product of the two "
+                    + "layers' outputs has a residual of its own) is not implemented (ADD, AVERAGE and CONCAT are); the "
                     + "generalised Gauss-Newton extensions (DiagGGNExact, DiagGGNMC and their per-example versions) are";
         }
         if (forwardLayer(layer).conf().getLayer().getIDropout() != null) {
             return "curvature extensions do not support Bidirectional around a layer with input dropout";
         }
-        return wrapped.secondOrderUnsupported(forwardLayer(layer), false);
+        return wrapped.secondOrderUnsupported(forwardLayer(layer), hessian);
+    }
+
+    /** {@inheritDoc} The wrapper hands the network's feature mask to its layers. */
+    @Override
+    public String hessianWithFeatureMaskUnsupported(Layer layer) {
+        return wrapped.supportsSequences(forwardLayer(layer)) ? wrapped.maskedHessianUnsupported(forwardLayer(layer))
+                : null;
+    }
+
+    @Override
+    public boolean hasInternalResidual(Layer layer) {
+        return wrapped.supportsSequences(forwardLayer(layer)) && wrapped.hasInternalResidual(forwardLayer(layer));
+    }
+
+    /**
+     * {@inheritDoc} Each layer's, for its output gradient as the wrapper splits it (ADD, AVERAGE, CONCAT: the
+     * wrapper is linear in the two outputs), under its prefix; the backward layer's columns at its input are
+     * reversed back in time.
+     */
+    @Override
+    public java.util.List<InternalResidualPart> internalResidual(RecordedLayer record) {
+        Layer layer = record.layer();
+        boolean nwc = conf(layer).getRNNDataFormat() == RNNFormat.NWC;
+        RecordedLayer[] inner = innerRecords(record);
+        INDArray[] gradients = split(layer, record.outputGradient(), record.batchSize());
+        java.util.List<InternalResidualPart> parts = new java.util.ArrayList<>();
+        for (int d = 0; d < 2; d++) {
+            RecordedLayer withGradient = new RecordedLayer(record.node(), inner[d].layer(), wrapped, inner[d].input(),
+                    null, null, gradients[d], inner[d].outputShape());
+            String prefix = d == 0 ? BidirectionalParamInitializer.FORWARD_PREFIX
+                    : BidirectionalParamInitializer.BACKWARD_PREFIX;
+            boolean reverse = d == 1;
+            for (InternalResidualPart part : wrapped.internalResidual(withGradient)) {
+                parts.add(new InternalResidualPart() {
+                    @Override
+                    public double sign() {
+                        return part.sign();
+                    }
+
+                    @Override
+                    public long columns() {
+                        return part.columns();
+                    }
+
+                    @Override
+                    public INDArray push(long from, long to, CurvatureSink sink) {
+                        INDArray atInput = part.push(from, to, sink == null ? null : sink.prefixed(prefix));
+                        return atInput == null || !reverse ? atInput : reversed(atInput, nwc);
+                    }
+
+                    @Override
+                    public void finish(CurvatureSink sink) {
+                        part.finish(sink.prefixed(prefix));
+                    }
+                });
+            }
+        }
+        return parts;
     }
 
     @Override

@@ -119,6 +119,12 @@ public final class LastTimeStepKind extends SingleLayerWrapperKind {
         });
     }
 
+    /** {@inheritDoc} Only the network's feature mask. */
+    @Override
+    protected boolean alwaysMasks() {
+        return false;
+    }
+
     /** {@inheritDoc} The wrapper's output gradient placed at each sequence's last real step. */
     @Override
     protected INDArray innerOutputGradient(RecordedLayer record) {

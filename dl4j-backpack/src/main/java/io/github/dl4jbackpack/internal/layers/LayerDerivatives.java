@@ -180,6 +180,24 @@ public interface LayerDerivatives {
     }
 
     /**
+     * @param layer a layer of this kind, inside a wrapper that sets a mask on it ({@code LastTimeStep},
+     *     {@code Bidirectional} with the network's feature mask, {@code MaskZeroLayer} always)
+     * @return why the Hessian cannot go through the layer when it sees a mask, or null
+     */
+    default String maskedHessianUnsupported(Layer layer) {
+        return null;
+    }
+
+    /**
+     * @param layer a layer of this kind
+     * @return why the Hessian cannot go through the layer on a batch with a feature mask (a wrapper that hands
+     *     the mask to a layer whose Hessian needs none), or null
+     */
+    default String hessianWithFeatureMaskUnsupported(Layer layer) {
+        return null;
+    }
+
+    /**
      * @param layer a layer of this kind
      * @return whether the layer's Hessian residual lies inside it: nonlinear maps within its steps whose
      *     results feed later steps (a recurrent layer's activations, and its recurrent weights multiplying a
@@ -198,6 +216,17 @@ public interface LayerDerivatives {
      */
     default java.util.List<InternalResidualPart> internalResidual(RecordedLayer record) {
         throw new UnsupportedOperationException(kindName() + " has no Hessian residual inside it");
+    }
+
+    /**
+     * Sizes chunks of the columns of {@link #internalResidual}: an upper bound on the elements, per column and
+     * example, that pushing them through the layer allocates beyond {@link #scratchFeatures}.
+     *
+     * @param record the layer's record
+     * @return elements per column and example
+     */
+    default long internalResidualScratchFeatures(RecordedLayer record) {
+        return 0;
     }
 
     /**

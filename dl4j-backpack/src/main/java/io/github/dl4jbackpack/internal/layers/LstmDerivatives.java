@@ -15,6 +15,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.nd4j.linalg.ops.transforms.Transforms;
 
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -65,8 +66,10 @@ import java.util.function.UnaryOperator;
  * its sequence (replayed once per pass); its gate gradients give the column's parameter Jacobian-transpose
  * products by the gradient formulas above and, times {@code W}, the column at the layer input. Cost per chunk
  * of V columns: one backward replay of N·V rows, shared by the curvature and the input columns, and
- * {@code O(N·V·T·n)} scratch. The Hessian residuals inside the cell are not implemented (DiagHessian refuses
- * the layer) and neither are Kronecker factors.
+ * {@code O(N·V·T·n)} scratch. The Hessian adds the residual inside the cell ({@link #internalResidual}, for a
+ * layer without a mask): {@code 17·n·T} columns per sequence ({@code 18·n·T} with peepholes), each a
+ * back-propagation through time, about {@code n·T} times the generalised Gauss-Newton diagonal's cost per output
+ * column. Kronecker factors are not supported.
  */
 public final class LstmDerivatives implements LayerDerivatives {
 
@@ -126,15 +129,325 @@ public final class LstmDerivatives implements LayerDerivatives {
         return true;
     }
 
-    /**
-     * {@inheritDoc} The generalised Gauss-Newton extensions are supported; the Hessian is not (the residual
-     * terms of the products and activations inside the cell are not implemented).
-     */
+    /** {@inheritDoc} The Hessian needs activations that have second derivatives. */
     @Override
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return hessian ? "the Hessian residuals inside a recurrent cell (" + layer.getClass().getSimpleName()
-                + ": products of gates, gate and cell activations) are not implemented; the generalised "
-                + "Gauss-Newton extensions (DiagGGNExact, DiagGGNMC and their per-example versions) are" : null;
+        if (!hessian) {
+            return null;
+        }
+        String activation = ElementwiseActivations.unsupported(conf(layer).getActivationFn(), true);
+        return activation != null ? activation : ElementwiseActivations.unsupported(conf(layer).getGateActivationFn(),
+                true);
+    }
+
+    /**
+     * {@inheritDoc} DL4J's backward step of an LSTM or GravesLSTM that sees a mask is not the derivative of its
+     * masked forward step (see the class comment), so there is no Hessian of what it computes.
+     */
+    @Override
+    public String maskedHessianUnsupported(Layer layer) {
+        return "DL4J's backward step of an " + layer.getClass().getSimpleName() + " that sees a mask (set by the "
+                + "wrapper) is not the derivative of its masked forward step, so the Hessian is computed for layers "
+                + "without one (a network does not hand its feature mask to an LSTM layer); the generalised "
+                + "Gauss-Newton extensions are supported";
+    }
+
+    /** {@inheritDoc} The activations and products inside the cell, the recurrent and peephole weights. */
+    @Override
+    public boolean hasInternalResidual(Layer layer) {
+        return true;
+    }
+
+    /**
+     * {@inheritDoc} With {@code dh_t} and {@code dc_t} the gradients of the mean loss at the output and the cell
+     * of step t (after everything that follows), each nonlinear map inside the cell weighted with the gradient
+     * at its result (docs/math.md#hessian-through-recurrent-layers): the diagonal residuals of the activations
+     * at the gate pre-activations, {@code dc ⊙ g ⊙ φ''(z_i)}, {@code dc ⊙ c_{t−1} ⊙ σ''(z_f)},
+     * {@code dh ⊙ φ(c̃) ⊙ σ''(z_o)}, {@code dc ⊙ i ⊙ σ''(z_g)}, and at the cell, {@code dh ⊙ o ⊙ φ''(c̃)}; the
+     * products {@code f ⊙ c_{t−1}} and {@code g ⊙ i} (weight {@code dc}) and {@code o ⊙ φ(c̃)} (weight
+     * {@code dh}), whose residual {@code λ (e_a e_bᵀ + e_b e_aᵀ)} per unit is
+     * {@code |λ|/2 [(e_a + s e_b)(e_a + s e_b)ᵀ − (e_a − s e_b)(e_a − s e_b)ᵀ]} with {@code s = sign(λ)}; every
+     * column enters where its nodes are (a gate's value through the gate's derivative, {@code φ(c̃)} through
+     * {@code φ'(c̃)}) and goes back through the earlier steps. Then the recurrent weights' product with the
+     * state ({@link RecurrentWeightProduct}).
+     */
+    @Override
+    public java.util.List<InternalResidualPart> internalResidual(RecordedLayer record) {
+        Layer layer = record.layer();
+        DataType type = record.outputGradient().dataType();
+        Forward f = forward(record, type);
+        if (f.mask != null) {
+            throw new IllegalStateException("the Hessian residual of " + layer.getClass().getSimpleName()
+                    + " with a mask is not supported");
+        }
+        INDArray epsilon = channelsFirst(layer, record.outputGradient()).castTo(type).dup('c');
+        Backward first = new Backward(f, epsilon, null, null, 1, true);
+        long n = epsilon.size(0);
+        long h = f.units;
+        int length = f.steps.length;
+        INDArray z = Nd4j.create(type, n, 4 * h, length);
+        INDArray a = Nd4j.create(type, n, 4 * h, length);
+        INDArray cell = Nd4j.create(type, n, h, length);
+        INDArray previousCell = Nd4j.create(type, n, h, length);
+        INDArray cellActivation = Nd4j.create(type, n, h, length);
+        for (int t = 0; t < length; t++) {
+            Step step = f.steps[t];
+            z.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).assign(step.z);
+            a.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).assign(step.a);
+            cell.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).assign(step.cell);
+            previousCell.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).assign(step.previousCell);
+            cellActivation.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).assign(step.cellActivation);
+        }
+        INDArray dh = first.outputGradients.permute(1, 2, 0).dup('c');
+        INDArray dc = first.cellGradients.permute(1, 2, 0).dup('c');
+        INDArray firstDerivative = z.ulike();
+        INDArray secondDerivative = z.ulike();
+        for (int k = 0; k < 4; k++) {
+            IActivation function = k == 0 ? f.activation : f.gate;
+            INDArray pre = gates(z, k, h).dup('c');
+            gates(firstDerivative, k, h).assign(ElementwiseActivations.firstDerivative(function, pre));
+            gates(secondDerivative, k, h).assign(ElementwiseActivations.secondDerivative(function, pre));
+        }
+        INDArray cellDerivative = ElementwiseActivations.firstDerivative(f.activation, cell);
+        // the activations' diagonal residuals: [gates (4n); cell (n)] per step
+        INDArray diagonal = Nd4j.create(type, n, 5 * h, length);
+        gates(diagonal, 0, h).assign(dc.mul(gates(a, 3, h)).muli(gates(secondDerivative, 0, h)));
+        gates(diagonal, 1, h).assign(dc.mul(previousCell).muli(gates(secondDerivative, 1, h)));
+        gates(diagonal, 2, h).assign(dh.mul(cellActivation).muli(gates(secondDerivative, 2, h)));
+        gates(diagonal, 3, h).assign(dc.mul(gates(a, 0, h)).muli(gates(secondDerivative, 3, h)));
+        gates(diagonal, 4, h).assign(dh.mul(gates(a, 2, h))
+                .muli(ElementwiseActivations.secondDerivative(f.activation, cell)));
+        // the products' weights [f ⊙ c_{t−1}; g ⊙ i; o ⊙ φ(c̃)] (c_{−1} = 0 is a constant)
+        INDArray weights = Nd4j.concat(1, dc.dup('c'), dc, dh);
+        weights.get(NDArrayIndex.all(), NDArrayIndex.interval(0, h), NDArrayIndex.point(0)).assign(0.0);
+        INDArray halfRoot = Transforms.sqrt(Transforms.abs(weights, true).muli(0.5), false);
+        INDArray weightSign = Transforms.sign(weights, true);
+        // each product's first node, a gate value, enters at its pre-activation
+        INDArray towardA = Nd4j.concat(1, gates(firstDerivative, 1, h), gates(firstDerivative, 3, h),
+                gates(firstDerivative, 2, h));
+        // its second node: c_{t−1} (as it is), i through φ'(z_i), φ(c̃) through φ'(c̃)
+        INDArray towardB = Nd4j.concat(1, Nd4j.onesLike(dc), gates(firstDerivative, 0, h), cellDerivative);
+        // λ (u vᵀ + v uᵀ) with u = α e_a, v = β e_b is split with both nodes' values rescaled to the same size,
+        // u' = √|αβ| sign(α) e_a and v' = √|αβ| sign(β) e_b, so that the two signs' squares cancel little
+        INDArray balanced = Transforms.sqrt(Transforms.abs(towardA.mul(towardB), false), false).muli(halfRoot);
+        INDArray atA = balanced.mul(Transforms.sign(towardA, true));
+        INDArray atB = balanced.muli(Transforms.sign(towardB, true)).muli(weightSign);
+        long[][] targets = residualTargets(h, length);
+        java.util.List<InternalResidualPart> parts = new java.util.ArrayList<>();
+        for (double sign : new double[] {1.0, -1.0}) {
+            INDArray coefficientA = Nd4j.concat(1, Transforms.sqrt(Transforms.relu(diagonal.mul(sign), false), false),
+                    atA);
+            INDArray coefficientB = Nd4j.concat(1, Nd4j.zeros(type, n, 5 * h, length), atB.mul(sign));
+            parts.add(new CellResidual(record, f, coefficientA.reshape('c', n, 8 * h * length),
+                    coefficientB.reshape('c', n, 8 * h * length), targets, sign));
+        }
+        long recurrentColumns = layer.getParam(RW).size(1);
+        parts.add(new RecurrentWeightProduct(eps -> new Backward(f, eps, eps.size(0) / n).delta,
+                first.delta.dup('c'), f.previousOutputs.dup('c'), RW, recurrentColumns));
+        if (f.peephole) {
+            parts.add(new PeepholeProduct(f, first.delta.dup('c')));
+        }
+        return parts;
+    }
+
+    /** @return block k ({@code [i, f, o, g]}, then the cell) of {@code [N, ·, T]} values of n units each, a view */
+    private static INDArray gates(INDArray values, int k, long units) {
+        return values.get(NDArrayIndex.all(), NDArrayIndex.interval(k * units, (k + 1) * units), NDArrayIndex.all());
+    }
+
+    /**
+     * @param units n
+     * @param length T
+     * @return for each column of the cell's residual (feature {@code q·T + t} of {@code [8n, T]}: the diagonal at
+     *     the gates and the cell, then the products {@code f ⊙ c_{t−1}}, {@code g ⊙ i}, {@code o ⊙ φ(c̃)}), where
+     *     its two nodes enter, as indices {@code r·T + s} of the gradients entering {@code [gates (4n); cell (n)]}
+     *     at step s (−1: no second node)
+     */
+    private static long[][] residualTargets(long units, long length) {
+        long[][] targets = new long[2][(int) (8 * units * length)];
+        for (long q = 0; q < 8 * units; q++) {
+            for (long t = 0; t < length; t++) {
+                int feature = (int) (q * length + t);
+                long k = q % units;
+                long a;
+                long b = -1;
+                if (q < 5 * units) {
+                    a = q * length + t;
+                } else if (q < 6 * units) {
+                    a = (units + k) * length + t;                                   // f
+                    b = t > 0 ? (4 * units + k) * length + t - 1 : -1;              // c_{t−1}
+                } else if (q < 7 * units) {
+                    a = (3 * units + k) * length + t;                               // g
+                    b = k * length + t;                                             // i
+                } else {
+                    a = (2 * units + k) * length + t;                               // o
+                    b = (4 * units + k) * length + t;                               // φ(c̃) at the cell
+                }
+                targets[0][feature] = a;
+                targets[1][feature] = b;
+            }
+        }
+        return targets;
+    }
+
+    /**
+     * GravesLSTM's peephole weights multiply a cell state that depends on them ({@code z_f ∋ c_{t−1} ⊙ p_f},
+     * {@code z_g ∋ c_{t−1} ⊙ p_g}, {@code z_o ∋ c̃_t ⊙ p_o}): as for the recurrent weights
+     * ({@link RecurrentWeightProduct}), {@code 2 Σ_t δ_{f,t,k} ∂c_{t−1,k}/∂p_{f,k}} on the diagonal of
+     * {@code p_{f,k}} alone (likewise {@code p_g}, and {@code p_o} with {@code c̃_t}), with
+     * {@code ∂c̃_{u,k}/∂p_{f,k} = Σ_s δ^{(u,k)}_{f,s,k} c_{s−1,k}} from the unit vector at the cell {@code c̃_u}
+     * back-propagated through time: the peephole gradient of that column, read at unit k. Column {@code (k, u)}
+     * is feature {@code k·T + u}; the values are gathered outside the scratch memory and added at the end.
+     */
+    private static final class PeepholeProduct implements InternalResidualPart {
+        private final Forward f;
+        private final INDArray delta;
+        private INDArray gathered;
+
+        /** @param delta {@code δ} of the mean loss, {@code [N, 4n, T]} */
+        PeepholeProduct(Forward f, INDArray delta) {
+            this.f = f;
+            this.delta = delta;
+        }
+
+        @Override
+        public double sign() {
+            return 1.0;
+        }
+
+        @Override
+        public long columns() {
+            return f.units * f.steps.length;
+        }
+
+        @Override
+        public INDArray push(long from, long to, CurvatureSink sink) {
+            if (sink == null) {
+                return null;
+            }
+            DataType type = delta.dataType();
+            long n = delta.size(0);
+            long units = f.units;
+            long length = f.steps.length;
+            long v = to - from;
+            INDArray unitOf = Nd4j.zeros(type, v, units);
+            INDArray unitCells = Nd4j.zeros(type, v, units * length);
+            // per column, the weights of the peephole products (f and g: δ at the next step; o: at the same step)
+            INDArray weights = Nd4j.zeros(type, n, v, 3);
+            for (int c = 0; c < v; c++) {
+                long feature = from + c;
+                long k = feature / length;
+                long u = feature % length;
+                unitOf.putScalar(c, k, 1.0);
+                unitCells.putScalar(c, feature, 1.0);
+                weights.get(NDArrayIndex.all(), NDArrayIndex.point(c), NDArrayIndex.point(1))
+                        .assign(delta.get(NDArrayIndex.all(), NDArrayIndex.point(2 * units + k), NDArrayIndex.point(u)));
+                if (u + 1 < length) {
+                    weights.get(NDArrayIndex.all(), NDArrayIndex.point(c), NDArrayIndex.point(0)).assign(delta.get(
+                            NDArrayIndex.all(), NDArrayIndex.point(units + k), NDArrayIndex.point(u + 1)));
+                    weights.get(NDArrayIndex.all(), NDArrayIndex.point(c), NDArrayIndex.point(2)).assign(delta.get(
+                            NDArrayIndex.all(), NDArrayIndex.point(3 * units + k), NDArrayIndex.point(u + 1)));
+                }
+            }
+            INDArray cells = unitCells.reshape('c', 1, v * units * length).broadcast(n, v * units * length)
+                    .reshape('c', n * v, units, length);
+            Backward b = new Backward(f, null, null, cells, v, false);
+            // the column's peephole gradients at its own unit, [N, V, 3] (columns f, o, g)
+            INDArray own = b.peepholes.reshape('c', n, v, units, 3)
+                    .mul(unitOf.reshape('c', 1, v, units, 1).broadcast(n, v, units, 3)).sum(2);
+            INDArray weighted = own.muli(weights).muli(2.0);
+            // gathered per unit: [N, n, 3]
+            INDArray perUnit = DenseDerivatives.gemm(unitOf, true,
+                    weighted.permute(1, 0, 2).dup('c').reshape('c', v, n * 3), false)
+                    .reshape('c', units, n, 3).permute(1, 0, 2);
+            try (org.nd4j.linalg.api.memory.MemoryWorkspace ignored =
+                         Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                if (gathered == null) {
+                    gathered = Nd4j.zeros(type, n, units, 3);
+                }
+                gathered.addi(perUnit);
+            }
+            return null;
+        }
+
+        @Override
+        public void finish(CurvatureSink sink) {
+            if (gathered == null) {
+                return;
+            }
+            long n = gathered.size(0);
+            long units = f.units;
+            INDArray full = Nd4j.zeros(gathered.dataType(), n, units, 4 * units + 3);
+            full.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(4 * units, 4 * units + 3))
+                    .assign(gathered);
+            sink.add(RW, sink.perExample() ? full : full.sum(0));
+            gathered = null;
+        }
+    }
+
+    /** One sign of the residual inside the cell: columns entering at the gates and cells, back through time. */
+    private static final class CellResidual implements InternalResidualPart {
+        private final RecordedLayer record;
+        private final Forward f;
+        private final INDArray coefficientA;
+        private final INDArray coefficientB;
+        private final long[][] targets;
+        private final double sign;
+
+        /**
+         * @param coefficientA per example and column, the value at its first node {@code [N, 8n·T]}
+         * @param coefficientB per example and column, the value at its second node {@code [N, 8n·T]}
+         */
+        CellResidual(RecordedLayer record, Forward f, INDArray coefficientA, INDArray coefficientB, long[][] targets,
+                     double sign) {
+            this.record = record;
+            this.f = f;
+            this.coefficientA = coefficientA;
+            this.coefficientB = coefficientB;
+            this.targets = targets;
+            this.sign = sign;
+        }
+
+        @Override
+        public double sign() {
+            return sign;
+        }
+
+        @Override
+        public long columns() {
+            return coefficientA.size(1);
+        }
+
+        @Override
+        public INDArray push(long from, long to, CurvatureSink sink) {
+            long n = coefficientA.size(0);
+            long v = to - from;
+            long units = f.units;
+            long length = f.steps.length;
+            long space = 5 * units * length;
+            DataType type = coefficientA.dataType();
+            // column c of example n: its coefficients at its nodes, zero elsewhere
+            INDArray injection = Nd4j.zeros(type, n, v, space);
+            for (int c = 0; c < v; c++) {
+                int feature = (int) from + c;
+                injection.get(NDArrayIndex.all(), NDArrayIndex.point(c), NDArrayIndex.point(targets[0][feature]))
+                        .assign(coefficientA.get(NDArrayIndex.all(), NDArrayIndex.point(feature)));
+                long b = targets[1][feature];
+                if (b >= 0) {
+                    injection.get(NDArrayIndex.all(), NDArrayIndex.point(c), NDArrayIndex.point(b))
+                            .addi(coefficientB.get(NDArrayIndex.all(), NDArrayIndex.point(feature)));
+                }
+            }
+            injection = injection.reshape('c', n * v, 5 * units, length);
+            Backward b = new Backward(f, null,
+                    injection.get(NDArrayIndex.all(), NDArrayIndex.interval(0, 4 * units), NDArrayIndex.all()),
+                    injection.get(NDArrayIndex.all(), NDArrayIndex.interval(4 * units, 5 * units), NDArrayIndex.all()),
+                    v, false);
+            if (sink != null) {
+                accumulateColumns(record, f, b, n, v, sign, sink);
+            }
+            return atInput(record, f, b.delta);
+        }
     }
 
     @Override
@@ -175,8 +488,11 @@ public final class LstmDerivatives implements LayerDerivatives {
      */
     @Override
     public INDArray inputJacobianTranspose(RecordedLayer record, INDArray factor) {
-        INDArray delta = columns(record, factor).delta;                     // [R, 4n, T]
-        Forward f = forward(record, factor.dataType());
+        return atInput(record, forward(record, factor.dataType()), columns(record, factor).delta);
+    }
+
+    /** @return columns back-propagated through time, {@code δ [R, 4n, T]}, at the layer input: {@code Σ_t W δ_t} */
+    private static INDArray atInput(RecordedLayer record, Forward f, INDArray delta) {
         long rows = delta.size(0);
         long length = delta.size(2);
         INDArray byStep = delta.permute(0, 2, 1).dup('c').reshape('c', rows * length, delta.size(1));
@@ -193,6 +509,16 @@ public final class LstmDerivatives implements LayerDerivatives {
     }
 
     /**
+     * {@inheritDoc} The gradients entering at the gates and cells ({@code 5n} per step), their back-propagation
+     * through time (about twelve {@code n}-sized temporaries per step) and the states' sensitivities of the
+     * recurrent product ({@code 4n} per step, kept with their products).
+     */
+    @Override
+    public long internalResidualScratchFeatures(RecordedLayer record) {
+        return 30 * record.outputFeatures() + 2 * record.inputFeatures();
+    }
+
+    /**
      * {@inheritDoc} Column {@code s_nv} back-propagated through time gives gate gradients {@code δ_nvt}, and
      * its parameter Jacobian-transpose products are the gradient formulas with them: {@code Σ_t x_nt δ_nvtᵀ},
      * {@code Σ_t h_n,t−1 δ_nvtᵀ}, {@code Σ_t δ_nvt} and the peephole sums; their squares are summed over v.
@@ -203,7 +529,12 @@ public final class LstmDerivatives implements LayerDerivatives {
         long v = factor.size(1);
         long[] folded = new long[] {n * v, factor.size(2), factor.size(3)};
         Backward b = columns(record, factor.reshape('c', folded));
-        Forward f = forward(record, factor.dataType());
+        accumulateColumns(record, forward(record, factor.dataType()), b, n, v, sign, sink);
+    }
+
+    /** Adds {@code sign · Σ_v (J_θᵀ s_nv)²} of columns already back-propagated through time ({@code N·V} rows). */
+    private static void accumulateColumns(RecordedLayer record, Forward f, Backward b, long n, long v, double sign,
+                                          CurvatureSink sink) {
         INDArray delta = b.delta.dup('c').reshape('c', n, v, b.delta.size(1), b.delta.size(2));
         boolean perExample = sink.perExample();
         INDArray w = OuterProductTerms.squaredColumnGradients(delta, f.x, perExample);
@@ -447,10 +778,28 @@ public final class LstmDerivatives implements LayerDerivatives {
         final INDArray delta;
         /** GravesLSTM's peephole gradients per row {@code [N·V, n, 3]} (columns f, o, g), or null. */
         final INDArray peepholes;
+        /** {@code dh_t}, the gradient at each step's output, {@code [T, N·V, n]}, when recorded, else null. */
+        final INDArray outputGradients;
+        /** {@code dc_t}, the gradient at each step's cell, {@code [T, N·V, n]}, when recorded, else null. */
+        final INDArray cellGradients;
 
         Backward(Forward f, INDArray epsilon, long repeats) {
-            DataType type = epsilon.dataType();
-            long rows = epsilon.size(0);
+            this(f, epsilon, null, null, repeats, false);
+        }
+
+        /**
+         * @param f the forward pass
+         * @param epsilon gradients at the layer output {@code [N·V, n, T]}, or null (with injections)
+         * @param gateInjection gradients entering at the gate pre-activations {@code [N·V, 4n, T]}, or null
+         * @param cellInjection gradients entering at the cells {@code [N·V, n, T]}, or null
+         * @param repeats V
+         * @param record whether to keep {@code dh_t} and {@code dc_t}
+         */
+        Backward(Forward f, INDArray epsilon, INDArray gateInjection, INDArray cellInjection, long repeats,
+                 boolean record) {
+            INDArray given = epsilon != null ? epsilon : gateInjection != null ? gateInjection : cellInjection;
+            DataType type = given.dataType();
+            long rows = given.size(0);
             long units = f.units;
             int length = f.steps.length;
             IActivation activation = f.activation;
@@ -458,8 +807,11 @@ public final class LstmDerivatives implements LayerDerivatives {
             boolean peephole = f.peephole;
             INDArray deltaByStep = Nd4j.zeros(type, length, rows, 4 * units);
             peepholes = peephole ? Nd4j.zeros(type, rows, units, 3) : null;
+            outputGradients = record ? Nd4j.create(type, length, rows, units) : null;
+            cellGradients = record ? Nd4j.create(type, length, rows, units) : null;
             if (!peephole) {
-                withoutPeepholes(f, epsilon, repeats, deltaByStep);
+                withoutPeepholes(f, epsilon, gateInjection, cellInjection, repeats, deltaByStep, outputGradients,
+                        cellGradients);
                 delta = deltaByStep.permute(1, 2, 0);
                 return;
             }
@@ -472,54 +824,55 @@ public final class LstmDerivatives implements LayerDerivatives {
                 INDArray a = repeated(step.a, repeats);
                 INDArray cell = repeated(step.cell, repeats);
                 INDArray previousCell = repeated(step.previousCell, repeats);
-                INDArray outputGradient = epsilon.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).dup();
+                INDArray entering = gateInjection == null ? null
+                        : gateInjection.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t));
+                INDArray outputGradient = epsilon != null
+                        ? epsilon.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).dup()
+                        : Nd4j.zeros(type, rows, units);
                 if (nextDelta != null) {
                     outputGradient.addi(nextDelta.mmul(f.recurrentTranspose));
                 }
-                // the gradients at the activated values [i, f, o, g], then through the activations
+                // the output gate first: its pre-activation reads the cell through the peephole
                 INDArray stepDelta = deltaByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all());
-                block(stepDelta, 2, 1, units).assign(outputGradient.mul(repeated(step.cellActivation, repeats)));
-                INDArray deltaO = null;
-                if (peephole) {
-                    deltaO = gate.backprop(block(z, 2, 1, units).dup(), block(stepDelta, 2, 1, units).dup()).getFirst();
+                INDArray deltaO = gate.backprop(block(z, 2, 1, units).dup(),
+                        outputGradient.mul(repeated(step.cellActivation, repeats))).getFirst();
+                if (entering != null) {
+                    deltaO.addi(block(entering, 2, 1, units));
                 }
                 INDArray cellGradient = activation.backprop(cell.dup(), block(a, 2, 1, units).mul(outputGradient))
                         .getFirst().dup();
-                if (peephole) {
-                    cellGradient.addi(deltaO.mulRowVector(f.peepholeWeights[1]));
-                    if (nextDelta != null) {
-                        cellGradient.addi(block(nextDelta, 1, 1, units).mulRowVector(f.peepholeWeights[0]));
-                        cellGradient.addi(block(nextDelta, 3, 1, units).mulRowVector(f.peepholeWeights[2]));
-                    }
+                cellGradient.addi(deltaO.mulRowVector(f.peepholeWeights[1]));
+                if (nextDelta != null) {
+                    cellGradient.addi(block(nextDelta, 1, 1, units).mulRowVector(f.peepholeWeights[0]));
+                    cellGradient.addi(block(nextDelta, 3, 1, units).mulRowVector(f.peepholeWeights[2]));
                 }
                 if (nextCellGradient != null) {
                     cellGradient.addi(nextForget.mul(nextCellGradient));
                 }
-                block(stepDelta, 1, 1, units).assign(cellGradient.mul(previousCell));
-                block(stepDelta, 3, 1, units).assign(cellGradient.mul(block(a, 0, 1, units)));
+                if (cellInjection != null) {
+                    cellGradient.addi(cellInjection.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)));
+                }
                 block(stepDelta, 0, 1, units).assign(activation.backprop(block(z, 0, 1, units).dup(),
                         cellGradient.mul(block(a, 3, 1, units))).getFirst());
-                if (peephole) {
-                    block(stepDelta, 1, 1, units).assign(gate.backprop(block(z, 1, 1, units).dup(),
-                            block(stepDelta, 1, 1, units).dup()).getFirst());
-                    block(stepDelta, 2, 1, units).assign(deltaO);
-                    block(stepDelta, 3, 1, units).assign(gate.backprop(block(z, 3, 1, units).dup(),
-                            block(stepDelta, 3, 1, units).dup()).getFirst());
-                } else if (step.gatesFromActivations) {
-                    // sigmoid gates whose pre-activations DL4J did not keep: σ' = σ (1 − σ), as DL4J computes it
-                    INDArray gates = block(a, 1, 3, units);
-                    block(stepDelta, 1, 3, units).muli(gates.mul(gates.rsub(1.0)));
-                } else {
-                    block(stepDelta, 1, 3, units).assign(gate.backprop(block(z, 1, 3, units).dup(),
-                            block(stepDelta, 1, 3, units).dup()).getFirst());
+                block(stepDelta, 1, 1, units).assign(gate.backprop(block(z, 1, 1, units).dup(),
+                        cellGradient.mul(previousCell)).getFirst());
+                block(stepDelta, 2, 1, units).assign(deltaO);
+                block(stepDelta, 3, 1, units).assign(gate.backprop(block(z, 3, 1, units).dup(),
+                        cellGradient.mul(block(a, 0, 1, units))).getFirst());
+                if (entering != null) {
+                    block(stepDelta, 0, 2, units).addi(block(entering, 0, 2, units));
+                    block(stepDelta, 3, 1, units).addi(block(entering, 3, 1, units));
                 }
-                if (peephole && f.mask != null) {
+                if (f.mask != null) {
                     stepDelta.muliColumnVector(repeated(f.mask.getColumn(t, true), repeats));
                 }
-                if (peephole) {
-                    peephole(0).addi(block(stepDelta, 1, 1, units).mul(previousCell));
-                    peephole(1).addi(block(stepDelta, 2, 1, units).mul(cell));
-                    peephole(2).addi(block(stepDelta, 3, 1, units).mul(previousCell));
+                peephole(0).addi(block(stepDelta, 1, 1, units).mul(previousCell));
+                peephole(1).addi(block(stepDelta, 2, 1, units).mul(cell));
+                peephole(2).addi(block(stepDelta, 3, 1, units).mul(previousCell));
+                if (outputGradients != null) {
+                    outputGradients.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all())
+                            .assign(outputGradient);
+                    cellGradients.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all()).assign(cellGradient);
                 }
                 nextDelta = stepDelta;
                 nextCellGradient = cellGradient;
@@ -535,10 +888,14 @@ public final class LstmDerivatives implements LayerDerivatives {
          * {@code δ_o = dh_t ⊙ φ(c̃_t) ⊙ σ'(o)}, {@code δ_f = dc_t ⊙ c_{t−1} ⊙ σ'(f)},
          * {@code δ_g = dc_t ⊙ i_t ⊙ σ'(g)}, {@code δ_i = dc_t ⊙ g_t ⊙ φ'(z_i)} (DL4J's backward pass, without masks
          * on {@code δ}, as LSTM's); each step then costs a product with {@code RWᵀ} and a few elementwise
-         * operations.
+         * operations. Gradients entering inside the cell (the Hessian's columns) are added where they enter:
+         * to {@code dc_t} at the cell, to {@code δ_t} at the gate pre-activations.
          */
-        private static void withoutPeepholes(Forward f, INDArray epsilon, long repeats, INDArray deltaByStep) {
-            DataType type = epsilon.dataType();
+        private static void withoutPeepholes(Forward f, INDArray epsilon, INDArray gateInjection,
+                                             INDArray cellInjection, long repeats, INDArray deltaByStep,
+                                             INDArray outputGradients, INDArray cellGradients) {
+            DataType type = deltaByStep.dataType();
+            long rows = deltaByStep.size(1);
             long units = f.units;
             int length = f.steps.length;
             INDArray[] coefficients = new INDArray[length];
@@ -564,8 +921,9 @@ public final class LstmDerivatives implements LayerDerivatives {
             INDArray next = null;
             INDArray nextCellGradient = null;
             for (int t = length - 1; t >= 0; t--) {
-                INDArray outputGradient = epsilon.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t))
-                        .dup('c');
+                INDArray outputGradient = epsilon != null
+                        ? epsilon.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)).dup('c')
+                        : Nd4j.zeros(type, rows, units);
                 if (next != null) {
                     Nd4j.gemm(next, f.recurrentTranspose, outputGradient, false, false, 1.0, 1.0);
                 }
@@ -573,12 +931,23 @@ public final class LstmDerivatives implements LayerDerivatives {
                 if (nextCellGradient != null) {
                     cellGradient.addi(repeated(block(f.steps[t + 1].a, 1, 1, units), repeats).mul(nextCellGradient));
                 }
+                if (cellInjection != null) {
+                    cellGradient.addi(cellInjection.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)));
+                }
                 INDArray stepDelta = deltaByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all());
                 stepDelta.assign(repeated(coefficients[t], repeats));
                 block(stepDelta, 0, 1, units).muli(cellGradient);
                 block(stepDelta, 1, 1, units).muli(cellGradient);
                 block(stepDelta, 2, 1, units).muli(outputGradient);
                 block(stepDelta, 3, 1, units).muli(cellGradient);
+                if (gateInjection != null) {
+                    stepDelta.addi(gateInjection.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(t)));
+                }
+                if (outputGradients != null) {
+                    outputGradients.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all())
+                            .assign(outputGradient);
+                    cellGradients.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all()).assign(cellGradient);
+                }
                 next = stepDelta;
                 nextCellGradient = cellGradient;
             }

@@ -55,6 +55,12 @@ public final class MaskZeroKind extends SingleLayerWrapperKind {
                 wrapped, record.input(), null, null, null, record.outputShape()));
     }
 
+    /** {@inheritDoc} Always: the mask of the steps whose input is the masking value. */
+    @Override
+    protected boolean alwaysMasks() {
+        return true;
+    }
+
     /** {@inheritDoc} The wrapper passes its output gradient to the wrapped layer unchanged. */
     @Override
     protected INDArray innerOutputGradient(RecordedLayer record) {

@@ -24,6 +24,7 @@ final class RecurrentWeightProduct implements LayerDerivatives.InternalResidualP
     private final INDArray delta;
     private final INDArray previousOutput;
     private final String key;
+    private final long parameterColumns;
     private INDArray gathered;
 
     /**
@@ -31,13 +32,17 @@ final class RecurrentWeightProduct implements LayerDerivatives.InternalResidualP
      *     {@code n·V + v}) to the pre-activations {@code [R, G, T]}
      * @param delta {@code δ = ∂L/∂z} of the mean loss, {@code [N, G, T]}
      * @param previousOutput {@code h_{t−1}} as the pre-activations use it, {@code [N, H, T]}, zero at t = 0
-     * @param key the name of {@code R}, a parameter {@code [H, G]}
+     * @param key the name of the parameter whose first {@code G} columns are {@code R}
+     * @param parameterColumns the parameter's columns, {@code G} or more (GravesLSTM keeps its peephole weights
+     *     after {@code R})
      */
-    RecurrentWeightProduct(UnaryOperator<INDArray> backward, INDArray delta, INDArray previousOutput, String key) {
+    RecurrentWeightProduct(UnaryOperator<INDArray> backward, INDArray delta, INDArray previousOutput, String key,
+                           long parameterColumns) {
         this.backward = backward;
         this.delta = delta;
         this.previousOutput = previousOutput;
         this.key = key;
+        this.parameterColumns = parameterColumns;
     }
 
     @Override
@@ -98,12 +103,13 @@ final class RecurrentWeightProduct implements LayerDerivatives.InternalResidualP
                 .reshape('c', unitCount, n, gates).permute(1, 0, 2);
         try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
             if (gathered == null) {
-                gathered = sink.perExample() ? Nd4j.zeros(type, n, units, gates) : Nd4j.zeros(type, units, gates);
+                gathered = sink.perExample() ? Nd4j.zeros(type, n, units, parameterColumns)
+                        : Nd4j.zeros(type, units, parameterColumns);
             }
             INDArray target = sink.perExample()
                     ? gathered.get(NDArrayIndex.all(), NDArrayIndex.interval(firstUnit, firstUnit + unitCount),
-                    NDArrayIndex.all())
-                    : gathered.get(NDArrayIndex.interval(firstUnit, firstUnit + unitCount), NDArrayIndex.all());
+                    NDArrayIndex.interval(0, gates))
+                    : gathered.get(NDArrayIndex.interval(firstUnit, firstUnit + unitCount), NDArrayIndex.interval(0, gates));
             target.addi(sink.perExample() ? rows : rows.sum(0));
         }
         return null;

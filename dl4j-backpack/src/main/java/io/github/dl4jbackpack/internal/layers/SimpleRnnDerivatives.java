@@ -272,7 +272,7 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
             }
         }
         parts.add(new RecurrentWeightProduct(eps -> f.backward(eps, null), delta, f.previousOutput,
-                SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY));
+                SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY, units));
         return parts;
     }
 
@@ -338,8 +338,16 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
     @Override
     public long scratchFeatures(RecordedLayer record) {
         long units = record.layer().getParam(SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY).size(0);
-        // the back-propagation through time keeps about ten step-sized temporaries per step
-        return 2 * (7 * record.outputFeatures() + 4 * units + record.inputFeatures());
+        return 2 * (3 * record.outputFeatures() + 4 * units + record.inputFeatures());
+    }
+
+    /**
+     * {@inheritDoc} The columns entering inside the layer, their back-propagation through time (about eight
+     * step-sized temporaries per step) and the states' sensitivities of the recurrent product.
+     */
+    @Override
+    public long internalResidualScratchFeatures(RecordedLayer record) {
+        return 12 * record.outputFeatures() + 2 * record.inputFeatures();
     }
 
     /**

@@ -37,10 +37,25 @@ abstract class SingleLayerWrapperKind extends FirstOrderWrapperKind {
         return wrapped.supportsSequences(inner(layer));
     }
 
+    /**
+     * @return whether the wrapper always sets a mask on the wrapped layer (else only the network's feature
+     *     mask, when the batch has one)
+     */
+    protected abstract boolean alwaysMasks();
+
+    /** {@inheritDoc} A wrapper that always sets a mask on the wrapped layer needs a Hessian that allows one. */
     @Override
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        return wrapped.supportsSequences(inner(layer)) ? wrapped.secondOrderUnsupported(inner(layer), hessian)
-                : super.secondOrderUnsupported(layer, hessian);
+        if (!wrapped.supportsSequences(inner(layer))) {
+            return super.secondOrderUnsupported(layer, hessian);
+        }
+        String masked = hessian && alwaysMasks() ? wrapped.maskedHessianUnsupported(inner(layer)) : null;
+        return masked != null ? masked : wrapped.secondOrderUnsupported(inner(layer), hessian);
+    }
+
+    @Override
+    public String hessianWithFeatureMaskUnsupported(Layer layer) {
+        return wrapped.supportsSequences(inner(layer)) ? wrapped.maskedHessianUnsupported(inner(layer)) : null;
     }
 
     @Override
