@@ -115,23 +115,44 @@ class MemoryBudgetTest {
     }
 
     /**
-     * The Hessian residual inside recurrent layers goes in chunks of columns: the same diagonals, per batch and
-     * per sequence, with allocations within the estimate.
+     * The Hessian residual inside recurrent layers and wrappers (SimpleRnn, LSTM, Bidirectional MUL's product,
+     * TimeDistributed's activation) goes in chunks of columns: the same diagonals, per batch and per sequence, with
+     * allocations within the estimate.
      */
     @ParameterizedTest
-    @ValueSource(booleans = {false, true})
-    void recurrentResidualsGoInChunksOfColumns(boolean lstm) {
+    @ValueSource(strings = {"SimpleRnn", "LSTM", "Bidirectional MUL", "TimeDistributed"})
+    void recurrentResidualsGoInChunksOfColumns(String kind) {
+        boolean lstm = kind.equals("LSTM");
+        org.deeplearning4j.nn.conf.layers.Layer recurrent;
+        switch (kind) {
+            case "LSTM":
+                recurrent = new LSTM.Builder().nOut(6).activation(Activation.TANH).build();
+                break;
+            case "Bidirectional MUL":
+                recurrent = new org.deeplearning4j.nn.conf.layers.recurrent.Bidirectional(
+                        org.deeplearning4j.nn.conf.layers.recurrent.Bidirectional.Mode.MUL,
+                        new SimpleRnn.Builder().nOut(8).activation(Activation.TANH).build());
+                break;
+            case "TimeDistributed":
+                recurrent = new org.deeplearning4j.nn.conf.layers.recurrent.TimeDistributed(new DenseLayer.Builder()
+                        .nOut(8).activation(Activation.TANH).build());
+                break;
+            default:
+                recurrent = new SimpleRnn.Builder().nOut(8).activation(Activation.TANH).build();
+        }
+        // TimeDistributed takes a series: below it a SimpleRnn rather than a dense layer over the steps
         MultiLayerNetwork net = TestNets.build(DataType.DOUBLE, InputType.recurrent(3, 10),
-                new DenseLayer.Builder().nOut(4).activation(Activation.TANH).build(),
-                lstm ? new LSTM.Builder().nOut(6).activation(Activation.TANH).build()
-                        : new SimpleRnn.Builder().nOut(8).activation(Activation.TANH).build(),
+                kind.equals("TimeDistributed") ? new SimpleRnn.Builder().nOut(4).activation(Activation.TANH).build()
+                        : new DenseLayer.Builder().nOut(4).activation(Activation.TANH).build(), recurrent,
                 new RnnOutputLayer.Builder(LossFunction.MSE).nOut(2).activation(Activation.IDENTITY).build());
         BackPackNetwork bp = BackPackNetwork.extend(net);
         INDArray x = TestNets.features(DataType.DOUBLE, 3, 32, 3, 10);
         INDArray y = TestNets.features(DataType.DOUBLE, 4, 32, 2, 10);
         Quantities reference = bp.backward(x, y, new DiagHessian(), new BatchDiagHessian());
-        for (long budget : lstm ? new long[] {16L << 20, 4L << 20, 2L << 20}
-                : new long[] {4L << 20, 1L << 20, 600L << 10}) {
+        long[] budgets = lstm ? new long[] {16L << 20, 4L << 20, 2L << 20}
+                : kind.equals("SimpleRnn") ? new long[] {4L << 20, 1L << 20, 600L << 10}
+                : new long[] {4L << 20, 2L << 20, 1200L << 10};
+        for (long budget : budgets) {
             bp.setCurvatureMemoryBudget(budget);
             Quantities q = bp.backward(x, y, new DiagHessian(), new BatchDiagHessian());
             assertWithin(budget, "budget " + budget);

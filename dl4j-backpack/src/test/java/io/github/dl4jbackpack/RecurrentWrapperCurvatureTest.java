@@ -6,6 +6,7 @@ import io.github.dl4jbackpack.extensions.BatchDiagGGNMC;
 import io.github.dl4jbackpack.extensions.BatchDiagHessian;
 import io.github.dl4jbackpack.extensions.DiagGGNExact;
 import io.github.dl4jbackpack.extensions.DiagHessian;
+import io.github.dl4jbackpack.extensions.Extension;
 import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.conf.ComputationGraphConfiguration;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
@@ -276,14 +277,17 @@ class RecurrentWrapperCurvatureTest {
     }
 
     /**
-     * The Hessian diagonal through Bidirectional (ADD, CONCAT, AVERAGE; NCW and NWC; each layer's residual for its
-     * share of the gradient, the backward layer's input columns reversed back), with a label mask, and with a
-     * feature mask too around SimpleRnn: against differences of DL4J's gradient, per batch and per sequence.
+     * The Hessian diagonal through Bidirectional (every mode; NCW and NWC; each layer's residual for its share of
+     * the gradient, the backward layer's input columns reversed back; MUL's product through both layers to the
+     * SimpleRnn below) and TimeDistributed (its dense layer's activation at every step, NCW and NWC), with a label
+     * mask, and with a feature mask too around SimpleRnn: against differences of DL4J's gradient, per batch and per
+     * sequence.
      */
     @ParameterizedTest
     @EnumSource(value = Wrapper.class, names = {"BIDIRECTIONAL_SIMPLE_RNN_ADD", "BIDIRECTIONAL_CONCAT",
-            "BIDIRECTIONAL_AVERAGE_NWC", "BIDIRECTIONAL_CONCAT_NWC"})
-    void hessianThroughBidirectionalEqualsFiniteDifferences(Wrapper w) {
+            "BIDIRECTIONAL_AVERAGE_NWC", "BIDIRECTIONAL_CONCAT_NWC", "BIDIRECTIONAL_MUL", "TIME_DISTRIBUTED",
+            "TIME_DISTRIBUTED_NWC"})
+    void hessianThroughWrappersEqualsFiniteDifferences(Wrapper w) {
         MultiLayerNetwork net = w.build(DataType.DOUBLE);
         MultiLayerNetwork plain = net.clone();
         RNNFormat f = w.format();
@@ -297,8 +301,11 @@ class RecurrentWrapperCurvatureTest {
                 new org.nd4j.linalg.dataset.DataSet(x, y, featureMask, mask));
         for (String key : expected.keySet()) {
             assertClose(expected.get(key), q.byKey(DiagHessian.class, key), 1e-4, 1e-6, w + " Hessian " + key);
+            assertClose(q.byKey(DiagHessian.class, key), q.byKey(BatchDiagHessian.class, key).sum(0), 1e-10, 1e-12,
+                    "per-sequence Hessians sum to the batch's " + key);
         }
-        for (int n = 0; n < N; n++) {
+        // one sequence against its own differences (the shortest, most padded one; each costs a full set of them)
+        for (int n : SequenceCurvatureTest.CHECKED_SEQUENCES) {
             Map<String, INDArray> single = SequenceCurvatureTest.gradientDifferences(plain,
                     new org.nd4j.linalg.dataset.DataSet(Reference.example(x, n), Reference.example(y, n),
                             featureMask == null ? null : Reference.example(featureMask, n), Reference.example(mask, n)));
@@ -309,16 +316,11 @@ class RecurrentWrapperCurvatureTest {
         }
     }
 
-    /** MUL mode's own residual and an LSTM under the feature mask the wrapper hands it: refused by name. */
+    /** An LSTM under the feature mask the wrapper hands it, or under MaskZeroLayer's own mask: refused by name. */
     @Test
-    void hessianThroughBidirectionalMulOrMaskedLstmIsRefused() {
-        MultiLayerNetwork mul = Wrapper.BIDIRECTIONAL_MUL.build(DataType.DOUBLE);
-        INDArray x = Wrapper.BIDIRECTIONAL_MUL.featuresNcw();
+    void hessianThroughMaskedLstmIsRefused() {
+        INDArray x = Wrapper.BIDIRECTIONAL_CONCAT.featuresNcw();
         INDArray y = labelsNcw();
-        UnsupportedLayerException product = assertThrows(UnsupportedLayerException.class,
-                () -> BackPackNetwork.extend(mul).backward(x, y, null, mask(), new DiagHessian()));
-        assertTrue(product.getMessage().contains("MUL") && product.getMessage().contains("Bidirectional"),
-                product.getMessage());
         MultiLayerNetwork concat = Wrapper.BIDIRECTIONAL_CONCAT.build(DataType.DOUBLE);
         INDArray before = concat.params().dup();
         IllegalArgumentException masked = assertThrows(IllegalArgumentException.class,
@@ -344,12 +346,20 @@ class RecurrentWrapperCurvatureTest {
         INDArray x = layout(w.featuresNcw(), w.format());
         INDArray y = layout(labelsNcw(), w.format());
         INDArray mask = mask();
-        Quantities q64 = BackPackNetwork.extend(net).backward(x, y, null, mask, new BatchDiagGGNExact());
+        // the Hessian too where it goes through the wrapper (not an LSTM under MaskZeroLayer's mask)
+        boolean hessian = w != Wrapper.MASK_ZERO_LSTM;
+        Quantities q64 = BackPackNetwork.extend(net).backward(x, y, null, mask, hessian
+                ? new Extension[] {new BatchDiagGGNExact(), new BatchDiagHessian()} : new Extension[] {new BatchDiagGGNExact()});
         Quantities q32 = BackPackNetwork.extend(single).backward(x.castTo(DataType.FLOAT), y.castTo(DataType.FLOAT),
-                null, mask.castTo(DataType.FLOAT), new BatchDiagGGNExact());
+                null, mask.castTo(DataType.FLOAT), hessian ? new Extension[] {new BatchDiagGGNExact(),
+                        new BatchDiagHessian()} : new Extension[] {new BatchDiagGGNExact()});
         for (String key : net.paramTable().keySet()) {
             assertClose(q64.byKey(BatchDiagGGNExact.class, key), q32.byKey(BatchDiagGGNExact.class, key)
                     .castTo(DataType.DOUBLE), 1e-4, 1e-6, w + " float32 " + key);
+            if (hessian) {
+                assertClose(q64.byKey(BatchDiagHessian.class, key), q32.byKey(BatchDiagHessian.class, key)
+                        .castTo(DataType.DOUBLE), 1e-4, 1e-6, w + " float32 Hessian " + key);
+            }
         }
     }
 
@@ -415,10 +425,10 @@ class RecurrentWrapperCurvatureTest {
 
     /**
      * Refused by name before the pass, the network unchanged: a wrapped layer with input dropout (its input
-     * Jacobian would need the dropout mask of the wrapped layer), and the Hessian through p-norm pooling over time.
+     * Jacobian would need the dropout mask of the wrapped layer).
      */
     @Test
-    void wrappedInputDropoutAndPNormPoolingHessianAreRefusedByName() {
+    void wrappedInputDropoutIsRefusedByName() {
         Layer[][] networks = {
                 {new Bidirectional(Bidirectional.Mode.ADD, new LSTM.Builder().nOut(4).dropOut(0.8).build()),
                         new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES)
@@ -437,32 +447,23 @@ class RecurrentWrapperCurvatureTest {
             assertTrue(e.getMessage().contains("input dropout"), e.getMessage());
             assertClose(before, net.params(), 0, 0, "parameters untouched");
         }
-        MultiLayerNetwork pooled = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(7)
-                .dataType(DataType.DOUBLE).list(new org.deeplearning4j.nn.conf.layers.Convolution1DLayer.Builder(2)
-                                .nOut(3).convolutionMode(org.deeplearning4j.nn.conf.ConvolutionMode.Same).build(),
-                        new org.deeplearning4j.nn.conf.layers.Subsampling1DLayer.Builder(
-                                org.deeplearning4j.nn.conf.layers.SubsamplingLayer.PoolingType.PNORM, 2, 1)
-                                .pnorm(2).convolutionMode(org.deeplearning4j.nn.conf.ConvolutionMode.Same).build(),
-                        new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES)
-                                .build())
-                .setInputType(InputType.recurrent(IN, T)).build());
-        pooled.init();
-        BackPackNetwork bp = BackPackNetwork.extend(pooled);
-        UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class,
-                () -> bp.backward(Wrapper.BIDIRECTIONAL_ADD.featuresNcw(), labelsNcw(), new DiagHessian()));
-        assertTrue(e.getMessage().contains("p-norm") && e.getMessage().contains("Subsampling1DLayer"), e.getMessage());
-        // the generalised Gauss-Newton diagonal passes p-norm pooling (its Jacobian is DL4J's backward step)
-        bp.backward(Wrapper.BIDIRECTIONAL_ADD.featuresNcw(), labelsNcw(), new DiagGGNExact());
     }
 
+    /** DL4J's precise GELU has no consistent second derivative: its Hessian inside TimeDistributed is refused. */
     @Test
-    void theHessianThroughAWrapperIsRefusedByName() {
-        MultiLayerNetwork net = Wrapper.TIME_DISTRIBUTED.build(DataType.DOUBLE);
+    void theHessianOfAnInconsistentActivationInTimeDistributedIsRefusedByName() {
+        MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(7)
+                .dataType(DataType.DOUBLE).list(new LSTM.Builder().nOut(4).build(), new TimeDistributed(
+                        new DenseLayer.Builder().nOut(3).activation(new org.nd4j.linalg.activations.impl
+                                .ActivationGELU(true)).build(), RNNFormat.NCW),
+                        new RnnOutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(CLASSES)
+                                .build()).setInputType(InputType.recurrent(IN, T)).build());
+        net.init();
         INDArray before = net.params().dup();
         UnsupportedLayerException e = assertThrows(UnsupportedLayerException.class, () -> BackPackNetwork.extend(net)
                 .backward(Wrapper.TIME_DISTRIBUTED.featuresNcw(), labelsNcw(), new DiagHessian()));
-        assertTrue(e.getMessage().contains("TimeDistributed") && e.getMessage().contains("DiagGGNExact"),
-                e.getMessage());
+        assertTrue(e.getMessage().contains("TimeDistributed") && e.getMessage().contains("GELU"), e.getMessage());
         assertClose(before, net.params(), 0, 0, "parameters untouched");
+        BackPackNetwork.extend(net).backward(Wrapper.TIME_DISTRIBUTED.featuresNcw(), labelsNcw(), new DiagGGNExact());
     }
 }

@@ -351,11 +351,11 @@ class RecurrentWrappersTest {
     }
 
     /**
-     * The generalised Gauss-Newton extensions pass the wrappers (tested in {@code RecurrentWrapperCurvatureTest});
-     * the Hessian and Kronecker factors through them are refused by name.
+     * The generalised Gauss-Newton extensions and the Hessian pass the wrappers (tested in
+     * {@code RecurrentWrapperCurvatureTest}); Kronecker factors through them are refused by name.
      */
     @Test
-    void kroneckerFactorsThroughWrappersAndTheHessianThroughTimeDistributedAreRefusedByName() {
+    void kroneckerFactorsThroughWrappersAreRefusedByName() {
         MultiLayerNetwork net = network(RNNFormat.NCW, 91, new Bidirectional(Mode.ADD, simpleRnn(RNNFormat.NCW)),
                 new MaskZeroLayer(simpleRnn(RNNFormat.NCW), 0), timeDistributedDense(RNNFormat.NCW),
                 perStepOutput(RNNFormat.NCW));
@@ -365,12 +365,8 @@ class RecurrentWrappersTest {
             LayerDerivatives kind = LayerKinds.of(layer).orElseThrow();
             assertEquals(null, kind.unsupportedConfiguration(layer), names[i]);
             assertEquals(null, kind.secondOrderUnsupported(layer, false), names[i]);
-            if (i < 2) {
-                // the residual inside the wrapped SimpleRnn (RecurrentWrapperCurvatureTest checks its values)
-                assertNull(kind.secondOrderUnsupported(layer, true), names[i]);
-            } else {
-                assertRefused(kind.secondOrderUnsupported(layer, true), names[i]);
-            }
+            // the residuals inside the wrappers (RecurrentWrapperCurvatureTest checks their values)
+            assertNull(kind.secondOrderUnsupported(layer, true), names[i]);
             assertNotNull(kind.noKroneckerFactors(layer), names[i]);
         }
     }

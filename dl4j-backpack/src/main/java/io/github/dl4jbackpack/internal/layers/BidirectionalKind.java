@@ -46,9 +46,9 @@ import java.util.Set;
  * in time, and each part goes through its layer's kind: its input Jacobian-transpose product (the backward
  * layer's reversed back in time, then the two added) and its curvature under its prefix. The layers' inputs
  * are the wrapper's and its reversal, so a wrapped layer with input dropout is refused for curvature. The
- * Hessian adds each layer's internal residual ({@link #internalResidual}); in MUL mode the product of the two
- * outputs has a residual of its own, which is not implemented (refused), as is an LSTM's Hessian under the
- * network's feature mask, which the wrapper hands to its layers.
+ * Hessian adds each layer's internal residual ({@link #internalResidual}) and, in MUL mode, the product's own
+ * residual, whose columns go through both layers at once; an LSTM's Hessian under the network's feature mask,
+ * which the wrapper hands to its layers, is refused.
  */
 public final class BidirectionalKind extends FirstOrderWrapperKind {
 
@@ -140,11 +140,6 @@ public final class BidirectionalKind extends FirstOrderWrapperKind {
         if (!wrapped.supportsSequences(forwardLayer(layer))) {
             return super.secondOrderUnsupported(layer, hessian);
         }
-        if (hessian && conf(layer).getMode() == Bidirectional.Mode.MUL) {
-            return "the Hessian through Bidirectional in MUL mode (" + wrapped.kindName() + ": the product of the two "
-                    + "layers' outputs has a residual of its own) is not implemented (ADD, AVERAGE and CONCAT are); the "
-                    + "generalised Gauss-Newton extensions (DiagGGNExact, DiagGGNMC and their per-example versions) are";
-        }
         if (forwardLayer(layer).conf().getLayer().getIDropout() != null) {
             return "curvature extensions do not support Bidirectional around a layer with input dropout";
         }
@@ -158,15 +153,29 @@ public final class BidirectionalKind extends FirstOrderWrapperKind {
                 : null;
     }
 
+    /** {@inheritDoc} The wrapped layers' and, in MUL mode, the product of their outputs. */
     @Override
     public boolean hasInternalResidual(Layer layer) {
-        return wrapped.supportsSequences(forwardLayer(layer)) && wrapped.hasInternalResidual(forwardLayer(layer));
+        return wrapped.supportsSequences(forwardLayer(layer)) && (wrapped.hasInternalResidual(forwardLayer(layer))
+                || conf(layer).getMode() == Bidirectional.Mode.MUL);
     }
 
     /**
-     * {@inheritDoc} Each layer's, for its output gradient as the wrapper splits it (ADD, AVERAGE, CONCAT: the
-     * wrapper is linear in the two outputs), under its prefix; the backward layer's columns at its input are
-     * reversed back in time.
+     * {@inheritDoc} The wrapped layers' (each for the columns of one part at a time) and, in MUL mode, the
+     * product's columns through both layers at once.
+     */
+    @Override
+    public long internalResidualScratchFeatures(RecordedLayer record) {
+        RecordedLayer[] inner = innerRecords(record);
+        return Math.max(wrapped.internalResidualScratchFeatures(inner[0]),
+                wrapped.internalResidualScratchFeatures(inner[1])) + 4 * (record.outputFeatures() + record.inputFeatures());
+    }
+
+    /**
+     * {@inheritDoc} Each layer's, for its output gradient as the wrapper splits it, under its prefix; the backward
+     * layer's columns at its input are reversed back in time. ADD, AVERAGE and CONCAT are linear in the two
+     * outputs; MUL's product {@code y^f ⊙ y^b} adds {@code Σ_kt ε_kt (∇y^f_kt ∇y^b_ktᵀ + ∇y^b_kt ∇y^f_ktᵀ)}
+     * ({@link ProductResidual}).
      */
     @Override
     public java.util.List<InternalResidualPart> internalResidual(RecordedLayer record) {
@@ -206,7 +215,56 @@ public final class BidirectionalKind extends FirstOrderWrapperKind {
                 });
             }
         }
+        if (conf(layer).getMode() == Bidirectional.Mode.MUL) {
+            INDArray epsilon = (nwc ? record.outputGradient().permute(0, 2, 1) : record.outputGradient()).dup('c');
+            INDArray root = org.nd4j.linalg.ops.transforms.Transforms.sqrt(
+                    org.nd4j.linalg.ops.transforms.Transforms.abs(epsilon, true).muli(0.5), false)
+                    .reshape('c', epsilon.size(0), epsilon.length() / epsilon.size(0));
+            for (double sign : new double[] {1.0, -1.0}) {
+                parts.add(new ProductResidual(record, inner, root, epsilon, sign));
+            }
+        }
         return parts;
+    }
+
+    /**
+     * One sign of the residual of MUL's product: with {@code u = ∇y^f_kt} and {@code v = ∇y^b_kt} (w.r.t. everything
+     * below the wrapper, each zero on the other layer's parameters),
+     * {@code ε (u vᵀ + v uᵀ) = ½|ε| [(u + σv)(u + σv)ᵀ − (u − σv)(u − σv)ᵀ]}, {@code σ = sgn ε}: the part of sign
+     * {@code ±1} has, per unit and step, the column {@code √(|ε|/2)} at {@code y^f_kt} and {@code ±σ√(|ε|/2)} at
+     * {@code y^b_kt}, through both layers to the wrapper's input. The two parts' terms on either layer's own
+     * diagonal cancel ({@code u} and {@code v} never share a wrapper parameter), so they only go below it.
+     */
+    private final class ProductResidual extends SignedColumnsPart {
+        private final RecordedLayer record;
+        private final RecordedLayer[] inner;
+        private final INDArray backwardRoot;
+
+        /**
+         * @param root {@code √(|ε|/2)}, {@code [N, H·T]}: the columns' values at the forward layer's output
+         * @param epsilon the gradient at the wrapper output, NCW
+         */
+        ProductResidual(RecordedLayer record, RecordedLayer[] inner, INDArray root, INDArray epsilon, double sign) {
+            super(sign, root);
+            this.record = record;
+            this.inner = inner;
+            this.backwardRoot = org.nd4j.linalg.ops.transforms.Transforms.sign(epsilon, true)
+                    .reshape('c', root.shape()).muli(root).muli(sign);
+        }
+
+        @Override
+        public INDArray push(long from, long to, CurvatureSink sink) {
+            boolean nwc = conf(record.layer()).getRNNDataFormat() == RNNFormat.NWC;
+            long[] shape = inner[0].outputShape();
+            long units = shape[nwc ? 2 : 1];
+            long steps = shape[nwc ? 1 : 2];
+            long rows = values.size(0) * (to - from);
+            INDArray forward = unitColumns(from, to).reshape('c', rows, units, steps);
+            INDArray backward = TimeSeriesUtils.reverseTimeSeries(Columns.unitColumns(backwardRoot, from, to)
+                    .reshape('c', rows, units, steps));
+            INDArray atInput = wrapped.inputJacobianTranspose(inner[0], innerLayout(forward, nwc));
+            return atInput.addi(reversed(wrapped.inputJacobianTranspose(inner[1], innerLayout(backward, nwc)), nwc));
+        }
     }
 
     @Override

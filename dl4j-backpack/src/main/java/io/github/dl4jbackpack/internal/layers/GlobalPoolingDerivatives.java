@@ -16,7 +16,7 @@ import org.nd4j.linalg.ops.transforms.Transforms;
  * residual; p-norm pooling {@code y = (Σ |x|^p)^{1/p}} per channel has the Jacobian
  * {@code x|x|^{p−2}/y^{p−1}} (DL4J's own formula) and {@link PNormResidual}'s Hessian residual.
  * Over the (masked) steps of a time series, average, sum and max pooling follow DL4J's own masked
- * gradient; p-norm pooling of time series is not supported for second order.
+ * gradient, and p-norm pooling has the residual of the masked steps' p-norm.
  */
 public final class GlobalPoolingDerivatives implements LayerDerivatives {
 
@@ -61,11 +61,30 @@ public final class GlobalPoolingDerivatives implements LayerDerivatives {
         return conf(layer).getPoolingType() == PoolingType.PNORM && conf(layer).getPnorm() >= 2;
     }
 
+    /**
+     * {@inheritDoc} Over the (masked) steps of a time series, {@code y = (Σ_t m_t |x_t|^p)^{1/p}} is the p-norm of
+     * {@code m ⊙ x}, so its Hessian is {@code M ∇²‖m ⊙ x‖_p M}: {@link PNormResidual}'s parts for {@code m ⊙ x},
+     * the diagonal masked, the rank-one columns DL4J's masked gradient.
+     */
     @Override
     public java.util.List<VertexDerivatives.ResidualPart> inputResidual(RecordedLayer record) {
         INDArray epsilon = record.outputGradient();
         INDArray x = record.input().castTo(epsilon.dataType());
         long n = x.size(0);
+        if (x.rank() == 3) {
+            long c = x.size(1);
+            long length = x.size(2);
+            INDArray mask = record.layer().getMaskArray();
+            INDArray m = (mask == null ? Nd4j.ones(x.dataType(), n, length) : mask.castTo(x.dataType()))
+                    .reshape('c', n, 1, length).broadcast(n, c, length);
+            INDArray masked = x.mul(m);
+            int p = conf(record.layer()).getPnorm();
+            INDArray y = Transforms.pow(Transforms.pow(Transforms.abs(masked, true), p, false).sum(2), 1.0 / p, false)
+                    .reshape(epsilon.shape());
+            return PNormResidual.parts(p, masked, y, epsilon,
+                    s -> s.reshape('c', n, c, 1).broadcast(n, c, length).mul(m),
+                    columns -> inputJacobianTranspose(record, columns));
+        }
         long c = x.size(1);
         long pixels = x.size(2) * x.size(3);
         INDArray y = pNorm(x, conf(record.layer()).getPnorm()).reshape(epsilon.shape());
@@ -79,13 +98,10 @@ public final class GlobalPoolingDerivatives implements LayerDerivatives {
         return Transforms.pow(Transforms.pow(Transforms.abs(x, true), p, false).sum(2, 3), 1.0 / p, false);
     }
 
-    /**
-     * {@inheritDoc} Over time ({@code [N, C, T]}), average, sum and max pooling; not p-norm pooling (its Hessian
-     * residual over masked steps is not implemented).
-     */
+    /** {@inheritDoc} Over time ({@code [N, C, T]}), every pooling type, with the network's feature mask. */
     @Override
     public boolean supportsSequences(Layer layer) {
-        return conf(layer).getPoolingType() != PoolingType.PNORM;
+        return true;
     }
 
     /**

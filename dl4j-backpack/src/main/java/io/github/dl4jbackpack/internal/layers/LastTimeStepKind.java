@@ -108,7 +108,8 @@ public final class LastTimeStepKind extends SingleLayerWrapperKind {
     }
 
     /** @return the wrapped layer's record (its input is the wrapper's), kept with the wrapper's */
-    private RecordedLayer innerRecord(RecordedLayer record) {
+    @Override
+    protected RecordedLayer innerRecord(RecordedLayer record) {
         return record.cachedValue("lastTimeStepInner", () -> {
             Layer inner = inner(record.layer());
             long steps = record.input().size(nwc(inner) ? 1 : 2);

@@ -386,13 +386,11 @@ public final class LstmDerivatives implements LayerDerivatives {
     }
 
     /** One sign of the residual inside the cell: columns entering at the gates and cells, back through time. */
-    private static final class CellResidual implements InternalResidualPart {
+    private static final class CellResidual extends SignedColumnsPart {
         private final RecordedLayer record;
         private final Forward f;
-        private final INDArray coefficientA;
         private final INDArray coefficientB;
         private final long[][] targets;
-        private final double sign;
 
         /**
          * @param coefficientA per example and column, the value at its first node {@code [N, 8n·T]}
@@ -400,38 +398,27 @@ public final class LstmDerivatives implements LayerDerivatives {
          */
         CellResidual(RecordedLayer record, Forward f, INDArray coefficientA, INDArray coefficientB, long[][] targets,
                      double sign) {
+            super(sign, coefficientA);
             this.record = record;
             this.f = f;
-            this.coefficientA = coefficientA;
             this.coefficientB = coefficientB;
             this.targets = targets;
-            this.sign = sign;
-        }
-
-        @Override
-        public double sign() {
-            return sign;
-        }
-
-        @Override
-        public long columns() {
-            return coefficientA.size(1);
         }
 
         @Override
         public INDArray push(long from, long to, CurvatureSink sink) {
-            long n = coefficientA.size(0);
+            long n = values.size(0);
             long v = to - from;
             long units = f.units;
             long length = f.steps.length;
             long space = 5 * units * length;
-            DataType type = coefficientA.dataType();
+            DataType type = values.dataType();
             // column c of example n: its coefficients at its nodes, zero elsewhere
             INDArray injection = Nd4j.zeros(type, n, v, space);
             for (int c = 0; c < v; c++) {
                 int feature = (int) from + c;
                 injection.get(NDArrayIndex.all(), NDArrayIndex.point(c), NDArrayIndex.point(targets[0][feature]))
-                        .assign(coefficientA.get(NDArrayIndex.all(), NDArrayIndex.point(feature)));
+                        .assign(values.get(NDArrayIndex.all(), NDArrayIndex.point(feature)));
                 long b = targets[1][feature];
                 if (b >= 0) {
                     injection.get(NDArrayIndex.all(), NDArrayIndex.point(c), NDArrayIndex.point(b))

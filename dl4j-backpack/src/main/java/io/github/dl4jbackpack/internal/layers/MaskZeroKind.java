@@ -50,7 +50,8 @@ public final class MaskZeroKind extends SingleLayerWrapperKind {
     }
 
     /** @return the wrapped layer's record (its input and output are the wrapper's), kept with the wrapper's */
-    private RecordedLayer innerRecord(RecordedLayer record) {
+    @Override
+    protected RecordedLayer innerRecord(RecordedLayer record) {
         return record.cachedValue("maskZeroInner", () -> new RecordedLayer(record.node(), inner(record.layer()),
                 wrapped, record.input(), null, null, null, record.outputShape()));
     }

@@ -24,7 +24,7 @@ import java.util.List;
  * layer computes it. (DL4J's layer would multiply its output and gradient by its reduced feature mask if one were
  * set on it, but networks never set one: its {@code feedForwardMaskArray} reduces the mask for the layers above
  * without keeping it.) Max and average pooling are piecewise linear, so they have no Hessian residual; p-norm
- * pooling has one, and the Hessian is refused through it. Pooling laid out channels last is refused for
+ * pooling has the 2D layer's ({@link #inputResidual}). Pooling laid out channels last is refused for
  * curvature.
  */
 public final class Parameterless1DDerivatives implements LayerDerivatives {
@@ -64,9 +64,28 @@ public final class Parameterless1DDerivatives implements LayerDerivatives {
             return "curvature extensions do not support Subsampling1DLayer with data format "
                     + poolingConf(layer).getCnn2dDataFormat() + " (NCHW is supported)";
         }
-        return hessian && pooling() && poolingConf(layer).getPoolingType() == PoolingType.PNORM
-                ? "the Hessian residual of p-norm pooling over time (Subsampling1DLayer) is not implemented; the "
-                + "generalised Gauss-Newton extensions and the Kronecker factors of the layers around it are" : null;
+        return null;
+    }
+
+    /** {@inheritDoc} p-norm pooling of order at least 2. */
+    @Override
+    public boolean hasInputResidual(Layer layer) {
+        return pooling() && poolingConf(layer).getPoolingType() == PoolingType.PNORM && poolingConf(layer).getPnorm() >= 2;
+    }
+
+    /** {@inheritDoc} The 2D layer's ({@link PNormResidual}) on the series seen as {@code [N, C, T, 1]}. */
+    @Override
+    public List<VertexDerivatives.ResidualPart> inputResidual(RecordedLayer record) {
+        org.deeplearning4j.nn.conf.layers.Subsampling1DLayer conf = poolingConf(record.layer());
+        INDArray epsilon = record.outputGradient();
+        INDArray x = record.input().castTo(epsilon.dataType());
+        INDArray y = SubsamplingDerivatives.pNormPool(conf, x.reshape('c', x.size(0), x.size(1), x.size(2), 1),
+                new long[] {epsilon.size(0), epsilon.size(1), epsilon.size(2), 1}).reshape(epsilon.shape());
+        INDArray ones = Nd4j.ones(x.dataType(), x.size(0), x.size(1), x.size(2), 1);
+        return PNormResidual.parts(conf.getPnorm(), x, y, epsilon,
+                s -> SubsamplingDerivatives.poolBackward(conf, ones, s.reshape('c', s.size(0), s.size(1), s.size(2), 1),
+                        1).reshape(x.shape()),
+                columns -> poolingInputJacobianTranspose(record, columns));
     }
 
     @Override

@@ -277,34 +277,21 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
     }
 
     /** One sign of the activations' residual: unit columns at the pre-activations, back through time. */
-    private static final class ActivationResidual implements InternalResidualPart {
+    private static final class ActivationResidual extends SignedColumnsPart {
         private final RecordedLayer record;
         private final Forward f;
-        private final INDArray root;
-        private final double sign;
 
         ActivationResidual(RecordedLayer record, Forward f, INDArray root, double sign) {
+            super(sign, root);
             this.record = record;
             this.f = f;
-            this.root = root;
-            this.sign = sign;
-        }
-
-        @Override
-        public double sign() {
-            return sign;
-        }
-
-        @Override
-        public long columns() {
-            return root.size(1);
         }
 
         @Override
         public INDArray push(long from, long to, CurvatureSink sink) {
-            long n = root.size(0);
+            long n = values.size(0);
             long v = to - from;
-            INDArray injection = Columns.unitColumns(root, from, to).reshape('c', n * v, f.w.size(1), f.x.size(2));
+            INDArray injection = unitColumns(from, to).reshape('c', n * v, f.w.size(1), f.x.size(2));
             INDArray delta = f.backward(null, injection);
             if (sink != null) {
                 accumulateColumns(record, f, delta.reshape('c', n, v, delta.size(1), delta.size(2)), sign, sink);

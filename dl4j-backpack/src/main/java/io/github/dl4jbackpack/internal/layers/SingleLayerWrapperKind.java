@@ -72,6 +72,18 @@ abstract class SingleLayerWrapperKind extends FirstOrderWrapperKind {
                 gradient, gradient.shape()));
     }
 
+    /** {@inheritDoc} The wrapped layer's. */
+    @Override
+    public long internalResidualScratchFeatures(RecordedLayer record) {
+        return wrapped.internalResidualScratchFeatures(innerRecord(record));
+    }
+
+    /**
+     * @param record the wrapper's record
+     * @return the wrapped layer's record: its input and output shape (without an output gradient)
+     */
+    protected abstract RecordedLayer innerRecord(RecordedLayer record);
+
     /**
      * @param record the wrapper's record, with its output gradient
      * @return the gradient of the mean loss at the wrapped layer's output

@@ -46,17 +46,30 @@ public final class SubsamplingDerivatives implements LayerDerivatives {
         org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf = conf(record.layer());
         INDArray epsilon = record.outputGradient();
         INDArray x = record.input().castTo(epsilon.dataType());
-        int[] pad = padding(conf, x, epsilon);
-        boolean same = conf.getConvolutionMode() == ConvolutionMode.Same;
-        INDArray y = Nd4j.create(x.dataType(), epsilon.shape());
-        Nd4j.exec(DynamicCustomOp.builder("pnormpool2d").addInputs(x).addOutputs(y)
-                .addIntegerArguments(conf.getKernelSize()[0], conf.getKernelSize()[1], conf.getStride()[0],
-                        conf.getStride()[1], pad[0], pad[1], conf.getDilation()[0], conf.getDilation()[1],
-                        same ? 1 : 0, conf.getPnorm(), 0).build());
+        INDArray y = pNormPool(conf, x, epsilon.shape());
         INDArray ones = Nd4j.onesLike(x);
         return PNormResidual.parts(conf.getPnorm(), x, y, epsilon, s -> poolBackward(conf, ones, s, 1),
                 columns -> poolBackward(conf, Columns.repeatPerColumn(x, columns.size(0) / x.size(0)), columns,
                         conf.getPnorm()));
+    }
+
+    /**
+     * DL4J's p-norm pooling operation.
+     *
+     * @param conf the layer configuration (p-norm pooling)
+     * @param x the input {@code [N, C, H, W]}
+     * @param outShape the output's shape
+     * @return the pooled output
+     */
+    static INDArray pNormPool(org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf, INDArray x, long[] outShape) {
+        int[] pad = padding(conf, x, outShape);
+        boolean same = conf.getConvolutionMode() == ConvolutionMode.Same;
+        INDArray y = Nd4j.create(x.dataType(), outShape);
+        Nd4j.exec(DynamicCustomOp.builder("pnormpool2d").addInputs(x).addOutputs(y)
+                .addIntegerArguments(conf.getKernelSize()[0], conf.getKernelSize()[1], conf.getStride()[0],
+                        conf.getStride()[1], pad[0], pad[1], conf.getDilation()[0], conf.getDilation()[1],
+                        same ? 1 : 0, conf.getPnorm(), 0).build());
+        return y;
     }
 
     /** Max and p-norm pooling route by the input; average pooling does not, but DL4J's op works per example. */
@@ -78,9 +91,9 @@ public final class SubsamplingDerivatives implements LayerDerivatives {
         return poolBackward(conf, repeated, factor, conf.getPnorm());
     }
 
-    private static int[] padding(org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf, INDArray x, INDArray out) {
+    private static int[] padding(org.deeplearning4j.nn.conf.layers.SubsamplingLayer conf, INDArray x, long[] out) {
         return conf.getConvolutionMode() == ConvolutionMode.Same
-                ? ConvolutionUtils.getSameModeTopLeftPadding(new int[] {(int) out.size(2), (int) out.size(3)},
+                ? ConvolutionUtils.getSameModeTopLeftPadding(new int[] {(int) out[2], (int) out[3]},
                 new int[] {(int) x.size(2), (int) x.size(3)}, conf.getKernelSize(), conf.getStride(), conf.getDilation())
                 : conf.getPadding();
     }
@@ -100,7 +113,7 @@ public final class SubsamplingDerivatives implements LayerDerivatives {
         int[] strides = conf.getStride();
         int[] dilation = conf.getDilation();
         boolean same = conf.getConvolutionMode() == ConvolutionMode.Same;
-        int[] pad = padding(conf, x, gradient);
+        int[] pad = padding(conf, x, gradient.shape());
         DynamicCustomOp.DynamicCustomOpsBuilder op;
         int extra;
         switch (conf.getPoolingType()) {

@@ -34,8 +34,8 @@ import java.util.Set;
  * {@code [N, nIn, T]} ({@link #curvatureInput}); factor columns {@code s} at the wrapper output become
  * {@code m ⊙ act'(z) ⊙ s} at the dense layer's pre-activation at every step, and the dense kind's series form
  * (a hidden dense layer at every step) takes them from there: {@code Σ_t x_t c_tᵀ} per column for the
- * parameters, {@code W c_t} at the input. A dense layer with input dropout, the Hessian (the activation's
- * residual) and Kronecker factors are refused.
+ * parameters, {@code W c_t} at the input. The Hessian adds the residual of the dense layer's activation
+ * ({@link #internalResidual}). A dense layer with input dropout and Kronecker factors are refused.
  */
 public final class TimeDistributedKind extends FirstOrderWrapperKind {
 
@@ -135,15 +135,63 @@ public final class TimeDistributedKind extends FirstOrderWrapperKind {
 
     @Override
     public String secondOrderUnsupported(Layer layer, boolean hessian) {
-        if (hessian) {
-            return "the Hessian through TimeDistributed (the residual of its dense layer's activation) is not "
-                    + "implemented; the generalised Gauss-Newton extensions (DiagGGNExact, DiagGGNMC and their "
-                    + "per-example versions) are";
-        }
         if (inner(layer).conf().getLayer().getIDropout() != null) {
             return "curvature extensions do not support TimeDistributed around a layer with input dropout";
         }
-        return null;
+        return hessian ? ElementwiseActivations.unsupported(activationOfInner(layer), true) : null;
+    }
+
+    /** {@inheritDoc} The dense layer's activation, unless it is piecewise linear. */
+    @Override
+    public boolean hasInternalResidual(Layer layer) {
+        return !ElementwiseActivations.isPiecewiseLinear(activationOfInner(layer));
+    }
+
+    /**
+     * {@inheritDoc} The dense layer's activation at every step: {@code r = m ⊙ act''(z) ⊙ ε} at its
+     * pre-activation {@code z} ({@code ε} the gradient at the wrapper output, {@code m} DL4J's row mask), in a
+     * part per sign with one unit column per unit and step ({@code √|r|} at that step's {@code z}, the dense
+     * layer's input Jacobian-transpose product at that step below it). Its own parameters take
+     * {@code Σ_t x_t² r_tᵀ} and {@code Σ_t r_t} at once (per sequence), added by the first part.
+     */
+    @Override
+    public java.util.List<InternalResidualPart> internalResidual(RecordedLayer record) {
+        Layer layer = record.layer();
+        org.nd4j.linalg.api.buffer.DataType type = record.outputGradient().dataType();
+        INDArray epsilon = record.outputGradient();
+        INDArray residual = ElementwiseActivations.secondDerivative(activationOfInner(layer), preActivation(record, type))
+                .muli(masked(record, (nwc(layer) ? epsilon.permute(0, 2, 1) : epsilon).castTo(type).dup('c')));
+        long n = residual.size(0);
+        long[] shape = residual.shape();
+        java.util.List<InternalResidualPart> parts = new java.util.ArrayList<>();
+        for (double sign : new double[] {1.0, -1.0}) {
+            INDArray root = org.nd4j.linalg.ops.transforms.Transforms.sqrt(
+                    org.nd4j.linalg.ops.transforms.Transforms.relu(residual.mul(sign), false), false)
+                    .reshape('c', n, residual.length() / n);
+            boolean first = parts.isEmpty();
+            parts.add(new SignedColumnsPart(sign, root) {
+                @Override
+                public INDArray push(long from, long to, CurvatureSink sink) {
+                    INDArray columns = unitColumns(from, to).reshape('c', n * (to - from), shape[1], shape[2]);
+                    INDArray in = wrapped.inputJacobianTranspose(denseRecord(record), columns);
+                    return nwc(layer) ? in.permute(0, 2, 1).dup('c') : in;
+                }
+
+                @Override
+                public void finish(CurvatureSink sink) {
+                    if (first) {
+                        wrapped.accumulateResidual(denseRecord(record), residual, sink);
+                    }
+                }
+            });
+        }
+        return parts;
+    }
+
+    /** {@inheritDoc} The unit columns at the pre-activation and their products at the input. */
+    @Override
+    public long internalResidualScratchFeatures(RecordedLayer record) {
+        return 2 * (record.outputFeatures() + record.inputFeatures());
     }
 
     /** {@inheritDoc} DL4J's dense layer keeps rows {@code n·T + t}; the record keeps {@code [N, nIn, T]}. */
@@ -168,11 +216,11 @@ public final class TimeDistributedKind extends FirstOrderWrapperKind {
 
     /**
      * @param record the wrapper's record
-     * @param type the columns' data type
-     * @return {@code m ⊙ act'(z)} of the dense layer over the series, {@code [N, nOut, T]}
+     * @param type the data type wanted
+     * @return the dense layer's pre-activation {@code z = x W + b} over the series, {@code [N, nOut, T]}
      */
-    private INDArray outputScale(RecordedLayer record, org.nd4j.linalg.api.buffer.DataType type) {
-        return record.cached("timeDistributedScale" + type, () -> {
+    private INDArray preActivation(RecordedLayer record, org.nd4j.linalg.api.buffer.DataType type) {
+        return record.cached("timeDistributedZ" + type, () -> {
             Layer dense = inner(record.layer());
             INDArray x = record.input().castTo(type);
             long n = x.size(0);
@@ -183,13 +231,33 @@ public final class TimeDistributedKind extends FirstOrderWrapperKind {
             if (dense.paramTable().containsKey(DenseDerivatives.B)) {
                 z.addiRowVector(dense.getParam(DenseDerivatives.B).castTo(type).reshape(1, nOut));
             }
-            INDArray scale = ElementwiseActivations.firstDerivative(activationOfInner(record.layer()), z);
-            if (dense.getMaskArray() != null) {
-                // DL4J's row mask, one value per row n·T + t as the rows are
-                scale.muliColumnVector(dense.getMaskArray().castTo(type).reshape('c', n * steps, 1));
-            }
-            return scale.reshape('c', n, steps, nOut).permute(0, 2, 1).dup('c');
+            return z.reshape('c', n, steps, nOut).permute(0, 2, 1).dup('c');
         });
+    }
+
+    /**
+     * @param record the wrapper's record
+     * @param values {@code [N, nOut, T]}, multiplied in place
+     * @return {@code values} times DL4J's row mask of the dense layer (one value per row {@code n·T + t}), if any
+     */
+    private static INDArray masked(RecordedLayer record, INDArray values) {
+        INDArray mask = inner(record.layer()).getMaskArray();
+        if (mask != null) {
+            long n = values.size(0);
+            long steps = values.size(2);
+            values.muli(mask.castTo(values.dataType()).reshape('c', n, 1, steps).broadcast(values.shape()));
+        }
+        return values;
+    }
+
+    /**
+     * @param record the wrapper's record
+     * @param type the columns' data type
+     * @return {@code m ⊙ act'(z)} of the dense layer over the series, {@code [N, nOut, T]}
+     */
+    private INDArray outputScale(RecordedLayer record, org.nd4j.linalg.api.buffer.DataType type) {
+        return record.cached("timeDistributedScale" + type, () -> masked(record,
+                ElementwiseActivations.firstDerivative(activationOfInner(record.layer()), preActivation(record, type))));
     }
 
     /** @return columns at the wrapper output, {@code [R, nOut, T]} (NWC {@code [R, T, nOut]}), at the dense z */
