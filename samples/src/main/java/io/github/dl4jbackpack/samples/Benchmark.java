@@ -68,6 +68,12 @@ import java.util.function.Supplier;
  * process (Java heap and ND4J's off-heap buffers, which ND4J's own counters do not track) during a
  * method's timed passes: on Linux the kernel's high-water mark, reset after a garbage collection before
  * each method; elsewhere the largest of samples taken every 2 ms.
+ *
+ * <p>Ratios are robust to a machine whose speed drifts (other load, frequency scaling, the allocator's
+ * state): each timed pass of a method follows a timed pass of the plain gradient, and the method's ratio
+ * is its median over the median of those gradient passes, so both are measured under the same conditions.
+ * Each row reports the minimum, median and maximum of its passes; the header and every CSV row record what
+ * makes figures comparable: the CPU model, the cores, ND4J's backend, its BLAS and the OpenMP threads.
  */
 public final class Benchmark {
 
@@ -82,12 +88,78 @@ public final class Benchmark {
     private Benchmark() {
     }
 
-    /** One measured method. */
-    public record Row(String problem, String method, long batch, double medianMillis, double ratioToGradient,
-                      double peakMegabytes, String note) {
+    /**
+     * One measured method.
+     *
+     * @param problem the network
+     * @param method the method
+     * @param batch N
+     * @param minMillis the fastest timed pass
+     * @param medianMillis the median timed pass
+     * @param maxMillis the slowest timed pass
+     * @param gradientMillis the median of the plain gradient's passes interleaved with this method's
+     * @param ratioToGradient {@code medianMillis / gradientMillis}
+     * @param peakMegabytes the process's peak resident memory during the timed passes
+     * @param machine where it ran
+     * @param note empty, or why the method failed
+     */
+    public record Row(String problem, String method, long batch, double minMillis, double medianMillis,
+                      double maxMillis, double gradientMillis, double ratioToGradient, double peakMegabytes,
+                      Machine machine, String note) {
+        static final String CSV_HEADER = "problem,method,batch,min_ms,median_ms,max_ms,gradient_median_ms,"
+                + "ratio_to_gradient,peak_mb,omp_threads,cores,cpu,backend,blas,note";
+
         String csv() {
-            return String.format(Locale.ROOT, "%s,%s,%d,%.3f,%.3f,%.1f,%s", problem, method, batch, medianMillis,
-                    ratioToGradient, peakMegabytes, note.replace(',', ';'));
+            return String.format(Locale.ROOT, "%s,%s,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.1f,%d,%d,%s,%s,%s,%s", problem,
+                    method, batch, minMillis, medianMillis, maxMillis, gradientMillis, ratioToGradient, peakMegabytes,
+                    machine.ompThreads(), machine.cores(), clean(machine.cpu()), clean(machine.backend()),
+                    clean(machine.blas()), clean(note));
+        }
+
+        private static String clean(String value) {
+            return value.replace(',', ';');
+        }
+    }
+
+    /**
+     * What makes timings comparable.
+     *
+     * @param cpu the CPU model
+     * @param cores the cores the JVM sees
+     * @param ompThreads the OpenMP threads ND4J's native operations use
+     * @param backend ND4J's backend
+     * @param blas the BLAS library behind it
+     */
+    public record Machine(String cpu, int cores, int ompThreads, String backend, String blas) {
+
+        /** @return this machine */
+        static Machine current() {
+            java.util.Properties info = Nd4j.getExecutioner().getEnvironmentInformation();
+            String blas = String.valueOf(info.getOrDefault("blas.vendor", "unknown"));
+            return new Machine(cpuModel(), Runtime.getRuntime().availableProcessors(),
+                    Nd4j.getEnvironment().maxMasterThreads(), Nd4j.getBackend().getClass().getSimpleName(), blas);
+        }
+
+        private static String cpuModel() {
+            try {
+                Path cpuinfo = Paths.get("/proc/cpuinfo");
+                if (Files.isReadable(cpuinfo)) {
+                    for (String line : Files.readAllLines(cpuinfo, StandardCharsets.UTF_8)) {
+                        if (line.startsWith("model name")) {
+                            return line.substring(line.indexOf(':') + 1).trim();
+                        }
+                    }
+                }
+            } catch (IOException | UncheckedIOException e) {
+                return System.getProperty("os.arch");
+            }
+            return System.getProperty("os.arch");
+        }
+
+        @Override
+        public String toString() {
+            return String.format(Locale.ROOT, "%s, %d cores, %d OpenMP threads, ND4J %s, BLAS %s", cpu, cores,
+                    ompThreads, backend, blas);
         }
     }
 
@@ -253,8 +325,10 @@ public final class Benchmark {
                     });
             }
         }
-        out.printf("%s (%,d parameters), batch %d, float32, %d warm-up and %d timed passes per method%n",
-                subject.name(), subject.parameters(), batch, warmup, reps);
+        Machine machine = Machine.current();
+        out.printf("%s (%,d parameters), batch %d, float32, %d warm-up and %d timed passes per method, each timed pass "
+                + "after a timed gradient pass%n", subject.name(), subject.parameters(), batch, warmup, reps);
+        out.printf("machine: %s%n", machine);
         // JIT and native thread pools warm up on the plain and the wrapped pass before anything is timed
         long warmupEnd = System.nanoTime() + 2_000_000_000L;
         for (int i = 0; i < 20 && System.nanoTime() < warmupEnd; i++) {
@@ -262,31 +336,38 @@ public final class Benchmark {
             bp.backward(x, y);
         }
         ProgressBar bar = new ProgressBar(progress, String.format("%-8s", subject.name()), passes.size());
-        Map<String, double[]> measured = new LinkedHashMap<>();
+        Map<String, Timing> measured = new LinkedHashMap<>();
         Map<String, String> notes = new LinkedHashMap<>();
         int done = 0;
         for (Map.Entry<String, Runnable> p : passes.entrySet()) {
             bar.update(done, p.getKey());
+            Runnable reference = p.getKey().equals("gradient") ? null : subject.gradient();
             try {
-                measured.put(p.getKey(), measure(p.getValue(), reps, warmup, maxSeconds));
+                measured.put(p.getKey(), measure(p.getValue(), reference, reps, warmup, maxSeconds));
                 notes.put(p.getKey(), "");
             } catch (RuntimeException | OutOfMemoryError e) {
-                measured.put(p.getKey(), new double[] {Double.NaN, Double.NaN});
+                measured.put(p.getKey(), Timing.FAILED);
                 String message = String.valueOf(e.getMessage()).split("\\. ")[0];
                 notes.put(p.getKey(), "failed: " + message.substring(0, Math.min(200, message.length())));
             }
             bar.update(++done, p.getKey());
         }
         bar.finish();
-        double gradient = measured.containsKey("gradient") ? measured.get("gradient")[0] : Double.NaN;
+        // a method timed once (beyond --max-seconds) has no interleaved gradient: the gradient's own median
+        double gradient = measured.containsKey("gradient") ? measured.get("gradient").median() : Double.NaN;
         List<Row> rows = new ArrayList<>();
-        out.printf("%-18s %12s %10s %10s  %s%n", "method", "median ms", "ratio", "peak MB", "note");
-        for (Map.Entry<String, double[]> m : measured.entrySet()) {
-            double[] v = m.getValue();
-            Row row = new Row(subject.name(), m.getKey(), batch, v[0], v[0] / gradient, v[1], notes.get(m.getKey()));
+        out.printf("%-18s %10s %10s %10s %10s %8s %9s  %s%n", "method", "min ms", "median ms", "max ms", "grad ms",
+                "ratio", "peak MB", "note");
+        for (Map.Entry<String, Timing> m : measured.entrySet()) {
+            Timing t = m.getValue();
+            double reference = m.getKey().equals("gradient") ? t.median()
+                    : Double.isNaN(t.gradient()) ? gradient : t.gradient();
+            Row row = new Row(subject.name(), m.getKey(), batch, t.min(), t.median(), t.max(), reference,
+                    t.median() / reference, t.peakMegabytes(), machine, notes.get(m.getKey()));
             rows.add(row);
-            out.printf(Locale.ROOT, "%-18s %12.1f %10.2f %10.1f  %s%n", row.method(), row.medianMillis(),
-                    row.ratioToGradient(), row.peakMegabytes(), row.note());
+            out.printf(Locale.ROOT, "%-18s %10.1f %10.1f %10.1f %10.1f %8.2f %9.1f  %s%n", row.method(), row.minMillis(),
+                    row.medianMillis(), row.maxMillis(), row.gradientMillis(), row.ratioToGradient(),
+                    row.peakMegabytes(), row.note());
         }
         return rows;
     }
@@ -317,8 +398,25 @@ public final class Benchmark {
         }
     }
 
-    /** @return the median milliseconds and the peak memory in MB above the starting point */
-    private static double[] measure(Runnable pass, int reps, int warmup, double maxSeconds) {
+    /**
+     * One method's timed passes.
+     *
+     * @param min fastest pass, ms
+     * @param median median pass, ms
+     * @param max slowest pass, ms
+     * @param gradient median of the gradient passes interleaved with them, ms (NaN when there were none)
+     * @param peakMegabytes peak resident memory during the passes
+     */
+    record Timing(double min, double median, double max, double gradient, double peakMegabytes) {
+        static final Timing FAILED = new Timing(Double.NaN, Double.NaN, Double.NaN, Double.NaN, Double.NaN);
+    }
+
+    /**
+     * @param pass the method's pass
+     * @param reference the plain gradient's pass, timed before each timed pass of the method, or null
+     * @return the method's timing
+     */
+    private static Timing measure(Runnable pass, Runnable reference, int reps, int warmup, double maxSeconds) {
         // every method starts from nothing: the scratch workspaces an earlier method sized for
         // itself (and DL4J's, which the next pass recreates) would otherwise count in its peak
         Nd4j.getWorkspaceManager().destroyAllWorkspacesForCurrentThread();
@@ -329,24 +427,39 @@ public final class Benchmark {
         double first = (System.nanoTime() - start) / 1e6;
         long firstPeakBytes = firstPeak.stop();
         if (first / 1000 > maxSeconds) {
-            return new double[] {first, firstPeakBytes / 1e6};
+            return new Timing(first, first, first, Double.NaN, firstPeakBytes / 1e6);
         }
         for (int i = 1; i < warmup; i++) {
+            if (reference != null) {
+                reference.run();
+            }
             pass.run();
         }
         collectGarbage();
         PeakMemory peak = PeakMemory.start();
         double[] times = new double[Math.max(1, reps)];
+        double[] gradients = new double[times.length];
         for (int i = 0; i < times.length; i++) {
+            if (reference != null) {
+                long g = System.nanoTime();
+                reference.run();
+                gradients[i] = (System.nanoTime() - g) / 1e6;
+            }
             long t = System.nanoTime();
             pass.run();
             times[i] = (System.nanoTime() - t) / 1e6;
         }
         long peakBytes = peak.stop();
         Arrays.sort(times);
-        double median = times.length % 2 == 1 ? times[times.length / 2]
-                : (times[times.length / 2 - 1] + times[times.length / 2]) / 2;
-        return new double[] {median, peakBytes / 1e6};
+        return new Timing(times[0], median(times), times[times.length - 1],
+                reference == null ? Double.NaN : median(gradients), peakBytes / 1e6);
+    }
+
+    /** @return the median of the values (sorted here) */
+    static double median(double[] values) {
+        Arrays.sort(values);
+        int n = values.length;
+        return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
     }
 
     /** The peak resident memory of this process between {@link #start()} and {@link #stop()}. */
@@ -414,7 +527,7 @@ public final class Benchmark {
 
     static void writeCsv(List<Row> rows, Path file) {
         List<String> lines = new ArrayList<>();
-        lines.add("problem,method,batch,median_ms,ratio_to_gradient,peak_mb,note");
+        lines.add(Row.CSV_HEADER);
         rows.forEach(r -> lines.add(r.csv()));
         try {
             Files.write(file, lines, StandardCharsets.UTF_8);

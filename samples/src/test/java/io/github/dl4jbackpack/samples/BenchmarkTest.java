@@ -30,6 +30,12 @@ class BenchmarkTest {
         for (Benchmark.Row r : rows) {
             assertTrue(r.note().isEmpty(), r.toString());
             assertTrue(r.medianMillis() > 0 && r.ratioToGradient() > 0, r.toString());
+            assertTrue(r.minMillis() <= r.medianMillis() && r.medianMillis() <= r.maxMillis(), r.toString());
+            // every method's ratio is to the gradient passes interleaved with its own
+            assertTrue(r.gradientMillis() > 0, r.toString());
+            assertEquals(r.medianMillis() / r.gradientMillis(), r.ratioToGradient(), 1e-12, r.toString());
+            assertTrue(!r.machine().cpu().isEmpty() && r.machine().cores() > 0 && r.machine().ompThreads() > 0
+                    && !r.machine().backend().isEmpty() && !r.machine().blas().isEmpty(), r.toString());
         }
         assertEquals(1.0, rows.get(0).ratioToGradient(), 0.0);
         Path csv = dir.resolve("b.csv");
@@ -37,9 +43,19 @@ class BenchmarkTest {
         Benchmark.writeCsv(rows, csv);
         Benchmark.plot(rows, png);
         List<String> lines = Files.readAllLines(csv);
-        assertEquals("problem,method,batch,median_ms,ratio_to_gradient,peak_mb,note", lines.get(0));
+        assertEquals("problem,method,batch,min_ms,median_ms,max_ms,gradient_median_ms,ratio_to_gradient,peak_mb,"
+                + "omp_threads,cores,cpu,backend,blas,note", lines.get(0));
         assertEquals(1 + rows.size(), lines.size());
+        for (String line : lines) {
+            assertEquals(15, line.split(",", -1).length, line);
+        }
         assertTrue(Files.size(png) > 1000, "chart written");
+    }
+
+    @Test
+    void theMedianOfAnEvenOrOddNumberOfPasses() {
+        assertEquals(2.0, Benchmark.median(new double[] {3, 1, 2}), 0.0);
+        assertEquals(2.5, Benchmark.median(new double[] {4, 1, 3, 2}), 0.0);
     }
 
     @Test
