@@ -615,6 +615,17 @@ public final class LstmDerivatives implements LayerDerivatives {
                 && LayerSettings.read(LSTM.class, layer, "cachedFwdPass") == null;
     }
 
+    /** @return the four gates' {@code [N, n]} values side by side, {@code [N, 4n]} (cheaper than ND4J's hstack) */
+    private static INDArray gateBlocks(DataType type, INDArray i, INDArray f, INDArray o, INDArray g) {
+        long units = i.size(1);
+        INDArray out = Nd4j.createUninitialized(type, i.size(0), 4 * units);
+        INDArray[] gates = {i, f, o, g};
+        for (int k = 0; k < 4; k++) {
+            block(out, k, 1, units).assign(gates[k]);
+        }
+        return out;
+    }
+
     /** @return {@code [O, K]} as {@code [K, O]}, or {@code [n, O, K]} as {@code [n, K, O]} */
     private static INDArray transposed(INDArray matrices) {
         return (matrices.rank() == 2 ? matrices.transpose() : matrices.permute(0, 2, 1)).dup('c');
@@ -667,8 +678,8 @@ public final class LstmDerivatives implements LayerDerivatives {
                 Step step = new Step();
                 step.gatesFromActivations = fwd.fz == null;
                 step.z = step.gatesFromActivations ? fwd.iz[t].castTo(type).dup('c')
-                        : Nd4j.hstack(fwd.iz[t], fwd.fz[t], fwd.oz[t], fwd.gz[t]).castTo(type);
-                step.a = Nd4j.hstack(fwd.ia[t], fwd.fa[t], fwd.oa[t], fwd.ga[t]).castTo(type);
+                        : gateBlocks(type, fwd.iz[t], fwd.fz[t], fwd.oz[t], fwd.gz[t]);
+                step.a = gateBlocks(type, fwd.ia[t], fwd.fa[t], fwd.oa[t], fwd.ga[t]);
                 step.cell = fwd.memCellState[t].castTo(type).dup('c');
                 step.previousCell = t == 0 ? zero : steps[t - 1].cell;
                 step.cellActivation = fwd.memCellActivations[t].castTo(type).dup('c');
@@ -792,7 +803,8 @@ public final class LstmDerivatives implements LayerDerivatives {
             IActivation activation = f.activation;
             IActivation gate = f.gate;
             boolean peephole = f.peephole;
-            INDArray deltaByStep = Nd4j.zeros(type, length, rows, 4 * units);
+            // every step's rows are assigned below
+            INDArray deltaByStep = Nd4j.createUninitialized(type, length, rows, 4 * units);
             peepholes = peephole ? Nd4j.zeros(type, rows, units, 3) : null;
             outputGradients = record ? Nd4j.create(type, length, rows, units) : null;
             cellGradients = record ? Nd4j.create(type, length, rows, units) : null;
@@ -885,25 +897,32 @@ public final class LstmDerivatives implements LayerDerivatives {
             long rows = deltaByStep.size(1);
             long units = f.units;
             int length = f.steps.length;
+            // every step's factors at once, over rows t·N + n of the steps stacked (one operation each rather than
+            // one per step)
+            INDArray a = stacked(f.steps, st -> st.a);
+            INDArray z = stacked(f.steps, st -> st.z);
+            INDArray gates = block(a, 1, 3, units);
+            INDArray gateDerivative = f.steps[0].gatesFromActivations ? gates.mul(gates.rsub(1.0))
+                    : f.gate.backprop(block(z, 1, 3, units).dup(), Nd4j.onesLike(gates)).getFirst();
+            INDArray inputDerivative = f.activation.backprop(block(z, 0, 1, units).dup(),
+                    Nd4j.onesLike(block(a, 0, 1, units))).getFirst();
+            INDArray k = Nd4j.createUninitialized(a.dataType(), a.size(0), 4 * units);
+            block(k, 0, 1, units).assign(block(a, 3, 1, units).mul(inputDerivative));                // g ⊙ φ'(z_i)
+            block(k, 1, 1, units).assign(stacked(f.steps, st -> st.previousCell)
+                    .muli(block(gateDerivative, 0, 1, units)));                                     // c ⊙ σ'(f)
+            block(k, 2, 1, units).assign(stacked(f.steps, st -> st.cellActivation)
+                    .muli(block(gateDerivative, 1, 1, units)));                                     // φ(c̃) ⊙ σ'(o)
+            block(k, 3, 1, units).assign(block(a, 0, 1, units).mul(block(gateDerivative, 2, 1, units))); // i ⊙ σ'(g)
+            INDArray cells = stacked(f.steps, st -> st.cell);
+            INDArray cellFactors = f.activation.backprop(cells, Nd4j.onesLike(cells)).getFirst()
+                    .muli(block(a, 2, 1, units)).castTo(type);                                      // o ⊙ φ'(c)
+            INDArray coefficientRows = k.castTo(type);
+            long n = f.steps[0].a.size(0);
             INDArray[] coefficients = new INDArray[length];
             INDArray[] cellFactor = new INDArray[length];
             for (int t = 0; t < length; t++) {
-                Step step = f.steps[t];
-                INDArray k = step.a.dup('c');                                        // [i, f, o, g] activated
-                INDArray gates = block(k, 1, 3, units);
-                INDArray gateDerivative = step.gatesFromActivations ? gates.mul(gates.rsub(1.0))
-                        : f.gate.backprop(block(step.z, 1, 3, units).dup(), Nd4j.onesLike(gates)).getFirst();
-                INDArray blockInput = block(step.a, 0, 1, units);
-                INDArray inputGate = block(step.a, 3, 1, units);
-                INDArray inputDerivative = f.activation.backprop(block(step.z, 0, 1, units).dup(),
-                        Nd4j.onesLike(blockInput)).getFirst();
-                block(k, 0, 1, units).assign(inputGate.mul(inputDerivative));                       // g ⊙ φ'(z_i)
-                block(k, 1, 1, units).assign(step.previousCell.mul(block(gateDerivative, 0, 1, units))); // c ⊙ σ'(f)
-                block(k, 2, 1, units).assign(step.cellActivation.mul(block(gateDerivative, 1, 1, units))); // φ(c̃) ⊙ σ'(o)
-                block(k, 3, 1, units).assign(blockInput.mul(block(gateDerivative, 2, 1, units)));   // i ⊙ σ'(g)
-                coefficients[t] = k.castTo(type);
-                cellFactor[t] = f.activation.backprop(step.cell.dup(), Nd4j.onesLike(step.cell)).getFirst()
-                        .muli(block(step.a, 2, 1, units)).castTo(type);                              // o ⊙ φ'(c)
+                coefficients[t] = coefficientRows.get(NDArrayIndex.interval(t * n, (t + 1) * n), NDArrayIndex.all());
+                cellFactor[t] = cellFactors.get(NDArrayIndex.interval(t * n, (t + 1) * n), NDArrayIndex.all());
             }
             INDArray next = null;
             INDArray nextCellGradient = null;
@@ -943,6 +962,20 @@ public final class LstmDerivatives implements LayerDerivatives {
         private INDArray peephole(int column) {
             return peepholes.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(column));
         }
+    }
+
+    /**
+     * @return each step's {@code [N, k]} value stacked, {@code [T·N, k]} (rows {@code t·N + n}), a new array (one
+     *     copy per step: ND4J's concatenation of many arrays costs far more)
+     */
+    private static INDArray stacked(Step[] steps, java.util.function.Function<Step, INDArray> value) {
+        INDArray first = value.apply(steps[0]);
+        long n = first.size(0);
+        INDArray out = Nd4j.createUninitialized(first.dataType(), steps.length * n, first.size(1));
+        for (int t = 0; t < steps.length; t++) {
+            out.get(NDArrayIndex.interval(t * n, (t + 1) * n), NDArrayIndex.all()).assign(value.apply(steps[t]));
+        }
+        return out;
     }
 
     /** @return per-sequence values {@code [N, k]} repeated for the V rows of each sequence, {@code [N·V, k]} */
