@@ -354,20 +354,26 @@ public class InterceptingLayer extends BaseWrapperLayer {
         if (activationRecorder == null) {
             boolean extensions = kind != null && io.github.dl4jbackpack.internal.curvature.CurvaturePass.isParametric(node)
                     && kind.activation(underlying) == null;
-            FirstOrderTerms shared = extensions ? sharedFirstOrder(pass, epsilon, workspaceMgr) : null;
-            Pair<Gradient, INDArray> result;
-            try {
-                result = underlyingBackprop(epsilon, workspaceMgr);
-            } finally {
-                if (shared != null) {
-                    kind.afterSharedBackward(underlying);
-                }
+            if (!extensions || !pass.needsFirstOrder()) {
+                return new Step(underlyingBackprop(epsilon, workspaceMgr), null, mask);
             }
-            if (extensions) {
+            // what the kind computes before DL4J's step and uses after it lives in a workspace of its own
+            try (ScratchWorkspace sharedStep = ScratchWorkspace.openAside(ScratchWorkspace.SHARED_STEP,
+                    interceptor.sharedStepScratch())) {
+                FirstOrderTerms shared = sharedFirstOrder(pass, epsilon, workspaceMgr);
+                Pair<Gradient, INDArray> result;
+                try {
+                    result = underlyingBackprop(epsilon, workspaceMgr);
+                } finally {
+                    if (shared != null) {
+                        kind.afterSharedBackward(underlying);
+                    }
+                }
                 // no activation inside the layer (BatchNormalization, recurrent layers): ∂L/∂z is the incoming gradient
                 computeExtensions(pass, epsilon, result.getFirst(), shared);
+                interceptor.learnSharedStepScratch(sharedStep.used());
+                return new Step(result, null, mask);
             }
-            return new Step(result, null, mask);
         }
         activationRecorder.start(curvature);
         Pair<Gradient, INDArray> result;
@@ -437,7 +443,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
             return null;
         }
         INDArray outputGradient;
-        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+        try (MemoryWorkspace ignored = ScratchWorkspace.borrow(ScratchWorkspace.SHARED_STEP)) {
             outputGradient = epsilon.div(pass.batchSize());
         }
         return kind.firstOrderSharingForward(underlying, underlying.input(), outputGradient, workspaceMgr);

@@ -37,6 +37,7 @@ public final class Interceptor {
     private boolean batchStatisticsAsConstants;
     private BackwardPass current;
     private volatile long firstOrderScratch;
+    private volatile long sharedStepScratch;
 
     /**
      * @param owner the public object that extended the network
@@ -143,6 +144,18 @@ public final class Interceptor {
     void learnFirstOrderScratch(long bytes) {
         if (bytes > firstOrderScratch) {
             firstOrderScratch = bytes;
+        }
+    }
+
+    /** @return the size of the shared-step workspace: what the largest layer's values shared with DL4J's step needed */
+    long sharedStepScratch() {
+        return sharedStepScratch;
+    }
+
+    /** @param bytes what one layer's values shared with DL4J's backward step needed */
+    void learnSharedStepScratch(long bytes) {
+        if (bytes > sharedStepScratch) {
+            sharedStepScratch = bytes;
         }
     }
 

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.internal.layers;
 
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.RNNFormat;
 import org.deeplearning4j.nn.layers.recurrent.LastTimeStepLayer;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 
 
 /**
@@ -58,8 +60,12 @@ public final class LastTimeStepKind extends SingleLayerWrapperKind {
                                                     org.deeplearning4j.nn.workspace.LayerWorkspaceMgr workspaceMgr) {
         Layer inner = inner(layer);
         long steps = input.size(nwc(inner) ? 1 : 2);
-        return wrapped.firstOrderSharingForward(inner, input, atLastSteps(layer, outputGradient, steps, 1),
-                workspaceMgr);
+        INDArray placed;
+        try (org.nd4j.linalg.api.memory.MemoryWorkspace ignored =
+                     ScratchWorkspace.borrow(ScratchWorkspace.SHARED_STEP)) {
+            placed = atLastSteps(layer, outputGradient, steps, 1);
+        }
+        return wrapped.firstOrderSharingForward(inner, input, placed, workspaceMgr);
     }
 
     @Override
@@ -99,6 +105,12 @@ public final class LastTimeStepKind extends SingleLayerWrapperKind {
         long count = rows.size(0);
         long units = rows.size(1);
         long repeats = count / step.length;
+        if (step.length > 0 && java.util.Arrays.stream(step).allMatch(s -> s == step[0])) {
+            // every sequence ends at the same step (no mask): one copy into that step
+            INDArray placed = Nd4j.zeros(rows.dataType(), count, units, steps);
+            placed.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(step[0])).assign(rows);
+            return placed;
+        }
         INDArray hot = Nd4j.zeros(rows.dataType(), count, steps);
         for (int i = 0; i < count; i++) {
             hot.putScalar(i, step[(int) (i / repeats)], 1.0);

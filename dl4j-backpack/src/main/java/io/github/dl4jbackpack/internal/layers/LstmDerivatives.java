@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.internal.layers;
 
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.RNNFormat;
 import org.deeplearning4j.nn.conf.layers.AbstractLSTM;
@@ -588,7 +589,8 @@ public final class LstmDerivatives implements LayerDerivatives {
                 lstm.getParam(RW), lstm.getParam(W), lstm.getParam(B), true, null, null, true, true, W, null, false,
                 null, CacheMode.NONE, workspaceMgr, conf.isHelperAllowFallback());
         FirstOrderTerms terms;
-        try (org.nd4j.linalg.api.memory.MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+        try (org.nd4j.linalg.api.memory.MemoryWorkspace ignored =
+                     ScratchWorkspace.borrow(ScratchWorkspace.SHARED_STEP)) {
             DataType type = outputGradient.dataType();
             Forward forward = new Forward(layer, lstm.input().castTo(type).dup('c'), fwd);
             terms = terms(layer, forward, new Backward(forward, outputGradient, 1));
@@ -615,10 +617,9 @@ public final class LstmDerivatives implements LayerDerivatives {
                 && LayerSettings.read(LSTM.class, layer, "cachedFwdPass") == null;
     }
 
-    /** @return the four gates' {@code [N, n]} values side by side, {@code [N, 4n]} (cheaper than ND4J's hstack) */
-    private static INDArray gateBlocks(DataType type, INDArray i, INDArray f, INDArray o, INDArray g) {
+    /** @return {@code out} {@code [N, 4n]}, with the four gates' {@code [N, n]} values side by side (cheaper than hstack) */
+    private static INDArray assignGates(INDArray out, INDArray i, INDArray f, INDArray o, INDArray g) {
         long units = i.size(1);
-        INDArray out = Nd4j.createUninitialized(type, i.size(0), 4 * units);
         INDArray[] gates = {i, f, o, g};
         for (int k = 0; k < 4; k++) {
             block(out, k, 1, units).assign(gates[k]);
@@ -647,6 +648,11 @@ public final class LstmDerivatives implements LayerDerivatives {
         final INDArray inputWeight;
         final INDArray recurrentTranspose;
         final INDArray[] peepholeWeights = new INDArray[3];
+        /** Every step's values stacked step-major when recorded so (DL4J's forward pass), else null. */
+        private INDArray stackedZ;
+        private INDArray stackedA;
+        private INDArray stackedCells;
+        private INDArray stackedCellActivations;
         /** The layer's mask {@code [N, T]}, or null. */
         final INDArray mask;
         final long units;
@@ -672,17 +678,30 @@ public final class LstmDerivatives implements LayerDerivatives {
             recurrentTranspose = recurrent.get(NDArrayIndex.all(), NDArrayIndex.interval(0, 4 * units)).transpose().dup();
             mask = null;
             steps = new Step[length];
-            INDArray previousByStep = Nd4j.zeros(type, length, n, units);
-            INDArray zero = Nd4j.zeros(type, n, units);
+            // copied once, into the step-major arrays the replay reads whole (rows t·N + n; the cells from row N,
+            // after c_{-1} = 0), each step's values being views of them
+            boolean fromActivations = fwd.fz == null;
+            // with sigmoid gates DL4J keeps the pre-activations of block i only, [N, n]
+            stackedZ = Nd4j.createUninitialized(type, length * n, fromActivations ? units : 4 * units);
+            stackedA = Nd4j.createUninitialized(type, length * n, 4 * units);
+            stackedCells = Nd4j.createUninitialized(type, (length + 1) * n, units);
+            stackedCellActivations = Nd4j.createUninitialized(type, length * n, units);
+            rows(stackedCells, -1, n).assign(0);
+            INDArray previousByStep = Nd4j.createUninitialized(type, length, n, units);
+            previousByStep.get(NDArrayIndex.point(0), NDArrayIndex.all(), NDArrayIndex.all()).assign(0);
             for (int t = 0; t < length; t++) {
                 Step step = new Step();
-                step.gatesFromActivations = fwd.fz == null;
-                step.z = step.gatesFromActivations ? fwd.iz[t].castTo(type).dup('c')
-                        : gateBlocks(type, fwd.iz[t], fwd.fz[t], fwd.oz[t], fwd.gz[t]);
-                step.a = gateBlocks(type, fwd.ia[t], fwd.fa[t], fwd.oa[t], fwd.ga[t]);
-                step.cell = fwd.memCellState[t].castTo(type).dup('c');
-                step.previousCell = t == 0 ? zero : steps[t - 1].cell;
-                step.cellActivation = fwd.memCellActivations[t].castTo(type).dup('c');
+                step.gatesFromActivations = fromActivations;
+                step.z = rows(stackedZ, t, n);
+                if (fromActivations) {
+                    step.z.assign(fwd.iz[t]);
+                } else {
+                    assignGates(step.z, fwd.iz[t], fwd.fz[t], fwd.oz[t], fwd.gz[t]);
+                }
+                step.a = assignGates(rows(stackedA, t, n), fwd.ia[t], fwd.fa[t], fwd.oa[t], fwd.ga[t]);
+                step.cell = rows(stackedCells, t, n).assign(fwd.memCellState[t]);
+                step.previousCell = rows(stackedCells, t - 1, n);
+                step.cellActivation = rows(stackedCellActivations, t, n).assign(fwd.memCellActivations[t]);
                 if (t > 0) {
                     previousByStep.get(NDArrayIndex.point(t), NDArrayIndex.all(), NDArrayIndex.all())
                             .assign(fwd.fwdPassOutputAsArrays[t - 1]);
@@ -690,6 +709,39 @@ public final class LstmDerivatives implements LayerDerivatives {
                 steps[t] = step;
             }
             previousOutputs = previousByStep.permute(1, 2, 0);
+        }
+
+        /** @return the rows of step t of a step-major array ({@code t = −1}: the first N rows of the cells) */
+        private INDArray rows(INDArray stacked, long t, long n) {
+            long offset = stacked == stackedCells ? n : 0;
+            return stacked.get(NDArrayIndex.interval(offset + t * n, offset + (t + 1) * n), NDArrayIndex.all());
+        }
+
+        /** @return every step's gate values {@code [T·N, 4n]} */
+        INDArray stackedA() {
+            return stackedA != null ? stackedA : stacked(steps, st -> st.a);
+        }
+
+        /** @return every step's gate pre-activations {@code [T·N, 4n]} */
+        INDArray stackedZ() {
+            return stackedZ != null ? stackedZ : stacked(steps, st -> st.z);
+        }
+
+        /** @return every step's cell {@code [T·N, n]} */
+        INDArray stackedCells() {
+            return stackedCells != null ? stackedCells.get(NDArrayIndex.interval(steps[0].a.size(0),
+                    stackedCells.size(0)), NDArrayIndex.all()) : stacked(steps, st -> st.cell);
+        }
+
+        /** @return every step's previous cell {@code [T·N, n]} */
+        INDArray stackedPreviousCells() {
+            return stackedCells != null ? stackedCells.get(NDArrayIndex.interval(0,
+                    stackedCells.size(0) - steps[0].a.size(0)), NDArrayIndex.all()) : stacked(steps, st -> st.previousCell);
+        }
+
+        /** @return every step's cell activation {@code [T·N, n]} */
+        INDArray stackedCellActivations() {
+            return stackedCellActivations != null ? stackedCellActivations : stacked(steps, st -> st.cellActivation);
         }
 
         Forward(Layer layer, INDArray x) {
@@ -899,22 +951,22 @@ public final class LstmDerivatives implements LayerDerivatives {
             int length = f.steps.length;
             // every step's factors at once, over rows t·N + n of the steps stacked (one operation each rather than
             // one per step)
-            INDArray a = stacked(f.steps, st -> st.a);
-            INDArray z = stacked(f.steps, st -> st.z);
+            INDArray a = f.stackedA();
+            INDArray z = f.stackedZ();
             INDArray gates = block(a, 1, 3, units);
             INDArray gateDerivative = f.steps[0].gatesFromActivations ? gates.mul(gates.rsub(1.0))
                     : f.gate.backprop(block(z, 1, 3, units).dup(), Nd4j.onesLike(gates)).getFirst();
-            INDArray inputDerivative = f.activation.backprop(block(z, 0, 1, units).dup(),
-                    Nd4j.onesLike(block(a, 0, 1, units))).getFirst();
+            INDArray inputDerivative = derivative(f.activation, block(z, 0, 1, units), block(a, 0, 1, units));
             INDArray k = Nd4j.createUninitialized(a.dataType(), a.size(0), 4 * units);
             block(k, 0, 1, units).assign(block(a, 3, 1, units).mul(inputDerivative));                // g ⊙ φ'(z_i)
-            block(k, 1, 1, units).assign(stacked(f.steps, st -> st.previousCell)
-                    .muli(block(gateDerivative, 0, 1, units)));                                     // c ⊙ σ'(f)
-            block(k, 2, 1, units).assign(stacked(f.steps, st -> st.cellActivation)
-                    .muli(block(gateDerivative, 1, 1, units)));                                     // φ(c̃) ⊙ σ'(o)
+            block(k, 1, 1, units).assign(f.stackedPreviousCells()
+                    .mul(block(gateDerivative, 0, 1, units)));                                      // c ⊙ σ'(f)
+            block(k, 2, 1, units).assign(f.stackedCellActivations()
+                    .mul(block(gateDerivative, 1, 1, units)));                                      // φ(c̃) ⊙ σ'(o)
             block(k, 3, 1, units).assign(block(a, 0, 1, units).mul(block(gateDerivative, 2, 1, units))); // i ⊙ σ'(g)
-            INDArray cells = stacked(f.steps, st -> st.cell);
-            INDArray cellFactors = f.activation.backprop(cells, Nd4j.onesLike(cells)).getFirst()
+            // φ(c_t) is the recorded cell activation where no mask changed c_t after it
+            INDArray cellFactors = derivative(f.activation, f.stackedCells(),
+                    f.mask == null ? f.stackedCellActivations() : null)
                     .muli(block(a, 2, 1, units)).castTo(type);                                      // o ⊙ φ'(c)
             INDArray coefficientRows = k.castTo(type);
             long n = f.steps[0].a.size(0);
@@ -962,6 +1014,20 @@ public final class LstmDerivatives implements LayerDerivatives {
         private INDArray peephole(int column) {
             return peepholes.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.point(column));
         }
+    }
+
+    /**
+     * @param activation φ
+     * @param z its argument
+     * @param a {@code φ(z)} when known, else null
+     * @return {@code φ'(z)}, for tanh from {@code φ(z)} as {@code 1 − φ(z)²} (DL4J's derivative of tanh, without
+     *     evaluating tanh again)
+     */
+    private static INDArray derivative(IActivation activation, INDArray z, INDArray a) {
+        if (a != null && activation instanceof org.nd4j.linalg.activations.impl.ActivationTanH) {
+            return a.mul(a).rsubi(1.0);
+        }
+        return activation.backprop(z.dup(), Nd4j.onesLike(z)).getFirst();
     }
 
     /**

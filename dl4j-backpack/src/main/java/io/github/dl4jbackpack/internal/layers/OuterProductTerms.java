@@ -61,6 +61,23 @@ public final class OuterProductTerms extends FirstOrderTerms {
             return Nd4j.matmul(d, u, false, true, false);
         }
 
+        /**
+         * @return {@code Σ_n g_n} in matrix layout, {@code [O, K]} or {@code [O]}: one product of {@code Δ} and
+         *     {@code U} with examples and positions as one axis, ordered as {@code Δ} is stored so that it is read
+         *     in place (an LSTM's is stored step-major) and only {@code U} may be copied
+         */
+        INDArray sum() {
+            if (input == null) {
+                return delta.sum(0, 2);
+            }
+            long examples = n();
+            long positions = delta.size(2);
+            char order = delta.stride(0) < delta.stride(2) ? 'f' : 'c';
+            INDArray d = delta.permute(1, 0, 2).reshape(order, delta.size(1), examples * positions);
+            INDArray u = input.permute(1, 0, 2).reshape(order, input.size(1), examples * positions);
+            return d.mmul(u.transpose());
+        }
+
         long chunk() {
             return Math.max(1, Math.min(n(), CHUNK_ELEMENTS / Math.max(1, size())));
         }
@@ -161,6 +178,18 @@ public final class OuterProductTerms extends FirstOrderTerms {
         return out;
     }
 
+    /**
+     * @param values {@code [n, …]}, c-ordered
+     * @return their sum over the first axis, {@code […]}: one product with a vector of ones (ND4J's reduction along
+     *     the first axis reads the array with a stride per element)
+     */
+    private static INDArray sumOverExamples(INDArray values) {
+        long n = values.size(0);
+        long[] shape = java.util.Arrays.copyOfRange(values.shape(), 1, values.rank());
+        INDArray ones = Nd4j.ones(values.dataType(), 1, n);
+        return ones.mmul(values.reshape('c', n, values.length() / n)).reshape('c', shape);
+    }
+
     private static INDArray flat(INDArray g) {
         return g.reshape('c', g.size(0), g.length() / g.size(0));
     }
@@ -207,7 +236,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
             long step = e.chunk();
             for (long from = 0; from < e.n(); from += step) {
                 INDArray g = e.gradients(from, Math.min(e.n(), from + step));
-                INDArray s = g.muli(g).sum(0);
+                INDArray s = sumOverExamples(g.muli(g));
                 sum = sum == null ? s : sum.addi(s);
             }
             out.put(e.name, e.layout.apply(sum));
@@ -225,9 +254,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
                 out.put(e.name, twoPassVariance(known.get(e.name)));
                 continue;
             }
-            INDArray mean = e.input == null ? e.delta.sum(0, 2)
-                    : Nd4j.tensorMmul(e.delta, e.input, new int[][] {{0, 2}, {0, 2}});
-            mean.divi(e.n());
+            INDArray mean = e.sum().divi(e.n());
             INDArray sum = null;
             long step = e.chunk();
             for (long from = 0; from < e.n(); from += step) {
@@ -237,7 +264,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
                 } else {
                     org.nd4j.linalg.factory.Broadcast.sub(g, mean, g, 1, 2);
                 }
-                INDArray s = g.muli(g).sum(0);
+                INDArray s = sumOverExamples(g.muli(g));
                 sum = sum == null ? s : sum.addi(s);
             }
             out.put(e.name, e.layout.apply(sum.divi(e.n())));

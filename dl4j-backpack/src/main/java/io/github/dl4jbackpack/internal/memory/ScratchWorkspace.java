@@ -40,6 +40,14 @@ public final class ScratchWorkspace implements AutoCloseable {
      */
     public static final String LOOP_STEP = "dl4j-backpack-loop-step";
 
+    /**
+     * Values a layer kind computes before DL4J's backward step of the layer and uses after it (an LSTM's replayed
+     * recurrence, {@code LayerDerivatives#firstOrderSharingForward}): open around the layer's whole step but
+     * current only where borrowed ({@link #openAside}, {@link #borrow}), so that DL4J's own step allocates exactly
+     * where it would without it.
+     */
+    public static final String SHARED_STEP = "dl4j-backpack-shared-step";
+
     private final String id;
     private final MemoryWorkspace workspace;
 
@@ -90,13 +98,45 @@ public final class ScratchWorkspace implements AutoCloseable {
     }
 
     /**
-     * Destroys the calling thread's scratch workspaces (both purposes), returning their memory now
+     * Opens the workspace as {@link #open(String, long)} does, then makes the workspace that was current before
+     * current again: the open workspace receives allocations only inside {@link #borrow} until it closes.
+     *
+     * @param id {@link #SHARED_STEP}
+     * @param bytes the size the scope needs
+     * @return the open scope
+     */
+    public static ScratchWorkspace openAside(String id, long bytes) {
+        MemoryWorkspace previous = Nd4j.getMemoryManager().getCurrentWorkspace();
+        ScratchWorkspace scope = open(id, bytes);
+        Nd4j.getMemoryManager().setCurrentWorkspace(previous);
+        return scope;
+    }
+
+    /**
+     * @param id {@link #SHARED_STEP}
+     * @return a scope in which the calling thread allocates in that workspace when it is open ({@link #openAside}),
+     *     else outside every workspace; closing the scope makes the previous workspace current again and keeps
+     *     what was allocated
+     */
+    public static MemoryWorkspace borrow(String id) {
+        MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
+        if (manager.checkIfWorkspaceExists(id)) {
+            MemoryWorkspace workspace = manager.getWorkspaceForCurrentThread(id);
+            if (workspace.isScopeActive()) {
+                return workspace.notifyScopeBorrowed();
+            }
+        }
+        return Nd4j.getMemoryManager().scopeOutOfWorkspaces();
+    }
+
+    /**
+     * Destroys the calling thread's scratch workspaces (every purpose), returning their memory now
      * rather than when the thread's workspaces are otherwise destroyed; the next pass on this thread
      * allocates them again.
      */
     public static void release() {
         MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
-        for (String id : new String[] {FIRST_ORDER, CURVATURE, LOOP_STEP}) {
+        for (String id : new String[] {FIRST_ORDER, CURVATURE, LOOP_STEP, SHARED_STEP}) {
             if (manager.checkIfWorkspaceExists(id)) {
                 manager.destroyWorkspace(manager.getWorkspaceForCurrentThread(id));
             }
