@@ -309,8 +309,8 @@ public final class DenseDerivatives implements LayerDerivatives {
      * @return the terms of {@code g_n(W) = X_n Δ_nᵀ}, {@code g_n(b) = Σ_t δ_nt}
      */
     private static FirstOrderTerms overTime(Layer layer, INDArray x, INDArray delta) {
-        OuterProductTerms terms = new OuterProductTerms().weight(W, delta, x,
-                g -> g.rank() == 2 ? g.transpose() : g.permute(0, 2, 1));
+        OuterProductTerms terms = new OuterProductTerms().inputMajorWeight(W, delta, x,
+                java.util.function.UnaryOperator.identity());
         return layer.paramTable().containsKey(B) ? terms.bias(B, delta, g -> g) : terms;
     }
 

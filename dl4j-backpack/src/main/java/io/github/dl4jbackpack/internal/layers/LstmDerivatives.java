@@ -563,8 +563,8 @@ public final class LstmDerivatives implements LayerDerivatives {
         Map<String, long[]> shapes = new LinkedHashMap<>();
         layer.paramTable().forEach((name, value) -> shapes.put(name, value.shape()));
         OuterProductTerms terms = new OuterProductTerms()
-                .weight(W, replay.delta, forward.x, LstmDerivatives::transposed)
-                .weight(RW, replay.delta, forward.previousOutputs, LstmDerivatives::transposed)
+                .inputMajorWeight(W, replay.delta, forward.x, UnaryOperator.identity())
+                .inputMajorWeight(RW, replay.delta, forward.previousOutputs, UnaryOperator.identity())
                 .bias(B, replay.delta, g -> g.reshape('c', g.rank() == 1 ? shapes.get(B)
                         : UnfoldedConvolutionDerivatives.withBatchAxis(g.size(0), shapes.get(B))));
         return replay.peepholes == null ? terms : new PeepholeTerms(terms, replay.peepholes);

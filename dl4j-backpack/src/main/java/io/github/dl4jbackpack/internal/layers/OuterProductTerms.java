@@ -35,12 +35,15 @@ public final class OuterProductTerms extends FirstOrderTerms {
         final INDArray delta;      // [N, O, P]
         final INDArray input;      // [N, K, P], null for a bias
         final UnaryOperator<INDArray> layout;
+        /** Whether the matrix layout is {@code [K, O]} (the transpose of {@code Δ_n U_nᵀ}) rather than {@code [O, K]}. */
+        final boolean inputMajor;
 
-        Entry(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout) {
+        Entry(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout, boolean inputMajor) {
             this.name = name;
             this.delta = delta;
             this.input = input;
             this.layout = layout;
+            this.inputMajor = inputMajor;
         }
 
         long n() {
@@ -51,14 +54,17 @@ public final class OuterProductTerms extends FirstOrderTerms {
             return delta.size(1) * (input == null ? 1 : input.size(1));
         }
 
-        /** @return the matrix-layout gradients of examples {@code [from, to)}: {@code [n, O, K]} or {@code [n, O]} */
+        /**
+         * @return the matrix-layout gradients of examples {@code [from, to)}: {@code [n, O, K]} ({@code [n, K, O]}
+         *     input-major) or {@code [n, O]}
+         */
         INDArray gradients(long from, long to) {
             INDArray d = delta.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
             if (input == null) {
                 return d.sum(2);
             }
             INDArray u = input.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
-            return Nd4j.matmul(d, u, false, true, false);
+            return inputMajor ? Nd4j.matmul(u, d, false, true, false) : Nd4j.matmul(d, u, false, true, false);
         }
 
         /**
@@ -75,7 +81,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
             char order = delta.stride(0) < delta.stride(2) ? 'f' : 'c';
             INDArray d = delta.permute(1, 0, 2).reshape(order, delta.size(1), examples * positions);
             INDArray u = input.permute(1, 0, 2).reshape(order, input.size(1), examples * positions);
-            return d.mmul(u.transpose());
+            return inputMajor ? u.mmul(d.transpose()) : d.mmul(u.transpose());
         }
 
         long chunk() {
@@ -96,7 +102,23 @@ public final class OuterProductTerms extends FirstOrderTerms {
      * @return this
      */
     public OuterProductTerms weight(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout) {
-        entries.add(new Entry(name, delta, input, layout));
+        entries.add(new Entry(name, delta, input, layout, false));
+        return this;
+    }
+
+    /**
+     * Adds a weight stored input-major, {@code [K, O]} (DL4J's dense and recurrent weights), whose individual
+     * gradients {@code g_nᵀ = U_n Δ_nᵀ} are formed in that layout directly (no transposed copy).
+     *
+     * @param name the DL4J parameter name
+     * @param delta {@code Δ}, {@code [N, O, P]}
+     * @param input {@code U}, {@code [N, K, P]}, in the data type of {@code delta}
+     * @param layout maps values {@code [K, O]} or {@code [n, K, O]} to the parameter's shape
+     * @return this
+     */
+    public OuterProductTerms inputMajorWeight(String name, INDArray delta, INDArray input,
+                                              UnaryOperator<INDArray> layout) {
+        entries.add(new Entry(name, delta, input, layout, true));
         return this;
     }
 
@@ -109,7 +131,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
      * @return this
      */
     public OuterProductTerms bias(String name, INDArray delta, UnaryOperator<INDArray> layout) {
-        entries.add(new Entry(name, delta, null, layout));
+        entries.add(new Entry(name, delta, null, layout, false));
         return this;
     }
 

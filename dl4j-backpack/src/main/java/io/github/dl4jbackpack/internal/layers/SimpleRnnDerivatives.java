@@ -9,6 +9,8 @@ import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+
+import java.util.function.UnaryOperator;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.ops.transforms.Transforms;
 
@@ -191,13 +193,11 @@ public final class SimpleRnnDerivatives implements LayerDerivatives {
         INDArray epsilon = channelsFirst(layer, outputGradient);
         Forward f = new Forward(layer, channelsFirst(layer, input).castTo(epsilon.dataType()).dup('c'));
         INDArray delta = f.backward(epsilon);
-        long[] wShape = f.w.shape();
-        long[] rwShape = f.rw.shape();
         long[] bShape = layer.getParam(SimpleRnnParamInitializer.BIAS_KEY).shape();
         return new OuterProductTerms()
-                .weight(SimpleRnnParamInitializer.WEIGHT_KEY, delta, f.x, g -> toParameterLayout(g, wShape))
-                .weight(SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY, delta, f.previousOutput,
-                        g -> toParameterLayout(g, rwShape))
+                .inputMajorWeight(SimpleRnnParamInitializer.WEIGHT_KEY, delta, f.x, UnaryOperator.identity())
+                .inputMajorWeight(SimpleRnnParamInitializer.RECURRENT_WEIGHT_KEY, delta, f.previousOutput,
+                        UnaryOperator.identity())
                 .bias(SimpleRnnParamInitializer.BIAS_KEY, delta, g -> g.reshape('c', g.rank() == 1 ? bShape
                         : UnfoldedConvolutionDerivatives.withBatchAxis(g.size(0), bShape)));
     }
