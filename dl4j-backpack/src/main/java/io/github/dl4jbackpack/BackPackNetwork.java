@@ -25,7 +25,9 @@ import org.slf4j.LoggerFactory;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
@@ -66,7 +68,9 @@ import java.util.function.Consumer;
  *
  * <p><b>Curvature updaters.</b> If the configuration uses updaters that need curvature (those of
  * {@code dl4j-backpack-optim}, implementing {@link CurvatureUpdater}), {@code extend} also computes
- * what they need in every training iteration and hands it to them before DL4J applies the update.
+ * what they need in every training iteration in which their updaters ask for it
+ * ({@link io.github.dl4jbackpack.spi.CurvatureConsumer#needsCurvature}) and hands it to them before DL4J applies
+ * the update.
  *
  * <p>Not thread-safe, like the DL4J network itself.
  */
@@ -521,7 +525,31 @@ public final class BackPackNetwork {
             checkNetwork(required);
             log.info("Curvature updaters in the configuration: computing {} in every training iteration", names);
         }
-        interceptor.setActive(UPDATERS, required);
+        interceptor.setScheduled(UPDATERS, required, () -> curvatureNeededNow(required));
+    }
+
+    /**
+     * @param possible every extension the curvature updaters read
+     * @return what they read in the training iteration about to run: the extensions of the updaters whose step
+     *     asks for curvature in it ({@link CurvatureConsumer#needsCurvature}); all of them before DL4J has
+     *     created the network's updater (in its first iteration)
+     */
+    private List<Extension<?>> curvatureNeededNow(List<Extension<?>> possible) {
+        List<UpdaterBlock> blocks = access.updaterBlocks();
+        if (blocks.isEmpty()) {
+            return possible;
+        }
+        int iteration = access.iteration();
+        Map<String, Extension<?>> needed = new LinkedHashMap<>();
+        for (UpdaterBlock block : blocks) {
+            if (block.getGradientUpdater() instanceof CurvatureConsumer consumer && consumer.needsCurvature(iteration)
+                    && block.getGradientUpdater().getConfig() instanceof CurvatureUpdater updater) {
+                for (Extension<?> e : updater.requiredExtensions()) {
+                    needed.putIfAbsent(e.name(), e);
+                }
+            }
+        }
+        return List.copyOf(needed.values());
     }
 
     /** Hands each curvature updater of the network the quantities of the parameters in its block. */

@@ -99,9 +99,19 @@ public final class DiagGGNUpdater extends PreconditionedUpdater {
     }
 
     @Override
+    public DiagGGNUpdater withCurvatureInterval(int iterations) {
+        return (DiagGGNUpdater) super.withCurvatureInterval(iterations);
+    }
+
+    @Override
+    public DiagGGNUpdater withCurvatureDecay(double decay) {
+        return (DiagGGNUpdater) super.withCurvatureDecay(decay);
+    }
+
+    @Override
     public DiagGGNUpdater clone() {
         DiagGGNUpdater copy = new DiagGGNUpdater(0, null, getDamping(), mcSamples);
-        copy.setLrAndSchedule(getLearningRate(0, 0), getLearningRateSchedule());
+        copySettingsTo(copy);
         return copy;
     }
 
@@ -118,6 +128,6 @@ public final class DiagGGNUpdater extends PreconditionedUpdater {
     @Override
     public String toString() {
         return "DiagGGNUpdater(" + (mcSamples == 0 ? "exact" : "MC " + mcSamples) + ", α=" + learningRateText()
-                + ", λ=" + getDamping() + ")";
+                + ", λ=" + getDamping() + scheduleText() + ")";
     }
 }

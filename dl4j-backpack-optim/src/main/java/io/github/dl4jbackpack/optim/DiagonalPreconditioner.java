@@ -10,7 +10,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
  * {@code Δ = g / (diag G + λ + η)}, elementwise, with a diagonal curvature extension; 0 where
- * {@code diag G + λ + η} is 0 (possible only with λ = 0), instead of the 0/0 of a dead unit.
+ * {@code diag G + λ + η} is 0 (possible only with λ = 0), instead of the 0/0 of a dead unit. Nothing is cached:
+ * the division is as cheap as applying a cached inverse.
  */
 final class DiagonalPreconditioner implements Preconditioner {
 
@@ -21,10 +22,13 @@ final class DiagonalPreconditioner implements Preconditioner {
     }
 
     @Override
-    public INDArray precondition(INDArray gradient, BlockCurvature.Segment segment, ParameterQuantities quantities,
-                                 double damping) {
-        INDArray denominator = quantities.get(curvature, segment.layer(), segment.param()).castTo(DataType.DOUBLE)
-                .addi(damping + segment.l2());
+    public INDArray[] read(BlockCurvature.Segment segment, ParameterQuantities quantities, ParameterCurvature state) {
+        return new INDArray[] {quantities.get(curvature, segment.layer(), segment.param()).castTo(DataType.DOUBLE)};
+    }
+
+    @Override
+    public INDArray precondition(INDArray gradient, ParameterCurvature state, double damping, boolean refresh) {
+        INDArray denominator = state.factors[0].add(damping + state.segment.l2());
         // no curvature and no damping (a dead unit with λ = 0): no step there, not 0/0
         INDArray curved = denominator.gt(0.0).castTo(DataType.DOUBLE);
         INDArray safe = denominator.add(curved.rsub(1.0));

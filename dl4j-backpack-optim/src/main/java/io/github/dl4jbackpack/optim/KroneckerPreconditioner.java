@@ -16,7 +16,8 @@ import org.nd4j.linalg.factory.Nd4j;
  * {@code Δ = (A + π d I)⁻¹ ∇W (B + d/π I)⁻¹} (dense; the transposed arrangement for convolutions,
  * whose row-major flattening gives {@code B ⊗ A}). A bias has only {@code B} and gets
  * {@code Δ = (B + (λ+η) I)⁻¹ ∇b}. Where a factor has no curvature (trace 0) π is 1, and directions
- * without damped curvature get no step (pseudo-inverse).
+ * without damped curvature get no step (pseudo-inverse). The damped inverses are cached in the parameter's state
+ * and recomputed when the rule asks (its inverse interval).
  */
 final class KroneckerPreconditioner implements Preconditioner {
 
@@ -27,24 +28,47 @@ final class KroneckerPreconditioner implements Preconditioner {
     }
 
     @Override
-    public INDArray precondition(INDArray gradient, BlockCurvature.Segment segment, ParameterQuantities quantities,
-                                 double damping) {
+    public INDArray[] read(BlockCurvature.Segment segment, ParameterQuantities quantities, ParameterCurvature state) {
         KroneckerFactors k = quantities.get(curvature, segment.layer(), segment.param());
-        double total = damping + segment.l2();
+        state.inputSideFirst = k.inputSideFirst();
         INDArray b = k.outputFactor().castTo(DataType.DOUBLE);
-        if (k.inputFactor().isEmpty()) {
-            INDArray g = gradient.reshape('c', gradient.length(), 1);
-            return dampedInverse(b, total).mmul(g).reshape('c', gradient.shape());
+        return k.inputFactor().isEmpty() ? new INDArray[] {b}
+                : new INDArray[] {k.inputFactor().get().castTo(DataType.DOUBLE), b};
+    }
+
+    @Override
+    public INDArray precondition(INDArray gradient, ParameterCurvature state, double damping, boolean refresh) {
+        if (state.inverses == null || refresh && state.inversesStale) {
+            state.inverses = inverses(state.factors, state.inputSideFirst, damping + state.segment.l2());
+            state.inversesStale = false;
         }
-        INDArray a = k.inputFactor().get().castTo(DataType.DOUBLE);
+        if (state.inverses.length == 1) {
+            INDArray g = gradient.reshape('c', gradient.length(), 1);
+            return state.inverses[0].mmul(g).reshape('c', gradient.shape());
+        }
+        INDArray first = state.inverses[0];
+        INDArray second = state.inverses[1];
+        INDArray matrix = gradient.dup('c').reshape('c', first.rows(), second.rows());
+        return first.mmul(matrix).mmul(second).reshape('c', gradient.shape());
+    }
+
+    /**
+     * @param factors {@code [B]} or {@code [A, B]}
+     * @param inputSideFirst the arrangement {@code A ⊗ B} (else {@code B ⊗ A})
+     * @param total λ + η
+     * @return {@code [(B + (λ+η) I)⁻¹]}, or the π-damped inverses of A and B in the order they are applied
+     */
+    private static INDArray[] inverses(INDArray[] factors, boolean inputSideFirst, double total) {
+        if (factors.length == 1) {
+            return new INDArray[] {dampedInverse(factors[0], total)};
+        }
+        INDArray a = factors[0];
+        INDArray b = factors[1];
         double pi = piDamping(trace(a) / a.rows(), trace(b) / b.rows());
         double d = Math.sqrt(total);
         INDArray aInverse = dampedInverse(a, pi * d);
         INDArray bInverse = dampedInverse(b, d / pi);
-        INDArray first = k.inputSideFirst() ? aInverse : bInverse;
-        INDArray second = k.inputSideFirst() ? bInverse : aInverse;
-        INDArray matrix = gradient.dup('c').reshape('c', first.rows(), second.rows());
-        return first.mmul(matrix).mmul(second).reshape('c', gradient.shape());
+        return inputSideFirst ? new INDArray[] {aInverse, bInverse} : new INDArray[] {bInverse, aInverse};
     }
 
     /**

@@ -43,6 +43,8 @@ public final class KroneckerUpdater extends PreconditionedUpdater {
     private Curvature curvature;
     /** Monte Carlo samples of KFAC (0 for KFLR and KFRA). */
     private int mcSamples;
+    /** The damped inverses are recomputed every this many iterations. */
+    private int inverseInterval = 1;
 
     /** KFLR with the default α and λ (also used when reading a configuration from JSON). */
     public KroneckerUpdater() {
@@ -136,27 +138,67 @@ public final class KroneckerUpdater extends PreconditionedUpdater {
         return new KroneckerPreconditioner(extensionClass());
     }
 
+    /** @return the damped inverses are recomputed every this many iterations (1, the default: every iteration) */
+    public int getInverseInterval() {
+        return inverseInterval;
+    }
+
+    @Override
+    int inverseInterval() {
+        return inverseInterval;
+    }
+
+    /**
+     * The damped inverses of the averaged factors are recomputed only in the iterations {@code i} with
+     * {@code i mod T = 0} (and when none are cached), from the factors as they are then; the iterations between
+     * apply the cached ones.
+     *
+     * @param iterations T, at least 1
+     * @return a copy of this rule with that interval
+     */
+    public KroneckerUpdater withInverseInterval(int iterations) {
+        if (iterations < 1) {
+            throw new IllegalArgumentException("the inverse interval must be at least 1 iteration, got " + iterations);
+        }
+        KroneckerUpdater copy = clone();
+        copy.inverseInterval = iterations;
+        return copy;
+    }
+
+    @Override
+    public KroneckerUpdater withCurvatureInterval(int iterations) {
+        return (KroneckerUpdater) super.withCurvatureInterval(iterations);
+    }
+
+    @Override
+    public KroneckerUpdater withCurvatureDecay(double decay) {
+        return (KroneckerUpdater) super.withCurvatureDecay(decay);
+    }
+
     @Override
     public KroneckerUpdater clone() {
         KroneckerUpdater copy = new KroneckerUpdater(0, null, getDamping(), curvature, mcSamples);
-        copy.setLrAndSchedule(getLearningRate(0, 0), getLearningRateSchedule());
+        copySettingsTo(copy);
+        copy.inverseInterval = inverseInterval;
         return copy;
     }
 
     @Override
     public boolean equals(Object o) {
         return super.equals(o) && curvature == ((KroneckerUpdater) o).curvature
-                && mcSamples == ((KroneckerUpdater) o).mcSamples;
+                && mcSamples == ((KroneckerUpdater) o).mcSamples
+                && inverseInterval == ((KroneckerUpdater) o).inverseInterval;
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(super.hashCode(), curvature, mcSamples);
+        return Objects.hash(super.hashCode(), curvature, mcSamples, inverseInterval);
     }
 
     @Override
     public String toString() {
         return "KroneckerUpdater(" + curvature + (curvature == Curvature.KFAC ? " " + mcSamples : "") + ", α="
-                + learningRateText() + ", λ=" + getDamping() + ")";
+                + learningRateText() + ", λ=" + getDamping() + scheduleText()
+                + (inverseInterval != 1 ? ", inverses every " + inverseInterval : "") + ")";
     }
 }

@@ -4,27 +4,37 @@ package io.github.dl4jbackpack.optim;
 import io.github.dl4jbackpack.spi.BlockCurvature;
 import io.github.dl4jbackpack.spi.CurvatureConsumer;
 import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.learning.GradientUpdater;
 
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 
 /**
- * The {@code GradientUpdater} of a {@link PreconditionedUpdater}: replaces the gradient of every
- * parameter in its DL4J updater block by {@code α (G + (λ+η) I)⁻¹ (∇L + η θ)} using the curvature
- * the extended network handed over for the current iteration. Stateless: nothing carries over
- * between iterations, so checkpoints resume exactly (Monte Carlo rules: given the same state of ND4J's
- * random generator).
+ * The {@code GradientUpdater} of a {@link PreconditionedUpdater}: replaces the gradient of every parameter in its
+ * DL4J updater block by {@code α (G + (λ+η) I)⁻¹ (∇L + η θ)}. In a curvature iteration of the rule
+ * ({@link PreconditionedUpdater#withCurvatureInterval}) it averages the curvature the extended network handed over
+ * into its state; in every iteration it applies the averaged curvature (through cached inverses for a Kronecker
+ * rule, recomputed every {@code inverseInterval} iterations). Its state is not in DL4J's updater state (whose size
+ * DL4J derives from the number of parameters alone): {@link CurvatureUpdaterState} saves it with a model file.
+ * With the defaults (interval 1, decay 0) nothing carries over between iterations.
  */
 final class PreconditionedStep implements GradientUpdater<PreconditionedUpdater>, CurvatureConsumer {
 
     private final PreconditionedUpdater config;
+    private final Preconditioner preconditioner;
     private BlockCurvature curvature;
+    /** Per parameter of the block, by {@link BlockCurvature.Segment#key()}, in the block's order. */
+    private final Map<String, ParameterCurvature> state = new LinkedHashMap<>();
 
     PreconditionedStep(PreconditionedUpdater config) {
         this.config = config;
+        this.preconditioner = config.preconditioner();
     }
 
     @Override
@@ -38,8 +48,13 @@ final class PreconditionedStep implements GradientUpdater<PreconditionedUpdater>
     }
 
     @Override
+    public boolean needsCurvature(int iteration) {
+        return state.isEmpty() || config.curvatureIteration(iteration);
+    }
+
+    @Override
     public void setState(Map<String, INDArray> stateMap, boolean initialize) {
-        // stateless
+        // the state is not DL4J's: see CurvatureUpdaterState
     }
 
     @Override
@@ -49,25 +64,60 @@ final class PreconditionedStep implements GradientUpdater<PreconditionedUpdater>
 
     @Override
     public void setStateViewArray(INDArray viewArray, long[] gradientShape, char gradientOrder, boolean initialize) {
-        // stateless
+        // the state is not DL4J's: see CurvatureUpdaterState
     }
 
     @Override
     public void applyUpdater(INDArray gradient, int iteration, int epoch) {
+        // DL4J applies updaters inside its workspaces: the state outlives the iteration
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            step(gradient, iteration, epoch);
+        }
+    }
+
+    private void step(INDArray gradient, int iteration, int epoch) {
         BlockCurvature c = curvature;
         curvature = null;
-        if (c == null || c.iteration() != iteration) {
-            throw new IllegalStateException(config + " needs the curvature of each training iteration, which the "
-                    + "extended backward pass computes: call BackPackNetwork.extend(net) on the network (after "
-                    + "net.init(), and again after restoring it) before training it");
+        boolean fresh = needsCurvature(iteration);
+        if (fresh) {
+            if (c == null || c.iteration() != iteration) {
+                throw new IllegalStateException(config + " needs the curvature of iteration " + iteration + ", which "
+                        + "the extended backward pass computes: call BackPackNetwork.extend(net) on the network (after "
+                        + "net.init(), and again after restoring it) before training it");
+            }
+            for (BlockCurvature.Segment s : c.segments()) {
+                ParameterCurvature p = state.computeIfAbsent(s.key(), k -> new ParameterCurvature());
+                p.segment = s;
+                p.average(preconditioner.read(s, c.quantities(), p), config.getCurvatureDecay());
+            }
         }
+        boolean refresh = iteration % config.inverseInterval() == 0;
         double learningRate = config.getLearningRate(iteration, epoch);
-        for (BlockCurvature.Segment s : c.segments()) {
+        for (ParameterCurvature p : state.values()) {
+            BlockCurvature.Segment s = p.segment;
             INDArray flat = gradient.get(NDArrayIndex.interval(s.offset(), s.offset() + s.length()));
             INDArray g = flat.dup().reshape(s.order(), s.shape()).castTo(DataType.DOUBLE);
-            INDArray step = config.preconditioner().precondition(g, s, c.quantities(), config.getDamping());
+            INDArray step = preconditioner.precondition(g, p, config.getDamping(), refresh);
             flat.assign(Nd4j.toFlattened(s.order(), step).reshape(s.length()).muli(learningRate)
                     .castTo(flat.dataType()));
+        }
+    }
+
+    /** @return the state of every parameter of the block, for a checkpoint (empty before the first step) */
+    List<ParameterCurvature.Saved> save() {
+        List<ParameterCurvature.Saved> out = new ArrayList<>();
+        for (ParameterCurvature p : state.values()) {
+            out.add(p.save());
+        }
+        return out;
+    }
+
+    /** @param saved the state {@link #save} returned, replacing this updater's */
+    void restore(List<ParameterCurvature.Saved> saved) {
+        state.clear();
+        for (ParameterCurvature.Saved s : saved) {
+            ParameterCurvature p = ParameterCurvature.restore(s);
+            state.put(p.segment.key(), p);
         }
     }
 }

@@ -15,8 +15,10 @@ import java.util.Objects;
  * {@code θ ← θ − α (G + (λ+η) I)⁻¹ (∇L + η θ)} (docs/math.md#preconditioned-updates, paper Eq. 7) with learning rate α (fixed
  * or an {@link ISchedule}), damping λ and the layer's L2 strength η (0 without L2; DL4J's weight
  * decay is applied after the updater and is not part of the damping). The curvature G comes from
- * the extended backward pass of the same iteration, so the network must be extended with
- * {@code BackPackNetwork.extend(net)} before training.
+ * the extended backward pass, so the network must be extended with {@code BackPackNetwork.extend(net)} before
+ * training. By default it is the curvature of the same iteration (the paper's rule); {@link #withCurvatureInterval}
+ * and {@link #withCurvatureDecay} make it a moving average refreshed every few iterations, and
+ * {@link CurvatureUpdaterState} carries that state through a checkpoint.
  */
 public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdater {
 
@@ -33,6 +35,10 @@ public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdate
     private ISchedule learningRateSchedule;
     /** The damping λ. */
     private double damping;
+    /** Fresh curvature every this many iterations (1: every iteration). */
+    private int curvatureInterval = 1;
+    /** ρ of the moving average of the curvature (0: the fresh curvature alone). */
+    private double curvatureDecay;
 
     /**
      * @param learningRate α
@@ -63,6 +69,70 @@ public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdate
     /** @return the schedule of α, or null for a fixed α */
     public ISchedule getLearningRateSchedule() {
         return learningRateSchedule;
+    }
+
+    /** @return fresh curvature every this many iterations (1, the default: every iteration) */
+    public int getCurvatureInterval() {
+        return curvatureInterval;
+    }
+
+    /** @return ρ of the moving average of the curvature (0, the default: the latest curvature alone) */
+    public double getCurvatureDecay() {
+        return curvatureDecay;
+    }
+
+    /** @return the damped inverses are recomputed every this many iterations (1 for rules without inverses) */
+    int inverseInterval() {
+        return 1;
+    }
+
+    /**
+     * The curvature is computed only in the iterations {@code i} with {@code i mod T = 0} (DL4J's iteration count; and
+     * in the first iteration of an updater without state); the iterations between reuse the averaged curvature (and
+     * a Kronecker rule's cached inverses). The extended backward pass computes nothing for the rule in those
+     * iterations.
+     *
+     * @param iterations T, at least 1
+     * @return a copy of this rule with that interval
+     */
+    public PreconditionedUpdater withCurvatureInterval(int iterations) {
+        if (iterations < 1) {
+            throw new IllegalArgumentException("the curvature interval must be at least 1 iteration, got " + iterations);
+        }
+        PreconditionedUpdater copy = clone();
+        copy.curvatureInterval = iterations;
+        return copy;
+    }
+
+    /**
+     * In each curvature iteration the rule's curvature becomes {@code F ← ρ F + (1 − ρ) F_new} (an exponential moving
+     * average; the first curvature iteration sets {@code F = F_new}); for a Kronecker rule, each factor is averaged.
+     *
+     * @param decay ρ in {@code [0, 1)}; 0 keeps the latest curvature alone
+     * @return a copy of this rule with that decay
+     */
+    public PreconditionedUpdater withCurvatureDecay(double decay) {
+        if (!(decay >= 0 && decay < 1)) {
+            throw new IllegalArgumentException("the curvature decay ρ must be in [0, 1), got " + decay);
+        }
+        PreconditionedUpdater copy = clone();
+        copy.curvatureDecay = decay;
+        return copy;
+    }
+
+    /**
+     * @param iteration DL4J's iteration count
+     * @return whether the rule reads fresh curvature in that iteration (given a state)
+     */
+    boolean curvatureIteration(int iteration) {
+        return iteration % curvatureInterval == 0;
+    }
+
+    /** @param copy a copy of this rule made by a subclass's {@link #clone()}: receives the common settings */
+    protected void copySettingsTo(PreconditionedUpdater copy) {
+        copy.setLrAndSchedule(learningRate, learningRateSchedule);
+        copy.curvatureInterval = curvatureInterval;
+        copy.curvatureDecay = curvatureDecay;
     }
 
     /** @return how this rule preconditions one parameter's gradient */
@@ -115,12 +185,20 @@ public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdate
         }
         PreconditionedUpdater that = (PreconditionedUpdater) o;
         return Double.compare(learningRate, that.learningRate) == 0 && Double.compare(damping, that.damping) == 0
-                && Objects.equals(learningRateSchedule, that.learningRateSchedule);
+                && Objects.equals(learningRateSchedule, that.learningRateSchedule)
+                && curvatureInterval == that.curvatureInterval
+                && Double.compare(curvatureDecay, that.curvatureDecay) == 0;
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(getClass(), learningRate, learningRateSchedule, damping);
+        return Objects.hash(getClass(), learningRate, learningRateSchedule, damping, curvatureInterval, curvatureDecay);
+    }
+
+    /** @return the interval and decay for {@code toString}, empty for the defaults */
+    String scheduleText() {
+        return (curvatureInterval != 1 ? ", curvature every " + curvatureInterval : "")
+                + (curvatureDecay != 0 ? ", ρ=" + curvatureDecay : "");
     }
 
     /** @return the α description for messages */

@@ -6,16 +6,27 @@ import io.github.dl4jbackpack.spi.BlockCurvature;
 import io.github.dl4jbackpack.spi.ParameterQuantities;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
-/** How one rule turns a parameter's gradient into its preconditioned direction. */
+/** How one rule reads a parameter's curvature and turns the parameter's gradient into its preconditioned direction. */
 interface Preconditioner {
 
     /**
-     * @param gradient {@code ∇L + η θ} of one parameter in its {@code paramTable()} shape
-     *     (float64)
-     * @param segment which parameter, with its L2 strength η
+     * Reads this iteration's curvature of one parameter.
+     *
+     * @param segment which parameter
      * @param quantities the iteration's quantities
+     * @param state the parameter's state: its factors are averaged with the returned ones by the caller; a
+     *     preconditioner may record how they are arranged
+     * @return the curvature, float64, in the order of {@link ParameterCurvature#factors}
+     */
+    INDArray[] read(BlockCurvature.Segment segment, ParameterQuantities quantities, ParameterCurvature state);
+
+    /**
+     * @param gradient {@code ∇L + η θ} of one parameter in its {@code paramTable()} shape (float64)
+     * @param state the parameter's averaged curvature and cached inverses
      * @param damping λ
+     * @param refresh whether this is an iteration to recompute cached inverses from the averaged curvature if it
+     *     changed since they were computed (they are also computed when none are cached)
      * @return {@code (G + (λ+η) I)⁻¹ gradient} in the same shape (float64)
      */
-    INDArray precondition(INDArray gradient, BlockCurvature.Segment segment, ParameterQuantities quantities, double damping);
+    INDArray precondition(INDArray gradient, ParameterCurvature state, double damping, boolean refresh);
 }

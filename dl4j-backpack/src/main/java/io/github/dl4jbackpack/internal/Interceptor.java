@@ -12,6 +12,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.function.Consumer;
+import java.util.function.Supplier;
 
 /**
  * State shared by the intercepting wrappers of one network: which extensions the next backward
@@ -30,6 +31,7 @@ public final class Interceptor {
     private final Topology topology;
     private final Consumer<PassResult> sink;
     private final Map<Object, List<Extension<?>>> sources = new LinkedHashMap<>();
+    private final Map<Object, Supplier<List<Extension<?>>>> schedules = new LinkedHashMap<>();
     private List<Extension<?>> active = List.of();
     private List<Extension<?>> override;
     private long curvatureMemoryBudget = 1L << 30;
@@ -66,6 +68,7 @@ public final class Interceptor {
      * @throws IllegalArgumentException if this conflicts with what another source asks for
      */
     public void setActive(Object source, List<Extension<?>> extensions) {
+        schedules.remove(source);
         Map<Object, List<Extension<?>>> next = new LinkedHashMap<>(sources);
         if (extensions.isEmpty()) {
             next.remove(source);
@@ -78,8 +81,24 @@ public final class Interceptor {
     }
 
     /**
+     * A source whose extensions are needed in some training passes only (curvature updaters that refresh their
+     * curvature every few iterations): each training pass asks it what to compute.
+     *
+     * @param source who asks (used as a key)
+     * @param possible every extension it may ask for, checked against the other sources now (empty to stop)
+     * @param now what it asks the training pass about to run to compute, a part of {@code possible}
+     * @throws IllegalArgumentException if {@code possible} conflicts with what another source asks for
+     */
+    public void setScheduled(Object source, List<Extension<?>> possible, Supplier<List<Extension<?>>> now) {
+        setActive(source, possible);
+        if (!possible.isEmpty()) {
+            schedules.put(source, now);
+        }
+    }
+
+    /**
      * @param source a source
-     * @return what it asks for (empty when nothing)
+     * @return what it asks for (empty when nothing; for a scheduled source, everything it may ask for)
      */
     public List<Extension<?>> activeFor(Object source) {
         return sources.getOrDefault(source, List.of());
@@ -87,7 +106,15 @@ public final class Interceptor {
 
     /** @return the extensions the following backward passes compute */
     public List<Extension<?>> active() {
-        return override != null ? override : active;
+        if (override != null) {
+            return override;
+        }
+        if (schedules.isEmpty()) {
+            return active;
+        }
+        Map<Object, List<Extension<?>>> now = new LinkedHashMap<>(sources);
+        schedules.forEach((source, schedule) -> now.put(source, schedule.get()));
+        return union(now);
     }
 
     /**

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack.optim;
+
+import io.github.dl4jbackpack.spi.BlockCurvature;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+import java.io.Serializable;
+import java.util.Arrays;
+
+/**
+ * What a preconditioned updater carries from one iteration to the next for one parameter: where the parameter
+ * lies in its updater block, its curvature averaged over the curvature iterations so far (the diagonal, or the
+ * Kronecker factors), and the damped inverses last computed from it. Float64.
+ */
+final class ParameterCurvature {
+
+    /** Where the parameter lies in the block, and its L2 strength as of the last curvature iteration. */
+    BlockCurvature.Segment segment;
+    /** The averaged curvature: {@code [diag G]}, {@code [B]} (a bias's Kronecker factor) or {@code [A, B]}. */
+    INDArray[] factors;
+    /** Whether the weight's Kronecker arrangement is {@code A ⊗ B} (dense) rather than {@code B ⊗ A}. */
+    boolean inputSideFirst;
+    /** The damped inverses in the order they are applied, or null until computed. */
+    INDArray[] inverses;
+    /** Whether the factors changed since the inverses were computed. */
+    boolean inversesStale = true;
+
+    /**
+     * Adds one iteration's curvature to the average: {@code F ← ρ F + (1 − ρ) F_new}, the first observation
+     * taking the place of the average.
+     *
+     * @param fresh this iteration's curvature, float64, in the order of {@link #factors}
+     * @param decay ρ in {@code [0, 1)}
+     */
+    void average(INDArray[] fresh, double decay) {
+        inversesStale = true;
+        if (factors == null || decay == 0 || factors.length != fresh.length) {
+            factors = fresh;
+            return;
+        }
+        for (int i = 0; i < factors.length; i++) {
+            factors[i] = factors[i].mul(decay).addi(fresh[i].mul(1 - decay));
+        }
+    }
+
+    /** @return the state as plain Java values, for a checkpoint */
+    Saved save() {
+        return new Saved(segment.layer(), segment.param(), segment.offset(), segment.length(), segment.shape().clone(),
+                segment.order(), segment.l2(), inputSideFirst, values(factors), shapes(factors), values(inverses),
+                shapes(inverses), inversesStale);
+    }
+
+    /**
+     * @param saved a state from {@link #save}
+     * @return the state
+     */
+    static ParameterCurvature restore(Saved saved) {
+        ParameterCurvature state = new ParameterCurvature();
+        state.segment = new BlockCurvature.Segment(saved.layer(), saved.param(), saved.offset(), saved.length(),
+                saved.shape().clone(), saved.order(), saved.l2());
+        state.inputSideFirst = saved.inputSideFirst();
+        state.factors = arrays(saved.factors(), saved.factorShapes());
+        state.inverses = arrays(saved.inverses(), saved.inverseShapes());
+        state.inversesStale = saved.inversesStale();
+        return state;
+    }
+
+    private static double[][] values(INDArray[] arrays) {
+        return arrays == null ? null : Arrays.stream(arrays).map(a -> a.dup('c').data().asDouble())
+                .toArray(double[][]::new);
+    }
+
+    private static long[][] shapes(INDArray[] arrays) {
+        return arrays == null ? null : Arrays.stream(arrays).map(a -> a.shape().clone()).toArray(long[][]::new);
+    }
+
+    private static INDArray[] arrays(double[][] values, long[][] shapes) {
+        if (values == null) {
+            return null;
+        }
+        INDArray[] out = new INDArray[values.length];
+        for (int i = 0; i < values.length; i++) {
+            out[i] = Nd4j.create(values[i], shapes[i], DataType.DOUBLE);
+        }
+        return out;
+    }
+
+    /**
+     * One parameter's state in a checkpoint (Java serialization, as DL4J's {@code ModelSerializer} stores extra
+     * objects).
+     *
+     * @param layer the layer's name in the network
+     * @param param DL4J's parameter key
+     * @param offset the parameter's offset in its updater block
+     * @param length its number of values
+     * @param shape its shape
+     * @param order its ordering
+     * @param l2 its L2 strength as of the last curvature iteration
+     * @param inputSideFirst the Kronecker arrangement
+     * @param factors the averaged curvature, row-major
+     * @param factorShapes their shapes
+     * @param inverses the cached damped inverses, row-major, or null
+     * @param inverseShapes their shapes, or null
+     * @param inversesStale whether the factors changed since the inverses were computed
+     */
+    record Saved(String layer, String param, long offset, long length, long[] shape, char order, double l2,
+                 boolean inputSideFirst, double[][] factors, long[][] factorShapes, double[][] inverses,
+                 long[][] inverseShapes, boolean inversesStale) implements Serializable {
+    }
+}
