@@ -39,8 +39,7 @@ final class KroneckerPreconditioner implements Preconditioner {
     @Override
     public INDArray precondition(INDArray gradient, ParameterCurvature state, double damping, boolean refresh) {
         if (state.inverses == null || refresh && state.inversesStale) {
-            state.inverses = inverses(state.factors, state.inputSideFirst, damping + state.segment.l2());
-            state.inversesStale = false;
+            state.setInverses(inverses(state.factors, state.inputSideFirst, damping + state.segment.l2()));
         }
         if (state.inverses.length == 1) {
             INDArray g = gradient.reshape('c', gradient.length(), 1);

@@ -3,6 +3,7 @@ package io.github.dl4jbackpack.optim;
 
 import io.github.dl4jbackpack.spi.BlockCurvature;
 import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
@@ -18,11 +19,14 @@ final class ParameterCurvature {
 
     /** Where the parameter lies in the block, and its L2 strength as of the last curvature iteration. */
     BlockCurvature.Segment segment;
-    /** The averaged curvature: {@code [diag G]}, {@code [B]} (a bias's Kronecker factor) or {@code [A, B]}. */
+    /**
+     * The averaged curvature: {@code [diag G]}, {@code [B]} (a bias's Kronecker factor) or {@code [A, B]}; owned by
+     * this state, outside every workspace.
+     */
     INDArray[] factors;
     /** Whether the weight's Kronecker arrangement is {@code A ⊗ B} (dense) rather than {@code B ⊗ A}. */
     boolean inputSideFirst;
-    /** The damped inverses in the order they are applied, or null until computed. */
+    /** The damped inverses in the order they are applied, or null until computed; owned, outside workspaces. */
     INDArray[] inverses;
     /** Whether the factors changed since the inverses were computed. */
     boolean inversesStale = true;
@@ -37,11 +41,43 @@ final class ParameterCurvature {
     void average(INDArray[] fresh, double decay) {
         inversesStale = true;
         if (factors == null || decay == 0 || factors.length != fresh.length) {
-            factors = fresh;
+            release(factors);
+            factors = detachedCopies(fresh);
             return;
         }
         for (int i = 0; i < factors.length; i++) {
-            factors[i] = factors[i].mul(decay).addi(fresh[i].mul(1 - decay));
+            factors[i].muli(decay).addi(fresh[i].mul(1 - decay));
+        }
+    }
+
+    /** @param inverses newly computed inverses, possibly in a workspace: replace the cached ones */
+    void setInverses(INDArray[] inverses) {
+        release(this.inverses);
+        this.inverses = detachedCopies(inverses);
+        inversesStale = false;
+    }
+
+    /**
+     * @param arrays arrays, possibly in a workspace or owned by someone else
+     * @return copies of them outside every workspace, owned by this state
+     */
+    private static INDArray[] detachedCopies(INDArray[] arrays) {
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            return Arrays.stream(arrays).map(INDArray::dup).toArray(INDArray[]::new);
+        }
+    }
+
+    /**
+     * Returns the memory of arrays this state owns now rather than at some later garbage collection (ND4J frees
+     * arrays outside workspaces only then, and a training loop makes little Java garbage to trigger one).
+     */
+    private static void release(INDArray[] arrays) {
+        if (arrays != null) {
+            for (INDArray a : arrays) {
+                if (a.closeable()) {
+                    a.close();
+                }
+            }
         }
     }
 

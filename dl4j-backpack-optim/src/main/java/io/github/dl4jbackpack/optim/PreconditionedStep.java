@@ -5,6 +5,11 @@ import io.github.dl4jbackpack.spi.BlockCurvature;
 import io.github.dl4jbackpack.spi.CurvatureConsumer;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import org.nd4j.linalg.api.memory.conf.WorkspaceConfiguration;
+import org.nd4j.linalg.api.memory.enums.AllocationPolicy;
+import org.nd4j.linalg.api.memory.enums.LearningPolicy;
+import org.nd4j.linalg.api.memory.enums.ResetPolicy;
+import org.nd4j.linalg.api.memory.enums.SpillPolicy;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
@@ -22,9 +27,21 @@ import java.util.Map;
  * into its state; in every iteration it applies the averaged curvature (through cached inverses for a Kronecker
  * rule, recomputed every {@code inverseInterval} iterations). Its state is not in DL4J's updater state (whose size
  * DL4J derives from the number of parameters alone): {@link CurvatureUpdaterState} saves it with a model file.
- * With the defaults (interval 1, decay 0) nothing carries over between iterations.
+ * With the defaults (interval 1, decay 0) nothing carries over between iterations. The step's temporaries live in
+ * a per-thread ND4J workspace ({@value #WORKSPACE_ID}) as large as the largest step needed, which
+ * {@code Nd4j.getWorkspaceManager().destroyAllWorkspacesForCurrentThread()} returns.
  */
 final class PreconditionedStep implements GradientUpdater<PreconditionedUpdater>, CurvatureConsumer {
+
+    /** The workspace of the steps' temporaries, per thread, sized by the largest step so far. */
+    static final String WORKSPACE_ID = "dl4j-backpack-optim-step";
+    private static final WorkspaceConfiguration WORKSPACE = WorkspaceConfiguration.builder()
+            .policyAllocation(AllocationPolicy.OVERALLOCATE)
+            .overallocationLimit(0.2)
+            .policyLearning(LearningPolicy.FIRST_LOOP)
+            .policyReset(ResetPolicy.BLOCK_LEFT)
+            .policySpill(SpillPolicy.REALLOCATE)
+            .build();
 
     private final PreconditionedUpdater config;
     private final Preconditioner preconditioner;
@@ -69,8 +86,9 @@ final class PreconditionedStep implements GradientUpdater<PreconditionedUpdater>
 
     @Override
     public void applyUpdater(INDArray gradient, int iteration, int epoch) {
-        // DL4J applies updaters inside its workspaces: the state outlives the iteration
-        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+        // the step's temporaries in a workspace of its own (outside one, ND4J would free them only at a garbage
+        // collection, which a training loop rarely triggers); the state is kept outside it
+        try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().getAndActivateWorkspace(WORKSPACE, WORKSPACE_ID)) {
             step(gradient, iteration, epoch);
         }
     }
