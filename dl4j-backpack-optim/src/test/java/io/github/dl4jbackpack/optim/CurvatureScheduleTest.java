@@ -6,6 +6,7 @@ import io.github.dl4jbackpack.Quantities;
 import io.github.dl4jbackpack.extensions.DiagGGNExact;
 import io.github.dl4jbackpack.extensions.KFLR;
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
+import io.github.dl4jbackpack.extensions.Variance;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
@@ -155,6 +156,34 @@ class CurvatureScheduleTest {
         }
         INDArray direction = PreconditionedUpdaterTest.solve(matrix, g.dup('c').reshape(g.length()));
         return direction.reshape('c', theta.shape());
+    }
+
+    @Test
+    void aUsersExtensionsRunInEveryIterationTheRulesCurvatureOnlyInItsOwn() {
+        PreconditionedUpdater rule = KroneckerUpdater.kflr(0.1, 0.1).withCurvatureInterval(3);
+        MultiLayerNetwork net = PreconditionedUpdaterTest.network(rule, 2);
+        MultiLayerNetwork sameRuleEveryIteration = PreconditionedUpdaterTest.network(rule, 2);
+        BackPackNetwork extended = BackPackNetwork.extend(net);
+        extended.enable(new Variance());
+        BackPackNetwork.extend(sameRuleEveryIteration);
+        List<Integer> withCurvature = new ArrayList<>();
+        List<Integer> withVariance = new ArrayList<>();
+        extended.addQuantitiesListener(q -> {
+            if (q.contains(KFLR.class)) {
+                withCurvature.add(net.getIterationCount());
+            }
+            if (q.contains(Variance.class)) {
+                withVariance.add(net.getIterationCount());
+            }
+        });
+        for (int i = 0; i < 7; i++) {
+            net.fit(PreconditionedUpdaterTest.features(i, 5), PreconditionedUpdaterTest.labels(i, 5));
+            sameRuleEveryIteration.fit(PreconditionedUpdaterTest.features(i, 5), PreconditionedUpdaterTest.labels(i, 5));
+        }
+        assertEquals(List.of(0, 1, 2, 3, 4, 5, 6), withVariance);
+        assertEquals(List.of(0, 3, 6), withCurvature);
+        // the passes computing Variance alone leave the rule's averaged curvature as it was
+        assertArrayEquals(sameRuleEveryIteration.params().data().asDouble(), net.params().data().asDouble(), 0.0);
     }
 
     static Stream<PreconditionedUpdater> checkpointedRules() {
