@@ -28,9 +28,9 @@ final class DiagonalPreconditioner implements Preconditioner {
 
     @Override
     public INDArray precondition(INDArray gradient, ParameterCurvature state, double damping, boolean refresh) {
-        INDArray denominator = state.factors[0].add(damping + state.segment.l2());
+        INDArray denominator = state.factors[0].add(damping + state.segment.l2()).castTo(gradient.dataType());
         // no curvature and no damping (a dead unit with λ = 0): no step there, not 0/0
-        INDArray curved = denominator.gt(0.0).castTo(DataType.DOUBLE);
+        INDArray curved = denominator.gt(0.0).castTo(gradient.dataType());
         INDArray safe = denominator.add(curved.rsub(1.0));
         return gradient.div(safe).muli(curved);
     }

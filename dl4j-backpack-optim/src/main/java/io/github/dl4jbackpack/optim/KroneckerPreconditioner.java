@@ -41,12 +41,13 @@ final class KroneckerPreconditioner implements Preconditioner {
         if (state.inverses == null || refresh && state.inversesStale) {
             state.setInverses(inverses(state.factors, state.inputSideFirst, damping + state.segment.l2()));
         }
-        if (state.inverses.length == 1) {
+        INDArray[] inverses = state.inversesIn(gradient.dataType());
+        if (inverses.length == 1) {
             INDArray g = gradient.reshape('c', gradient.length(), 1);
-            return state.inverses[0].mmul(g).reshape('c', gradient.shape());
+            return inverses[0].mmul(g).reshape('c', gradient.shape());
         }
-        INDArray first = state.inverses[0];
-        INDArray second = state.inverses[1];
+        INDArray first = inverses[0];
+        INDArray second = inverses[1];
         INDArray matrix = gradient.dup('c').reshape('c', first.rows(), second.rows());
         return first.mmul(matrix).mmul(second).reshape('c', gradient.shape());
     }

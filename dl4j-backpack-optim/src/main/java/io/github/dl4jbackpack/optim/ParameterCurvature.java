@@ -30,6 +30,8 @@ final class ParameterCurvature {
     INDArray[] inverses;
     /** Whether the factors changed since the inverses were computed. */
     boolean inversesStale = true;
+    /** The inverses in the data type of a float32 network's gradients, made when first applied; not saved. */
+    private INDArray[] appliedInverses;
 
     /**
      * Adds one iteration's curvature to the average: {@code F ← ρ F + (1 − ρ) F_new}, the first observation
@@ -53,8 +55,26 @@ final class ParameterCurvature {
     /** @param inverses newly computed inverses, possibly in a workspace: replace the cached ones */
     void setInverses(INDArray[] inverses) {
         release(this.inverses);
+        release(appliedInverses);
+        appliedInverses = null;
         this.inverses = detachedCopies(inverses);
         inversesStale = false;
+    }
+
+    /**
+     * @param type the data type of the gradient they are applied to
+     * @return the cached inverses in that type: float64 as computed, or a float32 copy for a float32 network (the
+     *     products with its gradient then cost half as much)
+     */
+    INDArray[] inversesIn(DataType type) {
+        if (type == DataType.DOUBLE) {
+            return inverses;
+        }
+        if (appliedInverses == null || appliedInverses[0].dataType() != type) {
+            release(appliedInverses);
+            appliedInverses = detachedCopies(Arrays.stream(inverses).map(a -> a.castTo(type)).toArray(INDArray[]::new));
+        }
+        return appliedInverses;
     }
 
     /**

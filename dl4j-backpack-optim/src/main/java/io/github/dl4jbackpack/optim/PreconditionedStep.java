@@ -114,7 +114,9 @@ final class PreconditionedStep implements GradientUpdater<PreconditionedUpdater>
         for (ParameterCurvature p : state.values()) {
             BlockCurvature.Segment s = p.segment;
             INDArray flat = gradient.get(NDArrayIndex.interval(s.offset(), s.offset() + s.length()));
-            INDArray g = flat.dup().reshape(s.order(), s.shape()).castTo(DataType.DOUBLE);
+            // curvature and inverses are float64; they are applied in float32 to the gradient of a float32 network
+            DataType type = flat.dataType() == DataType.DOUBLE ? DataType.DOUBLE : DataType.FLOAT;
+            INDArray g = flat.dup().reshape(s.order(), s.shape()).castTo(type);
             INDArray step = preconditioner.precondition(g, p, config.getDamping(), refresh);
             flat.assign(Nd4j.toFlattened(s.order(), step).reshape(s.length()).muli(learningRate)
                     .castTo(flat.dataType()));

@@ -21,12 +21,13 @@ interface Preconditioner {
     INDArray[] read(BlockCurvature.Segment segment, ParameterQuantities quantities, ParameterCurvature state);
 
     /**
-     * @param gradient {@code ∇L + η θ} of one parameter in its {@code paramTable()} shape (float64)
+     * @param gradient {@code ∇L + η θ} of one parameter in its {@code paramTable()} shape (float64, or float32 for a
+     *     network of a lower precision)
      * @param state the parameter's averaged curvature and cached inverses
      * @param damping λ
      * @param refresh whether this is an iteration to recompute cached inverses from the averaged curvature if it
      *     changed since they were computed (they are also computed when none are cached)
-     * @return {@code (G + (λ+η) I)⁻¹ gradient} in the same shape (float64)
+     * @return {@code (G + (λ+η) I)⁻¹ gradient} in the same shape and type
      */
     INDArray precondition(INDArray gradient, ParameterCurvature state, double damping, boolean refresh);
 }

@@ -132,6 +132,26 @@ class CurvatureScheduleTest {
                 rule + ": the iterations whose extended pass computed curvature");
     }
 
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("scheduledRules")
+    void aFloat32NetworkFollowsTheFloat64StepsWithinFloat32Accuracy(PreconditionedUpdater rule) {
+        MultiLayerNetwork doubles = PreconditionedUpdaterTest.network(rule, 4);
+        INDArray start = doubles.params().dup();
+        MultiLayerNetwork floats = doubles.convertDataType(DataType.FLOAT);
+        BackPackNetwork.extend(doubles);
+        BackPackNetwork.extend(floats);
+        for (int i = 0; i < 5; i++) {
+            INDArray x = PreconditionedUpdaterTest.features(30 + i, 5);
+            INDArray y = PreconditionedUpdaterTest.labels(40 + i, 5);
+            doubles.fit(x, y);
+            floats.fit(x.castTo(DataType.FLOAT), y.castTo(DataType.FLOAT));
+        }
+        double moved = doubles.params().sub(start).amaxNumber().doubleValue();
+        double apart = doubles.params().sub(floats.params().castTo(DataType.DOUBLE)).amaxNumber().doubleValue();
+        assertTrue(moved > 1e-3, rule + " moved " + moved);
+        assertTrue(apart < 1e-3 * moved, rule + ": float32 " + apart + " apart after steps of " + moved);
+    }
+
     /** @return a Kronecker curvature's factors in the state's order, {@code [B]} or {@code [A, B]} */
     private static INDArray[] factors(KroneckerFactors k) {
         return k.inputFactor().isEmpty() ? new INDArray[] {k.outputFactor()}
