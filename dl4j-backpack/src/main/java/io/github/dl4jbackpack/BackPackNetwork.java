@@ -399,13 +399,17 @@ public final class BackPackNetwork {
     }
 
     /**
-     * Lets a component of the library (a listener) ask for extensions in training on its own
-     * behalf, independently of {@link #enable}.
+     * Lets a component built on the library (a listener such as {@link GradientVarianceListener}, an application
+     * in its own module such as private training) ask for extensions in training on its own behalf, independently
+     * of {@link #enable} and of other components: every following training iteration computes the union of what
+     * the user and the components ask for, and the component reads its values with
+     * {@link #addQuantitiesListener}.
      *
-     * @param source the component
+     * @param source the component (its identity keys its request)
      * @param extensions what it needs in the following iterations (empty to stop)
+     * @throws UnsupportedLayerException naming every part of the network an extension cannot handle
      */
-    void require(Object source, List<Extension<?>> extensions) {
+    public void require(Object source, List<Extension<?>> extensions) {
         if (!extensions.isEmpty()) {
             ensureInstalled();
             checkNetwork(extensions);

@@ -6,6 +6,7 @@ import io.github.dl4jbackpack.extensions.BatchGrad;
 import io.github.dl4jbackpack.extensions.BatchL2Grad;
 import io.github.dl4jbackpack.extensions.SumGradSquared;
 import io.github.dl4jbackpack.extensions.Variance;
+import io.github.dl4jbackpack.extensions.WeightedGradientSum;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.ActivationLayer;
@@ -31,6 +32,7 @@ import java.util.TreeSet;
 import java.util.stream.Stream;
 
 import static io.github.dl4jbackpack.Reference.assertClose;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 /**
@@ -152,7 +154,7 @@ class FirstOrderAgainstLoopTest {
         Map<String, INDArray> reference = Reference.individualGradients(net, x, y);
 
         Quantities q = BackPackNetwork.extend(net).backward(x, y, new BatchGrad(), new BatchL2Grad(),
-                new SumGradSquared(), new Variance(), new BatchDotGrad());
+                new SumGradSquared(), new Variance(), new BatchDotGrad(), new WeightedGradientSum());
         assertMatches(reference, q, RTOL, ATOL);
     }
 
@@ -164,10 +166,13 @@ class FirstOrderAgainstLoopTest {
         INDArray y = c.labels(DataType.DOUBLE);
         Map<String, INDArray> reference = Reference.individualGradients(net, x, y);
         BackPackNetwork bp = BackPackNetwork.extend(net);
+        // the weighted sums are formed after four more passes, which reuse DL4J's workspaces
+        Quantities sums = bp.backward(x, y, new WeightedGradientSum());
         Quantities l2 = bp.backward(x, y, new BatchL2Grad());
         Quantities sgs = bp.backward(x, y, new SumGradSquared());
         Quantities variance = bp.backward(x, y, new Variance());
         Quantities dots = bp.backward(x, y, new BatchDotGrad());
+        INDArray weights = Reference.testWeights(x.size(0));
         reference.forEach((key, g) -> {
             int layer = Integer.parseInt(key.substring(0, key.indexOf('_')));
             String param = key.substring(key.indexOf('_') + 1);
@@ -177,6 +182,11 @@ class FirstOrderAgainstLoopTest {
             assertClose(Reference.variance(g), variance.get(Variance.class, layer, param), RTOL, ATOL,
                     key + " variance");
             assertClose(Reference.dots(g), dots.get(BatchDotGrad.class, layer, param), RTOL, ATOL, key + " dots");
+            WeightedGradientSum.Deferred sum = sums.get(WeightedGradientSum.class, layer, param);
+            assertEquals(x.size(0), sum.batchSize(), key + " batch size");
+            assertArrayEquals(net.getParam(key).shape(), sum.shape(), key + " shape");
+            assertClose(Reference.weightedSum(g, weights), sum.of(weights), RTOL, ATOL, key + " weighted sum");
+            assertClose(g.sum(0), sum.of(Nd4j.ones(DataType.DOUBLE, x.size(0))), RTOL, ATOL, key + " gradient");
         });
     }
 
@@ -194,6 +204,9 @@ class FirstOrderAgainstLoopTest {
                     key + " SumGradSquared");
             assertClose(Reference.variance(g), q.get(Variance.class, layer, param), rtol, atol, key + " Variance");
             assertClose(Reference.dots(g), q.get(BatchDotGrad.class, layer, param), rtol, atol, key + " BatchDotGrad");
+            INDArray weights = Reference.testWeights(g.size(0));
+            assertClose(Reference.weightedSum(g, weights), q.get(WeightedGradientSum.class, layer, param).of(weights),
+                    rtol, atol, key + " WeightedGradientSum");
         });
         assertEquals(layers, q.layers(BatchGrad.class), "layers with values");
     }

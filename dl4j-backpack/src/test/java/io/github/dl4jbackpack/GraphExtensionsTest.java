@@ -18,6 +18,7 @@ import io.github.dl4jbackpack.extensions.KFRA;
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import io.github.dl4jbackpack.extensions.SumGradSquared;
 import io.github.dl4jbackpack.extensions.Variance;
+import io.github.dl4jbackpack.extensions.WeightedGradientSum;
 import org.deeplearning4j.nn.conf.ConvolutionMode;
 import org.deeplearning4j.nn.conf.WorkspaceMode;
 import org.deeplearning4j.nn.conf.inputs.InputType;
@@ -198,6 +199,13 @@ class GraphExtensionsTest {
         assertAllClose(GraphReference.sumGradSquared(g), values(q, SumGradSquared.class), 1e-9, 1e-13, "stacked SGS");
         assertAllClose(GraphReference.variance(g), values(q, Variance.class), 1e-8, 1e-12, "stacked Variance");
         assertAllClose(GraphReference.dots(g), values(q, BatchDotGrad.class), 1e-9, 1e-13, "stacked BatchDotGrad");
+        // the weighted sums alone (no individual gradients formed): each example's weight reaches both its copies
+        Quantities sums = bp.backward(data.features(), data.labels(), new WeightedGradientSum());
+        INDArray weights = Reference.testWeights(data.features()[0].size(0));
+        for (String key : g.keySet()) {
+            Reference.assertClose(Reference.weightedSum(g.get(key), weights),
+                    sums.byKey(WeightedGradientSum.class, key).of(weights), 1e-10, 1e-13, "stacked weighted sum " + key);
+        }
         // second order: an example's columns reach both copies, summed before squaring at the shared layer
         GraphBruteForce.Jacobians jac = GraphBruteForce.jacobians(graph, data.features());
         var fd = GraphBruteForce.finiteDifferenceHessian(graph, data.features(), data.labels(), 1e-4);
@@ -229,6 +237,43 @@ class GraphExtensionsTest {
         assertEquals(Set.of("shared", "unstack0", "unstack1"), named, second.getMessage());
         assertTrue(second.getMessage().contains("stacked 2 times"), second.getMessage());
         assertTrue(bp.enabled().isEmpty());
+    }
+
+    /**
+     * A convolution over a stacked batch (its kind sums the rows' individual gradients, not an over-time product as
+     * the dense layer does): every first-order quantity, and the weighted sums with each example's weight reaching
+     * both its copies.
+     */
+    @Test
+    void convolutionOverAStackedBatchSumsItsCopies() {
+        InputType image = InputType.convolutional(5, 5, 1);
+        ComputationGraph graph = GraphNets.init(GraphNets.builder(DataType.DOUBLE, WorkspaceMode.ENABLED, 3)
+                .addInputs("in")
+                .addLayer("a", new ConvolutionLayer.Builder(3, 3).convolutionMode(ConvolutionMode.Same).nOut(1)
+                        .activation(Activation.TANH).build(), "in")
+                .addVertex("stack", new org.deeplearning4j.nn.conf.graph.StackVertex(), "a", "in")
+                .addLayer("shared", new ConvolutionLayer.Builder(2, 2).nOut(2).activation(Activation.TANH).build(),
+                        "stack")
+                .addVertex("unstack0", new org.deeplearning4j.nn.conf.graph.UnstackVertex(0, 2), "shared")
+                .addVertex("unstack1", new org.deeplearning4j.nn.conf.graph.UnstackVertex(1, 2), "shared")
+                .addVertex("merge", new org.deeplearning4j.nn.conf.graph.MergeVertex(), "unstack0", "unstack1")
+                .addLayer("out", GraphNets.output(LossFunction.MCXENT, Activation.SOFTMAX, 3), "merge")
+                .setOutputs("out")
+                .setInputTypes(image), 3);
+        GraphNets.Data data = GraphNets.data(graph, 4, 5, image);
+        Map<String, INDArray> g = GraphReference.individualGradients(graph, data.features(), data.labels());
+        BackPackNetwork bp = BackPackNetwork.extend(graph);
+        Quantities q = bp.backward(data.features(), data.labels(), new BatchGrad(), new BatchL2Grad(),
+                new SumGradSquared(), new Variance(), new BatchDotGrad());
+        assertAllClose(g, values(q, BatchGrad.class), 1e-10, 1e-13, "stacked BatchGrad");
+        assertAllClose(GraphReference.squaredNorms(g), values(q, BatchL2Grad.class), 1e-9, 1e-13, "stacked BatchL2Grad");
+        assertAllClose(GraphReference.variance(g), values(q, Variance.class), 1e-8, 1e-12, "stacked Variance");
+        Quantities sums = bp.backward(data.features(), data.labels(), new WeightedGradientSum());
+        INDArray weights = Reference.testWeights(4);
+        for (String key : g.keySet()) {
+            Reference.assertClose(Reference.weightedSum(g.get(key), weights),
+                    sums.byKey(WeightedGradientSum.class, key).of(weights), 1e-10, 1e-13, "stacked weighted sum " + key);
+        }
     }
 
     @Test

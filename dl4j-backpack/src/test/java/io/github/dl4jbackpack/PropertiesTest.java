@@ -6,6 +6,7 @@ import io.github.dl4jbackpack.extensions.BatchGrad;
 import io.github.dl4jbackpack.extensions.BatchL2Grad;
 import io.github.dl4jbackpack.extensions.SumGradSquared;
 import io.github.dl4jbackpack.extensions.Variance;
+import io.github.dl4jbackpack.extensions.WeightedGradientSum;
 import org.deeplearning4j.nn.conf.WorkspaceMode;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -38,7 +39,7 @@ class PropertiesTest {
         RandomArchitectures.Sample s = RandomArchitectures.sample(seed, false, DataType.DOUBLE, mode);
         Map<String, INDArray> reference = Reference.individualGradients(s.net(), s.features(), s.labels());
         Quantities q = BackPackNetwork.extend(s.net()).backward(s.features(), s.labels(), new BatchGrad(),
-                new BatchL2Grad(), new SumGradSquared(), new Variance(), new BatchDotGrad());
+                new BatchL2Grad(), new SumGradSquared(), new Variance(), new BatchDotGrad(), new WeightedGradientSum());
         try {
             FirstOrderAgainstLoopTest.assertMatches(reference, q, 1e-9, 1e-12);
         } catch (AssertionError e) {
@@ -54,7 +55,7 @@ class PropertiesTest {
         MultiLayerNetwork f32 = s.net().convertDataType(DataType.FLOAT);
         Quantities q = BackPackNetwork.extend(f32).backward(s.features().castTo(DataType.FLOAT),
                 s.labels().castTo(DataType.FLOAT), new BatchGrad(), new BatchL2Grad(), new SumGradSquared(),
-                new Variance(), new BatchDotGrad());
+                new Variance(), new BatchDotGrad(), new WeightedGradientSum());
         try {
             FirstOrderAgainstLoopTest.assertMatches(reference, q, 2e-3, 2e-4);
         } catch (AssertionError e) {
@@ -69,7 +70,7 @@ class PropertiesTest {
                 seed % 2 == 0 ? WorkspaceMode.ENABLED : WorkspaceMode.NONE);
         Nd4j.getRandom().setSeed(seed);
         Quantities q = BackPackNetwork.extend(s.net()).backward(s.features(), s.labels(), new BatchGrad(),
-                new BatchL2Grad(), new SumGradSquared(), new Variance(), new BatchDotGrad());
+                new BatchL2Grad(), new SumGradSquared(), new Variance(), new BatchDotGrad(), new WeightedGradientSum());
         long n = s.features().size(0);
         String d = s.description();
         for (int layer : q.layers(BatchGrad.class)) {
@@ -87,6 +88,8 @@ class PropertiesTest {
                 assertClose(Reference.sumGradSquared(g), sgs, 1e-10, 1e-13, d + ": SGS = Σ g², " + key);
                 assertClose(sgs.div(n).sub(grad.div(n).mul(grad.div(n))), q.get(Variance.class, layer, p), 1e-9,
                         1e-12, d + ": Variance = SGS/N − (grad/N)², " + key);
+                assertClose(grad, q.get(WeightedGradientSum.class, layer, p).of(Nd4j.ones(DataType.DOUBLE, n)),
+                        1e-10, 1e-13, d + ": WeightedGradientSum of ones = gradient/N, " + key);
             }
         }
     }

@@ -10,6 +10,7 @@ import io.github.dl4jbackpack.extensions.DiagGGNExact;
 import io.github.dl4jbackpack.extensions.DiagHessian;
 import io.github.dl4jbackpack.extensions.SumGradSquared;
 import io.github.dl4jbackpack.extensions.Variance;
+import io.github.dl4jbackpack.extensions.WeightedGradientSum;
 import org.deeplearning4j.nn.conf.WorkspaceMode;
 import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.junit.jupiter.api.Test;
@@ -167,6 +168,12 @@ class RandomGraphsTest {
             assertClose(dots.get(key), q.byKey(BatchDotGrad.class, key), rtol, atol, what + ": BatchDotGrad " + key);
         }
         plain.assertSameAs(graph, q, what);
+        Quantities sums = bp.backward(d.features(), d.labels(), new WeightedGradientSum());
+        INDArray weights = Reference.testWeights(N);
+        for (String key : g.keySet()) {
+            assertClose(Reference.weightedSum(g.get(key), weights), sums.byKey(WeightedGradientSum.class, key)
+                    .of(weights), rtol, atol, what + ": WeightedGradientSum " + key);
+        }
     }
 
     private static void checkDiagonalGgn(RandomGraphs.Case c, double rtol, double atol) {

@@ -98,6 +98,31 @@ final class Reference {
     }
 
     /**
+     * @param n the batch size
+     * @return weights for {@code WeightedGradientSum} tests: distinct, one negative, one zero (when N &gt; 2)
+     */
+    static INDArray testWeights(long n) {
+        double[] w = new double[(int) n];
+        for (int i = 0; i < n; i++) {
+            w[i] = 0.25 + 0.5 * i;
+        }
+        w[0] = -0.6;
+        if (n > 2) {
+            w[2] = 0.0;
+        }
+        return Nd4j.createFromArray(w);
+    }
+
+    /** @return {@code Σ_n w_n g_n} by an explicit loop over the examples */
+    static INDArray weightedSum(INDArray batched, INDArray weights) {
+        INDArray sum = Nd4j.zeros(batched.dataType(), java.util.Arrays.copyOfRange(batched.shape(), 1, batched.rank()));
+        for (long i = 0; i < batched.size(0); i++) {
+            sum.addi(example(batched, i).reshape(sum.shape()).mul(weights.getDouble(i)));
+        }
+        return sum;
+    }
+
+    /**
      * Asserts {@code |actual − expected| ≤ rtol·|expected| + atol·max|expected|} elementwise, shapes
      * equal.
      */
@@ -134,7 +159,8 @@ final class Reference {
         Map<String, INDArray> loop = individualGradients(net.clone(), x, y, featuresMask, labelsMask);
         Quantities reductions = BackPackNetwork.extend(net).backward(x, y, featuresMask, labelsMask,
                 new io.github.dl4jbackpack.extensions.BatchL2Grad(), new io.github.dl4jbackpack.extensions.SumGradSquared(),
-                new io.github.dl4jbackpack.extensions.Variance());
+                new io.github.dl4jbackpack.extensions.Variance(), new io.github.dl4jbackpack.extensions.WeightedGradientSum());
+        INDArray weights = testWeights(x.size(0));
         Quantities all = BackPackNetwork.extend(net).backward(x, y, featuresMask, labelsMask,
                 new io.github.dl4jbackpack.extensions.BatchGrad(), new io.github.dl4jbackpack.extensions.BatchDotGrad());
         for (String key : loop.keySet()) {
@@ -150,6 +176,9 @@ final class Reference {
                     key), 1e-10, 1e-12, where + " SumGradSquared");
             assertClose(variance(g), reductions.byKey(io.github.dl4jbackpack.extensions.Variance.class, key), 1e-8,
                     1e-12, where + " Variance");
+            assertClose(weightedSum(g, weights), reductions.byKey(
+                    io.github.dl4jbackpack.extensions.WeightedGradientSum.class, key).of(weights), 1e-10, 1e-12,
+                    where + " WeightedGradientSum");
         }
     }
 }

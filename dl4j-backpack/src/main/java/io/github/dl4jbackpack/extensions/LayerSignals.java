@@ -51,6 +51,12 @@ public interface LayerSignals {
     Map<String, INDArray> individualGradientDots();
 
     /**
+     * @return per parameter, the weighted sums {@code Σ_n w_n g_n} for weights given after the pass
+     *     ({@link WeightedGradientSum}), valid after the pass
+     */
+    Map<String, WeightedGradientSum.Deferred> weightedGradientSums();
+
+    /**
      * @param param a parameter name of this layer
      * @return {@code ∇L = Σ_n g_n} for that parameter, a new array of the parameter's shape
      */

@@ -4,6 +4,7 @@ package io.github.dl4jbackpack.internal;
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import io.github.dl4jbackpack.extensions.LayerSignals;
 import io.github.dl4jbackpack.extensions.FactorKind;
+import io.github.dl4jbackpack.extensions.WeightedGradientSum;
 import io.github.dl4jbackpack.internal.layers.CurvatureSink;
 import io.github.dl4jbackpack.internal.layers.FirstOrderTerms;
 import io.github.dl4jbackpack.internal.layers.LayerDerivatives;
@@ -148,6 +149,11 @@ final class LayerBackprop implements LayerSignals {
     @Override
     public Map<String, INDArray> individualGradientDots() {
         return firstOrder().individualGradientDots();
+    }
+
+    @Override
+    public Map<String, WeightedGradientSum.Deferred> weightedGradientSums() {
+        return firstOrder().weightedGradientSums();
     }
 
     @Override

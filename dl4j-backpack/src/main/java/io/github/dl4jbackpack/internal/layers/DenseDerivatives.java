@@ -338,6 +338,25 @@ public final class DenseDerivatives implements LayerDerivatives {
             return out;
         }
 
+        /** Keeps {@code X} and {@code Δ}: {@code Σ_n w_n g_n(W) = Xᵀ diag(w) Δ}, {@code Σ_n w_n g_n(b) = Δᵀ w}. */
+        @Override
+        protected Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred>
+                computeWeightedGradientSums() {
+            long n = x.size(0);
+            long k = x.size(1);
+            long o = delta.size(1);
+            INDArray xs = DeferredSum.copy(x);
+            INDArray ds = DeferredSum.copy(delta);
+            Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred> out = new LinkedHashMap<>();
+            out.put(W, new DeferredSum(n, new long[] {k, o}, ds.dataType(),
+                    w -> gemm(xs, true, ds.mulColumnVector(w.reshape('c', n, 1)), false)));
+            if (hasBias) {
+                out.put(B, new DeferredSum(n, new long[] {o}, ds.dataType(),
+                        w -> w.reshape('c', 1, n).mmul(ds).reshape('c', new long[] {o})));
+            }
+            return out;
+        }
+
         @Override
         protected Map<String, INDArray> computeSquaredNorms() {
             INDArray deltaSq = delta.mul(delta).sum(1);

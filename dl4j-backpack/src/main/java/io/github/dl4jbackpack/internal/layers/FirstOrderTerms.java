@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.internal.layers;
 
+import io.github.dl4jbackpack.extensions.WeightedGradientSum;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 import java.util.Collections;
+import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
@@ -26,6 +28,7 @@ public abstract class FirstOrderTerms {
     private Map<String, INDArray> secondMoment;
     private Map<String, INDArray> dots;
     private Map<String, INDArray> variance;
+    private Map<String, WeightedGradientSum.Deferred> weightedSums;
 
     /** @return {@code g_n} per parameter, shape {@code [N, *p]} */
     public final Map<String, INDArray> individualGradients() {
@@ -87,6 +90,29 @@ public abstract class FirstOrderTerms {
             dots = Collections.unmodifiableMap(computeDots());
         }
         return dots;
+    }
+
+    /**
+     * @return per parameter, the weighted sums {@code Σ_n w_n g_n} for weights given later, from copies of what
+     *     they need made now (valid after the pass)
+     */
+    public final Map<String, WeightedGradientSum.Deferred> weightedGradientSums() {
+        if (weightedSums == null) {
+            weightedSums = Collections.unmodifiableMap(computeWeightedGradientSums());
+        }
+        return weightedSums;
+    }
+
+    /**
+     * By default from the individual gradients ({@code N × #params}); kinds whose gradients are products of
+     * smaller arrays keep those instead.
+     *
+     * @return the deferred weighted sums per parameter
+     */
+    protected Map<String, WeightedGradientSum.Deferred> computeWeightedGradientSums() {
+        Map<String, WeightedGradientSum.Deferred> out = new LinkedHashMap<>();
+        individualGradients().forEach((param, g) -> out.put(param, DeferredSum.ofIndividualGradients(g)));
+        return out;
     }
 
     /** @return the individual gradients if some extension already asked for them, else null */

@@ -1105,6 +1105,23 @@ public final class LstmDerivatives implements LayerDerivatives {
             return replaced(outer.individualGradients(), g -> Nd4j.concat(2, g, peepholes).dup('c'));
         }
 
+        /** The outer products' deferred sums of {@code RW}, with the peephole columns' sum appended. */
+        @Override
+        protected Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred>
+                computeWeightedGradientSums() {
+            Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred> out =
+                    new LinkedHashMap<>(outer.weightedGradientSums());
+            DeferredSum recurrent = (DeferredSum) out.get(RW);
+            INDArray columns = DeferredSum.copy(peepholes);
+            long n = columns.size(0);
+            long[] shape = recurrent.shape();
+            long[] columnShape = {columns.size(1), columns.size(2)};
+            shape[1] += columnShape[1];
+            out.put(RW, new DeferredSum(n, shape, recurrent.dataType(), w -> Nd4j.concat(1, recurrent.of(w),
+                    w.reshape('c', 1, n).mmul(columns.reshape('c', n, columns.length() / n)).reshape('c', columnShape))));
+            return out;
+        }
+
         @Override
         protected Map<String, INDArray> computeSquaredNorms() {
             INDArray f = flatPeepholes();

@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.internal.layers;
 
+import io.github.dl4jbackpack.extensions.WeightedGradientSum;
 import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 
 import java.util.ArrayList;
+import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -86,6 +89,39 @@ public final class OuterProductTerms extends FirstOrderTerms {
 
         long chunk() {
             return Math.max(1, Math.min(n(), CHUNK_ELEMENTS / Math.max(1, size())));
+        }
+
+        /**
+         * @param copies the copies already made for other entries of this layer, by the array copied ({@code Δ}
+         *     shared by a recurrent layer's weights is copied once)
+         * @return {@code Σ_n w_n g_n} for later weights: a bias keeps {@code Σ_p δ_np} ({@code [N, O]}), a weight
+         *     keeps {@code Δ} and {@code U} as {@code [O, N·P]} and {@code [K, N·P]} and forms one product with
+         *     the examples' columns of {@code Δ} scaled
+         */
+        DeferredSum deferredSum(Map<INDArray, INDArray> copies) {
+            long n = n();
+            long o = delta.size(1);
+            long p = delta.size(2);
+            DataType type = delta.dataType();
+            if (input == null) {
+                INDArray sums = DeferredSum.copy(delta.sum(2));
+                return new DeferredSum(n, DeferredSum.shapeOf(layout, type, o), type,
+                        w -> layout.apply(w.reshape('c', 1, n).mmul(sums).reshape('c', new long[] {o})));
+            }
+            long k = input.size(1);
+            INDArray d = copies.computeIfAbsent(delta, a -> positionsAsColumns(a));
+            INDArray u = copies.computeIfAbsent(input, a -> positionsAsColumns(a));
+            long[] matrix = inputMajor ? new long[] {k, o} : new long[] {o, k};
+            return new DeferredSum(n, DeferredSum.shapeOf(layout, type, matrix), type, w -> {
+                INDArray scaled = org.nd4j.linalg.factory.Broadcast.mul(d.reshape('c', o, n, p), w,
+                        Nd4j.create(type, o, n, p), 1).reshape('c', o, n * p);
+                return layout.apply(inputMajor ? u.mmul(scaled.transpose()) : scaled.mmul(u.transpose()));
+            });
+        }
+
+        /** @return {@code [N, C, P]} as a c-ordered copy {@code [C, N·P]} outside any workspace */
+        private static INDArray positionsAsColumns(INDArray a) {
+            return DeferredSum.copy(a.permute(1, 0, 2)).reshape('c', a.size(1), a.size(0) * a.size(2));
         }
     }
 
@@ -189,6 +225,18 @@ public final class OuterProductTerms extends FirstOrderTerms {
         INDArray t = columns.sum(3);
         INDArray squares = t.muli(t).sum(1);
         return perExample ? squares : squares.sum(0);
+    }
+
+    /** Weights keep their layer's {@code Δ} and {@code U} (copied once per layer), biases their sums over positions. */
+    @Override
+    protected Map<String, WeightedGradientSum.Deferred> computeWeightedGradientSums() {
+        Map<String, WeightedGradientSum.Deferred> out = new LinkedHashMap<>();
+        Map<String, INDArray> known = individualGradientsIfComputed();
+        Map<INDArray, INDArray> copies = new IdentityHashMap<>();
+        for (Entry e : entries) {
+            out.put(e.name, known != null ? DeferredSum.ofIndividualGradients(known.get(e.name)) : e.deferredSum(copies));
+        }
+        return out;
     }
 
     @Override

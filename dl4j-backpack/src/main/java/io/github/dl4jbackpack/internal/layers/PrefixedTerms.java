@@ -34,6 +34,14 @@ public final class PrefixedTerms extends FirstOrderTerms {
     }
 
     @Override
+    protected Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred> computeWeightedGradientSums() {
+        Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred> out = new LinkedHashMap<>();
+        parts.forEach((prefix, terms) -> terms.weightedGradientSums().forEach((param, sum) -> out.put(prefix + param,
+                sum)));
+        return out;
+    }
+
+    @Override
     protected Map<String, INDArray> computeIndividualGradients() {
         return merged(FirstOrderTerms::individualGradients);
     }

@@ -2,6 +2,7 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
 
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -37,6 +38,18 @@ public final class SharedRowsTerms extends FirstOrderTerms {
             shape[1] = n;
             System.arraycopy(g.shape(), 1, shape, 2, g.rank() - 1);
             out.put(param, g.dup('c').reshape('c', shape).sum(0));
+        });
+        return out;
+    }
+
+    /** The rows' own deferred sums, each example's weight given to its k rows. */
+    @Override
+    protected Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred> computeWeightedGradientSums() {
+        Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred> out = new LinkedHashMap<>();
+        rows.weightedGradientSums().forEach((param, sum) -> {
+            long n = sum.batchSize() / copies;
+            out.put(param, new DeferredSum(n, sum.shape(), ((DeferredSum) sum).dataType(),
+                    w -> sum.of(Nd4j.tile(w.reshape('c', 1, n), (int) copies, 1).reshape('c', new long[] {copies * n}))));
         });
         return out;
     }

@@ -139,6 +139,35 @@ public final class SparseRowsTerms extends FirstOrderTerms {
         return out;
     }
 
+    /**
+     * Keeps the pairs' row sums: {@code Σ_n w_n g_n(W)[v] = Σ_{pairs (n, v)} w_n R_nv} ({@code O(N·T·dim)}
+     * besides the {@code [vocabulary, dim]} result), and the bias's {@code [N, dim]} gradients.
+     */
+    @Override
+    protected Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred> computeWeightedGradientSums() {
+        INDArray sums = DeferredSum.copy(rowSums);
+        long dim = delta.size(2);
+        long[] examplesOfPairs = pairExamples;
+        long[] rowsOfPairs = pairRows;
+        long n = examples;
+        long rowsInTable = vocabulary;
+        Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred> out = new LinkedHashMap<>();
+        out.put(weight, new DeferredSum(n, new long[] {rowsInTable, dim}, sums.dataType(), w -> {
+            double[] byExample = w.toDoubleVector();
+            double[] byPair = new double[examplesOfPairs.length];
+            for (int g = 0; g < byPair.length; g++) {
+                byPair[g] = byExample[(int) examplesOfPairs[g]];
+            }
+            INDArray scaled = sums.mulColumnVector(Nd4j.createFromArray(byPair).castTo(sums.dataType())
+                    .reshape('c', byPair.length, 1));
+            return sumsBySegment(scaled, rowsOfPairs, rowsInTable);
+        }));
+        if (bias != null) {
+            out.put(bias, DeferredSum.ofIndividualGradients(DeferredSum.copy(biasGradients())));
+        }
+        return out;
+    }
+
     @Override
     protected Map<String, INDArray> computeSquaredNorms() {
         INDArray pairSquares = rowSums.mul(rowSums).sum(1);

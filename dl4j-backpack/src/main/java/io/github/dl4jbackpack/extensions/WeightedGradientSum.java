@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack.extensions;
+
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+import java.util.Map;
+
+/**
+ * Weighted sums {@code Σ_n w_n g_n} of the individual gradients {@code g_n = (1/N) ∇θ ℓ_n}, for weights
+ * {@code w} chosen after the pass: for example from the per-example norms of {@link BatchL2Grad}, to clip every
+ * example's gradient before summing (differentially private training). With every weight 1 the sum is the
+ * gradient of the mean loss.
+ *
+ * <p>Value per parameter: a {@link Deferred}, which keeps what the layer's sum needs and forms
+ * {@link Deferred#of(INDArray) the sum for any weights} later, in the parameter's {@code paramTable()} shape,
+ * without the {@code [N, *p]} individual gradients where the layer allows:
+ * <ul>
+ * <li>dense layers and layers over time (dense, LSTM, SimpleRnn, 1D and 2D convolutions over their unfolded
+ *     input): the layer input and output gradient, {@code O(N·P·(K + O))} for {@code P} positions of
+ *     {@code K} inputs and {@code O} outputs ({@code P = 1} for a dense layer, the unfolded input of a
+ *     convolution is {@code K = C_in·k_h·k_w} per position); each sum is one matrix product per weight;</li>
+ * <li>embeddings: the row sums of the (example, row) pairs used, {@code O(N·T·dim)};</li>
+ * <li>every other parameter (batch normalisation, PReLU, depthwise and separable convolutions, ...): its
+ *     individual gradients, {@code N × #params} of the parameter, summed with the weights.</li>
+ * </ul>
+ * What a {@code Deferred} keeps is copied out of the pass and stays valid after it; it is immutable and freed
+ * with it.
+ */
+public final class WeightedGradientSum implements Extension<WeightedGradientSum.Deferred> {
+
+    /** Creates the extension. */
+    public WeightedGradientSum() {
+    }
+
+    @Override
+    public Map<String, Deferred> compute(LayerSignals layer) {
+        return layer.weightedGradientSums();
+    }
+
+    /** One parameter's weighted sum of individual gradients, formed for weights given after the pass. */
+    public interface Deferred {
+
+        /** @return the number of examples N of the pass */
+        long batchSize();
+
+        /** @return the parameter's {@code paramTable()} shape, that of every sum */
+        long[] shape();
+
+        /**
+         * @param weights {@code w}, N values (a vector or any array of N elements, in example order)
+         * @return {@code Σ_n w_n g_n}, a new array of the parameter's shape, in the pass's data type
+         * @throws IllegalArgumentException if {@code weights} does not have N elements
+         */
+        INDArray of(INDArray weights);
+    }
+}

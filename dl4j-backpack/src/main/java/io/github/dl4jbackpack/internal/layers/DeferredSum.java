@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack.internal.layers;
+
+import io.github.dl4jbackpack.extensions.WeightedGradientSum;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+import java.util.Arrays;
+import java.util.function.UnaryOperator;
+
+/**
+ * The library's {@link WeightedGradientSum.Deferred}: the parameter's shape and a function of the weights that
+ * forms {@code Σ_n w_n g_n} from arrays copied out of the pass. Checks the weights and hands the function an
+ * {@code [N]} vector in the pass's data type; every sum is made outside any workspace.
+ */
+final class DeferredSum implements WeightedGradientSum.Deferred {
+
+    private final long batchSize;
+    private final long[] shape;
+    private final DataType dataType;
+    private final UnaryOperator<INDArray> sum;
+
+    /**
+     * @param batchSize N
+     * @param shape the parameter's shape
+     * @param dataType the pass's data type
+     * @param sum maps weights {@code [N]} (in that data type) to the sum, of that shape
+     */
+    DeferredSum(long batchSize, long[] shape, DataType dataType, UnaryOperator<INDArray> sum) {
+        this.batchSize = batchSize;
+        this.shape = shape.clone();
+        this.dataType = dataType;
+        this.sum = sum;
+    }
+
+    /**
+     * The sums of parameters whose individual gradients are formed anyway: one product of the weights with them.
+     *
+     * @param gradients {@code g_n}, {@code [N, *p]}, outside any workspace and never modified afterwards
+     * @return the deferred sums of that parameter
+     */
+    static DeferredSum ofIndividualGradients(INDArray gradients) {
+        long n = gradients.size(0);
+        long[] shape = Arrays.copyOfRange(gradients.shape(), 1, gradients.rank());
+        INDArray g = copyIfAttached(gradients);
+        return new DeferredSum(n, shape, g.dataType(), w -> {
+            INDArray flat = g.reshape('c', n, g.length() / n);
+            return w.reshape('c', 1, n).mmul(flat).reshape('c', shape);
+        });
+    }
+
+    /**
+     * @param array an array of the pass, possibly in a workspace or overwritten by DL4J later
+     * @return a c-ordered copy outside any workspace
+     */
+    static INDArray copy(INDArray array) {
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            return array.dup('c');
+        }
+    }
+
+    private static INDArray copyIfAttached(INDArray array) {
+        return array.isAttached() ? copy(array) : array;
+    }
+
+    /**
+     * @param layout maps a matrix-layout value to the parameter's shape
+     * @param dataType the pass's data type
+     * @param matrixShape the matrix layout's shape
+     * @return the parameter's shape (the layout applied to zeros)
+     */
+    static long[] shapeOf(UnaryOperator<INDArray> layout, DataType dataType, long... matrixShape) {
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            return layout.apply(Nd4j.create(dataType, matrixShape)).shape().clone();
+        }
+    }
+
+    /** @return the pass's data type, that of every sum */
+    DataType dataType() {
+        return dataType;
+    }
+
+    @Override
+    public long batchSize() {
+        return batchSize;
+    }
+
+    @Override
+    public long[] shape() {
+        return shape.clone();
+    }
+
+    @Override
+    public INDArray of(INDArray weights) {
+        if (weights == null || weights.length() != batchSize) {
+            throw new IllegalArgumentException("weights must have one value per example, N = " + batchSize
+                    + ", got " + (weights == null ? "null" : "shape " + Arrays.toString(weights.shape())));
+        }
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            INDArray w = weights.castTo(dataType).reshape('c', new long[] {batchSize});
+            INDArray result = sum.apply(w);
+            return result.isView() || !Arrays.equals(result.shape(), shape) ? result.dup('c').reshape('c', shape)
+                    : result;
+        }
+    }
+}
