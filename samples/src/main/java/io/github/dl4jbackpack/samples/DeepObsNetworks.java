@@ -26,7 +26,8 @@ import java.util.Locale;
 
 /**
  * The DeepOBS test problems of the paper (Table 2) as DL4J networks with the exact parameter
- * counts: {@code logreg} (MNIST shape, 7,850), {@code 2c2d} (Fashion-MNIST shape, 3,274,634),
+ * counts: {@code logreg} (MNIST shape, 7,850), {@code mlp} (DeepOBS's {@code mnist_mlp}, 1,336,610; not one of the
+ * paper's problems), {@code 2c2d} (Fashion-MNIST shape, 3,274,634),
  * {@code 3c3d} (CIFAR-10 shape, 895,210) and {@code allcnnc} (CIFAR-100 shape, 1,387,108). All-CNN-C's
  * global average pooling is an average {@code SubsamplingLayer} over the whole 6×6 map. Each problem
  * also carries DeepOBS's training set-up: data set, batch size, epochs and L2 regularisation.
@@ -35,6 +36,8 @@ public enum DeepObsNetworks {
 
     /** Logistic regression, 784 → 10 ({@code mnist_logreg}). */
     LOGREG(7_850, 1, 28, 28, 10, "mnist_logreg", DataSource.MNIST, 128, 50, 0),
+    /** Multilayer perceptron, 784 → 1000 → 500 → 100 → 10 with ReLU ({@code mnist_mlp}; not in the paper). */
+    MLP(1_336_610, 1, 28, 28, 10, "mnist_mlp", DataSource.MNIST, 128, 100, 0),
     /** Two convolutions, two dense layers ({@code fmnist_2c2d}). */
     C2D2(3_274_634, 1, 28, 28, 10, "fmnist_2c2d", DataSource.FASHION_MNIST, 128, 100, 0),
     /** Three convolutions, three dense layers ({@code cifar10_3c3d}, L2 0.002). */
@@ -68,7 +71,7 @@ public enum DeepObsNetworks {
     }
 
     /**
-     * @param name {@code logreg}, {@code 2c2d}, {@code 3c3d} or {@code allcnnc}
+     * @param name {@code logreg}, {@code mlp}, {@code 2c2d}, {@code 3c3d} or {@code allcnnc}
      * @return the problem
      */
     public static DeepObsNetworks of(String name) {
@@ -76,6 +79,9 @@ public enum DeepObsNetworks {
             case "logreg":
             case "mnist_logreg":
                 return LOGREG;
+            case "mlp":
+            case "mnist_mlp":
+                return MLP;
             case "2c2d":
             case "fmnist_2c2d":
                 return C2D2;
@@ -86,7 +92,7 @@ public enum DeepObsNetworks {
             case "cifar100_allcnnc":
                 return ALLCNNC;
             default:
-                throw new IllegalArgumentException("unknown problem " + name + " (logreg, 2c2d, 3c3d, allcnnc)");
+                throw new IllegalArgumentException("unknown problem " + name + " (logreg, mlp, 2c2d, 3c3d, allcnnc)");
         }
     }
 
@@ -95,6 +101,8 @@ public enum DeepObsNetworks {
         switch (this) {
             case LOGREG:
                 return "logreg";
+            case MLP:
+                return "mlp";
             case C2D2:
                 return "2c2d";
             case C3D3:
@@ -131,7 +139,7 @@ public enum DeepObsNetworks {
 
     /** @return whether inputs are flat vectors ({@code [N, 784]}) rather than NCHW images */
     public boolean flatInput() {
-        return this == LOGREG;
+        return this == LOGREG || this == MLP;
     }
 
     /** @return the parameter count of the paper's Table 2 */
@@ -146,7 +154,7 @@ public enum DeepObsNetworks {
 
     /** @return the shape of a batch of inputs ({@code [N, 784]} for logreg, NCHW otherwise) */
     public long[] inputShape(long batch) {
-        return this == LOGREG ? new long[] {batch, (long) height * width} : new long[] {batch, channels, height, width};
+        return flatInput() ? new long[] {batch, (long) height * width} : new long[] {batch, channels, height, width};
     }
 
     /**
@@ -177,7 +185,7 @@ public enum DeepObsNetworks {
         }
         NeuralNetConfiguration.ListBuilder list = builder.list(layers());
         MultiLayerConfiguration conf = list
-                .setInputType(this == LOGREG ? InputType.feedForward((long) height * width)
+                .setInputType(flatInput() ? InputType.feedForward((long) height * width)
                         : InputType.convolutional(height, width, channels))
                 .build();
         MultiLayerNetwork net = new MultiLayerNetwork(conf);
@@ -192,6 +200,8 @@ public enum DeepObsNetworks {
         switch (this) {
             case LOGREG:
                 return new Layer[] {softmax(classes)};
+            case MLP:
+                return new Layer[] {dense(1000), dense(500), dense(100), softmax(classes)};
             case C2D2:
                 return new Layer[] {conv(5, 1, 32, ConvolutionMode.Same), pool(2, 2), conv(5, 1, 64, ConvolutionMode.Same),
                         pool(2, 2), dense(1024), softmax(classes)};

@@ -11,10 +11,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.learning.config.Adam;
 import org.nd4j.linalg.learning.config.IUpdater;
 
-import java.io.IOException;
 import java.io.PrintStream;
-import java.io.UncheckedIOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
@@ -182,16 +179,6 @@ public final class UpdaterBenchmark {
     }
 
     static void writeCsv(List<Row> rows, Path file) {
-        List<String> lines = new ArrayList<>();
-        lines.add(Row.CSV_HEADER);
-        rows.forEach(r -> lines.add(r.csv()));
-        try {
-            if (file.getParent() != null) {
-                Files.createDirectories(file.getParent());
-            }
-            Files.write(file, lines);
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
+        CsvFiles.write(file, Row.CSV_HEADER, rows.stream().map(Row::csv).toList());
     }
 }
