@@ -4,6 +4,7 @@ package io.github.dl4jbackpack.privacy;
 import io.github.dl4jbackpack.Quantities;
 import io.github.dl4jbackpack.extensions.BatchL2Grad;
 import io.github.dl4jbackpack.extensions.WeightedGradientSum;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
@@ -16,21 +17,38 @@ import java.util.TreeSet;
  * The sum of the clipped per-example loss gradients of one extended pass, {@code Σ_n c_n ∇ℓ_n}, from the pass's
  * {@link BatchL2Grad} (the norms) and {@link WeightedGradientSum} (the sums for weights given after the pass):
  * with {@code ∇ℓ_n = N g_n}, the clipped sum is {@code Σ_n (N c_n) g_n}, never formed per example where the
- * layer's gradient is a product (docs/math.md#per-example-clipping).
+ * layer's gradient is a product (docs/math.md#per-example-clipping). Holds the weights {@code N c_n} per layer;
+ * {@link #sum} forms one parameter's sum.
  *
- * @param sums the clipped sum per DL4J parameter key ({@code "<layer>_<param>"}), parameter-shaped
+ * @param quantities the pass's quantities
+ * @param weights {@code N c_n} per layer name
  * @param norms {@code ‖∇ℓ_n‖} over all parameters, before clipping
  * @param clipped how many examples had some factor {@code c_n < 1}
  */
-record ClippedSum(Map<String, INDArray> sums, double[] norms, int clipped) {
+record ClippedSum(Quantities quantities, Map<String, INDArray> weights, double[] norms, int clipped) {
 
     /**
-     * @param q the quantities of one pass, with {@link BatchL2Grad} and {@link WeightedGradientSum}
-     * @param clipping the clipping rule
-     * @param standIn whether the batch stands in for an empty one: every weight is 0
-     * @return the clipped sum
-     * @throws IllegalArgumentException if a per-layer rule lacks a layer of the pass or names one it does not have
+     * @return the DL4J parameter keys ({@code "<layer>_<param>"}) with a clipped sum, in the pass's order
      */
+    Set<String> keys() {
+        Set<String> keys = new java.util.LinkedHashSet<>();
+        for (String layer : quantities.layerNames(WeightedGradientSum.class)) {
+            for (String param : quantities.params(WeightedGradientSum.class, layer)) {
+                keys.add(layer + "_" + param);
+            }
+        }
+        return keys;
+    }
+
+    /**
+     * @param layer a layer name
+     * @param param one of its parameters
+     * @return {@code Σ_n c_n ∇ℓ_n} of that parameter, parameter-shaped, in the current workspace if one is open
+     */
+    INDArray sum(String layer, String param) {
+        return quantities.get(WeightedGradientSum.class, layer, param).of(weights.get(layer));
+    }
+
     static ClippedSum of(Quantities q, Clipping clipping, boolean standIn) {
         int n = Math.toIntExact(q.batchSize());
         double scale = (double) n * n;
@@ -68,7 +86,7 @@ record ClippedSum(Map<String, INDArray> sums, double[] norms, int clipped) {
             }
         }
         boolean[] clippedExample = new boolean[n];
-        Map<String, INDArray> sums = new LinkedHashMap<>();
+        Map<String, INDArray> weightsByLayer = new LinkedHashMap<>();
         double[] flatWeights = clipping.isPerLayer() ? null : weights(norms, clipping.norm(), clippedExample);
         for (String layer : q.layerNames(WeightedGradientSum.class)) {
             double[] weights = flatWeights;
@@ -80,16 +98,15 @@ record ClippedSum(Map<String, INDArray> sums, double[] norms, int clipped) {
                 }
                 weights = weights(layerNorms, clipping.thresholds().get(layer), clippedExample);
             }
-            INDArray w = standIn ? Nd4j.zeros(n) : Nd4j.createFromArray(weights);
-            for (String param : q.params(WeightedGradientSum.class, layer)) {
-                sums.put(layer + "_" + param, q.get(WeightedGradientSum.class, layer, param).of(w));
+            try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                weightsByLayer.put(layer, standIn ? Nd4j.zeros(n) : Nd4j.createFromArray(weights));
             }
         }
         int clipped = 0;
         for (boolean c : clippedExample) {
             clipped += c ? 1 : 0;
         }
-        return new ClippedSum(sums, norms, clipped);
+        return new ClippedSum(q, weightsByLayer, norms, clipped);
     }
 
     /**

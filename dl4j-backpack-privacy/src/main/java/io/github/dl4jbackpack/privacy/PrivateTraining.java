@@ -18,8 +18,12 @@ import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.optimize.api.BaseTrainingListener;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import org.nd4j.linalg.api.memory.conf.WorkspaceConfiguration;
+import org.nd4j.linalg.api.memory.enums.AllocationPolicy;
+import org.nd4j.linalg.api.memory.enums.LearningPolicy;
+import org.nd4j.linalg.api.memory.enums.ResetPolicy;
+import org.nd4j.linalg.api.memory.enums.SpillPolicy;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.api.rng.Random;
 import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.factory.Nd4j;
 import org.slf4j.Logger;
@@ -61,6 +65,15 @@ import java.util.TreeSet;
 public final class PrivateTraining {
 
     private static final Logger log = LoggerFactory.getLogger(PrivateTraining.class);
+    /** The per-thread workspace of a step's temporaries ({@code Nd4j.getWorkspaceManager()} releases it). */
+    static final String WORKSPACE_ID = "dl4j-backpack-privacy-step";
+    private static final WorkspaceConfiguration WORKSPACE = WorkspaceConfiguration.builder()
+            .policyAllocation(AllocationPolicy.OVERALLOCATE)
+            .overallocationLimit(0.2)
+            .policyLearning(LearningPolicy.FIRST_LOOP)
+            .policyReset(ResetPolicy.BLOCK_LEFT)
+            .policySpill(SpillPolicy.REALLOCATE)
+            .build();
 
     private final Model model;
     private final BackPackNetwork network;
@@ -70,7 +83,7 @@ public final class PrivateTraining {
     private final int examples;
     private final double reportDelta;
     private final boolean acceptAnyBatches;
-    private final Random noise;
+    private final SplittableRandom noise;
     private final RdpAccountant accountant = new RdpAccountant();
     private final PoissonSampling iterator;
     private final Step listener = new Step();
@@ -95,7 +108,7 @@ public final class PrivateTraining {
             log.warn("Private training with a fixed seed ({}): the noise and the sampling are reproducible, and "
                     + "predictable to anyone who knows the seed; use a seed only for experiments", b.seed);
         }
-        this.noise = Nd4j.getRandomFactory().getNewRandomInstance(seed);
+        this.noise = new SplittableRandom(seed);
         this.iterator = new PoissonSampling(data, sampleRate, new SplittableRandom(samplingSeed));
         network.require(listener, List.of(new BatchL2Grad(), new WeightedGradientSum()));
         network.addQuantitiesListener(q -> captured = q);
@@ -193,16 +206,28 @@ public final class PrivateTraining {
                         + "set acceptBatchesNotPoissonSampled() to accept a weaker analysis");
             }
             boolean empty = !acceptAnyBatches && iterator.lastBatchEmpty();
-            ClippedSum clipped = ClippedSum.of(q, clipping, empty);
             Map<String, INDArray> view = gradientViews(m);
-            if (!view.keySet().equals(clipped.sums().keySet())) {
+            double scale = (m.conf().isMiniBatch() ? q.batchSize() : 1) / (sampleRate * examples);
+            ClippedSum clipped = ClippedSum.of(q, clipping, empty);
+            if (!view.keySet().equals(clipped.keys())) {
                 TreeSet<String> missing = new TreeSet<>(view.keySet());
-                missing.removeAll(clipped.sums().keySet());
+                missing.removeAll(clipped.keys());
                 throw new IllegalStateException("no per-example gradients for " + missing + ": their gradient "
                         + "cannot be made private");
             }
-            double scale = (m.conf().isMiniBatch() ? q.batchSize() : 1) / (sampleRate * examples);
-            clipped.sums().forEach((key, sum) -> view.get(key).assign(sum.addi(noise(sum)).muli(scale)));
+            for (String layer : q.layerNames(WeightedGradientSum.class)) {
+                for (String param : q.params(WeightedGradientSum.class, layer)) {
+                    // each sum's temporaries in a workspace of their own, reused by the next parameter and step:
+                    // outside one, every step would allocate fresh memory that ND4J frees only at a garbage
+                    // collection
+                    try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().getAndActivateWorkspace(WORKSPACE,
+                            WORKSPACE_ID)) {
+                        INDArray target = view.get(layer + "_" + param);
+                        addNoise(target);
+                        target.addi(clipped.sum(layer, param)).muli(scale);
+                    }
+                }
+            }
             double[] norms = clipped.norms().clone();
             java.util.Arrays.sort(norms);
             double median = norms.length % 2 == 1 ? norms[norms.length / 2]
@@ -224,12 +249,39 @@ public final class PrivateTraining {
         last = s;
     }
 
-    /** @return {@code N(0, σ²C²)} per element, shaped and typed like {@code like} */
-    private INDArray noise(INDArray like) {
-        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-            INDArray z = Nd4j.create(like.dataType(), like.shape());
-            Nd4j.randn(z, noise);
-            return z.muli(noiseMultiplier * clipping.sensitivity());
+    /**
+     * Overwrites a gradient view with {@code N(0, σ²C²)} per element, drawn by Java's ziggurat sampler
+     * ({@code SplittableRandom.nextGaussian}) and written into the view's memory in one copy where the view is
+     * contiguous (the parameter views of DL4J's flattened gradient are).
+     */
+    private void addNoise(INDArray target) {
+        double sd = noiseMultiplier * clipping.sensitivity();
+        int n = Math.toIntExact(target.length());
+        boolean contiguous = target.elementWiseStride() == 1 && !target.isEmpty();
+        if (target.dataType() == org.nd4j.linalg.api.buffer.DataType.DOUBLE) {
+            double[] z = new double[n];
+            for (int i = 0; i < n; i++) {
+                z[i] = sd * noise.nextGaussian();
+            }
+            if (contiguous) {
+                java.nio.DoubleBuffer buffer = target.data().asNioDouble();
+                buffer.position(Math.toIntExact(target.offset()));
+                buffer.put(z);
+            } else {
+                target.assign(Nd4j.createFromArray(z).reshape(target.ordering(), target.shape()));
+            }
+        } else {
+            float[] z = new float[n];
+            for (int i = 0; i < n; i++) {
+                z[i] = (float) (sd * noise.nextGaussian());
+            }
+            if (contiguous && target.dataType() == org.nd4j.linalg.api.buffer.DataType.FLOAT) {
+                java.nio.FloatBuffer buffer = target.data().asNioFloat();
+                buffer.position(Math.toIntExact(target.offset()));
+                buffer.put(z);
+            } else {
+                target.assign(Nd4j.createFromArray(z).reshape(target.ordering(), target.shape()));
+            }
         }
     }
 

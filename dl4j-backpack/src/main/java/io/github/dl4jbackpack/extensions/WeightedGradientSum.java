@@ -48,7 +48,9 @@ public final class WeightedGradientSum implements Extension<WeightedGradientSum.
 
         /**
          * @param weights {@code w}, N values (a vector or any array of N elements, in example order)
-         * @return {@code Σ_n w_n g_n}, a new array of the parameter's shape, in the pass's data type
+         * @return {@code Σ_n w_n g_n}, a new array of the parameter's shape, in the pass's data type; made, with its
+         *     temporaries, in the caller's current ND4J workspace if one is open (a caller that opens one for
+         *     the temporaries of a step reads the sum before closing it), else outside any
          * @throws IllegalArgumentException if {@code weights} does not have N elements
          */
         INDArray of(INDArray weights);

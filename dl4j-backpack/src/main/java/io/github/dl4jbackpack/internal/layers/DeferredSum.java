@@ -13,7 +13,8 @@ import java.util.function.UnaryOperator;
 /**
  * The library's {@link WeightedGradientSum.Deferred}: the parameter's shape and a function of the weights that
  * forms {@code Σ_n w_n g_n} from arrays copied out of the pass. Checks the weights and hands the function an
- * {@code [N]} vector in the pass's data type; every sum is made outside any workspace.
+ * {@code [N]} vector in the pass's data type; every sum and its temporaries are made in the caller's current
+ * workspace, if any.
  */
 final class DeferredSum implements WeightedGradientSum.Deferred {
 
@@ -98,11 +99,8 @@ final class DeferredSum implements WeightedGradientSum.Deferred {
             throw new IllegalArgumentException("weights must have one value per example, N = " + batchSize
                     + ", got " + (weights == null ? "null" : "shape " + Arrays.toString(weights.shape())));
         }
-        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-            INDArray w = weights.castTo(dataType).reshape('c', new long[] {batchSize});
-            INDArray result = sum.apply(w);
-            return result.isView() || !Arrays.equals(result.shape(), shape) ? result.dup('c').reshape('c', shape)
-                    : result;
-        }
+        INDArray w = weights.castTo(dataType).reshape('c', new long[] {batchSize});
+        INDArray result = sum.apply(w);
+        return result.isView() || !Arrays.equals(result.shape(), shape) ? result.dup('c').reshape('c', shape) : result;
     }
 }

@@ -40,13 +40,20 @@ public final class OuterProductTerms extends FirstOrderTerms {
         final UnaryOperator<INDArray> layout;
         /** Whether the matrix layout is {@code [K, O]} (the transpose of {@code Δ_n U_nᵀ}) rather than {@code [O, K]}. */
         final boolean inputMajor;
+        /** The smaller array {@code U} is computed from (a convolution's input before unfolding), or null. */
+        final INDArray source;
+        /** Computes {@code U} from a copy of {@link #source}, or null. */
+        final UnaryOperator<INDArray> unfold;
 
-        Entry(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout, boolean inputMajor) {
+        Entry(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout, boolean inputMajor,
+              INDArray source, UnaryOperator<INDArray> unfold) {
             this.name = name;
             this.delta = delta;
             this.input = input;
             this.layout = layout;
             this.inputMajor = inputMajor;
+            this.source = source;
+            this.unfold = unfold;
         }
 
         long n() {
@@ -95,8 +102,9 @@ public final class OuterProductTerms extends FirstOrderTerms {
          * @param copies the copies already made for other entries of this layer, by the array copied ({@code Δ}
          *     shared by a recurrent layer's weights is copied once)
          * @return {@code Σ_n w_n g_n} for later weights: a bias keeps {@code Σ_p δ_np} ({@code [N, O]}), a weight
-         *     keeps {@code Δ} and {@code U} as {@code [O, N·P]} and {@code [K, N·P]} and forms one product with
-         *     the examples' columns of {@code Δ} scaled
+         *     keeps {@code Δ} as {@code [O, N·P]} and {@code U} as {@code [K, N·P]} (or, where {@code U} is computed
+         *     from a smaller source, the source, unfolded again for each sum), and forms one product with the
+         *     examples' columns of {@code Δ} scaled
          */
         DeferredSum deferredSum(Map<INDArray, INDArray> copies) {
             long n = n();
@@ -110,11 +118,19 @@ public final class OuterProductTerms extends FirstOrderTerms {
             }
             long k = input.size(1);
             INDArray d = copies.computeIfAbsent(delta, a -> positionsAsColumns(a));
-            INDArray u = copies.computeIfAbsent(input, a -> positionsAsColumns(a));
+            java.util.function.Supplier<INDArray> columns;
+            if (unfold != null) {
+                INDArray kept = copies.computeIfAbsent(source, DeferredSum::copy);
+                columns = () -> columnsOf(unfold.apply(kept));
+            } else {
+                INDArray u = copies.computeIfAbsent(input, a -> positionsAsColumns(a));
+                columns = () -> u;
+            }
             long[] matrix = inputMajor ? new long[] {k, o} : new long[] {o, k};
             return new DeferredSum(n, DeferredSum.shapeOf(layout, type, matrix), type, w -> {
                 INDArray scaled = org.nd4j.linalg.factory.Broadcast.mul(d.reshape('c', o, n, p), w,
                         Nd4j.create(type, o, n, p), 1).reshape('c', o, n * p);
+                INDArray u = columns.get();
                 return layout.apply(inputMajor ? u.mmul(scaled.transpose()) : scaled.mmul(u.transpose()));
             });
         }
@@ -122,6 +138,11 @@ public final class OuterProductTerms extends FirstOrderTerms {
         /** @return {@code [N, C, P]} as a c-ordered copy {@code [C, N·P]} outside any workspace */
         private static INDArray positionsAsColumns(INDArray a) {
             return DeferredSum.copy(a.permute(1, 0, 2)).reshape('c', a.size(1), a.size(0) * a.size(2));
+        }
+
+        /** @return {@code [N, C, P]} as {@code [C, N·P]}, in the current workspace */
+        private static INDArray columnsOf(INDArray a) {
+            return a.permute(1, 0, 2).dup('c').reshape('c', a.size(1), a.size(0) * a.size(2));
         }
     }
 
@@ -138,7 +159,26 @@ public final class OuterProductTerms extends FirstOrderTerms {
      * @return this
      */
     public OuterProductTerms weight(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout) {
-        entries.add(new Entry(name, delta, input, layout, false));
+        entries.add(new Entry(name, delta, input, layout, false, null, null));
+        return this;
+    }
+
+    /**
+     * Adds a weight with {@code g_n = Δ_n U_nᵀ} whose {@code U} is computed from a smaller array (a convolution's
+     * unfolded input from its input): the weighted sums of {@link #weightedGradientSums()} keep a copy of that array
+     * and unfold it again when a sum is formed, instead of keeping {@code U}.
+     *
+     * @param name the DL4J parameter name
+     * @param delta {@code Δ}, {@code [N, O, P]}
+     * @param input {@code U}, {@code [N, K, P]}, in the data type of {@code delta}
+     * @param layout maps matrix-layout values {@code [O, K]} or {@code [n, O, K]} to the parameter's shape
+     * @param source the array {@code U} is computed from
+     * @param unfold computes {@code U} from {@code source} (or a copy of it)
+     * @return this
+     */
+    public OuterProductTerms unfoldedWeight(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout,
+                                            INDArray source, UnaryOperator<INDArray> unfold) {
+        entries.add(new Entry(name, delta, input, layout, false, source, unfold));
         return this;
     }
 
@@ -154,7 +194,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
      */
     public OuterProductTerms inputMajorWeight(String name, INDArray delta, INDArray input,
                                               UnaryOperator<INDArray> layout) {
-        entries.add(new Entry(name, delta, input, layout, true));
+        entries.add(new Entry(name, delta, input, layout, true, null, null));
         return this;
     }
 
@@ -167,7 +207,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
      * @return this
      */
     public OuterProductTerms bias(String name, INDArray delta, UnaryOperator<INDArray> layout) {
-        entries.add(new Entry(name, delta, null, layout, false));
+        entries.add(new Entry(name, delta, null, layout, false, null, null));
         return this;
     }
 

@@ -125,8 +125,9 @@ public abstract class UnfoldedConvolutionDerivatives implements LayerDerivatives
         long p = unfolded.size(2);
         INDArray delta = outputGradient.reshape('c', n, outC, p);
         long[] weightShape = layer.paramTable().get(DenseDerivatives.W).shape();
-        OuterProductTerms terms = new OuterProductTerms().weight(DenseDerivatives.W, delta, unfolded,
-                g -> toWeightLayout(g, weightShape));
+        long[] outputShape = outputGradient.shape().clone();
+        OuterProductTerms terms = new OuterProductTerms().unfoldedWeight(DenseDerivatives.W, delta, unfolded,
+                g -> toWeightLayout(g, weightShape), x, kept -> unfold(layer, kept, outputShape));
         return layer.paramTable().containsKey(DenseDerivatives.B)
                 ? terms.bias(DenseDerivatives.B, delta, UnaryOperator.identity()) : terms;
     }
