@@ -19,7 +19,9 @@ import java.util.SplittableRandom;
  * of the M examples independently with probability q (the sample rate), so its size varies around the expected
  * {@code q·M}, and an epoch is {@code ⌊1/q⌋} batches (Opacus' convention). A batch that happens to be empty is
  * not skipped (that would reveal it): the iterator hands out one example as a stand-in, which the private
- * training weights by 0, so that the step applies the noise alone, through DL4J's own training step.
+ * training weights by 0, so that the step applies the noise alone, through DL4J's own training step. A batch larger
+ * than the training's physical batch size is handed out in parts (virtual steps): all but the last go to the
+ * training at once, which sums their clipped gradients, and DL4J trains on the last, whose step adds them.
  *
  * <p>Obtained from {@link PrivateTraining#iterator()}; sampling happens on the thread that trains (no
  * asynchronous prefetching), with the training's random source.
@@ -39,17 +41,24 @@ public final class PoissonSampling implements DataSetIterator {
     private transient long issued;
     private transient long emptyBatches;
     private transient boolean lastEmpty;
+    private final transient int physicalBatch;
+    private final transient java.util.function.Consumer<DataSet> accumulate;
 
     /**
      * @param data the examples
      * @param rate q in (0, 1]
      * @param random the sampling randomness
+     * @param physicalBatch the largest part of a batch handed to DL4J at once (0: no limit)
+     * @param accumulate takes the parts of a larger batch but the last (virtual steps)
      */
-    PoissonSampling(DataSet data, double rate, SplittableRandom random) {
+    PoissonSampling(DataSet data, double rate, SplittableRandom random, int physicalBatch,
+                    java.util.function.Consumer<DataSet> accumulate) {
         this.data = data;
         this.rate = rate;
         this.stepsPerEpoch = stepsPerEpoch(rate);
         this.random = random;
+        this.physicalBatch = physicalBatch;
+        this.accumulate = accumulate;
     }
 
     /**
@@ -114,12 +123,23 @@ public final class PoissonSampling implements DataSetIterator {
             emptyBatches++;
             rows = new int[] {0};
         }
+        // a logical batch larger than the physical limit: every part but the last is accumulated now, the last is
+        // the one DL4J trains on (whose step adds the accumulated sums)
+        int from = 0;
+        while (physicalBatch > 0 && rows.length - from > physicalBatch) {
+            accumulate.accept(batch(Arrays.copyOfRange(rows, from, from + physicalBatch)));
+            from += physicalBatch;
+        }
+        issued++;
+        return batch(from == 0 ? rows : Arrays.copyOfRange(rows, from, rows.length));
+    }
+
+    private DataSet batch(int[] rows) {
         DataSet batch = new DataSet(rows(data.getFeatures(), rows), rows(data.getLabels(), rows),
                 rows(data.getFeaturesMaskArray(), rows), rows(data.getLabelsMaskArray(), rows));
         if (preProcessor != null) {
             preProcessor.preProcess(batch);
         }
-        issued++;
         return batch;
     }
 

@@ -91,6 +91,10 @@ public final class PrivateTraining {
     private long steps;
     private long consumed;
     private StepStatistics last;
+    /** The clipped sums of the parts of a logical batch handed out before its last part, by parameter key. */
+    private final Map<String, INDArray> accumulated = new java.util.LinkedHashMap<>();
+    private long accumulatedExamples;
+    private int accumulatedClipped;
 
     private PrivateTraining(Builder b, Model model, DataSet data, double noiseMultiplier) {
         this.model = model;
@@ -109,7 +113,8 @@ public final class PrivateTraining {
                     + "predictable to anyone who knows the seed; use a seed only for experiments", b.seed);
         }
         this.noise = new SplittableRandom(seed);
-        this.iterator = new PoissonSampling(data, sampleRate, new SplittableRandom(samplingSeed));
+        this.iterator = new PoissonSampling(data, sampleRate, new SplittableRandom(samplingSeed), b.physicalBatch,
+                this::accumulate);
         network.require(listener, List.of(new BatchL2Grad(), new WeightedGradientSum()));
         network.addQuantitiesListener(q -> captured = q);
         if (model instanceof MultiLayerNetwork mln) {
@@ -180,7 +185,8 @@ public final class PrivateTraining {
      *
      * @param batchSize the sampled batch's size (0 for an empty batch)
      * @param clipped how many of its examples were clipped
-     * @param medianNorm the median of {@code ‖∇ℓ_n‖} before clipping (NaN for an empty batch)
+     * @param medianNorm the median of {@code ‖∇ℓ_n‖} before clipping (NaN for an empty batch; of the last part with
+     *     virtual steps)
      */
     public record StepStatistics(long batchSize, int clipped, double medianNorm) {
     }
@@ -224,7 +230,12 @@ public final class PrivateTraining {
                             WORKSPACE_ID)) {
                         INDArray target = view.get(layer + "_" + param);
                         addNoise(target);
-                        target.addi(clipped.sum(layer, param)).muli(scale);
+                        target.addi(clipped.sum(layer, param));
+                        INDArray earlier = accumulated.get(layer + "_" + param);
+                        if (earlier != null) {
+                            target.addi(earlier);
+                        }
+                        target.muli(scale);
                     }
                 }
             }
@@ -232,8 +243,11 @@ public final class PrivateTraining {
             java.util.Arrays.sort(norms);
             double median = norms.length % 2 == 1 ? norms[norms.length / 2]
                     : 0.5 * (norms[norms.length / 2 - 1] + norms[norms.length / 2]);
-            record(empty ? new StepStatistics(0, 0, Double.NaN)
-                    : new StepStatistics(q.batchSize(), clipped.clipped(), median));
+            record(empty ? new StepStatistics(0, 0, Double.NaN) : new StepStatistics(q.batchSize()
+                    + accumulatedExamples, clipped.clipped() + accumulatedClipped, median));
+            accumulated.clear();
+            accumulatedExamples = 0;
+            accumulatedClipped = 0;
         }
 
         @Override
@@ -241,6 +255,33 @@ public final class PrivateTraining {
             log.info("Private training: {} steps, ε = {} at δ = {}", steps, String.format("%.4f",
                     accountant.epsilon(reportDelta)), reportDelta);
         }
+    }
+
+    /**
+     * A part of a logical batch larger than the physical batch size, before its last part: its clipped sums, from
+     * an extended pass without update, are kept until the step of the last part adds them.
+     */
+    private void accumulate(DataSet part) {
+        Quantities q = network.backward(part, new BatchL2Grad(), new WeightedGradientSum());
+        ClippedSum clipped = ClippedSum.of(q, clipping, false);
+        for (String layer : q.layerNames(WeightedGradientSum.class)) {
+            for (String param : q.params(WeightedGradientSum.class, layer)) {
+                try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().getAndActivateWorkspace(WORKSPACE,
+                        WORKSPACE_ID)) {
+                    INDArray sum = clipped.sum(layer, param);
+                    INDArray total = accumulated.get(layer + "_" + param);
+                    if (total == null) {
+                        try (MemoryWorkspace outside = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                            accumulated.put(layer + "_" + param, sum.dup());
+                        }
+                    } else {
+                        total.addi(sum);
+                    }
+                }
+            }
+        }
+        accumulatedExamples += q.batchSize();
+        accumulatedClipped += clipped.clipped();
     }
 
     private void record(StepStatistics s) {
@@ -303,8 +344,22 @@ public final class PrivateTraining {
         private double reportDelta = Double.NaN;
         private Long seed;
         private boolean acceptAnyBatches;
+        private int physicalBatch;
 
         private Builder() {
+        }
+
+        /**
+         * Virtual steps: a sampled batch of more than {@code size} examples is processed in parts of at most
+         * {@code size} (the clipped sums of all parts are added before the noise and the update), so that memory
+         * stays bounded whatever the sample rate. The step is the same as with the whole batch at once.
+         *
+         * @param size the largest part, at least 1 (0, the default: no limit)
+         * @return this
+         */
+        public Builder physicalBatchSize(int size) {
+            this.physicalBatch = size;
+            return this;
         }
 
         /**
@@ -478,6 +533,9 @@ public final class PrivateTraining {
                     problems.add("per-layer clipping needs a threshold for exactly the layers with parameters "
                             + layers + "; missing " + missing + ", unknown " + unknown);
                 }
+            }
+            if (physicalBatch < 0) {
+                problems.add("physical batch size " + physicalBatch + ": it must be at least 1 (or 0 for no limit)");
             }
             double q = sampleRate(m);
             if (m < 1) {

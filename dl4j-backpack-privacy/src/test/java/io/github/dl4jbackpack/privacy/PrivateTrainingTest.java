@@ -239,6 +239,30 @@ class PrivateTrainingTest {
     }
 
     @Test
+    void virtualStepsEqualOneLargeStep() {
+        Nd4j.setDefaultDataTypes(DataType.DOUBLE, DataType.DOUBLE);
+        MultiLayerNetwork whole = mlp(DataType.DOUBLE, new Adam(0.05));
+        MultiLayerNetwork parts = whole.clone();
+        DataSet data = data(DataType.DOUBLE, 60, 22);
+        PrivateTraining one = PrivateTraining.builder().clipping(Clipping.flat(0.7)).noiseMultiplier(0)
+                .expectedBatchSize(20).seed(23).build(whole, data);
+        PrivateTraining virtual = PrivateTraining.builder().clipping(Clipping.flat(0.7)).noiseMultiplier(0)
+                .expectedBatchSize(20).seed(23).physicalBatchSize(6).build(parts, data);
+        for (int step = 0; step < 3; step++) {
+            DataSet batch = one.iterator().next();
+            DataSet last = virtual.iterator().next();
+            assertTrue(batch.numExamples() > 6, "the sampled batch needs several parts: " + batch.numExamples());
+            assertEquals(batch.numExamples() - 6 * ((batch.numExamples() - 1) / 6), last.numExamples());
+            whole.fit(batch);
+            parts.fit(last);
+            assertEquals(batch.numExamples(), virtual.lastStep().batchSize());
+            assertEquals(one.lastStep().clipped(), virtual.lastStep().clipped());
+            assertClose(params(whole), params(parts), 1e-12, "after step " + step);
+        }
+        assertEquals(3, virtual.steps());
+    }
+
+    @Test
     void theNoiseHasStandardDeviationSigmaTimesSensitivityAndIsFreshEachStep() {
         Nd4j.setDefaultDataTypes(DataType.DOUBLE, DataType.DOUBLE);
         MultiLayerNetwork noisy = mlp(DataType.DOUBLE, new Sgd(1.0),
