@@ -208,6 +208,29 @@ class PrivateTrainingTest {
     }
 
     @Test
+    void recurrentSequenceClassifierStep() {
+        Nd4j.setDefaultDataTypes(DataType.DOUBLE, DataType.DOUBLE);
+        MultiLayerConfiguration conf = new NeuralNetConfiguration.Builder().seed(5).dataType(DataType.DOUBLE)
+                .updater(new Sgd(LR)).list()
+                .layer(new org.deeplearning4j.nn.conf.layers.recurrent.LastTimeStep(
+                        new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(4).activation(Activation.TANH)
+                                .build()))
+                .layer(new OutputLayer.Builder(LossFunction.MCXENT).activation(Activation.SOFTMAX).nOut(3).build())
+                .setInputType(InputType.recurrent(5)).build();
+        MultiLayerNetwork net = new MultiLayerNetwork(conf);
+        net.init();
+        DataSet data = data(DataType.DOUBLE, 24, 25, 24, 5, 6);
+        PrivateTraining dp = PrivateTraining.builder().clipping(Clipping.flat(0.3)).noiseMultiplier(0)
+                .expectedBatchSize(8).seed(26).build(net, data);
+        DataSet batch = dp.iterator().next();
+        Map<String, INDArray> expected = referenceStep(net, batch, Clipping.flat(0.3), 8.0,
+                new double[batch.numExamples()]);
+        Map<String, INDArray> before = params(net);
+        net.fit(batch);
+        assertClose(expected, change(before, params(net)), 1e-10, "LSTM step");
+    }
+
+    @Test
     void computationGraphStep() {
         Nd4j.setDefaultDataTypes(DataType.DOUBLE, DataType.DOUBLE);
         ComputationGraphConfiguration conf = new NeuralNetConfiguration.Builder().seed(4).dataType(DataType.DOUBLE)
