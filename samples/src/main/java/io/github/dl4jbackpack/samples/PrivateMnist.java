@@ -49,7 +49,8 @@ import java.util.Map;
  * </pre>
  *
  * Options: {@code --data DIR} (default {@code data}), {@code --epochs} (10), {@code --batch} expected batch size
- * (256), {@code --clip} C (1.0), {@code --lr} SGD learning rate (0.5), {@code --epsilons} (1,3,8), {@code --delta}
+ * (256), {@code --clip} C (1.0), {@code --lr} SGD learning rate of the non-private run (0.5), {@code --private-lr}
+ * that of the private runs (default: the same), {@code --epsilons} (1,3,8), {@code --delta}
  * (1e-5), {@code --hidden} units of the hidden layer (256), {@code --limit} training examples (0: all 60,000),
  * {@code --seed} (7; fixes initialisation, sampling and noise, with the warning that goes with it), {@code --csv}
  * and {@code --plot} output files (default {@code results/private-mnist.csv}, {@code results/private-mnist.png}).
@@ -60,8 +61,8 @@ public final class PrivateMnist {
     }
 
     /** The settings of a run of the sample. */
-    record Settings(int epochs, int batch, double clip, double learningRate, double[] epsilons, double delta,
-                    int hidden, int limit, long seed) {
+    record Settings(int epochs, int batch, double clip, double learningRate, double privateLearningRate,
+                    double[] epsilons, double delta, int hidden, int limit, long seed) {
     }
 
     /**
@@ -89,6 +90,7 @@ public final class PrivateMnist {
         Settings s = new Settings(Integer.parseInt(opts.getOrDefault("epochs", "10")),
                 Integer.parseInt(opts.getOrDefault("batch", "256")), Double.parseDouble(opts.getOrDefault("clip", "1.0")),
                 Double.parseDouble(opts.getOrDefault("lr", "0.5")),
+                Double.parseDouble(opts.getOrDefault("private-lr", opts.getOrDefault("lr", "0.5"))),
                 Arrays.stream(opts.getOrDefault("epsilons", "1,3,8").split(",")).mapToDouble(Double::parseDouble)
                         .toArray(), Double.parseDouble(opts.getOrDefault("delta", "1e-5")),
                 Integer.parseInt(opts.getOrDefault("hidden", "256")), Integer.parseInt(opts.getOrDefault("limit", "0")),
@@ -106,12 +108,12 @@ public final class PrivateMnist {
         System.out.println("wrote " + csv + " and " + plot);
     }
 
-    static MultiLayerNetwork network(Settings s) {
+    static MultiLayerNetwork network(Settings s, double learningRate) {
         MultiLayerConfiguration conf = new NeuralNetConfiguration.Builder()
                 .seed(s.seed())
                 .dataType(DataType.FLOAT)
                 .weightInit(WeightInit.XAVIER)
-                .updater(new Sgd(s.learningRate()))
+                .updater(new Sgd(learningRate))
                 .list(new DenseLayer.Builder().nOut(s.hidden()).activation(Activation.RELU).build(),
                         new OutputLayer.Builder(LossFunction.MCXENT).nOut(10).activation(Activation.SOFTMAX).build())
                 .setInputType(InputType.feedForward(784))
@@ -131,9 +133,10 @@ public final class PrivateMnist {
      */
     static List<Row> run(Settings s, ImageDataSet train, ImageDataSet test, PrintStream out, PrintStream progress) {
         Nd4j.setDefaultDataTypes(DataType.FLOAT, DataType.FLOAT);
-        out.printf(Locale.ROOT, "MNIST, %d training and %d test images; MLP 784-%d-10 (ReLU), SGD lr %s, expected "
-                        + "batch %d, %d epochs; DP-SGD: flat clipping to %s, δ = %s%n", train.size(),
-                test.size(), s.hidden(), s.learningRate(), s.batch(), s.epochs(), s.clip(), s.delta());
+        out.printf(Locale.ROOT, "MNIST, %d training and %d test images; MLP 784-%d-10 (ReLU), SGD lr %s (private "
+                        + "runs %s), expected batch %d, %d epochs; DP-SGD: flat clipping to %s, δ = %s%n", train.size(),
+                test.size(), s.hidden(), s.learningRate(), s.privateLearningRate(), s.batch(), s.epochs(), s.clip(),
+                s.delta());
         List<Row> rows = new ArrayList<>();
         rows.addAll(train(s, Double.NaN, train, test, out, progress));
         for (double epsilon : s.epsilons()) {
@@ -146,7 +149,7 @@ public final class PrivateMnist {
                                    PrintStream out, PrintStream progress) {
         boolean isPrivate = !Double.isNaN(targetEpsilon);
         String name = isPrivate ? String.format(Locale.ROOT, "ε = %s", targetEpsilon) : "non-private";
-        MultiLayerNetwork net = network(s);
+        MultiLayerNetwork net = network(s, isPrivate ? s.privateLearningRate() : s.learningRate());
         PrivateTraining dp = null;
         DataSetIterator batches = null;
         if (isPrivate) {

@@ -35,7 +35,7 @@ class PrivacySamplesTest {
         int[] labels = r.ints(n, 0, 10).toArray();
         ImageDataSet train = ImageDataSet.of(new LabelledImages(1, 28, 28, 10, pixels, labels), DataType.FLOAT);
         ImageDataSet test = train.sample(100, 4);
-        PrivateMnist.Settings s = new PrivateMnist.Settings(2, 50, 1.0, 0.1, new double[] {3, 8}, 1e-5, 16, 0, 7);
+        PrivateMnist.Settings s = new PrivateMnist.Settings(2, 50, 1.0, 0.1, 0.5, new double[] {3, 8}, 1e-5, 16, 0, 7);
         ByteArrayOutputStream table = new ByteArrayOutputStream();
         List<PrivateMnist.Row> rows = PrivateMnist.run(s, train, test,
                 new PrintStream(table, true, StandardCharsets.UTF_8), sink());
