@@ -91,6 +91,10 @@ public final class PrivateTraining {
     private long steps;
     private long consumed;
     private StepStatistics last;
+    /** The norm of flat clipping in the coming step (changes after each step with adaptive clipping). */
+    private double clipNorm;
+    /** The gradient's noise multiplier: σ, or σ_Δ with adaptive clipping. */
+    private final double gradientNoise;
     /** The clipped sums of the parts of a logical batch handed out before its last part, by parameter key. */
     private final Map<String, INDArray> accumulated = new java.util.LinkedHashMap<>();
     private long accumulatedExamples;
@@ -101,6 +105,9 @@ public final class PrivateTraining {
         this.network = model instanceof MultiLayerNetwork mln ? BackPackNetwork.extend(mln)
                 : BackPackNetwork.extend((ComputationGraph) model);
         this.clipping = b.clipping;
+        this.clipNorm = clipping.norm();
+        this.gradientNoise = clipping.isAdaptive()
+                ? Clipping.gradientNoiseMultiplier(noiseMultiplier, clipping.countNoiseMultiplier()) : noiseMultiplier;
         this.noiseMultiplier = noiseMultiplier;
         this.examples = data.numExamples();
         this.sampleRate = b.sampleRate(examples);
@@ -214,7 +221,7 @@ public final class PrivateTraining {
             boolean empty = !acceptAnyBatches && iterator.lastBatchEmpty();
             Map<String, INDArray> view = gradientViews(m);
             double scale = (m.conf().isMiniBatch() ? q.batchSize() : 1) / (sampleRate * examples);
-            ClippedSum clipped = ClippedSum.of(q, clipping, empty);
+            ClippedSum clipped = ClippedSum.of(q, currentRule(), empty);
             if (!view.keySet().equals(clipped.keys())) {
                 TreeSet<String> missing = new TreeSet<>(view.keySet());
                 missing.removeAll(clipped.keys());
@@ -243,8 +250,13 @@ public final class PrivateTraining {
             java.util.Arrays.sort(norms);
             double median = norms.length % 2 == 1 ? norms[norms.length / 2]
                     : 0.5 * (norms[norms.length / 2 - 1] + norms[norms.length / 2]);
-            record(empty ? new StepStatistics(0, 0, Double.NaN) : new StepStatistics(q.batchSize()
-                    + accumulatedExamples, clipped.clipped() + accumulatedClipped, median));
+            long batch = empty ? 0 : q.batchSize() + accumulatedExamples;
+            int clippedExamples = empty ? 0 : clipped.clipped() + accumulatedClipped;
+            if (clipping.isAdaptive()) {
+                adaptNorm(batch - clippedExamples);
+            }
+            record(empty ? new StepStatistics(0, 0, Double.NaN)
+                    : new StepStatistics(batch, clippedExamples, median));
             accumulated.clear();
             accumulatedExamples = 0;
             accumulatedClipped = 0;
@@ -257,13 +269,34 @@ public final class PrivateTraining {
         }
     }
 
+    /** @return the clipping of the coming step: the rule itself, or flat clipping to the current adaptive norm */
+    private Clipping currentRule() {
+        return clipping.isAdaptive() ? Clipping.flat(clipNorm) : clipping;
+    }
+
+    /**
+     * Adaptive clipping's update after a step: {@code C ← C · exp(−η (b − γ))}, b the noisy fraction of unclipped
+     * examples over the expected batch size.
+     *
+     * @param unclipped how many examples of the step had {@code ‖∇ℓ_n‖ ≤ C}
+     */
+    private void adaptNorm(long unclipped) {
+        double fraction = (unclipped + clipping.countNoiseMultiplier() * noise.nextGaussian()) / (sampleRate * examples);
+        clipNorm *= Math.exp(-clipping.normLearningRate() * (fraction - clipping.targetQuantile()));
+    }
+
+    /** @return the flat clipping norm of the coming step (with adaptive clipping, as it has adapted so far) */
+    public double clipNorm() {
+        return clipNorm;
+    }
+
     /**
      * A part of a logical batch larger than the physical batch size, before its last part: its clipped sums, from
      * an extended pass without update, are kept until the step of the last part adds them.
      */
     private void accumulate(DataSet part) {
         Quantities q = network.backward(part, new BatchL2Grad(), new WeightedGradientSum());
-        ClippedSum clipped = ClippedSum.of(q, clipping, false);
+        ClippedSum clipped = ClippedSum.of(q, currentRule(), false);
         for (String layer : q.layerNames(WeightedGradientSum.class)) {
             for (String param : q.params(WeightedGradientSum.class, layer)) {
                 try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().getAndActivateWorkspace(WORKSPACE,
@@ -296,7 +329,7 @@ public final class PrivateTraining {
      * contiguous (the parameter views of DL4J's flattened gradient are).
      */
     private void addNoise(INDArray target) {
-        double sd = noiseMultiplier * clipping.sensitivity();
+        double sd = gradientNoise * (clipping.isPerLayer() ? clipping.sensitivity() : clipNorm);
         int n = Math.toIntExact(target.length());
         boolean contiguous = target.elementWiseStride() == 1 && !target.isEmpty();
         if (target.dataType() == org.nd4j.linalg.api.buffer.DataType.DOUBLE) {
@@ -372,7 +405,8 @@ public final class PrivateTraining {
         }
 
         /**
-         * @param sigma σ ≥ 0: the noise's standard deviation is {@code σ·C} (C the clipping's sensitivity)
+         * @param sigma σ ≥ 0: the noise's standard deviation is {@code σ·C} (C the clipping's sensitivity; with
+         *     adaptive clipping {@code σ_Δ·C_t}, see {@link Clipping#adaptive})
          * @return this
          */
         public Builder noiseMultiplier(double sigma) {
@@ -557,6 +591,10 @@ public final class PrivateTraining {
             }
             double sigma = target ? NoiseCalibration.noiseMultiplier(targetEpsilon, targetDelta, q,
                     (long) targetEpochs * PoissonSampling.stepsPerEpoch(q)) : noiseMultiplier;
+            if (clipping.isAdaptive()) {
+                // refused here, before anything is installed, where σ_b ≤ σ/2
+                Clipping.gradientNoiseMultiplier(sigma, clipping.countNoiseMultiplier());
+            }
             return new PrivateTraining(this, model, data, sigma);
         }
     }

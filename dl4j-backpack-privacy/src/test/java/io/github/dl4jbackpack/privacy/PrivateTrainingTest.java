@@ -286,6 +286,78 @@ class PrivateTrainingTest {
     }
 
     @Test
+    void adaptiveClippingFollowsTheQuantileRuleComputedByHand() {
+        Nd4j.setDefaultDataTypes(DataType.DOUBLE, DataType.DOUBLE);
+        MultiLayerNetwork net = mlp(DataType.DOUBLE, new Sgd(LR));
+        DataSet data = data(DataType.DOUBLE, 40, 27);
+        double gamma = 0.5;
+        double eta = 0.3;
+        PrivateTraining dp = PrivateTraining.builder().clipping(Clipping.adaptive(0.5, gamma, eta, 0))
+                .noiseMultiplier(0).expectedBatchSize(10).seed(28).build(net, data);
+        double c = 0.5;
+        for (int step = 0; step < 4; step++) {
+            assertEquals(c, dp.clipNorm(), 1e-12, "norm before step " + step);
+            DataSet batch = dp.iterator().next();
+            double[] clippedNorms = new double[batch.numExamples()];
+            Map<String, INDArray> expected = referenceStep(net, batch, Clipping.flat(c), 10.0, clippedNorms);
+            int unclipped = 0;
+            for (int n = 0; n < batch.numExamples(); n++) {
+                Map<String, INDArray> g = exampleGradient(net, batch.get(n));
+                double norm = Math.sqrt(g.values().stream().mapToDouble(v -> Math.pow(v.norm2Number().doubleValue(),
+                        2)).sum());
+                unclipped += norm <= c ? 1 : 0;
+            }
+            Map<String, INDArray> before = params(net);
+            net.fit(batch);
+            assertClose(expected, change(before, params(net)), 1e-10, "step " + step + " with C = " + c);
+            // without noise on the count: C ← C · exp(−η (unclipped / B − γ))
+            c *= Math.exp(-eta * (unclipped / 10.0 - gamma));
+        }
+        assertEquals(c, dp.clipNorm(), 1e-12, "norm after the last step");
+    }
+
+    @Test
+    void adaptiveClippingSplitsTheNoiseBetweenTheGradientAndTheCount() {
+        // σ_Δ = (σ⁻² − (2σ_b)⁻²)^(−1/2): σ = 1, σ_b = 1 gives (1 − 1/4)^(−1/2) = 2/√3
+        assertEquals(2 / Math.sqrt(3), Clipping.gradientNoiseMultiplier(1, 1), 1e-15);
+        assertEquals(0, Clipping.gradientNoiseMultiplier(0, 0), 0);
+        assertThrows(IllegalArgumentException.class, () -> Clipping.gradientNoiseMultiplier(1, 0.5));
+        MultiLayerNetwork net = mlp(DataType.DOUBLE, new Sgd(LR));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> PrivateTraining.builder()
+                .clipping(Clipping.adaptive(1, 0.5, 0.2, 0.4)).noiseMultiplier(1).expectedBatchSize(5)
+                .build(net, data(DataType.DOUBLE, 20, 29)));
+        assertTrue(e.getMessage().contains("σ/2"), e.getMessage());
+        assertTrue(net.getListeners().isEmpty(), "nothing installed");
+        assertThrows(IllegalArgumentException.class, () -> Clipping.adaptive(1, 1.5, 0.2, 1));
+        assertThrows(IllegalArgumentException.class, () -> Clipping.adaptive(1, 0.5, 0, 1));
+    }
+
+    @Test
+    void adaptiveClippingsGradientNoiseIsSigmaDeltaTimesTheCurrentNorm() {
+        Nd4j.setDefaultDataTypes(DataType.DOUBLE, DataType.DOUBLE);
+        MultiLayerNetwork noisy = mlp(DataType.DOUBLE, new Sgd(1.0),
+                new DenseLayer.Builder().nOut(100).activation(Activation.TANH).build(),
+                new DenseLayer.Builder().nOut(100).activation(Activation.TANH).build());
+        MultiLayerNetwork exact = noisy.clone();
+        DataSet data = data(DataType.DOUBLE, 50, 30);
+        PrivateTraining adaptive = PrivateTraining.builder().clipping(Clipping.adaptive(0.7, 0.5, 0.2, 1.0))
+                .noiseMultiplier(1.3).expectedBatchSize(10).seed(31).build(noisy, data);
+        PrivateTraining.builder().clipping(Clipping.flat(0.7)).noiseMultiplier(0).expectedBatchSize(10)
+                .acceptBatchesNotPoissonSampled().build(exact, data);
+        DataSet batch = adaptive.iterator().next();
+        noisy.fit(batch);
+        exact.fit(batch);
+        double[] z = exact.params().sub(noisy.params()).muli(10).toDoubleVector();
+        double square = 0;
+        for (double v : z) {
+            square += v * v;
+        }
+        double expected = Clipping.gradientNoiseMultiplier(1.3, 1.0) * 0.7;
+        assertEquals(expected, Math.sqrt(square / z.length), 0.03 * expected, "σ_Δ·C₀");
+        assertTrue(adaptive.clipNorm() != 0.7, "the norm adapted after the step");
+    }
+
+    @Test
     void theNoiseHasStandardDeviationSigmaTimesSensitivityAndIsFreshEachStep() {
         Nd4j.setDefaultDataTypes(DataType.DOUBLE, DataType.DOUBLE);
         MultiLayerNetwork noisy = mlp(DataType.DOUBLE, new Sgd(1.0),
