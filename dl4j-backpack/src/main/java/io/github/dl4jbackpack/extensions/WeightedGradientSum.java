@@ -15,10 +15,12 @@ import java.util.Map;
  * {@link Deferred#of(INDArray) the sum for any weights} later, in the parameter's {@code paramTable()} shape,
  * without the {@code [N, *p]} individual gradients where the layer allows:
  * <ul>
- * <li>dense layers and layers over time (dense, LSTM, SimpleRnn, 1D and 2D convolutions over their unfolded
- *     input): the layer input and output gradient, {@code O(N·P·(K + O))} for {@code P} positions of
- *     {@code K} inputs and {@code O} outputs ({@code P = 1} for a dense layer, the unfolded input of a
- *     convolution is {@code K = C_in·k_h·k_w} per position); each sum is one matrix product per weight;</li>
+ * <li>dense layers and layers over time (dense, LSTM, SimpleRnn): the layer input and output gradient,
+ *     {@code O(N·P·(K + O))} for {@code P} positions (time steps; 1 for a dense layer) of {@code K} inputs and
+ *     {@code O} outputs; each sum is one matrix product per weight;</li>
+ * <li>convolutions (1D, 2D, 3D, transposed): the layer input and output gradient, {@code O(N·(C_in·H·W + O·P))};
+ *     each sum unfolds the input again ({@code K = C_in·k_h·k_w} values per output position, in the caller's
+ *     workspace) for its one matrix product;</li>
  * <li>embeddings: the row sums of the (example, row) pairs used, {@code O(N·T·dim)};</li>
  * <li>every other parameter (batch normalisation, PReLU, depthwise and separable convolutions, ...): its
  *     individual gradients, {@code N × #params} of the parameter, summed with the weights.</li>
