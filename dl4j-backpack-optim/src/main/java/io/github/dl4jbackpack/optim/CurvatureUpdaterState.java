@@ -15,7 +15,8 @@ import java.util.List;
 
 /**
  * Saves and restores what the curvature-preconditioned updaters carry between iterations (the moving averages of
- * {@link PreconditionedUpdater#withCurvatureDecay}, the curvature and inverses reused between refreshes), with a
+ * {@link PreconditionedUpdater#withCurvatureDecay}, the curvature and inverses reused between refreshes, the damping
+ * as {@link PreconditionedUpdater#withAdaptiveDamping} adapted it), with a
  * model file of DL4J's {@code ModelSerializer}. DL4J's own updater state cannot hold it (DL4J sizes that state
  * from the number of parameters alone), so a checkpoint of a network trained with intervals or averaging is the
  * model file plus this state:
@@ -49,10 +50,13 @@ public final class CurvatureUpdaterState {
      */
     public static void save(Model net, File modelFile) {
         List<List<ParameterCurvature.Saved>> blocks = new ArrayList<>();
+        List<Double> dampings = new ArrayList<>();
         for (UpdaterBlock block : blocks(net)) {
-            blocks.add(block.getGradientUpdater() instanceof PreconditionedStep step ? step.save() : List.of());
+            boolean curvature = block.getGradientUpdater() instanceof PreconditionedStep;
+            blocks.add(curvature ? ((PreconditionedStep) block.getGradientUpdater()).save() : List.of());
+            dampings.add(curvature ? ((PreconditionedStep) block.getGradientUpdater()).damping() : null);
         }
-        ModelSerializer.addObjectToFile(modelFile, KEY, new Snapshot(blocks));
+        ModelSerializer.addObjectToFile(modelFile, KEY, new Snapshot(blocks, dampings));
     }
 
     /**
@@ -86,6 +90,9 @@ public final class CurvatureUpdaterState {
                             + ": it was saved from another configuration");
                 }
                 step.restore(saved);
+                if (snapshot.dampings() != null && snapshot.dampings().get(i) != null) {
+                    step.restoreDamping(snapshot.dampings().get(i));
+                }
             } else if (!saved.isEmpty()) {
                 throw new IllegalArgumentException("updater block " + i + " of the network has no curvature "
                         + "updater, but the saved state has one: it was saved from another configuration");
@@ -94,7 +101,11 @@ public final class CurvatureUpdaterState {
         return true;
     }
 
-    private static List<UpdaterBlock> blocks(Model net) {
+    /**
+     * @param net a MultiLayerNetwork or ComputationGraph
+     * @return its DL4J updater blocks (empty before DL4J created its updater)
+     */
+    static List<UpdaterBlock> blocks(Model net) {
         Object updater;
         if (net instanceof MultiLayerNetwork mln) {
             updater = mln.getUpdater();
@@ -111,7 +122,9 @@ public final class CurvatureUpdaterState {
      * The saved state: per DL4J updater block, in the network's order, the state of each of its parameters.
      *
      * @param blocks the blocks' states
+     * @param dampings per block, λ as adapted so far (null for a block without a curvature updater; the whole list
+     *     null in a state saved before adaptive damping existed)
      */
-    record Snapshot(List<List<ParameterCurvature.Saved>> blocks) implements Serializable {
+    record Snapshot(List<List<ParameterCurvature.Saved>> blocks, List<Double> dampings) implements Serializable {
     }
 }

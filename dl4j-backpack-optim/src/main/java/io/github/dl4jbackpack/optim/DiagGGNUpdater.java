@@ -109,6 +109,16 @@ public final class DiagGGNUpdater extends PreconditionedUpdater {
     }
 
     @Override
+    public DiagGGNUpdater withAdaptiveDamping(int iterations) {
+        return (DiagGGNUpdater) super.withAdaptiveDamping(iterations);
+    }
+
+    @Override
+    public DiagGGNUpdater withAdaptiveDamping(int iterations, double factor) {
+        return (DiagGGNUpdater) super.withAdaptiveDamping(iterations, factor);
+    }
+
+    @Override
     public DiagGGNUpdater clone() {
         DiagGGNUpdater copy = new DiagGGNUpdater(0, null, getDamping(), mcSamples);
         copySettingsTo(copy);

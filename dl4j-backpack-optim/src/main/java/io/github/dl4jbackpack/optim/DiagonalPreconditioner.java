@@ -34,4 +34,9 @@ final class DiagonalPreconditioner implements Preconditioner {
         INDArray safe = denominator.add(curved.rsub(1.0));
         return gradient.div(safe).muli(curved);
     }
+
+    @Override
+    public double curvatureQuadratic(INDArray direction, ParameterCurvature state) {
+        return state.factors[0].mul(direction).muli(direction).sumNumber().doubleValue();
+    }
 }

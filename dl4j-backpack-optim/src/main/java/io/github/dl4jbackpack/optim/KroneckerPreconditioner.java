@@ -17,7 +17,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * whose row-major flattening gives {@code B ⊗ A}). A bias has only {@code B} and gets
  * {@code Δ = (B + (λ+η) I)⁻¹ ∇b}. Where a factor has no curvature (trace 0) π is 1, and directions
  * without damped curvature get no step (pseudo-inverse). The damped inverses are cached in the parameter's state
- * and recomputed when the rule asks (its inverse interval).
+ * and recomputed when the rule asks (its inverse interval) if the factors or λ changed since.
  */
 final class KroneckerPreconditioner implements Preconditioner {
 
@@ -38,8 +38,8 @@ final class KroneckerPreconditioner implements Preconditioner {
 
     @Override
     public INDArray precondition(INDArray gradient, ParameterCurvature state, double damping, boolean refresh) {
-        if (state.inverses == null || refresh && state.inversesStale) {
-            state.setInverses(inverses(state.factors, state.inputSideFirst, damping + state.segment.l2()));
+        if (state.inverses == null || refresh && (state.inversesStale || state.invertedDamping != damping)) {
+            state.setInverses(inverses(state.factors, state.inputSideFirst, damping + state.segment.l2()), damping);
         }
         INDArray[] inverses = state.inversesIn(gradient.dataType());
         if (inverses.length == 1) {
@@ -50,6 +50,20 @@ final class KroneckerPreconditioner implements Preconditioner {
         INDArray second = inverses[1];
         INDArray matrix = gradient.dup('c').reshape('c', first.rows(), second.rows());
         return first.mmul(matrix).mmul(second).reshape('c', gradient.shape());
+    }
+
+    @Override
+    public double curvatureQuadratic(INDArray direction, ParameterCurvature state) {
+        INDArray[] f = state.factors;
+        if (f.length == 1) {
+            INDArray d = direction.reshape('c', direction.length(), 1);
+            return d.transpose().mmul(f[0]).mmul(d).getDouble(0);
+        }
+        // dᵀ (F₁ ⊗ F₂) d = Σ D ∘ (F₁ D F₂) for the row-major matrix D of d, in the arrangement the step applies
+        INDArray first = state.inputSideFirst ? f[0] : f[1];
+        INDArray second = state.inputSideFirst ? f[1] : f[0];
+        INDArray matrix = direction.dup('c').reshape('c', first.rows(), second.rows());
+        return first.mmul(matrix).mmul(second).muli(matrix).sumNumber().doubleValue();
     }
 
     /**

@@ -176,6 +176,16 @@ public final class KroneckerUpdater extends PreconditionedUpdater {
     }
 
     @Override
+    public KroneckerUpdater withAdaptiveDamping(int iterations) {
+        return (KroneckerUpdater) super.withAdaptiveDamping(iterations);
+    }
+
+    @Override
+    public KroneckerUpdater withAdaptiveDamping(int iterations, double factor) {
+        return (KroneckerUpdater) super.withAdaptiveDamping(iterations, factor);
+    }
+
+    @Override
     public KroneckerUpdater clone() {
         KroneckerUpdater copy = new KroneckerUpdater(0, null, getDamping(), curvature, mcSamples);
         copySettingsTo(copy);

@@ -30,6 +30,8 @@ final class ParameterCurvature {
     INDArray[] inverses;
     /** Whether the factors changed since the inverses were computed. */
     boolean inversesStale = true;
+    /** The damping λ the inverses were computed with (adaptive damping changes it). */
+    double invertedDamping;
     /** The inverses in the data type of a float32 network's gradients, made when first applied; not saved. */
     private INDArray[] appliedInverses;
 
@@ -52,8 +54,12 @@ final class ParameterCurvature {
         }
     }
 
-    /** @param inverses newly computed inverses, possibly in a workspace: replace the cached ones */
-    void setInverses(INDArray[] inverses) {
+    /**
+     * @param inverses newly computed inverses, possibly in a workspace: replace the cached ones
+     * @param damping the λ they were computed with
+     */
+    void setInverses(INDArray[] inverses, double damping) {
+        invertedDamping = damping;
         release(this.inverses);
         release(appliedInverses);
         appliedInverses = null;
@@ -105,7 +111,7 @@ final class ParameterCurvature {
     Saved save() {
         return new Saved(segment.layer(), segment.param(), segment.offset(), segment.length(), segment.shape().clone(),
                 segment.order(), segment.l2(), inputSideFirst, values(factors), shapes(factors), values(inverses),
-                shapes(inverses), inversesStale);
+                shapes(inverses), inversesStale, invertedDamping);
     }
 
     /**
@@ -120,6 +126,7 @@ final class ParameterCurvature {
         state.factors = arrays(saved.factors(), saved.factorShapes());
         state.inverses = arrays(saved.inverses(), saved.inverseShapes());
         state.inversesStale = saved.inversesStale();
+        state.invertedDamping = saved.invertedDamping();
         return state;
     }
 
@@ -160,9 +167,11 @@ final class ParameterCurvature {
      * @param inverses the cached damped inverses, row-major, or null
      * @param inverseShapes their shapes, or null
      * @param inversesStale whether the factors changed since the inverses were computed
+     * @param invertedDamping the λ of the cached inverses (0 in a state saved before adaptive damping existed:
+     *     the inverses are then recomputed at the next refresh, from the same factors and λ)
      */
     record Saved(String layer, String param, long offset, long length, long[] shape, char order, double l2,
                  boolean inputSideFirst, double[][] factors, long[][] factorShapes, double[][] inverses,
-                 long[][] inverseShapes, boolean inversesStale) implements Serializable {
+                 long[][] inverseShapes, boolean inversesStale, double invertedDamping) implements Serializable {
     }
 }

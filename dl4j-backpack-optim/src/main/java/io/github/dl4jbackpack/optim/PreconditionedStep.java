@@ -27,7 +27,7 @@ import java.util.Map;
  * into its state; in every iteration it applies the averaged curvature (through cached inverses for a Kronecker
  * rule, recomputed every {@code inverseInterval} iterations). Its state is not in DL4J's updater state (whose size
  * DL4J derives from the number of parameters alone): {@link CurvatureUpdaterState} saves it with a model file.
- * With the defaults (interval 1, decay 0) nothing carries over between iterations. The step's temporaries live in
+ * With the defaults (interval 1, decay 0, fixed λ) nothing carries over between iterations. The step's temporaries live in
  * a per-thread ND4J workspace ({@value #WORKSPACE_ID}) as large as the largest step needed, which
  * {@code Nd4j.getWorkspaceManager().destroyAllWorkspacesForCurrentThread()} returns.
  */
@@ -48,10 +48,17 @@ final class PreconditionedStep implements GradientUpdater<PreconditionedUpdater>
     private BlockCurvature curvature;
     /** Per parameter of the block, by {@link BlockCurvature.Segment#key()}, in the block's order. */
     private final Map<String, ParameterCurvature> state = new LinkedHashMap<>();
+    /** λ as of now: the rule's, or as adapted ({@link PreconditionedUpdater#withAdaptiveDamping}). */
+    private double damping;
+    /** The iteration whose losses a {@link DampingAdaptation} listener measures (-1: none). */
+    private int measuredIteration = -1;
+    /** The change of the loss the quadratic model predicts for this block's step in that iteration. */
+    private double predictedChange = Double.NaN;
 
     PreconditionedStep(PreconditionedUpdater config) {
         this.config = config;
         this.preconditioner = config.preconditioner();
+        this.damping = config.getDamping();
     }
 
     @Override
@@ -110,17 +117,87 @@ final class PreconditionedStep implements GradientUpdater<PreconditionedUpdater>
             }
         }
         boolean refresh = iteration % config.inverseInterval() == 0;
+        boolean adapting = config.dampingIteration(iteration);
+        if (adapting && measuredIteration != iteration) {
+            throw new IllegalStateException(config + " adapts its damping in iteration " + iteration + ", which "
+                    + "needs the losses before and after the step: add the listener with net.addListeners(new "
+                    + "DampingAdaptation()) before training");
+        }
         double learningRate = config.getLearningRate(iteration, epoch);
+        double predicted = 0;
         for (ParameterCurvature p : state.values()) {
             BlockCurvature.Segment s = p.segment;
             INDArray flat = gradient.get(NDArrayIndex.interval(s.offset(), s.offset() + s.length()));
             // curvature and inverses are float64; they are applied in float32 to the gradient of a float32 network
             DataType type = flat.dataType() == DataType.DOUBLE ? DataType.DOUBLE : DataType.FLOAT;
             INDArray g = flat.dup().reshape(s.order(), s.shape()).castTo(type);
-            INDArray step = preconditioner.precondition(g, p, config.getDamping(), refresh);
+            INDArray step = preconditioner.precondition(g, p, damping, refresh);
+            if (adapting) {
+                predicted += modelChange(g.castTo(DataType.DOUBLE), step.castTo(DataType.DOUBLE).mul(-learningRate),
+                        p);
+            }
             flat.assign(Nd4j.toFlattened(s.order(), step).reshape(s.length()).muli(learningRate)
                     .castTo(flat.dataType()));
         }
+        predictedChange = adapting ? predicted : Double.NaN;
+    }
+
+    /**
+     * @param gradient {@code ∇L + ηθ} of one parameter, float64
+     * @param delta the parameter's step δ, float64
+     * @param p the parameter's state
+     * @return {@code (∇L + ηθ)ᵀδ + ½ δᵀ(G + ηI)δ}
+     */
+    private double modelChange(INDArray gradient, INDArray delta, ParameterCurvature p) {
+        double linear = gradient.mul(delta).sumNumber().doubleValue();
+        double squared = delta.mul(delta).sumNumber().doubleValue();
+        return linear + 0.5 * (preconditioner.curvatureQuadratic(delta, p) + p.segment.l2() * squared);
+    }
+
+    /** @return λ as of now */
+    double damping() {
+        return damping;
+    }
+
+    /**
+     * Called by {@link DampingAdaptation} before the updater runs: the listener measures this iteration's losses.
+     *
+     * @param iteration DL4J's iteration count
+     * @return whether the rule adapts its damping after this iteration's step
+     */
+    boolean measure(int iteration) {
+        if (!config.dampingIteration(iteration)) {
+            return false;
+        }
+        measuredIteration = iteration;
+        predictedChange = Double.NaN;
+        return true;
+    }
+
+    /** @return the change of the loss the quadratic model predicted for this block's last adapting step, or NaN */
+    double predictedChange() {
+        return predictedChange;
+    }
+
+    /**
+     * Adapts λ by the reduction ratio of the last adapting step (Levenberg–Marquardt).
+     *
+     * @param ratio ρ, the actual over the predicted change of the loss; NaN when the loss after the step is not
+     *     finite (λ grows)
+     */
+    void adaptDamping(double ratio) {
+        double factor = config.getDampingFactor();
+        if (Double.isNaN(ratio) || ratio < 0.25) {
+            damping = Math.min(damping / factor, DampingAdaptation.MAX_DAMPING);
+        } else if (ratio > 0.75) {
+            damping = Math.max(damping * factor, DampingAdaptation.MIN_DAMPING);
+        }
+        predictedChange = Double.NaN;
+    }
+
+    /** @param damping λ from a checkpoint */
+    void restoreDamping(double damping) {
+        this.damping = damping;
     }
 
     /** @return the state of every parameter of the block, for a checkpoint (empty before the first step) */

@@ -18,7 +18,8 @@ import java.util.Objects;
  * the extended backward pass, so the network must be extended with {@code BackPackNetwork.extend(net)} before
  * training. By default it is the curvature of the same iteration (the paper's rule); {@link #withCurvatureInterval}
  * and {@link #withCurvatureDecay} make it a moving average refreshed every few iterations, and
- * {@link CurvatureUpdaterState} carries that state through a checkpoint.
+ * {@link CurvatureUpdaterState} carries that state through a checkpoint; {@link #withAdaptiveDamping} adapts λ
+ * during training (Levenberg–Marquardt).
  */
 public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdater {
 
@@ -39,6 +40,10 @@ public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdate
     private int curvatureInterval = 1;
     /** ρ of the moving average of the curvature (0: the fresh curvature alone). */
     private double curvatureDecay;
+    /** λ is adapted every this many iterations (0: a fixed λ). */
+    private int dampingInterval;
+    /** ω of the adaptation: λ ← ωλ or λ/ω (unused with a fixed λ). */
+    private double dampingFactor;
 
     /**
      * @param learningRate α
@@ -79,6 +84,74 @@ public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdate
     /** @return ρ of the moving average of the curvature (0, the default: the latest curvature alone) */
     public double getCurvatureDecay() {
         return curvatureDecay;
+    }
+
+    /** @return λ is adapted every this many iterations (0, the default: λ stays fixed) */
+    public int getDampingInterval() {
+        return dampingInterval;
+    }
+
+    /** @return ω of the damping adaptation, {@code λ ← ωλ} or {@code λ/ω} (0 while λ is fixed) */
+    public double getDampingFactor() {
+        return dampingFactor;
+    }
+
+    /**
+     * Levenberg–Marquardt adaptation of λ (Martens &amp; Grosse 2015, Section 6.5) with their factor
+     * {@code ω = (19/20)^T}: see {@link #withAdaptiveDamping(int, double)}.
+     *
+     * @param iterations T, at least 1
+     * @return a copy of this rule that adapts λ every T iterations
+     */
+    public PreconditionedUpdater withAdaptiveDamping(int iterations) {
+        return withAdaptiveDamping(iterations, Math.pow(19.0 / 20.0, iterations));
+    }
+
+    /**
+     * Levenberg–Marquardt adaptation of λ (Martens &amp; Grosse 2015, Section 6.5; docs/math.md#adaptive-damping). In the
+     * iterations {@code i} with {@code i mod T = 0} the rule compares the change of the loss its step made on the
+     * iteration's batch, {@code L(θ+δ) − L(θ)}, with the change its quadratic model predicted,
+     * {@code M(δ) = (∇L + ηθ)ᵀδ + ½ δᵀ(G + ηI)δ} (G the rule's own, undamped curvature). Their ratio ρ sets λ for
+     * the iterations that follow: {@code λ ← ωλ} when {@code ρ > 3/4} (the model was trustworthy), {@code λ ← λ/ω}
+     * when {@code ρ < 1/4}, when the model itself predicts an increase (a step longer than twice the distance to the
+     * model's minimum along it) or when the loss is no longer finite, within
+     * [{@value DampingAdaptation#MIN_DAMPING}, {@value DampingAdaptation#MAX_DAMPING}]; the damping given to the
+     * rule is the starting value. The two losses are DL4J's score in inference mode (the loss plus DL4J's L2 and L1
+     * terms, without dropout), so an adaptation iteration costs two forward passes more; they are computed by the
+     * training listener {@link DampingAdaptation}, which the network must have ({@code net.addListeners(new
+     * DampingAdaptation())}): without it, the first adaptation iteration fails with a message saying so. λ is saved
+     * with {@link CurvatureUpdaterState}.
+     *
+     * @param iterations T, at least 1
+     * @param factor ω in (0, 1)
+     * @return a copy of this rule that adapts λ every T iterations
+     * @throws IllegalArgumentException for T &lt; 1, ω outside (0, 1), or a rule whose λ is 0 (no multiple of it
+     *     would ever differ)
+     */
+    public PreconditionedUpdater withAdaptiveDamping(int iterations, double factor) {
+        if (iterations < 1) {
+            throw new IllegalArgumentException("the damping adaptation interval must be at least 1 iteration, got "
+                    + iterations);
+        }
+        if (!(factor > 0 && factor < 1)) {
+            throw new IllegalArgumentException("the damping adaptation factor ω must be in (0, 1), got " + factor);
+        }
+        if (!(damping >= DampingAdaptation.MIN_DAMPING && damping <= DampingAdaptation.MAX_DAMPING)) {
+            throw new IllegalArgumentException("adaptive damping starts from the rule's λ, which must be in ["
+                    + DampingAdaptation.MIN_DAMPING + ", " + DampingAdaptation.MAX_DAMPING + "], got " + damping);
+        }
+        PreconditionedUpdater copy = clone();
+        copy.dampingInterval = iterations;
+        copy.dampingFactor = factor;
+        return copy;
+    }
+
+    /**
+     * @param iteration DL4J's iteration count
+     * @return whether λ is adapted after that iteration's step
+     */
+    boolean dampingIteration(int iteration) {
+        return dampingInterval > 0 && iteration % dampingInterval == 0;
     }
 
     /** @return the damped inverses are recomputed every this many iterations (1 for rules without inverses) */
@@ -133,6 +206,8 @@ public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdate
         copy.setLrAndSchedule(learningRate, learningRateSchedule);
         copy.curvatureInterval = curvatureInterval;
         copy.curvatureDecay = curvatureDecay;
+        copy.dampingInterval = dampingInterval;
+        copy.dampingFactor = dampingFactor;
     }
 
     /** @return how this rule preconditions one parameter's gradient */
@@ -187,18 +262,21 @@ public abstract class PreconditionedUpdater implements IUpdater, CurvatureUpdate
         return Double.compare(learningRate, that.learningRate) == 0 && Double.compare(damping, that.damping) == 0
                 && Objects.equals(learningRateSchedule, that.learningRateSchedule)
                 && curvatureInterval == that.curvatureInterval
-                && Double.compare(curvatureDecay, that.curvatureDecay) == 0;
+                && Double.compare(curvatureDecay, that.curvatureDecay) == 0
+                && dampingInterval == that.dampingInterval && Double.compare(dampingFactor, that.dampingFactor) == 0;
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(getClass(), learningRate, learningRateSchedule, damping, curvatureInterval, curvatureDecay);
+        return Objects.hash(getClass(), learningRate, learningRateSchedule, damping, curvatureInterval, curvatureDecay,
+                dampingInterval, dampingFactor);
     }
 
     /** @return the interval and decay for {@code toString}, empty for the defaults */
     String scheduleText() {
         return (curvatureInterval != 1 ? ", curvature every " + curvatureInterval : "")
-                + (curvatureDecay != 0 ? ", ρ=" + curvatureDecay : "");
+                + (curvatureDecay != 0 ? ", ρ=" + curvatureDecay : "")
+                + (dampingInterval != 0 ? ", λ adapted every " + dampingInterval + " (ω=" + dampingFactor + ")" : "");
     }
 
     /** @return the α description for messages */

@@ -30,4 +30,11 @@ interface Preconditioner {
      * @return {@code (G + (λ+η) I)⁻¹ gradient} in the same shape and type
      */
     INDArray precondition(INDArray gradient, ParameterCurvature state, double damping, boolean refresh);
+
+    /**
+     * @param direction a direction in the parameter's {@code paramTable()} shape, float64
+     * @param state the parameter's averaged curvature
+     * @return {@code dᵀ G d} with the rule's undamped curvature G (for the quadratic model of adaptive damping)
+     */
+    double curvatureQuadratic(INDArray direction, ParameterCurvature state);
 }

@@ -153,13 +153,13 @@ class CurvatureScheduleTest {
     }
 
     /** @return a Kronecker curvature's factors in the state's order, {@code [B]} or {@code [A, B]} */
-    private static INDArray[] factors(KroneckerFactors k) {
+    static INDArray[] factors(KroneckerFactors k) {
         return k.inputFactor().isEmpty() ? new INDArray[] {k.outputFactor()}
                 : new INDArray[] {k.inputFactor().get(), k.outputFactor()};
     }
 
     /** @return the π-damped Kronecker step from the given factors, by an explicit Kronecker product and a solve */
-    private static INDArray kroneckerDirection(INDArray[] factors, INDArray theta, INDArray g, double total) {
+    static INDArray kroneckerDirection(INDArray[] factors, INDArray theta, INDArray g, double total) {
         INDArray matrix;
         if (factors.length == 1) {
             matrix = factors[0].add(Nd4j.eye(factors[0].rows()).muli(total));
