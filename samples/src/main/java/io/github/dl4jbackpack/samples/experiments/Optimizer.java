@@ -28,7 +28,17 @@ public enum Optimizer {
     /** Kronecker rule with KFLR. */
     KFLR("kflr", "KFLR"),
     /** Kronecker rule with KFRA. */
-    KFRA("kfra", "KFRA");
+    KFRA("kfra", "KFRA"),
+    /**
+     * Kronecker rule with KFAC (one sample), amortised: curvature and inverses every {@value #AMORTISED_INTERVAL}
+     * steps, factors averaged with decay {@value #AMORTISED_DECAY} (not the paper's rule; docs/optimizers.md).
+     */
+    KFAC_AMORTISED("kfac_amortised", "KFAC (amortised)");
+
+    /** The curvature and inverse interval of {@link #KFAC_AMORTISED}. */
+    public static final int AMORTISED_INTERVAL = 10;
+    /** The decay of the factors' moving average of {@link #KFAC_AMORTISED}. */
+    public static final double AMORTISED_DECAY = 0.95;
 
     private final String id;
     private final String label;
@@ -49,7 +59,7 @@ public enum Optimizer {
             }
         }
         throw new IllegalArgumentException("unknown optimizer " + name + " (momentum, adam, diag_ggn, diag_ggn_mc, kfac, "
-                + "kflr, kfra)");
+                + "kflr, kfra, kfac_amortised)");
     }
 
     /** @return the name used in files and on the command line */
@@ -86,6 +96,9 @@ public enum Optimizer {
                 return KroneckerUpdater.kfac(alpha, lambda, 1);
             case KFLR:
                 return KroneckerUpdater.kflr(alpha, lambda);
+            case KFAC_AMORTISED:
+                return KroneckerUpdater.kfac(alpha, lambda, 1).withCurvatureInterval(AMORTISED_INTERVAL)
+                        .withCurvatureDecay(AMORTISED_DECAY).withInverseInterval(AMORTISED_INTERVAL);
             default:
                 return KroneckerUpdater.kfra(alpha, lambda);
         }
