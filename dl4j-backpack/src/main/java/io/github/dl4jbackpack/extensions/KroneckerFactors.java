@@ -3,6 +3,7 @@ package io.github.dl4jbackpack.extensions;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
 
+import java.io.Serializable;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
@@ -19,9 +20,12 @@ import java.util.Optional;
  * columns to the {@code paramTable()} flattening. {@code A} is the input-side factor (from the layer input),
  * {@code B} the output-side factor (from the curvature propagated to the layer output).
  *
- * <p>Immutable: accessors return copies.
+ * <p>Immutable: accessors return copies. Serializable (Java serialization of its arrays), so that results can
+ * travel between machines.
  */
-public final class KroneckerFactors {
+public final class KroneckerFactors implements Serializable {
+
+    private static final long serialVersionUID = 1L;
 
     /** Largest matrix {@link #toMatrix()} builds, in elements. */
     public static final long MAX_MATRIX_ELEMENTS = 1L << 26;
@@ -88,6 +92,29 @@ public final class KroneckerFactors {
      */
     public static KroneckerFactors bias(INDArray outputFactor) {
         return new KroneckerFactors(List.of(outputFactor), null, outputFactor, false);
+    }
+
+    /**
+     * The factors of the same parameter in the same arrangement with other values, e.g. averaged over several
+     * batches.
+     *
+     * @param inputFactor the new {@code A}, shaped as this one's; null for a bias
+     * @param outputFactor the new {@code B}, shaped as this one's
+     * @return the new factors
+     * @throws IllegalArgumentException if a shape differs or {@code A} is given for a bias (or missing otherwise)
+     */
+    public KroneckerFactors withValues(INDArray inputFactor, INDArray outputFactor) {
+        if ((inputFactor == null) != (this.inputFactor == null)) {
+            throw new IllegalArgumentException(this.inputFactor == null ? "a bias has no input-side factor"
+                    : "the input-side factor is missing");
+        }
+        if (!java.util.Arrays.equals(outputFactor.shape(), this.outputFactor.shape()) || inputFactor != null
+                && !java.util.Arrays.equals(inputFactor.shape(), this.inputFactor.shape())) {
+            throw new IllegalArgumentException("new factors must have the shapes of " + this);
+        }
+        List<INDArray> ordered = factors.size() == 1 ? List.of(outputFactor)
+                : inputSideFirst ? List.of(inputFactor, outputFactor) : List.of(outputFactor, inputFactor);
+        return new KroneckerFactors(ordered, inputFactor, outputFactor, inputSideFirst, swappedInputChannels);
     }
 
     /** @return the factors, in the order whose Kronecker product approximates the block */

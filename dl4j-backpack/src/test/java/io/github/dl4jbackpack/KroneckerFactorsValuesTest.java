@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: Apache-2.0
+package io.github.dl4jbackpack;
+
+import io.github.dl4jbackpack.extensions.KroneckerFactors;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.ObjectInputStream;
+import java.io.ObjectOutputStream;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Kronecker factors with other values keep the parameter's arrangement (the product's flattening, a transposed
+ * convolution's reordering included), and factors survive Java serialization.
+ */
+class KroneckerFactorsValuesTest {
+
+    private static INDArray symmetric(int n, long seed) {
+        Nd4j.getRandom().setSeed(seed + 1_000_003L);
+        INDArray r = Nd4j.rand(DataType.DOUBLE, n, n);
+        return r.add(r.transpose());
+    }
+
+    @Test
+    void newValuesKeepTheArrangement() {
+        INDArray a = symmetric(3, 1);
+        INDArray b = symmetric(2, 2);
+        INDArray a2 = symmetric(3, 3);
+        INDArray b2 = symmetric(2, 4);
+        KroneckerFactors[] templates = {KroneckerFactors.denseWeight(a, b), KroneckerFactors.convolutionWeight(b, a),
+            KroneckerFactors.transposedConvolutionWeight(b, symmetric(4, 5), 2)};
+        KroneckerFactors[] expected = {KroneckerFactors.denseWeight(a2, b2), KroneckerFactors.convolutionWeight(b2, a2),
+            KroneckerFactors.transposedConvolutionWeight(b2, symmetric(4, 6), 2)};
+        for (int i = 0; i < templates.length; i++) {
+            KroneckerFactors changed = templates[i].withValues(expected[i].inputFactor().get(),
+                    expected[i].outputFactor());
+            assertEquals(expected[i].inputSideFirst(), changed.inputSideFirst());
+            assertEquals(expected[i].toMatrix(), changed.toMatrix(), "arrangement " + i);
+        }
+        KroneckerFactors bias = KroneckerFactors.bias(b);
+        assertEquals(b2, bias.withValues(null, b2).toMatrix());
+        assertThrows(IllegalArgumentException.class, () -> bias.withValues(a, b2));
+        assertThrows(IllegalArgumentException.class, () -> templates[0].withValues(null, b2));
+        IllegalArgumentException shape = assertThrows(IllegalArgumentException.class,
+                () -> templates[0].withValues(b2, b2));
+        assertTrue(shape.getMessage().contains("shapes"), shape.getMessage());
+    }
+
+    @Test
+    void factorsSurviveJavaSerialization() throws Exception {
+        KroneckerFactors f = KroneckerFactors.transposedConvolutionWeight(symmetric(2, 7), symmetric(4, 8), 2);
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        try (ObjectOutputStream out = new ObjectOutputStream(bytes)) {
+            out.writeObject(f);
+        }
+        KroneckerFactors back;
+        try (ObjectInputStream in = new ObjectInputStream(new ByteArrayInputStream(bytes.toByteArray()))) {
+            back = (KroneckerFactors) in.readObject();
+        }
+        assertEquals(f.toMatrix(), back.toMatrix());
+        assertEquals(f.inputSideFirst(), back.inputSideFirst());
+    }
+}
