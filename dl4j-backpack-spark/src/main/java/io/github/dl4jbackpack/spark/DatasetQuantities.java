@@ -52,7 +52,10 @@ public final class DatasetQuantities {
         return values.get(extension, layer, param);
     }
 
-    /** @return whether the extension was computed */
+    /**
+     * @param extension an extension's class
+     * @return whether it was computed
+     */
     public boolean contains(Class<? extends Extension<?>> extension) {
         return values.contains(extension);
     }

@@ -30,9 +30,13 @@ public final class KroneckerFactors implements Serializable {
     /** Largest matrix {@link #toMatrix()} builds, in elements. */
     public static final long MAX_MATRIX_ELEMENTS = 1L << 26;
 
+    /** The factors in the order of the Kronecker product. */
     private final List<INDArray> factors;
+    /** {@code A}, or null for a bias. */
     private final INDArray inputFactor;
+    /** {@code B}. */
     private final INDArray outputFactor;
+    /** Whether the product is {@code A ⊗ B}. */
     private final boolean inputSideFirst;
     /** {@code nIn} of a transposed-convolution weight, whose first two axes the factors swap; 0 otherwise. */
     private final long swappedInputChannels;
