@@ -8,6 +8,7 @@ import io.github.dl4jbackpack.extensions.BatchGrad;
 import io.github.dl4jbackpack.extensions.DiagGGNExact;
 import io.github.dl4jbackpack.extensions.DiagGGNMC;
 import io.github.dl4jbackpack.extensions.DiagHessian;
+import io.github.dl4jbackpack.extensions.KFAC;
 import io.github.dl4jbackpack.extensions.KFLR;
 import io.github.dl4jbackpack.extensions.KFRA;
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
@@ -23,7 +24,9 @@ import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.graph.MergeVertex;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
+import org.deeplearning4j.nn.conf.layers.LSTM;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
+import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
 import org.deeplearning4j.nn.conf.weightnoise.DropConnect;
 import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
@@ -225,6 +228,62 @@ class SparkQuantitiesTest {
         // 400 draws per example: the sum over all entries within 5% of the exact one
         double exactSum = exact.sumNumber().doubleValue();
         assertEquals(exactSum, average.sumNumber().doubleValue(), 0.05 * exactSum);
+    }
+
+    @Test
+    void kfacSharesKflrsInputFactorAndASmallMemoryBudgetChangesNothing() {
+        MultiLayerNetwork net = network(DataType.DOUBLE);
+        JavaRDD<DataSet> data = sc.parallelize(records(allExamples(DataType.DOUBLE)), 3);
+        DatasetQuantities kflr = SparkQuantities.of(net).batchSize(5).extensions(new KFLR(), new DiagGGNExact())
+                .compute(data);
+        DatasetQuantities kfac = SparkQuantities.of(net).batchSize(5).extensions(new KFAC(20)).compute(data);
+        DatasetQuantities budget = SparkQuantities.of(net).batchSize(5).curvatureMemoryBudget(64 * 1024)
+                .extensions(new DiagGGNExact()).compute(data);
+        for (String layer : new String[] {"0", "1", "2"}) {
+            KroneckerFactors exact = kflr.get(KFLR.class, layer, "W");
+            KroneckerFactors sampled = kfac.get(KFAC.class, layer, "W");
+            assertClose(exact.inputFactor().get(), sampled.inputFactor().get(), 1e-12, layer + ": A is exact in KFAC");
+            assertClose(exact.outputFactor(), sampled.outputFactor(), 0.5, layer + ": B sampled, near KFLR's");
+            assertClose(kflr.get(DiagGGNExact.class, layer, "W"), budget.get(DiagGGNExact.class, layer, "W"), 1e-12,
+                    layer + ": chunked under a 64 KiB budget");
+        }
+    }
+
+    @Test
+    void sequencesOfDifferentLengthsArePaddedAndMaskedAsOneBatchOfThemAll() {
+        MultiLayerNetwork lstm = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(11)
+                .dataType(DataType.DOUBLE)
+                .list(new LSTM.Builder().nOut(4).activation(Activation.TANH).build(),
+                        new RnnOutputLayer.Builder(LossFunction.MCXENT).nOut(3).activation(Activation.SOFTMAX).build())
+                .setInputType(InputType.recurrent(2)).build());
+        lstm.init();
+        List<DataSet> records = new ArrayList<>();
+        Nd4j.getRandom().setSeed(1_000_010L);
+        for (int r = 0; r < 5; r++) {
+            int n = 2 + r % 2;
+            int t = 3 + 2 * (r % 3);
+            INDArray y = Nd4j.zeros(DataType.DOUBLE, n, 3, t);
+            for (int i = 0; i < n; i++) {
+                for (int step = 0; step < t; step++) {
+                    y.putScalar(new int[] {i, (i + step + r) % 3, step}, 1.0);
+                }
+            }
+            records.add(new DataSet(Nd4j.randn(DataType.DOUBLE, n, 2, t), y));
+        }
+        DataSet all = DataSet.merge(records);
+        Quantities reference = BackPackNetwork.extend(lstm.clone()).backward(all, new DiagGGNExact(),
+                new Variance());
+        DatasetQuantities q = SparkQuantities.of(lstm).batchSize(4).extensions(new DiagGGNExact(), new Variance())
+                .compute(sc.parallelize(records, 2));
+        assertEquals(all.numExamples(), q.size());
+        for (String layer : new String[] {"0", "1"}) {
+            for (String param : reference.params(DiagGGNExact.class, layer)) {
+                assertClose(reference.get(DiagGGNExact.class, layer, param), q.get(DiagGGNExact.class, layer, param),
+                        1e-10, layer + "_" + param);
+                assertClose(reference.get(Variance.class, layer, param), q.get(Variance.class, layer, param),
+                        1e-10, layer + "_" + param);
+            }
+        }
     }
 
     @Test
