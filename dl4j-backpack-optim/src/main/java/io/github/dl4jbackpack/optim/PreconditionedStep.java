@@ -169,6 +169,10 @@ final class PreconditionedStep implements GradientUpdater<PreconditionedUpdater>
         if (!config.dampingIteration(iteration)) {
             return false;
         }
+        if (measuredIteration == iteration) {
+            throw new IllegalStateException("two DampingAdaptation listeners measure iteration " + iteration + " of "
+                    + config + ": λ would be adapted twice; add one listener per network");
+        }
         measuredIteration = iteration;
         predictedChange = Double.NaN;
         return true;

@@ -184,7 +184,7 @@ class AdaptiveDampingTest {
     }
 
     @Test
-    void withoutTheListenerTheFirstAdaptationFailsAndSaysWhatToAdd() {
+    void withoutTheListenerOrWithTwoTheFirstAdaptationFailsAndSaysWhy() {
         MultiLayerNetwork net = PreconditionedUpdaterTest.network(KroneckerUpdater.kflr(0.1, 0.1)
                 .withAdaptiveDamping(3), 1);
         BackPackNetwork.extend(net);
@@ -193,6 +193,14 @@ class AdaptiveDampingTest {
                 () -> net.fit(PreconditionedUpdaterTest.features(1, 4), PreconditionedUpdaterTest.labels(1, 4)));
         assertTrue(e.getMessage().contains("net.addListeners(new DampingAdaptation())"), e.getMessage());
         assertArrayEquals(before.data().asDouble(), net.params().data().asDouble(), 0.0, "no step was taken");
+
+        MultiLayerNetwork twice = PreconditionedUpdaterTest.network(KroneckerUpdater.kflr(0.1, 0.1)
+                .withAdaptiveDamping(3), 1);
+        BackPackNetwork.extend(twice);
+        twice.addListeners(new DampingAdaptation(), new DampingAdaptation());
+        IllegalStateException two = assertThrows(IllegalStateException.class,
+                () -> twice.fit(PreconditionedUpdaterTest.features(1, 4), PreconditionedUpdaterTest.labels(1, 4)));
+        assertTrue(two.getMessage().contains("one listener per network"), two.getMessage());
     }
 
     @Test

@@ -136,8 +136,12 @@ public final class Benchmark {
         static Machine current() {
             java.util.Properties info = Nd4j.getExecutioner().getEnvironmentInformation();
             String blas = String.valueOf(info.getOrDefault("blas.vendor", "unknown"));
+            // the ND4J build: the default one, or the AVX2 / AVX-512 / oneDNN one chosen with
+            // -Djavacpp.platform.extension=-avx2 (its jar on the class path)
+            String build = System.getProperty("javacpp.platform.extension", "");
             return new Machine(cpuModel(), Runtime.getRuntime().availableProcessors(),
-                    Nd4j.getEnvironment().maxMasterThreads(), Nd4j.getBackend().getClass().getSimpleName(), blas);
+                    Nd4j.getEnvironment().maxMasterThreads(), Nd4j.getBackend().getClass().getSimpleName()
+                    + (build.isEmpty() ? "" : " (" + build.substring(1) + " build)"), blas);
         }
 
         private static String cpuModel() {
