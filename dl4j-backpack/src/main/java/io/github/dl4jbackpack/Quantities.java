@@ -27,12 +27,17 @@ import java.util.stream.Collectors;
  * follow docs/math.md's scaling (objective: the mean loss over the batch, summed over the outputs of
  * a graph) and are shaped like the parameter ({@code paramTable()} shape), with the batch axis first
  * for per-example quantities. All arrays are detached from DL4J workspaces.
+ *
+ * <p>Their native memory is freed when the garbage collector collects them, which a loop that makes little Java
+ * garbage (ND4J arrays are small Java objects) may rarely do; {@link #close()} frees it at once, for loops over
+ * many batches of a large network.
  */
-public final class Quantities implements ParameterQuantities {
+public final class Quantities implements ParameterQuantities, AutoCloseable {
 
     private final double score;
     private final long batchSize;
     private final Map<Class<?>, Map<String, Map<String, Object>>> values;
+    private volatile boolean closed;
 
     /**
      * Created by the library at the end of a backward pass.
@@ -214,6 +219,9 @@ public final class Quantities implements ParameterQuantities {
     }
 
     private Map<String, Map<String, Object>> byLayer(Class<?> extension) {
+        if (closed) {
+            throw new IllegalStateException("these quantities were closed: read their values before close()");
+        }
         Map<String, Map<String, Object>> byLayer = values.get(extension);
         if (byLayer == null) {
             throw new IllegalArgumentException(extension.getSimpleName() + " was not computed in this pass; computed: "
@@ -238,6 +246,31 @@ public final class Quantities implements ParameterQuantities {
             return (T) ((INDArray) value).dup();
         }
         return (T) value;
+    }
+
+    /**
+     * Frees the native memory of the values now instead of at a garbage collection. Values read before (copies)
+     * stay valid; reading a value afterwards throws {@link IllegalStateException}. Optional, idempotent. The
+     * quantities of a training iteration are shared with the network's curvature updaters and quantities
+     * listeners: close only those of {@link BackPackNetwork#backward} that no listener keeps.
+     */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        for (Map<String, Map<String, Object>> byLayer : values.values()) {
+            for (Map<String, Object> params : byLayer.values()) {
+                for (Object v : params.values()) {
+                    if (v instanceof INDArray a && a.closeable()) {
+                        a.close();
+                    } else if (v instanceof io.github.dl4jbackpack.extensions.KroneckerFactors k) {
+                        k.close();
+                    }
+                }
+            }
+        }
     }
 
     @Override

@@ -18,7 +18,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * Kronecker factors with other values keep the parameter's arrangement (the product's flattening, a transposed
- * convolution's reordering included), and factors survive Java serialization.
+ * convolution's reordering included), factors survive Java serialization, and closed quantities and factors refuse
+ * reads while copies read before stay valid.
  */
 class KroneckerFactorsValuesTest {
 
@@ -51,6 +52,27 @@ class KroneckerFactorsValuesTest {
         IllegalArgumentException shape = assertThrows(IllegalArgumentException.class,
                 () -> templates[0].withValues(b2, b2));
         assertTrue(shape.getMessage().contains("shapes"), shape.getMessage());
+    }
+
+    @Test
+    void closedQuantitiesAndFactorsRefuseReadsAndCopiesReadBeforeStayValid() {
+        INDArray a = symmetric(3, 9);
+        KroneckerFactors f = KroneckerFactors.denseWeight(a, symmetric(2, 10));
+        java.util.Map<Class<?>, java.util.Map<String, java.util.Map<String, Object>>> values = java.util.Map.of(
+                io.github.dl4jbackpack.extensions.KFLR.class, java.util.Map.of("0", java.util.Map.of("W", f)),
+                io.github.dl4jbackpack.extensions.Variance.class, java.util.Map.of("0", java.util.Map.of("W",
+                        a.dup())));
+        Quantities q = new Quantities(1.0, 4, values);
+        INDArray before = q.get(io.github.dl4jbackpack.extensions.Variance.class, "0", "W");
+        INDArray factorBefore = f.inputFactor().get();
+        q.close();
+        q.close();
+        assertEquals(a, before, "a copy read before close stays valid");
+        assertEquals(a, factorBefore);
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+                () -> q.get(io.github.dl4jbackpack.extensions.Variance.class, "0", "W"));
+        assertTrue(e.getMessage().contains("closed"), e.getMessage());
+        assertThrows(IllegalStateException.class, f::outputFactor, "the factors inside were closed too");
     }
 
     @Test

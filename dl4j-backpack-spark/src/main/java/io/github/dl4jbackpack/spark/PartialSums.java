@@ -3,7 +3,9 @@ package io.github.dl4jbackpack.spark;
 
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
 import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
 
 import java.io.Serializable;
 import java.util.LinkedHashMap;
@@ -60,10 +62,10 @@ final class PartialSums implements Serializable {
     void addGradient(String layer, String param, long n, INDArray mean, INDArray squaredDeviations) {
         INDArray mu = gradientMean.computeIfAbsent(layer, k -> new LinkedHashMap<>()).get(param);
         if (mu == null) {
-            gradientMean.get(layer).put(param, mean);
+            gradientMean.get(layer).put(param, mean.detach());
             if (squaredDeviations != null) {
                 gradientSquaredDeviations.computeIfAbsent(layer, k -> new LinkedHashMap<>()).put(param,
-                        squaredDeviations);
+                        squaredDeviations.detach());
             }
             return;
         }
@@ -95,24 +97,58 @@ final class PartialSums implements Serializable {
     void addSum(String extension, String layer, String param, INDArray value) {
         Map<String, INDArray> params = sums.computeIfAbsent(extension, k -> new LinkedHashMap<>())
                 .computeIfAbsent(layer, k -> new LinkedHashMap<>());
-        params.merge(param, value, INDArray::addi);
+        INDArray sum = params.get(param);
+        if (sum == null) {
+            params.put(param, value.detach());
+        } else {
+            sum.addi(value);
+        }
     }
 
     /**
      * @param extension the extension's name
      * @param layer the layer's name
      * @param param the parameter's name
-     * @param value a batch's contribution, its factors already weighted by N_k and in float64
+     * @param inputFactor a batch's {@code N_k A_k} in float64, or null for a bias
+     * @param outputFactor a batch's {@code N_k B_k} in float64
+     * @param template the batch's factors, for their arrangement
      */
-    void addFactors(String extension, String layer, String param, KroneckerFactors value) {
+    void addFactors(String extension, String layer, String param, INDArray inputFactor, INDArray outputFactor,
+                    KroneckerFactors template) {
         Map<String, KroneckerFactors> params = kroneckerSums.computeIfAbsent(extension, k -> new LinkedHashMap<>())
                 .computeIfAbsent(layer, k -> new LinkedHashMap<>());
-        params.merge(param, value, PartialSums::addFactors);
+        KroneckerFactors sum = params.get(param);
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            if (sum == null) {
+                params.put(param, template.withValues(inputFactor == null ? null : inputFactor.detach(),
+                        outputFactor.detach()));
+            } else {
+                INDArray a = sum.inputFactor().map(f -> f.addi(inputFactor)).orElse(null);
+                INDArray b = sum.outputFactor().addi(outputFactor);
+                params.put(param, sum.withValues(a, b));
+                sum.close();
+                close(a);
+                close(b);
+            }
+        }
     }
 
     private static KroneckerFactors addFactors(KroneckerFactors a, KroneckerFactors b) {
         INDArray input = a.inputFactor().map(f -> f.addi(b.inputFactor().orElseThrow())).orElse(null);
-        return a.withValues(input, a.outputFactor().addi(b.outputFactor()));
+        INDArray output = a.outputFactor().addi(b.outputFactor());
+        KroneckerFactors sum = a.withValues(input, output);
+        a.close();
+        b.close();
+        close(input);
+        close(output);
+        return sum;
+    }
+
+    /** Frees an array of these sums' own now (ND4J would free it only at a garbage collection). */
+    private static void close(INDArray array) {
+        if (array != null && array.closeable()) {
+            array.close();
+        }
     }
 
     /**

@@ -17,6 +17,12 @@ import org.deeplearning4j.nn.layers.normalization.BatchNormalization;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.nn.params.BatchNormalizationParamInitializer;
 import org.deeplearning4j.util.ModelSerializer;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import org.nd4j.linalg.api.memory.conf.WorkspaceConfiguration;
+import org.nd4j.linalg.api.memory.enums.AllocationPolicy;
+import org.nd4j.linalg.api.memory.enums.LearningPolicy;
+import org.nd4j.linalg.api.memory.enums.ResetPolicy;
+import org.nd4j.linalg.api.memory.enums.SpillPolicy;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.dataset.api.MultiDataSet;
@@ -40,6 +46,15 @@ final class PartitionPass implements Serializable {
 
     private static final long serialVersionUID = 1L;
     /** The parameters of batch normalisation that are running statistics, not trained by the gradient. */
+    /** The per-thread workspace of a batch's temporaries. */
+    static final String WORKSPACE_ID = "dl4j-backpack-spark-batch";
+    private static final WorkspaceConfiguration BATCH_WORKSPACE = WorkspaceConfiguration.builder()
+            .policyAllocation(AllocationPolicy.OVERALLOCATE)
+            .overallocationLimit(0.2)
+            .policyLearning(LearningPolicy.FIRST_LOOP)
+            .policyReset(ResetPolicy.BLOCK_LEFT)
+            .policySpill(SpillPolicy.REALLOCATE)
+            .build();
     private static final Set<String> RUNNING_STATISTICS = Set.of(BatchNormalizationParamInitializer.GLOBAL_MEAN,
             BatchNormalizationParamInitializer.GLOBAL_VAR, BatchNormalizationParamInitializer.GLOBAL_LOG_STD);
 
@@ -82,33 +97,54 @@ final class PartitionPass implements Serializable {
             while (batches.hasNext()) {
                 Batches.Batch batch = batches.next();
                 long n = batch.size();
-                Quantities q = net.backward(batch.data(), requested);
-                addGradients(net, q, n, variance, sums);
-                for (ExtensionSpec spec : extensions) {
-                    if (spec.kind() == ExtensionSpec.Kind.VARIANCE) {
-                        continue;
-                    }
-                    for (String layer : q.layerNames(classOf(spec))) {
-                        for (String param : q.params(classOf(spec), layer)) {
-                            Object value = q.get(classOf(spec), layer, param);
-                            if (value instanceof KroneckerFactors f) {
-                                sums.addFactors(spec.name(), layer, param, f.withValues(
-                                        f.inputFactor().map(a -> PartialSums.float64(a).muli(n)).orElse(null),
-                                        PartialSums.float64(f.outputFactor()).muli(n)));
-                            } else {
-                                double weight = spec.kind() == ExtensionSpec.Kind.SUM_GRAD_SQUARED ? (double) n * n : n;
-                                sums.addSum(spec.name(), layer, param, PartialSums.float64((INDArray) value)
-                                        .muli(weight));
-                            }
+                try (Quantities q = net.backward(batch.data(), requested);
+                     MemoryWorkspace ignored = batchWorkspace()) {
+                    addGradients(net, q, n, variance, sums);
+                    for (ExtensionSpec spec : extensions) {
+                        if (spec.kind() != ExtensionSpec.Kind.VARIANCE) {
+                            addValues(spec, q, n, sums);
                         }
                     }
+                    sums.finishBatch(n, q.score());
                 }
-                sums.finishBatch(n, q.score());
             }
         } finally {
-            BackPackNetwork.releaseThreadMemory();
+            release();
         }
         return List.of(sums).iterator();
+    }
+
+    /** Adds one extension's values of a batch: {@code N_k X_k}, {@code N_k² SGS_k}, factors weighted by N_k. */
+    private static void addValues(ExtensionSpec spec, Quantities q, long n, PartialSums sums) {
+        for (String layer : q.layerNames(classOf(spec))) {
+            for (String param : q.params(classOf(spec), layer)) {
+                Object value = q.get(classOf(spec), layer, param);
+                if (value instanceof KroneckerFactors f) {
+                    sums.addFactors(spec.name(), layer, param,
+                            f.inputFactor().map(a -> PartialSums.float64(a).muli(n)).orElse(null),
+                            PartialSums.float64(f.outputFactor()).muli(n), f);
+                } else {
+                    double weight = spec.kind() == ExtensionSpec.Kind.SUM_GRAD_SQUARED ? (double) n * n : n;
+                    sums.addSum(spec.name(), layer, param, PartialSums.float64((INDArray) value).muli(weight));
+                }
+            }
+        }
+    }
+
+    /**
+     * @return the workspace of one batch's temporaries (the copies read from its quantities, the merge's
+     *     intermediate arrays): reused from batch to batch instead of native memory that ND4J would free only at a
+     *     garbage collection, which a loop making little Java garbage rarely triggers
+     */
+    private static MemoryWorkspace batchWorkspace() {
+        return Nd4j.getWorkspaceManager().getAndActivateWorkspace(BATCH_WORKSPACE, WORKSPACE_ID);
+    }
+
+    /** Returns the partition's scratch memory (the core's and the batch workspace) deterministically. */
+    private static void release() {
+        BackPackNetwork.releaseThreadMemory();
+        MemoryWorkspace ws = Nd4j.getWorkspaceManager().getWorkspaceForCurrentThread(BATCH_WORKSPACE, WORKSPACE_ID);
+        Nd4j.getWorkspaceManager().destroyWorkspace(ws);
     }
 
     @SuppressWarnings({"unchecked", "rawtypes"})
@@ -172,28 +208,38 @@ final class PartitionPass implements Serializable {
             while (batches.hasNext()) {
                 Batches.Batch batch = batches.next();
                 long n = batch.size();
-                Quantities q = net.backward(batch.data(), new BatchL2Grad());
-                // ‖∇ℓ_n‖² = N² Σ_params ‖g_n‖²
-                INDArray squaredNorms = null;
-                for (String layer : q.layerNames(BatchL2Grad.class)) {
-                    for (String param : q.params(BatchL2Grad.class, layer)) {
-                        INDArray v = PartialSums.float64(q.get(BatchL2Grad.class, layer, param)).reshape(n);
-                        squaredNorms = squaredNorms == null ? v : squaredNorms.addi(v);
+                try (Quantities q = net.backward(batch.data(), new BatchL2Grad());
+                     MemoryWorkspace ignored = batchWorkspace()) {
+                    // ‖∇ℓ_n‖² = N² Σ_params ‖g_n‖²
+                    INDArray squaredNorms = null;
+                    for (String layer : q.layerNames(BatchL2Grad.class)) {
+                        for (String param : q.params(BatchL2Grad.class, layer)) {
+                            INDArray v = PartialSums.float64(q.get(BatchL2Grad.class, layer, param)).reshape(n);
+                            squaredNorms = squaredNorms == null ? v : squaredNorms.addi(v);
+                        }
                     }
-                }
-                INDArray losses = losses(net.model(), batch.data()).reshape(n);
-                for (int i = 0; i < n; i++) {
-                    double norm = squaredNorms == null ? 0 : Math.sqrt(squaredNorms.getDouble(i)) * n;
-                    out.add(new ExampleStatistics(batch.ids().get(i), partition, index++, losses.getDouble(i), norm));
+                    INDArray losses = losses(net.model(), batch.data()).reshape(n);
+                    for (int i = 0; i < n; i++) {
+                        double norm = squaredNorms == null ? 0 : Math.sqrt(squaredNorms.getDouble(i)) * n;
+                        out.add(new ExampleStatistics(batch.ids().get(i), partition, index++, losses.getDouble(i),
+                                norm));
+                    }
                 }
             }
         } finally {
-            BackPackNetwork.releaseThreadMemory();
+            release();
         }
         return out.iterator();
     }
 
+    /** @return the batch's per-example losses, {@code [N]}, computed by DL4J outside every workspace (it insists) */
     private static INDArray losses(Model model, MultiDataSet batch) {
+        try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            return scoreExamples(model, batch);
+        }
+    }
+
+    private static INDArray scoreExamples(Model model, MultiDataSet batch) {
         if (model instanceof MultiLayerNetwork net) {
             DataSet ds = new DataSet(batch.getFeatures(0), batch.getLabels(0),
                     batch.getFeaturesMaskArrays() == null ? null : batch.getFeaturesMaskArray(0),

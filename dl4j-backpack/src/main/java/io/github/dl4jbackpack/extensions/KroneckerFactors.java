@@ -23,7 +23,7 @@ import java.util.Optional;
  * <p>Immutable: accessors return copies. Serializable (Java serialization of its arrays), so that results can
  * travel between machines.
  */
-public final class KroneckerFactors implements Serializable {
+public final class KroneckerFactors implements Serializable, AutoCloseable {
 
     private static final long serialVersionUID = 1L;
 
@@ -38,6 +38,8 @@ public final class KroneckerFactors implements Serializable {
     private final INDArray outputFactor;
     /** Whether the product is {@code A ⊗ B}. */
     private final boolean inputSideFirst;
+    /** Whether {@link #close()} freed the arrays. */
+    private volatile boolean closed;
     /** {@code nIn} of a transposed-convolution weight, whose first two axes the factors swap; 0 otherwise. */
     private final long swappedInputChannels;
 
@@ -108,6 +110,7 @@ public final class KroneckerFactors implements Serializable {
      * @throws IllegalArgumentException if a shape differs or {@code A} is given for a bias (or missing otherwise)
      */
     public KroneckerFactors withValues(INDArray inputFactor, INDArray outputFactor) {
+        checkOpen();
         if ((inputFactor == null) != (this.inputFactor == null)) {
             throw new IllegalArgumentException(this.inputFactor == null ? "a bias has no input-side factor"
                     : "the input-side factor is missing");
@@ -121,8 +124,37 @@ public final class KroneckerFactors implements Serializable {
         return new KroneckerFactors(ordered, inputFactor, outputFactor, inputSideFirst, swappedInputChannels);
     }
 
+    /**
+     * Frees the native memory of the factors now instead of at a garbage collection (optional, idempotent);
+     * reading them afterwards throws {@link IllegalStateException}. Arrays read before are copies and stay valid.
+     */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        List<INDArray> all = new ArrayList<>(factors);
+        all.add(outputFactor);
+        if (inputFactor != null) {
+            all.add(inputFactor);
+        }
+        for (INDArray a : all) {
+            if (a.closeable() && !a.wasClosed()) {
+                a.close();
+            }
+        }
+    }
+
+    private void checkOpen() {
+        if (closed) {
+            throw new IllegalStateException("these Kronecker factors were closed");
+        }
+    }
+
     /** @return the factors, in the order whose Kronecker product approximates the block */
     public List<INDArray> factors() {
+        checkOpen();
         List<INDArray> copies = new ArrayList<>();
         for (INDArray f : factors) {
             copies.add(f.dup());
@@ -132,11 +164,13 @@ public final class KroneckerFactors implements Serializable {
 
     /** @return the input-side factor {@code A}; empty for a bias */
     public Optional<INDArray> inputFactor() {
+        checkOpen();
         return Optional.ofNullable(inputFactor).map(INDArray::dup);
     }
 
     /** @return the output-side factor {@code B} */
     public INDArray outputFactor() {
+        checkOpen();
         return outputFactor.dup();
     }
 
@@ -166,6 +200,7 @@ public final class KroneckerFactors implements Serializable {
      * @throws IllegalStateException if it would exceed {@link #MAX_MATRIX_ELEMENTS} elements
      */
     public INDArray toMatrix() {
+        checkOpen();
         long d = dimension();
         if (d * d > MAX_MATRIX_ELEMENTS) {
             throw new IllegalStateException("the Kronecker product would be a " + d + "×" + d + " matrix, larger than "

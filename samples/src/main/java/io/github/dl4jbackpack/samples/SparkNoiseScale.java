@@ -163,15 +163,29 @@ public final class SparkNoiseScale {
         ProgressBar bar = new ProgressBar(progress, "one machine", batches.size());
         for (DataSet batch : batches) {
             long n = batch.numExamples();
-            Quantities q = bp.backward(batch, new DiagGGNMC(1), new SumGradSquared());
-            for (String key : q.keys(DiagGGNMC.class)) {
-                INDArray f = q.byKey(DiagGGNMC.class, key).castTo(DataType.DOUBLE).muli(n);
-                fisher.merge(key, f, INDArray::addi);
-                squaredGradients += q.byKey(SumGradSquared.class, key).castTo(DataType.DOUBLE).sumNumber()
-                        .doubleValue() * n * n;
+            // every array of the loop is closed when used: ND4J would free them only at a garbage collection
+            try (Quantities q = bp.backward(batch, new DiagGGNMC(1), new SumGradSquared())) {
+                for (String key : q.keys(DiagGGNMC.class)) {
+                    INDArray mc = q.byKey(DiagGGNMC.class, key);
+                    INDArray f = mc.castTo(DataType.DOUBLE).muli(n);
+                    mc.close();
+                    fisher.merge(key, f, (sum, add) -> {
+                        sum.addi(add);
+                        add.close();
+                        return sum;
+                    });
+                    INDArray sgs = q.byKey(SumGradSquared.class, key);
+                    squaredGradients += sgs.sumNumber().doubleValue() * n * n;
+                    sgs.close();
+                }
             }
             INDArray g = net.gradient().gradient().castTo(DataType.DOUBLE);
-            gradientSum = gradientSum == null ? g.dup() : gradientSum.addi(g);
+            if (gradientSum == null) {
+                gradientSum = g.dup();
+            } else {
+                gradientSum.addi(g);
+            }
+            g.close();
             m += n;
             bar.update(m / s.batch(), "");
         }
