@@ -83,7 +83,7 @@ public final class PrivateTraining {
     private final int examples;
     private final double reportDelta;
     private final boolean acceptAnyBatches;
-    private final SplittableRandom noise;
+    private final GaussianNoise noise;
     private final RdpAccountant accountant = new RdpAccountant();
     private final PoissonSampling iterator;
     private final Step listener = new Step();
@@ -119,7 +119,7 @@ public final class PrivateTraining {
             log.warn("Private training with a fixed seed ({}): the noise and the sampling are reproducible, and "
                     + "predictable to anyone who knows the seed; use a seed only for experiments", b.seed);
         }
-        this.noise = new SplittableRandom(seed);
+        this.noise = new GaussianNoise(new SplittableRandom(seed));
         this.iterator = new PoissonSampling(data, sampleRate, new SplittableRandom(samplingSeed), b.physicalBatch,
                 this::accumulate);
         network.require(listener, List.of(new BatchL2Grad(), new WeightedGradientSum()));
@@ -228,6 +228,13 @@ public final class PrivateTraining {
                 throw new IllegalStateException("no per-example gradients for " + missing + ": their gradient "
                         + "cannot be made private");
             }
+            List<INDArray> targets = new ArrayList<>();
+            for (String layer : q.layerNames(WeightedGradientSum.class)) {
+                for (String param : q.params(WeightedGradientSum.class, layer)) {
+                    targets.add(view.get(layer + "_" + param));
+                }
+            }
+            noise.writeInto(targets, noiseStandardDeviation());
             for (String layer : q.layerNames(WeightedGradientSum.class)) {
                 for (String param : q.params(WeightedGradientSum.class, layer)) {
                     // each sum's temporaries in a workspace of their own, reused by the next parameter and step:
@@ -236,7 +243,6 @@ public final class PrivateTraining {
                     try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().getAndActivateWorkspace(WORKSPACE,
                             WORKSPACE_ID)) {
                         INDArray target = view.get(layer + "_" + param);
-                        addNoise(target);
                         target.addi(clipped.sum(layer, param));
                         INDArray earlier = accumulated.get(layer + "_" + param);
                         if (earlier != null) {
@@ -260,6 +266,8 @@ public final class PrivateTraining {
             accumulated.clear();
             accumulatedExamples = 0;
             accumulatedClipped = 0;
+            // the next step's noise is drawn while DL4J's update and the next pass run
+            noise.prefetch(targets, noiseStandardDeviation());
         }
 
         @Override
@@ -281,7 +289,7 @@ public final class PrivateTraining {
      * @param unclipped how many examples of the step had {@code ‖∇ℓ_n‖ ≤ C}
      */
     private void adaptNorm(long unclipped) {
-        double fraction = (unclipped + clipping.countNoiseMultiplier() * noise.nextGaussian()) / (sampleRate * examples);
+        double fraction = (unclipped + clipping.countNoiseMultiplier() * noise.random().nextGaussian()) / (sampleRate * examples);
         clipNorm *= Math.exp(-clipping.normLearningRate() * (fraction - clipping.targetQuantile()));
     }
 
@@ -323,40 +331,9 @@ public final class PrivateTraining {
         last = s;
     }
 
-    /**
-     * Overwrites a gradient view with {@code N(0, σ²C²)} per element, drawn by Java's ziggurat sampler
-     * ({@code SplittableRandom.nextGaussian}) and written into the view's memory in one copy where the view is
-     * contiguous (the parameter views of DL4J's flattened gradient are).
-     */
-    private void addNoise(INDArray target) {
-        double sd = gradientNoise * (clipping.isPerLayer() ? clipping.sensitivity() : clipNorm);
-        int n = Math.toIntExact(target.length());
-        boolean contiguous = target.elementWiseStride() == 1 && !target.isEmpty();
-        if (target.dataType() == org.nd4j.linalg.api.buffer.DataType.DOUBLE) {
-            double[] z = new double[n];
-            for (int i = 0; i < n; i++) {
-                z[i] = sd * noise.nextGaussian();
-            }
-            if (contiguous) {
-                java.nio.DoubleBuffer buffer = target.data().asNioDouble();
-                buffer.position(Math.toIntExact(target.offset()));
-                buffer.put(z);
-            } else {
-                target.assign(Nd4j.createFromArray(z).reshape(target.ordering(), target.shape()));
-            }
-        } else {
-            float[] z = new float[n];
-            for (int i = 0; i < n; i++) {
-                z[i] = (float) (sd * noise.nextGaussian());
-            }
-            if (contiguous && target.dataType() == org.nd4j.linalg.api.buffer.DataType.FLOAT) {
-                java.nio.FloatBuffer buffer = target.data().asNioFloat();
-                buffer.position(Math.toIntExact(target.offset()));
-                buffer.put(z);
-            } else {
-                target.assign(Nd4j.createFromArray(z).reshape(target.ordering(), target.shape()));
-            }
-        }
+    /** @return the standard deviation of the coming step's noise per coordinate, σ·C (σ_Δ·C_t when adaptive) */
+    private double noiseStandardDeviation() {
+        return gradientNoise * (clipping.isPerLayer() ? clipping.sensitivity() : clipNorm);
     }
 
     /** @return the network's gradient views by DL4J parameter key */

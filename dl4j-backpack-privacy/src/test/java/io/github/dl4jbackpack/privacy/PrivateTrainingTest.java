@@ -416,6 +416,39 @@ class PrivateTrainingTest {
         assertEquals(0, dot / Math.sqrt(n0 * n1), 4 / Math.sqrt(noise[0].length), "correlation of two steps' noise");
     }
 
+    /**
+     * The noise of step t+1 is drawn ahead, on another thread, during step t's update and step t+1's pass: a
+     * seeded run's noise must still be the generator's sequence, step after step, parameter after parameter, as if
+     * drawn when needed (and reproducible whatever the timing).
+     */
+    @Test
+    void seededNoiseIsTheGeneratorsSequenceStepAfterStep() {
+        Nd4j.setDefaultDataTypes(DataType.DOUBLE, DataType.DOUBLE);
+        MultiLayerNetwork noisy = mlp(DataType.DOUBLE, new Sgd(1.0),
+                new DenseLayer.Builder().nOut(30).activation(Activation.TANH).build());
+        MultiLayerNetwork exact = noisy.clone();
+        DataSet data = data(DataType.DOUBLE, 40, 10);
+        double sd = 1.3 * 0.7;
+        double b = 10;
+        long seed = 77;
+        PrivateTraining withNoise = PrivateTraining.builder().clipping(Clipping.flat(0.7)).noiseMultiplier(1.3)
+                .expectedBatchSize((long) b).seed(seed).build(noisy, data);
+        PrivateTraining.builder().clipping(Clipping.flat(0.7)).noiseMultiplier(0)
+                .expectedBatchSize((long) b).acceptBatchesNotPoissonSampled().build(exact, data);
+        java.util.SplittableRandom generator = new java.util.SplittableRandom(seed);
+        for (int step = 0; step < 3; step++) {
+            exact.setParams(noisy.params().dup());
+            DataSet batch = withNoise.iterator().next();
+            noisy.fit(batch);
+            exact.fit(batch);
+            double[] z = exact.params().sub(noisy.params()).muli(b).toDoubleVector();
+            for (int i = 0; i < z.length; i++) {
+                double expected = sd * generator.nextGaussian();
+                assertEquals(expected, z[i], 1e-9 * (1 + Math.abs(expected)), "step " + step + ", coordinate " + i);
+            }
+        }
+    }
+
     @Test
     void poissonBatchesHaveTheSampleRate() {
         DataSet data = data(DataType.DOUBLE, 200, 12);
