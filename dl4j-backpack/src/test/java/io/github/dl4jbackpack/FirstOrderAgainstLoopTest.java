@@ -187,6 +187,26 @@ class FirstOrderAgainstLoopTest {
             assertArrayEquals(net.getParam(key).shape(), sum.shape(), key + " shape");
             assertClose(Reference.weightedSum(g, weights), sum.of(weights), RTOL, ATOL, key + " weighted sum");
             assertClose(g.sum(0), sum.of(Nd4j.ones(DataType.DOUBLE, x.size(0))), RTOL, ATOL, key + " gradient");
+            // added in place: into a column-major view at an offset of a flat buffer, as DL4J's gradient views
+            // (a dense layer's weights: one product accumulated there), and into a row-major array
+            INDArray expected = Reference.weightedSum(g, weights);
+            INDArray flat = Nd4j.rand(DataType.DOUBLE, 1, expected.length() + 3);
+            INDArray view = flat.get(org.nd4j.linalg.indexing.NDArrayIndex.point(0),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(3, expected.length() + 3)).reshape('f',
+                    expected.shape());
+            INDArray rowMajor = Nd4j.rand(DataType.DOUBLE, expected.shape());
+            for (INDArray target : new INDArray[] {view, rowMajor}) {
+                INDArray before = target.dup();
+                INDArray head = flat.get(org.nd4j.linalg.indexing.NDArrayIndex.point(0),
+                        org.nd4j.linalg.indexing.NDArrayIndex.interval(0, 3)).dup();
+                sum.addTo(weights, target);
+                assertClose(before.add(expected), target, RTOL, ATOL, key + " added in place, order "
+                        + target.ordering());
+                assertEquals(head, flat.get(org.nd4j.linalg.indexing.NDArrayIndex.point(0),
+                        org.nd4j.linalg.indexing.NDArrayIndex.interval(0, 3)), key + " untouched around the view");
+            }
+            org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    () -> sum.addTo(weights, Nd4j.zeros(DataType.DOUBLE, expected.length() + 1)), key + " shape");
         });
     }
 

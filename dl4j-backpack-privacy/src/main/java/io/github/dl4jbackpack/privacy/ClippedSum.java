@@ -49,6 +49,18 @@ record ClippedSum(Quantities quantities, Map<String, INDArray> weights, double[]
         return quantities.get(WeightedGradientSum.class, layer, param).of(weights.get(layer));
     }
 
+    /**
+     * Adds {@code Σ_n c_n ∇ℓ_n} of a parameter to a target of its shape (one product accumulated into the target
+     * where the layer's sum is one).
+     *
+     * @param layer a layer name
+     * @param param one of its parameters
+     * @param target an array of the parameter's shape, e.g. its view of DL4J's gradient
+     */
+    void addTo(String layer, String param, INDArray target) {
+        quantities.get(WeightedGradientSum.class, layer, param).addTo(weights.get(layer), target);
+    }
+
     static ClippedSum of(Quantities q, Clipping clipping, boolean standIn) {
         int n = Math.toIntExact(q.batchSize());
         double scale = (double) n * n;

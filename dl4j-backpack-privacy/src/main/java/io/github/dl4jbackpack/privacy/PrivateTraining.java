@@ -243,7 +243,7 @@ public final class PrivateTraining {
                     try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().getAndActivateWorkspace(WORKSPACE,
                             WORKSPACE_ID)) {
                         INDArray target = view.get(layer + "_" + param);
-                        target.addi(clipped.sum(layer, param));
+                        clipped.addTo(layer, param, target);
                         INDArray earlier = accumulated.get(layer + "_" + param);
                         if (earlier != null) {
                             target.addi(earlier);

@@ -56,5 +56,23 @@ public final class WeightedGradientSum implements Extension<WeightedGradientSum.
          * @throws IllegalArgumentException if {@code weights} does not have N elements
          */
         INDArray of(INDArray weights);
+
+        /**
+         * Adds {@code Σ_n w_n g_n} to {@code target}: for a dense layer's weights one matrix product accumulated
+         * into the target (no array of the sum, no separate addition), else {@code target.addi(of(weights))}.
+         *
+         * @param weights {@code w}, N values as for {@link #of}
+         * @param target an array of the parameter's shape, in the pass's data type (for example the parameter's
+         *     view of DL4J's gradient); temporaries as for {@link #of}
+         * @throws IllegalArgumentException if {@code weights} does not have N elements or the target's shape is not
+         *     the parameter's
+         */
+        default void addTo(INDArray weights, INDArray target) {
+            if (!java.util.Arrays.equals(target.shape(), shape())) {
+                throw new IllegalArgumentException("the target must have the parameter's shape "
+                        + java.util.Arrays.toString(shape()) + ", got " + java.util.Arrays.toString(target.shape()));
+            }
+            target.addi(of(weights));
+        }
     }
 }

@@ -22,6 +22,8 @@ final class DeferredSum implements WeightedGradientSum.Deferred {
     private final long[] shape;
     private final DataType dataType;
     private final UnaryOperator<INDArray> sum;
+    /** Adds the sum for weights {@code [N]} to a target in place, or null to add {@link #of}'s array. */
+    private final java.util.function.BiConsumer<INDArray, INDArray> adder;
 
     /**
      * @param batchSize N
@@ -30,10 +32,28 @@ final class DeferredSum implements WeightedGradientSum.Deferred {
      * @param sum maps weights {@code [N]} (in that data type) to the sum, of that shape
      */
     DeferredSum(long batchSize, long[] shape, DataType dataType, UnaryOperator<INDArray> sum) {
+        this(batchSize, shape, dataType, sum, null);
+    }
+
+    /**
+     * @param batchSize N
+     * @param shape the parameter's shape
+     * @param dataType the pass's data type
+     * @param sum maps weights {@code [N]} (in that data type) to the sum, of that shape
+     * @param adder adds the sum for weights {@code [N]} to a target of that shape and data type in place, where the
+     *     target's layout allows (returns false otherwise)
+     */
+    DeferredSum(long batchSize, long[] shape, DataType dataType, UnaryOperator<INDArray> sum,
+                java.util.function.BiPredicate<INDArray, INDArray> adder) {
         this.batchSize = batchSize;
         this.shape = shape.clone();
         this.dataType = dataType;
         this.sum = sum;
+        this.adder = adder == null ? null : (w, target) -> {
+            if (!adder.test(w, target)) {
+                target.addi(sum.apply(w));
+            }
+        };
     }
 
     /**
@@ -57,8 +77,17 @@ final class DeferredSum implements WeightedGradientSum.Deferred {
      * @return a c-ordered copy outside any workspace
      */
     static INDArray copy(INDArray array) {
+        return copy(array, 'c');
+    }
+
+    /**
+     * @param array an array of the pass, possibly in a workspace or overwritten by DL4J later
+     * @param order the copy's order, {@code 'c'} or {@code 'f'}
+     * @return a copy in that order outside any workspace
+     */
+    static INDArray copy(INDArray array, char order) {
         try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-            return array.dup('c');
+            return array.dup(order);
         }
     }
 
@@ -95,12 +124,29 @@ final class DeferredSum implements WeightedGradientSum.Deferred {
 
     @Override
     public INDArray of(INDArray weights) {
+        INDArray result = sum.apply(checked(weights));
+        return result.isView() || !Arrays.equals(result.shape(), shape) ? result.dup('c').reshape('c', shape) : result;
+    }
+
+    @Override
+    public void addTo(INDArray weights, INDArray target) {
+        if (adder == null || target.dataType() != dataType) {
+            WeightedGradientSum.Deferred.super.addTo(weights, target);
+            return;
+        }
+        if (!Arrays.equals(target.shape(), shape)) {
+            throw new IllegalArgumentException("the target must have the parameter's shape " + Arrays.toString(shape)
+                    + ", got " + Arrays.toString(target.shape()));
+        }
+        adder.accept(checked(weights), target);
+    }
+
+    /** @return the weights as an {@code [N]} vector of the pass's data type */
+    private INDArray checked(INDArray weights) {
         if (weights == null || weights.length() != batchSize) {
             throw new IllegalArgumentException("weights must have one value per example, N = " + batchSize
                     + ", got " + (weights == null ? "null" : "shape " + Arrays.toString(weights.shape())));
         }
-        INDArray w = weights.castTo(dataType).reshape('c', new long[] {batchSize});
-        INDArray result = sum.apply(w);
-        return result.isView() || !Arrays.equals(result.shape(), shape) ? result.dup('c').reshape('c', shape) : result;
+        return weights.castTo(dataType).reshape('c', new long[] {batchSize});
     }
 }

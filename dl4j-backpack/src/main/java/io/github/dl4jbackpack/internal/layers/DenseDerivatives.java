@@ -345,11 +345,20 @@ public final class DenseDerivatives implements LayerDerivatives {
             long n = x.size(0);
             long k = x.size(1);
             long o = delta.size(1);
-            INDArray xs = DeferredSum.copy(x);
-            INDArray ds = DeferredSum.copy(delta);
+            // column-major, as the matrix products read them
+            INDArray xs = DeferredSum.copy(x, 'f');
+            INDArray ds = DeferredSum.copy(delta, 'f');
             Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred> out = new LinkedHashMap<>();
             out.put(W, new DeferredSum(n, new long[] {k, o}, ds.dataType(),
-                    w -> gemm(xs, true, ds.mulColumnVector(w.reshape('c', n, 1)), false)));
+                    w -> Nd4j.gemm(xs, ds.mulColumnVector(w.reshape('c', n, 1)), true, false),
+                    (w, target) -> {
+                        // accumulated by the product itself into a column-major target (DL4J's gradient views)
+                        if (target.rank() != 2 || target.stride(0) != 1 || target.stride(1) != k) {
+                            return false;
+                        }
+                        Nd4j.gemm(xs, ds.mulColumnVector(w.reshape('c', n, 1)), target, true, false, 1.0, 1.0);
+                        return true;
+                    }));
             if (hasBias) {
                 out.put(B, new DeferredSum(n, new long[] {o}, ds.dataType(),
                         w -> w.reshape('c', 1, n).mmul(ds).reshape('c', new long[] {o})));
