@@ -122,7 +122,7 @@ public final class PrivateTraining {
         this.noise = new GaussianNoise(new SplittableRandom(seed));
         this.iterator = new PoissonSampling(data, sampleRate, new SplittableRandom(samplingSeed), b.physicalBatch,
                 this::accumulate);
-        network.require(listener, List.of(new BatchL2Grad(), new WeightedGradientSum()));
+        network.require(listener, List.of(new BatchL2Grad(), WeightedGradientSum.replacingGradient()));
         network.addQuantitiesListener(q -> captured = q);
         if (model instanceof MultiLayerNetwork mln) {
             mln.addListeners(listener);
@@ -303,7 +303,7 @@ public final class PrivateTraining {
      * an extended pass without update, are kept until the step of the last part adds them.
      */
     private void accumulate(DataSet part) {
-        Quantities q = network.backward(part, new BatchL2Grad(), new WeightedGradientSum());
+        Quantities q = network.backward(part, new BatchL2Grad(), WeightedGradientSum.replacingGradient());
         ClippedSum clipped = ClippedSum.of(q, currentRule(), false);
         for (String layer : q.layerNames(WeightedGradientSum.class)) {
             for (String param : q.params(WeightedGradientSum.class, layer)) {

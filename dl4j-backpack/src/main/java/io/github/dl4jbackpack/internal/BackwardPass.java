@@ -83,6 +83,15 @@ final class BackwardPass {
         return thread;
     }
 
+    /**
+     * @return whether the caller replaces DL4J's gradient with weighted sums, so that DL4J's dense weight gradients
+     *     need not be computed ({@link io.github.dl4jbackpack.extensions.WeightedGradientSum#replacingGradient()})
+     */
+    boolean replacesGradient() {
+        return firstOrder.stream().anyMatch(e -> e instanceof io.github.dl4jbackpack.extensions.WeightedGradientSum w
+                && w.replacesGradient());
+    }
+
     boolean needsFirstOrder() {
         return !firstOrder.isEmpty();
     }

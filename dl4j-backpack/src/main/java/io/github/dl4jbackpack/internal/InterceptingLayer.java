@@ -377,12 +377,26 @@ public class InterceptingLayer extends BaseWrapperLayer {
         }
         activationRecorder.start(curvature);
         Pair<Gradient, INDArray> result;
+        Pair<Gradient, INDArray> withoutWeights = null;
         try {
-            result = underlying.backpropGradient(epsilon, workspaceMgr);
+            if (pass.replacesGradient() && kind != null) {
+                withoutWeights = kind.backwardWithoutWeightGradient(underlying, epsilon, workspaceMgr);
+            }
+            result = withoutWeights != null ? withoutWeights : underlying.backpropGradient(epsilon, workspaceMgr);
         } finally {
             activationRecorder.stop();
         }
-        computeExtensions(pass, activationRecorder.preActivationGradient(), result.getFirst(), null);
+        Gradient computed = result.getFirst();
+        if (withoutWeights != null) {
+            // the weights' view holds zeros for the caller to overwrite: not a gradient an extension may read
+            computed = new org.deeplearning4j.nn.gradient.DefaultGradient();
+            for (java.util.Map.Entry<String, INDArray> e : result.getFirst().gradientForVariable().entrySet()) {
+                if (!e.getKey().equals(org.deeplearning4j.nn.params.DefaultParamInitializer.WEIGHT_KEY)) {
+                    computed.setGradientFor(e.getKey(), e.getValue());
+                }
+            }
+        }
+        computeExtensions(pass, activationRecorder.preActivationGradient(), computed, null);
         return new Step(result, activationRecorder.preActivation(), mask);
     }
 

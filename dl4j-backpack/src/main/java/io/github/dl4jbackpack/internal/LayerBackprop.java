@@ -161,6 +161,11 @@ final class LayerBackprop implements LayerSignals {
         if (summedGradient == null) {
             throw new IllegalStateException("the gradient is available during DL4J's pass, not after it");
         }
-        return summedGradient.getGradientFor(param).div(batchSize);
+        INDArray g = summedGradient.getGradientFor(param);
+        if (g == null) {
+            throw new IllegalStateException("DL4J's gradient of " + param + " of layer " + layerName() + " is not "
+                    + "computed in passes with WeightedGradientSum.replacingGradient(), which replace it");
+        }
+        return g.div(batchSize);
     }
 }

@@ -277,6 +277,53 @@ public final class DenseDerivatives implements LayerDerivatives {
         }
     }
 
+    /**
+     * {@inheritDoc} For a plain {@code DenseLayer} (no layer normalisation, input dropout, weight noise or mask):
+     * DL4J's {@code BaseLayer.backpropGradient} less its weight product: {@code z = XW + b} recomputed as DL4J
+     * recomputes it, {@code Δ} from the activation, the bias gradient {@code Σ_n δ_n} into its view, and
+     * {@code ∂L/∂X = (W Δᵀ)ᵀ}.
+     */
+    @Override
+    public org.nd4j.common.primitives.Pair<org.deeplearning4j.nn.gradient.Gradient, INDArray>
+            backwardWithoutWeightGradient(Layer layer, INDArray epsilon,
+                                          org.deeplearning4j.nn.workspace.LayerWorkspaceMgr workspaceMgr) {
+        if (layer.getClass() != DenseLayer.class || layer.getMaskArray() != null || layer.input() == null
+                || layer.input().rank() != 2 || epsilon == null) {
+            return null;
+        }
+        org.deeplearning4j.nn.conf.layers.DenseLayer conf =
+                (org.deeplearning4j.nn.conf.layers.DenseLayer) layer.conf().getLayer();
+        DenseLayer dense = (DenseLayer) layer;
+        if (dense.hasLayerNorm() || conf.getIDropout() != null || conf.getWeightNoise() != null) {
+            return null;
+        }
+        INDArray w = layer.getParam(W);
+        INDArray input = layer.input().castTo(w.dataType());
+        INDArray z = workspaceMgr.createUninitialized(org.deeplearning4j.nn.workspace.ArrayType.ACTIVATIONS,
+                w.dataType(), input.size(0), w.size(1));
+        input.castTo(z.dataType()).mmuli(w, z);
+        if (dense.hasBias()) {
+            z.addiRowVector(layer.getParam(B));
+        }
+        INDArray delta = conf.getActivationFn().backprop(z, epsilon).getFirst();
+        Map<String, INDArray> views = conf.initializer().getGradientsFromFlattened(layer.conf(),
+                layer.getGradientsViewArray());
+        org.deeplearning4j.nn.gradient.Gradient gradient = new org.deeplearning4j.nn.gradient.DefaultGradient();
+        if (dense.hasBias()) {
+            INDArray biasGradient = views.get(B);
+            delta.sum(biasGradient, 0);
+            gradient.gradientForVariable().put(B, biasGradient);
+        }
+        INDArray inputGradient = workspaceMgr.createUninitialized(
+                org.deeplearning4j.nn.workspace.ArrayType.ACTIVATION_GRAD, delta.dataType(),
+                new long[] {w.size(0), delta.size(0)}, 'f');
+        inputGradient = w.mmuli(delta.transpose(), inputGradient).transpose();
+        INDArray weightGradient = views.get(W);
+        weightGradient.assign(0);
+        gradient.gradientForVariable().put(W, weightGradient);
+        return new org.nd4j.common.primitives.Pair<>(gradient, inputGradient);
+    }
+
     @Override
     public FirstOrderTerms firstOrder(Layer layer, INDArray input, INDArray outputGradient) {
         if (input.rank() == 3) {

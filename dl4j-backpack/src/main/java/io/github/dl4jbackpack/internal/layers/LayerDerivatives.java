@@ -131,6 +131,23 @@ public interface LayerDerivatives {
     }
 
     /**
+     * DL4J's backward step of the layer without the product of its weight gradient, for passes whose caller
+     * replaces the gradient ({@code WeightedGradientSum.replacingGradient()}): the same input gradient and bias
+     * gradient as DL4J's step (the same operations on the same arrays), the activation's derivative taken through
+     * the layer's configuration as DL4J's step takes it, the view of the weight gradient (DL4J's key {@code W}) set to zero.
+     *
+     * @param layer the DL4J layer, after its training forward step
+     * @param epsilon {@code ∂L/∂y} of the summed loss at the layer output
+     * @param workspaceMgr DL4J's workspace manager
+     * @return the gradient (in the layer's gradient views; the weights' zero) and {@code ∂L/∂x}, or null where
+     *     the layer or its configuration needs DL4J's own step
+     */
+    default Pair<Gradient, INDArray> backwardWithoutWeightGradient(Layer layer, INDArray epsilon,
+                                                                   LayerWorkspaceMgr workspaceMgr) {
+        return null;
+    }
+
+    /**
      * @param layer a layer of this kind
      * @return whether DL4J's backward step of the layer is the derivative of its forward step (it is not
      *     for local response normalisation): the curvature extensions use the exact derivative, so
