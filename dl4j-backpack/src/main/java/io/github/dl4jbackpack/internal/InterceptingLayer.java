@@ -186,12 +186,39 @@ public class InterceptingLayer extends BaseWrapperLayer {
      */
     @Override
     public INDArray activate(boolean training, LayerWorkspaceMgr workspaceMgr) {
-        return underlying.activate(training && !runningForward(training), workspaceMgr);
+        beginForward(training);
+        try {
+            return underlying.activate(training && !runningForward(training), workspaceMgr);
+        } finally {
+            endForward();
+        }
     }
 
     @Override
     public INDArray activate(INDArray input, boolean training, LayerWorkspaceMgr workspaceMgr) {
-        return underlying.activate(input, training && !runningForward(training), workspaceMgr);
+        beginForward(training);
+        try {
+            return underlying.activate(input, training && !runningForward(training), workspaceMgr);
+        } finally {
+            endForward();
+        }
+    }
+
+    /**
+     * In training passes that replace DL4J's gradient, a layer whose backward step can skip the weight product
+     * keeps its forward step's {@code z}, so that the step need not compute it again.
+     */
+    private void beginForward(boolean training) {
+        if (activationRecorder != null) {
+            activationRecorder.beginForward(training && kind != null && kind.reusesForwardPreActivation(underlying)
+                    && interceptor.replacesGradient());
+        }
+    }
+
+    private void endForward() {
+        if (activationRecorder != null) {
+            activationRecorder.endForward(underlying.input());
+        }
     }
 
     private boolean runningForward(boolean training) {
@@ -380,7 +407,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
         Pair<Gradient, INDArray> withoutWeights = null;
         try {
             if (pass.replacesGradient() && kind != null) {
-                withoutWeights = kind.backwardWithoutWeightGradient(underlying, epsilon, workspaceMgr);
+                withoutWeights = kind.backwardWithoutWeightGradient(underlying, epsilon,
+                        activationRecorder.takeForward(underlying.input()), workspaceMgr);
             }
             result = withoutWeights != null ? withoutWeights : underlying.backpropGradient(epsilon, workspaceMgr);
         } finally {

@@ -138,6 +138,19 @@ public final class Interceptor {
         }
     }
 
+    /**
+     * @return whether the following training passes replace DL4J's gradient
+     *     ({@link io.github.dl4jbackpack.extensions.WeightedGradientSum#replacingGradient()})
+     */
+    boolean replacesGradient() {
+        for (Extension<?> e : active()) {
+            if (e instanceof io.github.dl4jbackpack.extensions.WeightedGradientSum w && w.replacesGradient()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** One extension per class; two sources asking for one class with different settings conflict. */
     private static List<Extension<?>> union(Map<Object, List<Extension<?>>> sources) {
         Map<Class<?>, Extension<?>> byClass = new LinkedHashMap<>();

@@ -21,6 +21,13 @@ final class RecordingActivation implements IActivation, ElementwiseActivations.D
     private boolean keepPreActivation;
     private INDArray preActivationGradient;
     private INDArray preActivation;
+    /** The last training forward step's {@code z}, in a buffer reused while its shape holds, or null. */
+    private INDArray forward;
+    /** The layer input of the forward step that {@link #forward} belongs to. */
+    private INDArray forwardInput;
+    /** Whether a forward step is in progress that keeps {@code z}, and whether it copied it. */
+    private boolean armed;
+    private boolean copied;
 
     RecordingActivation(IActivation delegate) {
         this.delegate = delegate;
@@ -52,8 +59,49 @@ final class RecordingActivation implements IActivation, ElementwiseActivations.D
         return preActivationGradient;
     }
 
+    /**
+     * A forward step of the layer begins.
+     *
+     * @param keep whether it keeps a copy of {@code z} (if it is a training step), for a backward step that takes
+     *     it instead of computing it again: in one buffer of the layer's output shape, outside workspaces, reused
+     *     by the following steps while the shape holds
+     */
+    void beginForward(boolean keep) {
+        forwardInput = null;
+        copied = false;
+        armed = keep;
+    }
+
+    /** @param input the layer input of the forward step that just ended, which the kept {@code z} belongs to */
+    void endForward(INDArray input) {
+        forwardInput = copied ? input : null;
+        armed = false;
+    }
+
+    /**
+     * @param input the layer input the backward step sees
+     * @return {@code z} of the last training forward step if it was kept for this very input (then handed over:
+     *     the caller may overwrite it), else null
+     */
+    INDArray takeForward(INDArray input) {
+        INDArray z = forwardInput != null && forwardInput == input ? forward : null;
+        forwardInput = null;
+        return z;
+    }
+
     @Override
     public INDArray getActivation(INDArray in, boolean training) {
+        if (training && armed) {
+            if (forward == null || !java.util.Arrays.equals(forward.shape(), in.shape())
+                    || forward.dataType() != in.dataType()) {
+                try (org.nd4j.linalg.api.memory.MemoryWorkspace ignored =
+                             org.nd4j.linalg.factory.Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                    forward = org.nd4j.linalg.factory.Nd4j.createUninitialized(in.dataType(), in.shape(), 'c');
+                }
+            }
+            forward.assign(in);
+            copied = true;
+        }
         return delegate.getActivation(in, training);
     }
 

@@ -278,32 +278,47 @@ public final class DenseDerivatives implements LayerDerivatives {
     }
 
     /**
+     * @return whether the layer is a plain {@code DenseLayer} (no layer normalisation, input dropout or weight
+     *     noise), whose training forward step computes the {@code z} of its backward step
+     */
+    @Override
+    public boolean reusesForwardPreActivation(Layer layer) {
+        if (layer.getClass() != DenseLayer.class) {
+            return false;
+        }
+        org.deeplearning4j.nn.conf.layers.DenseLayer conf =
+                (org.deeplearning4j.nn.conf.layers.DenseLayer) layer.conf().getLayer();
+        return !((DenseLayer) layer).hasLayerNorm() && conf.getIDropout() == null && conf.getWeightNoise() == null;
+    }
+
+    /**
      * {@inheritDoc} For a plain {@code DenseLayer} (no layer normalisation, input dropout, weight noise or mask):
-     * DL4J's {@code BaseLayer.backpropGradient} less its weight product: {@code z = XW + b} recomputed as DL4J
-     * recomputes it, {@code Δ} from the activation, the bias gradient {@code Σ_n δ_n} into its view, and
-     * {@code ∂L/∂X = (W Δᵀ)ᵀ}.
+     * DL4J's {@code BaseLayer.backpropGradient} less its weight product: {@code z = XW + b} taken from the
+     * forward step or recomputed as DL4J recomputes it, {@code Δ} from the activation, the bias gradient
+     * {@code Σ_n δ_n} into its view, and {@code ∂L/∂X = (W Δᵀ)ᵀ}.
      */
     @Override
     public org.nd4j.common.primitives.Pair<org.deeplearning4j.nn.gradient.Gradient, INDArray>
-            backwardWithoutWeightGradient(Layer layer, INDArray epsilon,
+            backwardWithoutWeightGradient(Layer layer, INDArray epsilon, INDArray forwardPreActivation,
                                           org.deeplearning4j.nn.workspace.LayerWorkspaceMgr workspaceMgr) {
-        if (layer.getClass() != DenseLayer.class || layer.getMaskArray() != null || layer.input() == null
+        if (!reusesForwardPreActivation(layer) || layer.getMaskArray() != null || layer.input() == null
                 || layer.input().rank() != 2 || epsilon == null) {
             return null;
         }
         org.deeplearning4j.nn.conf.layers.DenseLayer conf =
                 (org.deeplearning4j.nn.conf.layers.DenseLayer) layer.conf().getLayer();
         DenseLayer dense = (DenseLayer) layer;
-        if (dense.hasLayerNorm() || conf.getIDropout() != null || conf.getWeightNoise() != null) {
-            return null;
-        }
         INDArray w = layer.getParam(W);
-        INDArray input = layer.input().castTo(w.dataType());
-        INDArray z = workspaceMgr.createUninitialized(org.deeplearning4j.nn.workspace.ArrayType.ACTIVATIONS,
-                w.dataType(), input.size(0), w.size(1));
-        input.castTo(z.dataType()).mmuli(w, z);
-        if (dense.hasBias()) {
-            z.addiRowVector(layer.getParam(B));
+        INDArray z = forwardPreActivation;
+        if (z == null || z.size(0) != layer.input().size(0) || z.size(1) != w.size(1)
+                || z.dataType() != w.dataType()) {
+            INDArray input = layer.input().castTo(w.dataType());
+            z = workspaceMgr.createUninitialized(org.deeplearning4j.nn.workspace.ArrayType.ACTIVATIONS,
+                    w.dataType(), input.size(0), w.size(1));
+            input.castTo(z.dataType()).mmuli(w, z);
+            if (dense.hasBias()) {
+                z.addiRowVector(layer.getParam(B));
+            }
         }
         INDArray delta = conf.getActivationFn().backprop(z, epsilon).getFirst();
         Map<String, INDArray> views = conf.initializer().getGradientsFromFlattened(layer.conf(),

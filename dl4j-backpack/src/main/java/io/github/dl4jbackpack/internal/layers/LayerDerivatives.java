@@ -138,13 +138,25 @@ public interface LayerDerivatives {
      *
      * @param layer the DL4J layer, after its training forward step
      * @param epsilon {@code ∂L/∂y} of the summed loss at the layer output
+     * @param forwardPreActivation {@code z} as the training forward step computed it, which the step may
+     *     overwrite, or null to compute it again as DL4J's step does
      * @param workspaceMgr DL4J's workspace manager
      * @return the gradient (in the layer's gradient views; the weights' zero) and {@code ∂L/∂x}, or null where
      *     the layer or its configuration needs DL4J's own step
      */
     default Pair<Gradient, INDArray> backwardWithoutWeightGradient(Layer layer, INDArray epsilon,
+                                                                   INDArray forwardPreActivation,
                                                                    LayerWorkspaceMgr workspaceMgr) {
         return null;
+    }
+
+    /**
+     * @param layer a layer of this kind
+     * @return whether {@link #backwardWithoutWeightGradient} can take this layer's {@code z} from its training
+     *     forward step: the forward step's {@code z} is the one DL4J's backward step would compute again
+     */
+    default boolean reusesForwardPreActivation(Layer layer) {
+        return false;
     }
 
     /**
