@@ -267,6 +267,8 @@ public final class Quantities implements ParameterQuantities, AutoCloseable {
                         a.close();
                     } else if (v instanceof io.github.dl4jbackpack.extensions.KroneckerFactors k) {
                         k.close();
+                    } else if (v instanceof io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred d) {
+                        d.close();
                     }
                 }
             }

@@ -34,6 +34,8 @@ import java.util.stream.Stream;
 import static io.github.dl4jbackpack.Reference.assertClose;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * Every first-order extension, on float64 networks covering the supported layers, activations,
@@ -208,6 +210,67 @@ class FirstOrderAgainstLoopTest {
             org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
                     () -> sum.addTo(weights, Nd4j.zeros(DataType.DOUBLE, expected.length() + 1)), key + " shape");
         });
+    }
+
+    /**
+     * A convolution whose unfolded input exceeds one chunk ({@code N·K·P} above
+     * {@link io.github.dl4jbackpack.internal.layers.OuterProductTerms#UNFOLDED_SUM_CHUNK_ELEMENTS}): its weighted sum unfolds
+     * the kept input again chunk by chunk of examples, and must still be the loop's.
+     */
+    @org.junit.jupiter.api.Test
+    void aLargeConvolutionsWeightedSumIsFormedChunkByChunk() {
+        long n = 64;
+        MultiLayerNetwork net = new MultiLayerNetwork(new org.deeplearning4j.nn.conf.NeuralNetConfiguration.Builder()
+                .seed(8).dataType(DataType.DOUBLE).list(
+                        new ConvolutionLayer.Builder(5, 5).nOut(8).activation(Activation.TANH).build(),
+                        new SubsamplingLayer.Builder(PoolingType.MAX).kernelSize(4, 4).stride(4, 4).build(),
+                        new OutputLayer.Builder(LossFunction.MCXENT).nOut(3).activation(Activation.SOFTMAX).build())
+                .setInputType(InputType.convolutional(64, 64, 3)).build());
+        net.init();
+        // K = 3·5·5 = 75 values per output position, P = 60·60 positions
+        assertEquals(true, n * 75 * 3600 > 2 * io.github.dl4jbackpack.internal.layers.OuterProductTerms
+                .UNFOLDED_SUM_CHUNK_ELEMENTS, "several chunks");
+        INDArray x = TestNets.features(DataType.DOUBLE, 3, n, 3, 64, 64);
+        INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 4, n, 3);
+        INDArray g = Reference.individualGradients(net, x, y).get("0_W");
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, new WeightedGradientSum());
+        WeightedGradientSum.Deferred sum = q.get(WeightedGradientSum.class, 0, "W");
+        INDArray weights = Reference.testWeights(n);
+        INDArray expected = Reference.weightedSum(g, weights);
+        assertClose(expected, sum.of(weights), RTOL, ATOL, "weighted sum");
+        INDArray target = Nd4j.ones(DataType.DOUBLE, expected.shape());
+        sum.addTo(weights, target);
+        assertClose(expected.add(1.0), target, RTOL, ATOL, "added in place");
+        q.close();
+        assertThrows(IllegalStateException.class, () -> sum.of(weights), "a closed sum is refused");
+    }
+
+    /**
+     * Closing a weighted sum frees its copies: it, and a sum of its layer sharing them (a dense bias shares its
+     * weight's {@code Δ}), refuse further sums with a clear message instead of reading freed memory; sums formed
+     * before stay valid; another layer's sums are untouched.
+     */
+    @org.junit.jupiter.api.Test
+    void closedWeightedSumsAreRefusedWithTheirSiblings() {
+        Case dense = cases().filter(c -> c.name().startsWith("mlp relu")).findFirst().orElseThrow();
+        MultiLayerNetwork net = dense.build(DataType.DOUBLE);
+        INDArray x = dense.features(DataType.DOUBLE);
+        INDArray y = dense.labels(DataType.DOUBLE);
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, new WeightedGradientSum());
+        INDArray weights = Reference.testWeights(x.size(0));
+        WeightedGradientSum.Deferred w = q.get(WeightedGradientSum.class, 0, "W");
+        WeightedGradientSum.Deferred b = q.get(WeightedGradientSum.class, 0, "b");
+        WeightedGradientSum.Deferred other = q.get(WeightedGradientSum.class, 1, "W");
+        INDArray before = w.of(weights);
+        INDArray otherSum = other.of(weights);
+        w.close();
+        w.close();
+        IllegalStateException closed = assertThrows(IllegalStateException.class, () -> w.of(weights));
+        assertTrue(closed.getMessage().contains("closed"), closed.getMessage());
+        IllegalStateException sibling = assertThrows(IllegalStateException.class, () -> b.of(weights));
+        assertTrue(sibling.getMessage().contains("another sum of its layer"), sibling.getMessage());
+        assertTrue(Double.isFinite(before.sumNumber().doubleValue()), "a sum formed before stays valid");
+        assertClose(otherSum, other.of(weights), 0, 0, "another layer's sum");
     }
 
     /** Checks all five first-order quantities of {@code q} against the stacked reference gradients. */

@@ -41,15 +41,6 @@ record ClippedSum(Quantities quantities, Map<String, INDArray> weights, double[]
     }
 
     /**
-     * @param layer a layer name
-     * @param param one of its parameters
-     * @return {@code Σ_n c_n ∇ℓ_n} of that parameter, parameter-shaped, in the current workspace if one is open
-     */
-    INDArray sum(String layer, String param) {
-        return quantities.get(WeightedGradientSum.class, layer, param).of(weights.get(layer));
-    }
-
-    /**
      * Adds {@code Σ_n c_n ∇ℓ_n} of a parameter to a target of its shape (one product accumulated into the target
      * where the layer's sum is one).
      *
@@ -59,6 +50,15 @@ record ClippedSum(Quantities quantities, Map<String, INDArray> weights, double[]
      */
     void addTo(String layer, String param, INDArray target) {
         quantities.get(WeightedGradientSum.class, layer, param).addTo(weights.get(layer), target);
+    }
+
+    /** Frees what the pass's weighted sums keep (copies of its layer inputs and output gradients) at once. */
+    void freeSums() {
+        for (String layer : quantities.layerNames(WeightedGradientSum.class)) {
+            for (String param : quantities.params(WeightedGradientSum.class, layer)) {
+                quantities.get(WeightedGradientSum.class, layer, param).close();
+            }
+        }
     }
 
     static ClippedSum of(Quantities q, Clipping clipping, boolean standIn) {

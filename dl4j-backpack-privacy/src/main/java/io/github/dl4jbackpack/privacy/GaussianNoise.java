@@ -23,7 +23,7 @@ import java.util.concurrent.TimeUnit;
  * ({@link #random()}) only between {@link #writeInto} and {@link #prefetch}.
  *
  * <p>Memory: one step's noise, one value per parameter in the gradient's data type (float or double), on the Java
- * heap. The background thread ends after a second without work.
+ * heap, in buffers that every step reuses. The background thread ends after a second without work.
  */
 final class GaussianNoise {
 
@@ -35,6 +35,9 @@ final class GaussianNoise {
                 return t;
             });
     private Future<Drawn> pending;
+    /** The buffers of the last draw and their layouts, reused by the next draw of the same layouts. */
+    private List<Layout> bufferLayouts = List.of();
+    private List<Object> buffers = List.of();
 
     /** One step's noise, drawn for given arrays and standard deviation. */
     private record Drawn(double sd, List<Layout> layouts, List<Object> values) {
@@ -108,24 +111,36 @@ final class GaussianNoise {
         }
     }
 
+    /**
+     * Draws one step's noise into the buffers of the last draw where the layouts are the same (a step's noise is
+     * written into the gradient before the next draw starts, so one set of buffers serves every step).
+     */
     private Drawn draw(List<Layout> layouts, double sd) {
-        List<Object> values = new ArrayList<>(layouts.size());
-        for (Layout l : layouts) {
+        List<Object> values = layouts.equals(bufferLayouts) ? buffers : new ArrayList<>(layouts.size());
+        boolean fresh = values != buffers;
+        for (int b = 0; b < layouts.size(); b++) {
+            Layout l = layouts.get(b);
             int n = Math.toIntExact(l.length);
             if (l.doubles) {
-                double[] z = new double[n];
+                double[] z = fresh ? new double[n] : (double[]) values.get(b);
                 for (int i = 0; i < n; i++) {
                     z[i] = sd * random.nextGaussian();
                 }
-                values.add(z);
+                if (fresh) {
+                    values.add(z);
+                }
             } else {
-                float[] z = new float[n];
+                float[] z = fresh ? new float[n] : (float[]) values.get(b);
                 for (int i = 0; i < n; i++) {
                     z[i] = (float) (sd * random.nextGaussian());
                 }
-                values.add(z);
+                if (fresh) {
+                    values.add(z);
+                }
             }
         }
+        bufferLayouts = layouts;
+        buffers = values;
         return new Drawn(sd, layouts, values);
     }
 

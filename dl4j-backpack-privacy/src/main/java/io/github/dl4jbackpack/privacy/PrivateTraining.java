@@ -18,11 +18,6 @@ import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.optimize.api.BaseTrainingListener;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
-import org.nd4j.linalg.api.memory.conf.WorkspaceConfiguration;
-import org.nd4j.linalg.api.memory.enums.AllocationPolicy;
-import org.nd4j.linalg.api.memory.enums.LearningPolicy;
-import org.nd4j.linalg.api.memory.enums.ResetPolicy;
-import org.nd4j.linalg.api.memory.enums.SpillPolicy;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.factory.Nd4j;
@@ -65,16 +60,6 @@ import java.util.TreeSet;
 public final class PrivateTraining {
 
     private static final Logger log = LoggerFactory.getLogger(PrivateTraining.class);
-    /** The per-thread workspace of a step's temporaries ({@code Nd4j.getWorkspaceManager()} releases it). */
-    static final String WORKSPACE_ID = "dl4j-backpack-privacy-step";
-    private static final WorkspaceConfiguration WORKSPACE = WorkspaceConfiguration.builder()
-            .policyAllocation(AllocationPolicy.OVERALLOCATE)
-            .overallocationLimit(0.2)
-            .policyLearning(LearningPolicy.FIRST_LOOP)
-            .policyReset(ResetPolicy.BLOCK_LEFT)
-            .policySpill(SpillPolicy.REALLOCATE)
-            .build();
-
     private final Model model;
     private final BackPackNetwork network;
     private final Clipping clipping;
@@ -235,23 +220,20 @@ public final class PrivateTraining {
                 }
             }
             noise.writeInto(targets, noiseStandardDeviation());
+            // each sum added in place, its temporaries in the library's scratch workspace; the copies the sums
+            // keep freed at once (outside workspaces, ND4J would free them only at a garbage collection)
             for (String layer : q.layerNames(WeightedGradientSum.class)) {
                 for (String param : q.params(WeightedGradientSum.class, layer)) {
-                    // each sum's temporaries in a workspace of their own, reused by the next parameter and step:
-                    // outside one, every step would allocate fresh memory that ND4J frees only at a garbage
-                    // collection
-                    try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().getAndActivateWorkspace(WORKSPACE,
-                            WORKSPACE_ID)) {
-                        INDArray target = view.get(layer + "_" + param);
-                        clipped.addTo(layer, param, target);
-                        INDArray earlier = accumulated.get(layer + "_" + param);
-                        if (earlier != null) {
-                            target.addi(earlier);
-                        }
-                        target.muli(scale);
+                    INDArray target = view.get(layer + "_" + param);
+                    clipped.addTo(layer, param, target);
+                    INDArray earlier = accumulated.get(layer + "_" + param);
+                    if (earlier != null) {
+                        target.addi(earlier);
                     }
+                    target.muli(scale);
                 }
             }
+            clipped.freeSums();
             double[] norms = clipped.norms().clone();
             java.util.Arrays.sort(norms);
             double median = norms.length % 2 == 1 ? norms[norms.length / 2]
@@ -307,20 +289,19 @@ public final class PrivateTraining {
         ClippedSum clipped = ClippedSum.of(q, currentRule(), false);
         for (String layer : q.layerNames(WeightedGradientSum.class)) {
             for (String param : q.params(WeightedGradientSum.class, layer)) {
-                try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().getAndActivateWorkspace(WORKSPACE,
-                        WORKSPACE_ID)) {
-                    INDArray sum = clipped.sum(layer, param);
-                    INDArray total = accumulated.get(layer + "_" + param);
-                    if (total == null) {
-                        try (MemoryWorkspace outside = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-                            accumulated.put(layer + "_" + param, sum.dup());
-                        }
-                    } else {
-                        total.addi(sum);
+                INDArray total = accumulated.get(layer + "_" + param);
+                if (total == null) {
+                    try (MemoryWorkspace outside = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                        // column-major, as DL4J's gradient views: a dense sum is accumulated by its product
+                        WeightedGradientSum.Deferred sum = q.get(WeightedGradientSum.class, layer, param);
+                        total = Nd4j.create(model.params().dataType(), sum.shape(), 'f');
                     }
+                    accumulated.put(layer + "_" + param, total);
                 }
+                clipped.addTo(layer, param, total);
             }
         }
+        clipped.freeSums();
         accumulatedExamples += q.batchSize();
         accumulatedClipped += clipped.clipped();
     }

@@ -25,8 +25,9 @@ import java.util.Map;
  * <li>every other parameter (batch normalisation, PReLU, depthwise and separable convolutions, ...): its
  *     individual gradients, {@code N × #params} of the parameter, summed with the weights.</li>
  * </ul>
- * What a {@code Deferred} keeps is copied out of the pass and stays valid after it; it is immutable and freed
- * with it.
+ * What a {@code Deferred} keeps is copied out of the pass and stays valid after it; it is immutable, and freed
+ * when it is garbage-collected or, at once, by {@link Deferred#close()} ({@code Quantities.close()}). A
+ * convolution's sum unfolds its input again in chunks of examples, so that its temporaries stay small.
  */
 public final class WeightedGradientSum implements Extension<WeightedGradientSum.Deferred> {
 
@@ -71,8 +72,12 @@ public final class WeightedGradientSum implements Extension<WeightedGradientSum.
         return layer.weightedGradientSums();
     }
 
-    /** One parameter's weighted sum of individual gradients, formed for weights given after the pass. */
-    public interface Deferred {
+    /**
+     * One parameter's weighted sum of individual gradients, formed for weights given after the pass. Closing it
+     * ({@link io.github.dl4jbackpack.Quantities#close()} closes every value) frees what it keeps at once rather
+     * than at a garbage collection.
+     */
+    public interface Deferred extends AutoCloseable {
 
         /** @return the number of examples N of the pass */
         long batchSize();
@@ -95,7 +100,8 @@ public final class WeightedGradientSum implements Extension<WeightedGradientSum.
          *
          * @param weights {@code w}, N values as for {@link #of}
          * @param target an array of the parameter's shape, in the pass's data type (for example the parameter's
-         *     view of DL4J's gradient); temporaries as for {@link #of}
+         *     view of DL4J's gradient); the temporaries, which never outlive the call, in the library's own
+         *     per-thread scratch workspace (by default: as for {@link #of})
          * @throws IllegalArgumentException if {@code weights} does not have N elements or the target's shape is not
          *     the parameter's
          */
@@ -105,6 +111,17 @@ public final class WeightedGradientSum implements Extension<WeightedGradientSum.
                         + java.util.Arrays.toString(shape()) + ", got " + java.util.Arrays.toString(target.shape()));
             }
             target.addi(of(weights));
+        }
+
+        /**
+         * Frees the native memory this sum keeps (copies of the pass's arrays), now rather than at a garbage
+         * collection; {@link #of} and {@link #addTo} are refused afterwards ({@link IllegalStateException}), also
+         * on the layer's other sums that share a copy with it (close a layer's sums together, as
+         * {@link io.github.dl4jbackpack.Quantities#close()} does); sums formed before stay valid. Idempotent. By
+         * default nothing to free.
+         */
+        @Override
+        default void close() {
         }
     }
 }

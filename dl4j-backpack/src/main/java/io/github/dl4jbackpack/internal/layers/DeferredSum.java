@@ -2,26 +2,36 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import io.github.dl4jbackpack.extensions.WeightedGradientSum;
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import org.nd4j.linalg.api.memory.MemoryWorkspaceManager;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 import java.util.Arrays;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.UnaryOperator;
 
 /**
  * The library's {@link WeightedGradientSum.Deferred}: the parameter's shape and a function of the weights that
  * forms {@code Σ_n w_n g_n} from arrays copied out of the pass. Checks the weights and hands the function an
- * {@code [N]} vector in the pass's data type; every sum and its temporaries are made in the caller's current
- * workspace, if any.
+ * {@code [N]} vector in the pass's data type; every sum of {@link #of} and its temporaries are made in the
+ * caller's current workspace, if any, those of {@link #addTo} in the first-order scratch workspace. Keeps the
+ * copies it owns ({@link #owning}) until {@link #close()} or a garbage collection frees them.
  */
 final class DeferredSum implements WeightedGradientSum.Deferred {
+
+    /** The most scratch memory one {@link #addTo} needed so far: the size of the scope it opens. */
+    private static final AtomicLong ADD_SCRATCH = new AtomicLong();
 
     private final long batchSize;
     private final long[] shape;
     private final DataType dataType;
     private final UnaryOperator<INDArray> sum;
+    /** What this sum alone keeps: its own copies (INDArray) and the sums it is built on (DeferredSum). */
+    private final java.util.List<Object> owned = new java.util.ArrayList<>();
+    private volatile boolean closed;
     /** Adds the sum for weights {@code [N]} to a target in place, or null to add {@link #of}'s array. */
     private final java.util.function.BiConsumer<INDArray, INDArray> adder;
 
@@ -57,6 +67,47 @@ final class DeferredSum implements WeightedGradientSum.Deferred {
     }
 
     /**
+     * @param parts copies made for this sum alone (freed by {@link #close}), or sums it is built on (closed with it)
+     * @return this
+     */
+    DeferredSum owning(Object... parts) {
+        owned.addAll(Arrays.asList(parts));
+        return this;
+    }
+
+    /**
+     * Frees the copies this sum keeps, now rather than at a garbage collection; sums afterwards are refused, as
+     * are those of the layer's other sums sharing a copy (a bias sharing its weight's {@code Δ}). Idempotent.
+     */
+    @Override
+    public void close() {
+        closed = true;
+        for (Object part : owned) {
+            if (part instanceof INDArray a) {
+                if (!a.wasClosed() && a.closeable()) {
+                    a.close();
+                }
+            } else {
+                ((DeferredSum) part).close();
+            }
+        }
+        owned.clear();
+    }
+
+    /** @throws IllegalStateException if this sum, or a sum of its layer sharing its copies, was closed */
+    private void checkOpen() {
+        if (closed) {
+            throw new IllegalStateException("this weighted sum was closed (its copies freed)");
+        }
+        for (Object part : owned) {
+            if (part instanceof INDArray a ? a.wasClosed() : ((DeferredSum) part).closed) {
+                throw new IllegalStateException("this weighted sum's copies were freed when another sum of its "
+                        + "layer sharing them was closed");
+            }
+        }
+    }
+
+    /**
      * The sums of parameters whose individual gradients are formed anyway: one product of the weights with them.
      *
      * @param gradients {@code g_n}, {@code [N, *p]}, outside any workspace and never modified afterwards
@@ -66,10 +117,12 @@ final class DeferredSum implements WeightedGradientSum.Deferred {
         long n = gradients.size(0);
         long[] shape = Arrays.copyOfRange(gradients.shape(), 1, gradients.rank());
         INDArray g = copyIfAttached(gradients);
-        return new DeferredSum(n, shape, g.dataType(), w -> {
+        DeferredSum sum = new DeferredSum(n, shape, g.dataType(), w -> {
             INDArray flat = g.reshape('c', n, g.length() / n);
             return w.reshape('c', 1, n).mmul(flat).reshape('c', shape);
         });
+        // gradients not copied here may be another extension's value (BatchGrad's): not this sum's to free
+        return g != gradients ? sum.owning(g) : sum;
     }
 
     /**
@@ -128,21 +181,42 @@ final class DeferredSum implements WeightedGradientSum.Deferred {
         return result.isView() || !Arrays.equals(result.shape(), shape) ? result.dup('c').reshape('c', shape) : result;
     }
 
+    /**
+     * {@inheritDoc} Nothing the sum needs outlives the call, so its temporaries live in the first-order scratch
+     * workspace of the calling thread (the one the extended passes compute in, grown to what the largest sum
+     * needed so far), unless that workspace is in use (then in the caller's current workspace).
+     */
     @Override
     public void addTo(INDArray weights, INDArray target) {
-        if (adder == null || target.dataType() != dataType) {
-            WeightedGradientSum.Deferred.super.addTo(weights, target);
-            return;
-        }
         if (!Arrays.equals(target.shape(), shape)) {
             throw new IllegalArgumentException("the target must have the parameter's shape " + Arrays.toString(shape)
                     + ", got " + Arrays.toString(target.shape()));
         }
-        adder.accept(checked(weights), target);
+        MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
+        String id = ScratchWorkspace.FIRST_ORDER;
+        if (manager.checkIfWorkspaceExists(id) && manager.getWorkspaceForCurrentThread(id).isScopeActive()) {
+            add(weights, target);
+            return;
+        }
+        try (ScratchWorkspace scratch = ScratchWorkspace.open(id, Math.max(ADD_SCRATCH.get(),
+                ScratchWorkspace.allocatedBytes(id)))) {
+            add(weights, target);
+            ADD_SCRATCH.accumulateAndGet(scratch.used(), Math::max);
+        }
+    }
+
+    private void add(INDArray weights, INDArray target) {
+        INDArray w = checked(weights);
+        if (adder == null || target.dataType() != dataType) {
+            target.addi(sum.apply(w));
+        } else {
+            adder.accept(w, target);
+        }
     }
 
     /** @return the weights as an {@code [N]} vector of the pass's data type */
     private INDArray checked(INDArray weights) {
+        checkOpen();
         if (weights == null || weights.length() != batchSize) {
             throw new IllegalArgumentException("weights must have one value per example, N = " + batchSize
                     + ", got " + (weights == null ? "null" : "shape " + Arrays.toString(weights.shape())));

@@ -420,10 +420,10 @@ public final class DenseDerivatives implements LayerDerivatives {
                         }
                         Nd4j.gemm(xs, ds.mulColumnVector(w.reshape('c', n, 1)), target, true, false, 1.0, 1.0);
                         return true;
-                    }));
+                    }).owning(xs, ds));
             if (hasBias) {
                 out.put(B, new DeferredSum(n, new long[] {o}, ds.dataType(),
-                        w -> w.reshape('c', 1, n).mmul(ds).reshape('c', new long[] {o})));
+                        w -> w.reshape('c', 1, n).mmul(ds).reshape('c', new long[] {o})).owning(ds));
             }
             return out;
         }

@@ -1118,7 +1118,8 @@ public final class LstmDerivatives implements LayerDerivatives {
             long[] columnShape = {columns.size(1), columns.size(2)};
             shape[1] += columnShape[1];
             out.put(RW, new DeferredSum(n, shape, recurrent.dataType(), w -> Nd4j.concat(1, recurrent.of(w),
-                    w.reshape('c', 1, n).mmul(columns.reshape('c', n, columns.length() / n)).reshape('c', columnShape))));
+                    w.reshape('c', 1, n).mmul(columns.reshape('c', n, columns.length() / n)).reshape('c', columnShape)))
+                    .owning(columns, recurrent));
             return out;
         }
 

@@ -31,6 +31,11 @@ public final class OuterProductTerms extends FirstOrderTerms {
 
     /** Upper bound on the number of elements of individual gradients formed at once for reductions. */
     public static final long CHUNK_ELEMENTS = 1L << 24;
+    /**
+     * The largest temporary of a weighted sum that unfolds its input again, in numbers: such a sum runs after the
+     * pass, often in every training step (private training), so its chunks of examples are kept small.
+     */
+    public static final long UNFOLDED_SUM_CHUNK_ELEMENTS = 1L << 21;
 
     /** One parameter: a weight (outer products) or a bias (sums), and the map to its parameter layout. */
     private static final class Entry {
@@ -114,30 +119,68 @@ public final class OuterProductTerms extends FirstOrderTerms {
             if (input == null) {
                 INDArray sums = DeferredSum.copy(delta.sum(2));
                 return new DeferredSum(n, DeferredSum.shapeOf(layout, type, o), type,
-                        w -> layout.apply(w.reshape('c', 1, n).mmul(sums).reshape('c', new long[] {o})));
+                        w -> layout.apply(w.reshape('c', 1, n).mmul(sums).reshape('c', new long[] {o}))).owning(sums);
             }
             long k = input.size(1);
             INDArray d = copies.computeIfAbsent(delta, a -> positionsAsColumns(a));
-            java.util.function.Supplier<INDArray> columns;
-            if (unfold != null) {
-                INDArray kept = copies.computeIfAbsent(source, DeferredSum::copy);
-                columns = () -> columnsOf(unfold.apply(kept));
-            } else {
-                INDArray u = copies.computeIfAbsent(input, a -> positionsAsColumns(a));
-                columns = () -> u;
-            }
             long[] matrix = inputMajor ? new long[] {k, o} : new long[] {o, k};
+            if (unfold != null) {
+                return unfoldingSum(n, o, k, p, type, matrix, d, copies.computeIfAbsent(source, DeferredSum::copy));
+            }
+            INDArray u = copies.computeIfAbsent(input, a -> positionsAsColumns(a));
             return new DeferredSum(n, DeferredSum.shapeOf(layout, type, matrix), type, w -> {
                 INDArray scaled = org.nd4j.linalg.factory.Broadcast.mul(d.reshape('c', o, n, p), w,
                         Nd4j.create(type, o, n, p), 1).reshape('c', o, n * p);
-                INDArray u = columns.get();
                 return layout.apply(inputMajor ? u.mmul(scaled.transpose()) : scaled.mmul(u.transpose()));
-            });
+            }).owning(d, u);
         }
 
-        /** @return {@code [N, C, P]} as a c-ordered copy {@code [C, N·P]} outside any workspace */
+        /**
+         * The sum of a weight whose {@code U} is unfolded again from the kept source: in chunks of examples, each
+         * unfolded, laid out {@code [K, c·P]} and multiplied by its examples' scaled columns of {@code Δ} in a
+         * loop-step scope, so that a sum needs the memory of a chunk ({@link #UNFOLDED_SUM_CHUNK_ELEMENTS} numbers
+         * per temporary) rather than of the whole batch's unfolded input twice.
+         */
+        private DeferredSum unfoldingSum(long n, long o, long k, long p, DataType type, long[] matrix, INDArray d,
+                                         INDArray kept) {
+            long step = Math.max(1, Math.min(n, UNFOLDED_SUM_CHUNK_ELEMENTS / Math.max(1, Math.max(k, o) * p)));
+            // the unfolded chunk, its [K, c·P] layout, the scaled columns, the product
+            long stepBytes = ((2 * k + o) * step * p + 2 * o * k) * type.width() + ScratchWorkspace.MINIMUM_BYTES;
+            return new DeferredSum(n, DeferredSum.shapeOf(layout, type, matrix), type, w -> {
+                INDArray sum = Nd4j.create(type, matrix);
+                for (long from = 0; from < n; from += step) {
+                    long to = Math.min(n, from + step);
+                    long c = to - from;
+                    try (ScratchWorkspace ignored = ScratchWorkspace.open(ScratchWorkspace.LOOP_STEP, stepBytes)) {
+                        org.nd4j.linalg.indexing.INDArrayIndex[] rows =
+                                new org.nd4j.linalg.indexing.INDArrayIndex[kept.rank()];
+                        java.util.Arrays.fill(rows, NDArrayIndex.all());
+                        rows[0] = NDArrayIndex.interval(from, to);
+                        INDArray u = columnsOf(unfold.apply(kept.get(rows)));
+                        INDArray columns = d.get(NDArrayIndex.all(), NDArrayIndex.interval(from * p, to * p))
+                                .reshape('c', o, c, p);
+                        INDArray scaled = org.nd4j.linalg.factory.Broadcast.mul(columns,
+                                w.get(NDArrayIndex.interval(from, to)), Nd4j.create(type, o, c, p), 1)
+                                .reshape('c', o, c * p);
+                        sum.addi(inputMajor ? u.mmul(scaled.transpose()) : scaled.mmul(u.transpose()));
+                    }
+                }
+                return layout.apply(sum);
+            }).owning(d, kept);
+        }
+
+        /**
+         * @return {@code [N, C, P]} as a c-ordered copy {@code [C, N·P]} outside any workspace (the copy itself, not
+         *     a reshaped view of it, so that it can be freed)
+         */
         private static INDArray positionsAsColumns(INDArray a) {
-            return DeferredSum.copy(a.permute(1, 0, 2)).reshape('c', a.size(1), a.size(0) * a.size(2));
+            try (org.nd4j.linalg.api.memory.MemoryWorkspace ignored =
+                         Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                INDArray columns = Nd4j.createUninitialized(a.dataType(), new long[] {a.size(1), a.size(0) * a.size(2)},
+                        'c');
+                columns.reshape('c', a.size(1), a.size(0), a.size(2)).assign(a.permute(1, 0, 2));
+                return columns;
+            }
         }
 
         /** @return {@code [N, C, P]} as {@code [C, N·P]}, in the current workspace */

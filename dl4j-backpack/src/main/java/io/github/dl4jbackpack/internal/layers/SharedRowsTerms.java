@@ -49,7 +49,8 @@ public final class SharedRowsTerms extends FirstOrderTerms {
         rows.weightedGradientSums().forEach((param, sum) -> {
             long n = sum.batchSize() / copies;
             out.put(param, new DeferredSum(n, sum.shape(), ((DeferredSum) sum).dataType(),
-                    w -> sum.of(Nd4j.tile(w.reshape('c', 1, n), (int) copies, 1).reshape('c', new long[] {copies * n}))));
+                    w -> sum.of(Nd4j.tile(w.reshape('c', 1, n), (int) copies, 1).reshape('c', new long[] {copies * n})))
+                    .owning(sum));
         });
         return out;
     }

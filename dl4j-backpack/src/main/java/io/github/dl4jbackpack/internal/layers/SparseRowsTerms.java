@@ -161,9 +161,10 @@ public final class SparseRowsTerms extends FirstOrderTerms {
             INDArray scaled = sums.mulColumnVector(Nd4j.createFromArray(byPair).castTo(sums.dataType())
                     .reshape('c', byPair.length, 1));
             return sumsBySegment(scaled, rowsOfPairs, rowsInTable);
-        }));
+        }).owning(sums));
         if (bias != null) {
-            out.put(bias, DeferredSum.ofIndividualGradients(DeferredSum.copy(biasGradients())));
+            INDArray biasCopy = DeferredSum.copy(biasGradients());
+            out.put(bias, DeferredSum.ofIndividualGradients(biasCopy).owning(biasCopy));
         }
         return out;
     }
