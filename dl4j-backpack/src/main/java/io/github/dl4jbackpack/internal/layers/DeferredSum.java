@@ -5,7 +5,6 @@ import io.github.dl4jbackpack.extensions.WeightedGradientSum;
 import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
-import org.nd4j.linalg.api.memory.MemoryWorkspaceManager;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
@@ -32,6 +31,8 @@ final class DeferredSum implements WeightedGradientSum.Deferred {
     /** What this sum alone keeps: its own copies (INDArray) and the sums it is built on (DeferredSum). */
     private final java.util.List<Object> owned = new java.util.ArrayList<>();
     private volatile boolean closed;
+    /** Whether the sum's function opens the scratch scopes of its temporaries itself ({@link #scopingItself}). */
+    private boolean scopesItself;
     /** Adds the sum for weights {@code [N]} to a target in place, or null to add {@link #of}'s array. */
     private final java.util.function.BiConsumer<INDArray, INDArray> adder;
 
@@ -64,6 +65,17 @@ final class DeferredSum implements WeightedGradientSum.Deferred {
                 target.addi(sum.apply(w));
             }
         };
+    }
+
+    /**
+     * Marks a sum whose function opens scratch scopes for its temporaries itself (chunk by chunk): {@link #addTo}
+     * then opens none around it.
+     *
+     * @return this
+     */
+    DeferredSum scopingItself() {
+        scopesItself = true;
+        return this;
     }
 
     /**
@@ -192,9 +204,8 @@ final class DeferredSum implements WeightedGradientSum.Deferred {
             throw new IllegalArgumentException("the target must have the parameter's shape " + Arrays.toString(shape)
                     + ", got " + Arrays.toString(target.shape()));
         }
-        MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
         String id = ScratchWorkspace.FIRST_ORDER;
-        if (manager.checkIfWorkspaceExists(id) && manager.getWorkspaceForCurrentThread(id).isScopeActive()) {
+        if (scopesItself || ScratchWorkspace.isActive(id)) {
             add(weights, target);
             return;
         }

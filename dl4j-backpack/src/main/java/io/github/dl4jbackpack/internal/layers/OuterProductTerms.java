@@ -147,11 +147,17 @@ public final class OuterProductTerms extends FirstOrderTerms {
             // the unfolded chunk, its [K, c·P] layout, the scaled columns, the product
             long stepBytes = ((2 * k + o) * step * p + 2 * o * k) * type.width() + ScratchWorkspace.MINIMUM_BYTES;
             return new DeferredSum(n, DeferredSum.shapeOf(layout, type, matrix), type, w -> {
+                // in the caller's workspace: it outlives the chunks' scopes
                 INDArray sum = Nd4j.create(type, matrix);
                 for (long from = 0; from < n; from += step) {
                     long to = Math.min(n, from + step);
                     long c = to - from;
-                    try (ScratchWorkspace ignored = ScratchWorkspace.open(ScratchWorkspace.LOOP_STEP, stepBytes)) {
+                    // after the pass (a private step) the chunks reuse the first-order scratch workspace, which the
+                    // pass sized; inside a scope of it, a loop-step workspace of their own
+                    String scratch = ScratchWorkspace.isActive(ScratchWorkspace.FIRST_ORDER)
+                            ? ScratchWorkspace.LOOP_STEP : ScratchWorkspace.FIRST_ORDER;
+                    try (ScratchWorkspace ignored = ScratchWorkspace.open(scratch, Math.max(stepBytes,
+                            ScratchWorkspace.allocatedBytes(scratch)))) {
                         org.nd4j.linalg.indexing.INDArrayIndex[] rows =
                                 new org.nd4j.linalg.indexing.INDArrayIndex[kept.rank()];
                         java.util.Arrays.fill(rows, NDArrayIndex.all());
@@ -166,7 +172,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
                     }
                 }
                 return layout.apply(sum);
-            }).owning(d, kept);
+            }).owning(d, kept).scopingItself();
         }
 
         /**

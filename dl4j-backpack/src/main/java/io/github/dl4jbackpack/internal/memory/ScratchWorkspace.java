@@ -144,6 +144,15 @@ public final class ScratchWorkspace implements AutoCloseable {
     }
 
     /**
+     * @param id a purpose
+     * @return whether the calling thread has a scope of that workspace open
+     */
+    public static boolean isActive(String id) {
+        MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
+        return manager.checkIfWorkspaceExists(id) && manager.getWorkspaceForCurrentThread(id).isScopeActive();
+    }
+
+    /**
      * @param id {@link #FIRST_ORDER} or {@link #CURVATURE}
      * @return the bytes the calling thread's workspace of that purpose holds, 0 if it has none
      */
