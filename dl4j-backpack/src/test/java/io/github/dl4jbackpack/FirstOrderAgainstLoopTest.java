@@ -213,27 +213,42 @@ class FirstOrderAgainstLoopTest {
     }
 
     /**
-     * A convolution whose unfolded input exceeds one chunk ({@code N·K·P} above
-     * {@link io.github.dl4jbackpack.internal.layers.OuterProductTerms#UNFOLDED_SUM_CHUNK_ELEMENTS}): its weighted sum unfolds
-     * the kept input again chunk by chunk of examples, and must still be the loop's.
+     * Two convolutions whose unfolded input exceeds one chunk ({@code N·K·P} above
+     * {@link io.github.dl4jbackpack.internal.layers.OuterProductTerms#UNFOLDED_SUM_CHUNK_ELEMENTS}). A first layer
+     * over a large image with few channels ({@code K = 3·5·5 = 75}, {@code P = 60·60}): its individual gradients
+     * ({@code O·K} numbers per example) are smaller than {@code Δ} and the input, so the sum keeps them (formed once
+     * for the norms too when both are asked). A layer with a wide kernel over many channels ({@code K = 8·7·7 = 392},
+     * {@code P = 10·10}): the sum keeps {@code Δ} and the input and unfolds it again chunk by chunk of examples.
+     * Either way, with the norms asked before, after or not at all, sums and norms must be the loop's.
      */
-    @org.junit.jupiter.api.Test
-    void aLargeConvolutionsWeightedSumIsFormedChunkByChunk() {
-        long n = 64;
+    @ParameterizedTest(name = "{0} {1}")
+    @MethodSource("largeConvolutions")
+    void aLargeConvolutionsWeightedSumIsTheLoops(String geometry, String order, long n, int channels, int size,
+                                                 int kernel, int nOut) {
         MultiLayerNetwork net = new MultiLayerNetwork(new org.deeplearning4j.nn.conf.NeuralNetConfiguration.Builder()
                 .seed(8).dataType(DataType.DOUBLE).list(
-                        new ConvolutionLayer.Builder(5, 5).nOut(8).activation(Activation.TANH).build(),
-                        new SubsamplingLayer.Builder(PoolingType.MAX).kernelSize(4, 4).stride(4, 4).build(),
+                        new ConvolutionLayer.Builder(kernel, kernel).nOut(nOut).activation(Activation.TANH).build(),
+                        new SubsamplingLayer.Builder(PoolingType.MAX).kernelSize(2, 2).stride(2, 2).build(),
                         new OutputLayer.Builder(LossFunction.MCXENT).nOut(3).activation(Activation.SOFTMAX).build())
-                .setInputType(InputType.convolutional(64, 64, 3)).build());
+                .setInputType(InputType.convolutional(size, size, channels)).build());
         net.init();
-        // K = 3·5·5 = 75 values per output position, P = 60·60 positions
-        assertEquals(true, n * 75 * 3600 > 2 * io.github.dl4jbackpack.internal.layers.OuterProductTerms
+        long k = (long) channels * kernel * kernel;
+        long p = (long) (size - kernel + 1) * (size - kernel + 1);
+        assertTrue(n * k * p > 2 * io.github.dl4jbackpack.internal.layers.OuterProductTerms
                 .UNFOLDED_SUM_CHUNK_ELEMENTS, "several chunks");
-        INDArray x = TestNets.features(DataType.DOUBLE, 3, n, 3, 64, 64);
+        assertEquals(geometry.startsWith("first"), nOut * k < nOut * p + (long) channels * size * size,
+                "the geometry keeps the individual gradients");
+        INDArray x = TestNets.features(DataType.DOUBLE, 3, n, channels, size, size);
         INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 4, n, 3);
         INDArray g = Reference.individualGradients(net, x, y).get("0_W");
-        Quantities q = BackPackNetwork.extend(net).backward(x, y, new WeightedGradientSum());
+        io.github.dl4jbackpack.extensions.Extension[] extensions = switch (order) {
+            case "sum only" -> new io.github.dl4jbackpack.extensions.Extension[] {new WeightedGradientSum()};
+            case "norms first" -> new io.github.dl4jbackpack.extensions.Extension[] {
+                    new BatchL2Grad(), new WeightedGradientSum()};
+            default -> new io.github.dl4jbackpack.extensions.Extension[] {
+                    new WeightedGradientSum(), new BatchL2Grad()};
+        };
+        Quantities q = BackPackNetwork.extend(net).backward(x, y, extensions);
         WeightedGradientSum.Deferred sum = q.get(WeightedGradientSum.class, 0, "W");
         INDArray weights = Reference.testWeights(n);
         INDArray expected = Reference.weightedSum(g, weights);
@@ -241,8 +256,64 @@ class FirstOrderAgainstLoopTest {
         INDArray target = Nd4j.ones(DataType.DOUBLE, expected.shape());
         sum.addTo(weights, target);
         assertClose(expected.add(1.0), target, RTOL, ATOL, "added in place");
+        if (!order.equals("sum only")) {
+            INDArray flat = g.reshape('c', n, g.length() / n);
+            assertClose(flat.mul(flat).sum(1), q.get(BatchL2Grad.class, 0, "W"), RTOL, ATOL, "norms");
+        }
         q.close();
         assertThrows(IllegalStateException.class, () -> sum.of(weights), "a closed sum is refused");
+    }
+
+    /**
+     * A convolution's input is unfolded chunk by chunk of examples for every first-order value ({@code U} is never
+     * held for the whole batch): with several chunks, the individual gradients, squared norms (from the gradients,
+     * or from Gram matrices of positions for a small output over many channels), second moment and variance must
+     * be the loop's.
+     */
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("chunkedConvolutions")
+    void aConvolutionUnfoldedByChunksGivesTheLoopsValues(String geometry, long n, int channels, int size, int kernel,
+                                                         int nOut) {
+        MultiLayerNetwork net = new MultiLayerNetwork(new org.deeplearning4j.nn.conf.NeuralNetConfiguration.Builder()
+                .seed(9).dataType(DataType.DOUBLE).list(
+                        new ConvolutionLayer.Builder(kernel, kernel).nOut(nOut).activation(Activation.TANH).build(),
+                        new OutputLayer.Builder(LossFunction.MCXENT).nOut(3).activation(Activation.SOFTMAX).build())
+                .setInputType(InputType.convolutional(size, size, channels)).build());
+        net.init();
+        long k = (long) channels * kernel * kernel;
+        long p = (long) (size - kernel + 1) * (size - kernel + 1);
+        long perExample = 3 * k * p + nOut * p + 2 * nOut * k + (p * (k + nOut) < nOut * k ? 2 * p * p : 0);
+        assertTrue(n * perExample > 2 * io.github.dl4jbackpack.internal.layers.OuterProductTerms.UNFOLDED_STEP_ELEMENTS,
+                "several chunks");
+        assertEquals(geometry.startsWith("Gram"), p * (k + nOut) < nOut * k, "the norms' path");
+        INDArray x = TestNets.features(DataType.DOUBLE, 5, n, channels, size, size);
+        INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 6, n, 3);
+        Map<String, INDArray> loop = Reference.individualGradients(net, x, y);
+        BackPackNetwork bp = BackPackNetwork.extend(net);
+        Quantities reductions = bp.backward(x, y, new BatchL2Grad(), new SumGradSquared(), new Variance());
+        Quantities individual = bp.backward(x, y, new BatchGrad());
+        for (String param : new String[] {"W", "b"}) {
+            INDArray g = loop.get("0_" + param);
+            assertClose(g, individual.get(BatchGrad.class, 0, param), RTOL, ATOL, param + " individual gradients");
+            assertClose(Reference.squaredNorms(g), reductions.get(BatchL2Grad.class, 0, param), RTOL, ATOL,
+                    param + " norms");
+            assertClose(Reference.sumGradSquared(g), reductions.get(SumGradSquared.class, 0, param), RTOL, ATOL,
+                    param + " second moment");
+            assertClose(Reference.variance(g), reductions.get(Variance.class, 0, param), RTOL, ATOL,
+                    param + " variance");
+        }
+    }
+
+    static Stream<Arguments> chunkedConvolutions() {
+        return Stream.of(
+                Arguments.of("gradients: a first layer over a large image", 48L, 3, 64, 5, 8),
+                Arguments.of("Gram matrices: a small output over many channels", 160L, 64, 8, 3, 64));
+    }
+
+    static Stream<Arguments> largeConvolutions() {
+        return Stream.of("sum only", "norms first", "norms after").flatMap(order -> Stream.of(
+                Arguments.of("first layer over a large image", order, 64L, 3, 64, 5, 8),
+                Arguments.of("wide kernel over many channels", order, 112L, 8, 16, 7, 16)));
     }
 
     /**

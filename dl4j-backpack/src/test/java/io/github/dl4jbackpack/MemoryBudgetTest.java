@@ -187,8 +187,8 @@ class MemoryBudgetTest {
     @Test
     void firstOrderScratchIsSizedPerNetworkNotByTheLargestNetworkTheThreadEverRan() {
         MultiLayerNetwork big = cnn();
-        BackPackNetwork.extend(big).backward(TestNets.features(DataType.FLOAT, 3, 64, 3, 12, 12),
-                TestNets.labels(DataType.FLOAT, LossFunction.MCXENT, 4, 64, 10), new Variance(),
+        BackPackNetwork.extend(big).backward(TestNets.features(DataType.FLOAT, 3, 256, 3, 12, 12),
+                TestNets.labels(DataType.FLOAT, LossFunction.MCXENT, 4, 256, 10), new Variance(),
                 new io.github.dl4jbackpack.extensions.BatchGrad());
         long bigScratch = ScratchWorkspace.allocatedBytes(ScratchWorkspace.FIRST_ORDER);
         BackPackNetwork.releaseThreadMemory();

@@ -126,8 +126,14 @@ class SimpleRnnTest {
         INDArray gradient = outputGradient.apply(net).div(n);
         LayerDerivatives kind = LayerKinds.of(layer).orElseThrow();
         assertTrue(kind.unsupportedConfiguration(layer) == null, what + ": " + kind.unsupportedConfiguration(layer));
+        // read while the layer's input is the pass's (terms are valid in the scope of the pass only)
         FirstOrderTerms terms = kind.firstOrder(layer, layer.input(), gradient);
+        Map<String, INDArray> individual = terms.individualGradients();
         FirstOrderTerms reductions = kind.firstOrder(layer, layer.input(), gradient);
+        Map<String, INDArray> norms = reductions.individualGradientSquaredNorms();
+        Map<String, INDArray> sumGradSquared = reductions.sumGradSquared();
+        Map<String, INDArray> variance = reductions.variance();
+        Map<String, INDArray> dots = reductions.individualGradientDots();
 
         Map<String, INDArray> single = new LinkedHashMap<>();
         batch.forEach((param, g) -> single.put(param, Nd4j.create(DataType.DOUBLE,
@@ -143,18 +149,18 @@ class SimpleRnnTest {
         }
         for (String param : single.keySet()) {
             String where = what + " " + param;
-            INDArray g = terms.individualGradients().get(param);
+            INDArray g = individual.get(param);
             assertNotNull(g, where);
             assertClose(batch.get(param), g.sum(0).muli(n), 1e-10, 1e-12, where + ": N Σ g_n = DL4J's batch gradient");
             INDArray expected = single.get(param);
             assertClose(expected, g, 1e-10, 1e-12, where + ": g_n = DL4J's gradient of sequence n alone / N");
-            assertClose(Reference.squaredNorms(expected), reductions.individualGradientSquaredNorms().get(param), 1e-10,
+            assertClose(Reference.squaredNorms(expected), norms.get(param), 1e-10,
                     1e-12, where + ": ‖g_n‖²");
-            assertClose(Reference.sumGradSquared(expected), reductions.sumGradSquared().get(param), 1e-10, 1e-12,
+            assertClose(Reference.sumGradSquared(expected), sumGradSquared.get(param), 1e-10, 1e-12,
                     where + ": Σ g_n²");
-            assertClose(Reference.variance(expected), reductions.variance().get(param), 1e-8, 1e-12,
+            assertClose(Reference.variance(expected), variance.get(param), 1e-8, 1e-12,
                     where + ": variance");
-            assertClose(Reference.dots(expected), reductions.individualGradientDots().get(param), 1e-10, 1e-12,
+            assertClose(Reference.dots(expected), dots.get(param), 1e-10, 1e-12,
                     where + ": ⟨g_n, g_m⟩");
         }
     }

@@ -92,6 +92,48 @@ class TransparencyTest {
         assertEquals(6, q.batchSize());
     }
 
+    /**
+     * The extensions scale a layer's output gradient to the mean loss in place when it is a temporary of DL4J's
+     * step, and copy it otherwise: an identity activation hands back the incoming gradient, an
+     * {@code ActivationLayer} returns its own as the next layer's. DL4J's gradient stays bit-identical and the
+     * per-example quantities are the loop's.
+     */
+    @ParameterizedTest
+    @EnumSource(value = WorkspaceMode.class, names = {"ENABLED", "NONE"})
+    void outputGradientsAreScaledInPlaceOnlyWhereDl4jIsDoneWithThem(WorkspaceMode mode) {
+        MultiLayerNetwork plain = new MultiLayerNetwork(new org.deeplearning4j.nn.conf.NeuralNetConfiguration.Builder()
+                .seed(5).dataType(DataType.DOUBLE).trainingWorkspaceMode(mode).inferenceWorkspaceMode(mode)
+                .list(new DenseLayer.Builder().nOut(6).activation(Activation.IDENTITY).build(),
+                        new org.deeplearning4j.nn.conf.layers.ActivationLayer.Builder().activation(Activation.TANH)
+                                .build(),
+                        new DenseLayer.Builder().nOut(5).activation(Activation.RELU).build(),
+                        new DenseLayer.Builder().nOut(4).activation(Activation.IDENTITY).build(),
+                        new OutputLayer.Builder(LossFunction.MCXENT).nOut(3).activation(Activation.SOFTMAX).build())
+                .setInputType(InputType.feedForward(4)).build());
+        plain.init();
+        MultiLayerNetwork extended = plain.clone();
+        BackPackNetwork bp = BackPackNetwork.extend(extended);
+        INDArray x = TestNets.features(DataType.DOUBLE, 3, 7, 4);
+        INDArray y = TestNets.labels(DataType.DOUBLE, LossFunction.MCXENT, 4, 7, 3);
+        java.util.Map<String, INDArray> loop = Reference.individualGradients(plain, x, y);
+        plain.setInput(x);
+        plain.setLabels(y);
+        plain.computeGradientAndScore();
+        Quantities q = bp.backward(x, y, new BatchL2Grad(), new io.github.dl4jbackpack.extensions.WeightedGradientSum());
+        assertArrayEquals(exact(plain.gradient().gradient()), exact(extended.gradient().gradient()), 0.0, "gradient");
+        INDArray weights = Reference.testWeights(7);
+        for (int layer : new int[] {0, 2, 3, 4}) {
+            for (String param : new String[] {"W", "b"}) {
+                INDArray g = loop.get(layer + "_" + param);
+                INDArray flat = g.reshape('c', 7, g.length() / 7);
+                assertClose(flat.mul(flat).sum(1), q.get(BatchL2Grad.class, layer, param), 1e-10, 1e-13,
+                        "norms " + layer + param);
+                assertClose(Reference.weightedSum(g, weights), q.get(io.github.dl4jbackpack.extensions
+                        .WeightedGradientSum.class, layer, param).of(weights), 1e-10, 1e-13, "sum " + layer + param);
+            }
+        }
+    }
+
     @ParameterizedTest
     @EnumSource(WorkspaceMode.class)
     void trainingTrajectoryIsBitIdenticalWithExtensionsEnabled(WorkspaceMode mode) {

@@ -19,8 +19,9 @@ import java.util.Map;
  *     {@code O(N·P·(K + O))} for {@code P} positions (time steps; 1 for a dense layer) of {@code K} inputs and
  *     {@code O} outputs; each sum is one matrix product per weight;</li>
  * <li>convolutions (1D, 2D, 3D, transposed): the layer input and output gradient, {@code O(N·(C_in·H·W + O·P))};
- *     each sum unfolds the input again ({@code K = C_in·k_h·k_w} values per output position, in the caller's
- *     workspace) for its one matrix product;</li>
+ *     each sum unfolds the input again ({@code K = C_in·k_h·k_w} values per output position) for its one matrix
+ *     product; or, where they are smaller ({@code O·K < O·P + C_in·H·W}: a first convolution over a large image),
+ *     the individual gradients, {@code O(N·O·K)};</li>
  * <li>embeddings: the row sums of the (example, row) pairs used, {@code O(N·T·dim)};</li>
  * <li>every other parameter (batch normalisation, PReLU, depthwise and separable convolutions, ...): its
  *     individual gradients, {@code N × #params} of the parameter, summed with the weights.</li>

@@ -372,7 +372,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
                         .getActivationFn()).map(this::lossOfOutput).orElse(null));
             }
             if (kind != null && kind.hasParameters()) {
-                computeExtensions(pass, lossRecorder.preActivationGradient(), result.getFirst(), null);
+                INDArray delta = lossRecorder.preActivationGradient();
+                computeExtensions(pass, delta, result.getFirst(), null, temporaryOfStep(delta, epsilon, result));
             }
             return new Step(result, lossRecorder.preActivation(), lossRecorder.dropoutMask());
         }
@@ -397,7 +398,7 @@ public class InterceptingLayer extends BaseWrapperLayer {
                     }
                 }
                 // no activation inside the layer (BatchNormalization, recurrent layers): ∂L/∂z is the incoming gradient
-                computeExtensions(pass, epsilon, result.getFirst(), shared);
+                computeExtensions(pass, epsilon, result.getFirst(), shared, false);
                 interceptor.learnSharedStepScratch(sharedStep.used());
                 return new Step(result, null, mask);
             }
@@ -424,7 +425,8 @@ public class InterceptingLayer extends BaseWrapperLayer {
                 }
             }
         }
-        computeExtensions(pass, activationRecorder.preActivationGradient(), computed, null);
+        INDArray delta = activationRecorder.preActivationGradient();
+        computeExtensions(pass, delta, computed, null, temporaryOfStep(delta, epsilon, result));
         return new Step(result, activationRecorder.preActivation(), mask);
     }
 
@@ -492,18 +494,37 @@ public class InterceptingLayer extends BaseWrapperLayer {
     }
 
     /**
+     * @param delta the gradient w.r.t. the layer's pre-activation that DL4J's step computed
+     * @param epsilon the gradient the step received
+     * @param result what the step returned
+     * @return whether {@code delta} is a temporary of the step that nothing reads after it
+     */
+    private static boolean temporaryOfStep(INDArray delta, INDArray epsilon, Pair<Gradient, INDArray> result) {
+        java.util.List<INDArray> others = new java.util.ArrayList<>(result.getFirst().gradientForVariable().values());
+        others.add(epsilon);
+        others.add(result.getSecond());
+        return Detached.isTemporaryOfStep(delta, others.toArray(new INDArray[0]));
+    }
+
+    /**
      * Lets the pass's first-order extensions compute this layer's values in the first-order scratch
      * workspace, outside DL4J's workspaces.
+     *
+     * @param summedLossGradient the gradient of the summed loss w.r.t. the layer's output
+     * @param temporary whether that gradient is a temporary of DL4J's finished step, which nothing reads any more:
+     *     then scaled to the mean loss in place rather than copied (a copy of the largest layer's output gradient
+     *     less in the scratch workspace)
      */
     private void computeExtensions(BackwardPass pass, INDArray summedLossGradient, Gradient gradient,
-                                   FirstOrderTerms shared) {
+                                   FirstOrderTerms shared, boolean temporary) {
         if (!pass.needsFirstOrder()) {
             return;
         }
         try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces();
              ScratchWorkspace scratch = ScratchWorkspace.open(ScratchWorkspace.FIRST_ORDER,
                      interceptor.firstOrderScratch())) {
-            INDArray outputGradient = summedLossGradient.div(pass.batchSize());
+            INDArray outputGradient = temporary ? summedLossGradient.divi(pass.batchSize())
+                    : summedLossGradient.div(pass.batchSize());
             pass.computeAt(new LayerBackprop(node.name(), pass.batchSize(), underlying, kind, underlying.input(),
                     outputGradient, gradient, rowsPerExample(pass), runningForward, shared));
             interceptor.learnFirstOrderScratch(scratch.used());

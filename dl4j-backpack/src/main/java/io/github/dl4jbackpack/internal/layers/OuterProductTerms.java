@@ -25,7 +25,11 @@ import java.util.function.UnaryOperator;
  * use the Gram matrices of positions, {@code ‖g_n‖² = Σ_{p,q} (U_nᵀU_n)_pq (Δ_nᵀΔ_n)_pq}, when
  * {@code P² < O·K}, and otherwise, like the second moment and the variance (two passes, deviations
  * from the mean), per-example gradients formed in chunks of at most {@link #CHUNK_ELEMENTS} elements:
- * only {@code BatchGrad} and {@code BatchDotGrad} hold {@code N × #params} at once.
+ * only {@code BatchGrad} and {@code BatchDotGrad} hold {@code N × #params} at once. A convolution's
+ * unfolded input is never held for the whole batch: it is unfolded chunk by chunk of examples
+ * ({@link #unfoldedWeight}), and its norms use Gram matrices only where they cost fewer operations.
+ * Weighted sums keep the individual gradients where they are smaller than the copies of {@code Δ}
+ * and the input they would keep otherwise (a first convolution over a large image).
  */
 public final class OuterProductTerms extends FirstOrderTerms {
 
@@ -36,25 +40,38 @@ public final class OuterProductTerms extends FirstOrderTerms {
      * pass, often in every training step (private training), so its chunks of examples are kept small.
      */
     public static final long UNFOLDED_SUM_CHUNK_ELEMENTS = 1L << 21;
+    /**
+     * The temporaries of one step of a pass's loop over chunks of examples whose input is unfolded by chunks, in
+     * numbers (32 MB in float): chunks four times those of {@link #UNFOLDED_SUM_CHUNK_ELEMENTS}, as the pass forms
+     * gradients or Gram matrices besides the unfolding (measured on 3C3D: a quarter of this made a private step
+     * 15–20% slower at two threads for 15 MB less).
+     */
+    public static final long UNFOLDED_STEP_ELEMENTS = 1L << 23;
 
     /** One parameter: a weight (outer products) or a bias (sums), and the map to its parameter layout. */
     private static final class Entry {
         final String name;
         final INDArray delta;      // [N, O, P]
-        final INDArray input;      // [N, K, P], null for a bias
+        /** {@code U}, {@code [N, K, P]}; null for a bias and for a weight whose {@code U} is unfolded by chunks. */
+        final INDArray input;
+        /** K, the rows of {@code U} (0 for a bias). */
+        final long k;
         final UnaryOperator<INDArray> layout;
         /** Whether the matrix layout is {@code [K, O]} (the transpose of {@code Δ_n U_nᵀ}) rather than {@code [O, K]}. */
         final boolean inputMajor;
         /** The smaller array {@code U} is computed from (a convolution's input before unfolding), or null. */
         final INDArray source;
-        /** Computes {@code U} from a copy of {@link #source}, or null. */
+        /** Computes {@code U} from {@link #source} or a part or copy of it, or null. */
         final UnaryOperator<INDArray> unfold;
+        /** The matrix-layout gradients of all examples, once formed in this pass (for the norms or a sum), or null. */
+        INDArray wholeGradients;
 
-        Entry(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout, boolean inputMajor,
+        Entry(String name, INDArray delta, INDArray input, long k, UnaryOperator<INDArray> layout, boolean inputMajor,
               INDArray source, UnaryOperator<INDArray> unfold) {
             this.name = name;
             this.delta = delta;
             this.input = input;
+            this.k = k;
             this.layout = layout;
             this.inputMajor = inputMajor;
             this.source = source;
@@ -65,8 +82,87 @@ public final class OuterProductTerms extends FirstOrderTerms {
             return delta.size(0);
         }
 
+        boolean isBias() {
+            return k == 0;
+        }
+
         long size() {
-            return delta.size(1) * (input == null ? 1 : input.size(1));
+            return delta.size(1) * (isBias() ? 1 : k);
+        }
+
+        /** @return the shape of a value in matrix layout: {@code [O]}, {@code [O, K]} or {@code [K, O]} */
+        long[] matrixShape() {
+            long o = delta.size(1);
+            return isBias() ? new long[] {o} : inputMajor ? new long[] {k, o} : new long[] {o, k};
+        }
+
+        /** @return the rows {@code [from, to)} of an array */
+        static INDArray rows(INDArray a, long from, long to) {
+            org.nd4j.linalg.indexing.INDArrayIndex[] index = new org.nd4j.linalg.indexing.INDArrayIndex[a.rank()];
+            java.util.Arrays.fill(index, NDArrayIndex.all());
+            index[0] = NDArrayIndex.interval(from, to);
+            return a.get(index);
+        }
+
+        /** @return {@code U} of examples {@code [from, to)}: a view of it, or unfolded now in the current scope */
+        INDArray inputOf(long from, long to) {
+            return input != null ? rows(input, from, to) : unfold.apply(rows(source, from, to));
+        }
+
+        /**
+         * @return the numbers one example adds to a step's temporaries where {@code U} is unfolded by chunks: the
+         *     unfolding and its copies, {@code Δ}'s columns, a gradient and its copy, and (where the norms use them)
+         *     the two Gram matrices
+         */
+        private long stepElementsPerExample() {
+            long p = delta.size(2);
+            long o = delta.size(1);
+            return 3 * k * p + o * p + 2 * o * k + (normsFromGrams() ? 2 * p * p : 0);
+        }
+
+        /**
+         * @return whether the squared norms come from Gram matrices of positions rather than from the gradients:
+         *     where {@code U} is held, when they are smaller ({@code P² < O·K}); where it is unfolded by chunks
+         *     (memory bounded either way), when they cost fewer operations ({@code P²(K + O) < O·K·P})
+         */
+        boolean normsFromGrams() {
+            if (isBias()) {
+                return false;
+            }
+            long p = delta.size(2);
+            return input != null ? p * p < size() : p * (k + delta.size(1)) < size();
+        }
+
+        /**
+         * @return how many examples one step of a loop over examples takes: at most {@link #CHUNK_ELEMENTS} numbers
+         *     of gradients and, where {@code U} is unfolded by chunks, at most {@link #UNFOLDED_STEP_ELEMENTS}
+         *     numbers of temporaries
+         */
+        long chunk() {
+            long step = Math.max(1, Math.min(n(), CHUNK_ELEMENTS / Math.max(1, size())));
+            return input != null || isBias() ? step
+                    : Math.max(1, Math.min(step, UNFOLDED_STEP_ELEMENTS / stepElementsPerExample()));
+        }
+
+        /**
+         * Runs a step per chunk of examples ({@link #chunk()}); where {@code U} is unfolded by chunks, each step in
+         * a loop-step workspace of its own (unless one is open already), so that the steps' temporaries reuse one
+         * block: a step writes what it keeps into arrays made before the loop.
+         */
+        void forEachChunk(java.util.function.BiConsumer<Long, Long> step) {
+            long chunk = chunk();
+            boolean scoped = input == null && !isBias() && !ScratchWorkspace.isActive(ScratchWorkspace.LOOP_STEP);
+            long stepBytes = stepElementsPerExample() * chunk * delta.dataType().width() + ScratchWorkspace.MINIMUM_BYTES;
+            for (long from = 0; from < n(); from += chunk) {
+                long to = Math.min(n(), from + chunk);
+                if (!scoped) {
+                    step.accept(from, to);
+                    continue;
+                }
+                try (ScratchWorkspace ignored = ScratchWorkspace.open(ScratchWorkspace.LOOP_STEP, stepBytes)) {
+                    step.accept(from, to);
+                }
+            }
         }
 
         /**
@@ -74,33 +170,73 @@ public final class OuterProductTerms extends FirstOrderTerms {
          *     input-major) or {@code [n, O]}
          */
         INDArray gradients(long from, long to) {
-            INDArray d = delta.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
-            if (input == null) {
+            INDArray d = rows(delta, from, to);
+            if (isBias()) {
                 return d.sum(2);
             }
-            INDArray u = input.get(NDArrayIndex.interval(from, to), NDArrayIndex.all(), NDArrayIndex.all());
+            INDArray u = inputOf(from, to);
             return inputMajor ? Nd4j.matmul(u, d, false, true, false) : Nd4j.matmul(d, u, false, true, false);
         }
 
         /**
          * @return {@code Σ_n g_n} in matrix layout, {@code [O, K]} or {@code [O]}: one product of {@code Δ} and
          *     {@code U} with examples and positions as one axis, ordered as {@code Δ} is stored so that it is read
-         *     in place (an LSTM's is stored step-major) and only {@code U} may be copied
+         *     in place (an LSTM's is stored step-major) and only {@code U} may be copied; by chunks where {@code U}
+         *     is unfolded by chunks
          */
         INDArray sum() {
-            if (input == null) {
+            if (isBias()) {
                 return delta.sum(0, 2);
             }
-            long examples = n();
-            long positions = delta.size(2);
-            char order = delta.stride(0) < delta.stride(2) ? 'f' : 'c';
-            INDArray d = delta.permute(1, 0, 2).reshape(order, delta.size(1), examples * positions);
-            INDArray u = input.permute(1, 0, 2).reshape(order, input.size(1), examples * positions);
+            if (input == null) {
+                INDArray sum = Nd4j.create(delta.dataType(), inputMajor ? new long[] {k, delta.size(1)}
+                        : new long[] {delta.size(1), k});
+                forEachChunk((from, to) -> sum.addi(columnProduct(rows(delta, from, to), inputOf(from, to))));
+                return sum;
+            }
+            return columnProduct(delta, input);
+        }
+
+        /** @return {@code Σ_n Δ_n U_nᵀ} (or its transpose, input-major) of the given examples */
+        private INDArray columnProduct(INDArray d3, INDArray u3) {
+            long examples = d3.size(0);
+            long positions = d3.size(2);
+            char order = d3.stride(0) < d3.stride(2) ? 'f' : 'c';
+            INDArray d = d3.permute(1, 0, 2).reshape(order, d3.size(1), examples * positions);
+            INDArray u = u3.permute(1, 0, 2).reshape(order, u3.size(1), examples * positions);
             return inputMajor ? u.mmul(d.transpose()) : d.mmul(u.transpose());
         }
 
-        long chunk() {
-            return Math.max(1, Math.min(n(), CHUNK_ELEMENTS / Math.max(1, size())));
+        /**
+         * @return whether a weighted sum keeps the individual gradients ({@code N·O·K} numbers) rather than copies
+         *     of {@code Δ} and {@code U} or its source: where they are smaller (a first convolution over a large
+         *     image with few input channels: {@code K ≪ P})
+         */
+        boolean sumKeepsGradients() {
+            if (isBias()) {
+                return false;
+            }
+            long copies = delta.length() + (unfold != null ? source.length() : input.length());
+            return n() * size() < copies;
+        }
+
+        /**
+         * @return the matrix-layout gradients of all examples: those formed before in this pass, else formed now
+         *     (by chunks where {@code U} is unfolded by chunks) in the current scope and remembered
+         */
+        INDArray wholeGradients() {
+            if (wholeGradients == null) {
+                if (input != null || isBias()) {
+                    wholeGradients = gradients(0, n());
+                } else {
+                    long o = delta.size(1);
+                    INDArray all = Nd4j.create(delta.dataType(), inputMajor ? new long[] {n(), k, o}
+                            : new long[] {n(), o, k});
+                    forEachChunk((from, to) -> rows(all, from, to).assign(gradients(from, to)));
+                    wholeGradients = all;
+                }
+            }
+            return wholeGradients;
         }
 
         /**
@@ -116,12 +252,15 @@ public final class OuterProductTerms extends FirstOrderTerms {
             long o = delta.size(1);
             long p = delta.size(2);
             DataType type = delta.dataType();
-            if (input == null) {
+            if (isBias()) {
                 INDArray sums = DeferredSum.copy(delta.sum(2));
                 return new DeferredSum(n, DeferredSum.shapeOf(layout, type, o), type,
                         w -> layout.apply(w.reshape('c', 1, n).mmul(sums).reshape('c', new long[] {o}))).owning(sums);
             }
-            long k = input.size(1);
+            if (sumKeepsGradients()) {
+                INDArray kept = wholeGradients != null ? DeferredSum.copy(wholeGradients) : outOfWorkspaces();
+                return DeferredSum.ofIndividualGradients(layout.apply(kept)).owning(kept);
+            }
             INDArray d = copies.computeIfAbsent(delta, a -> positionsAsColumns(a));
             long[] matrix = inputMajor ? new long[] {k, o} : new long[] {o, k};
             if (unfold != null) {
@@ -133,6 +272,14 @@ public final class OuterProductTerms extends FirstOrderTerms {
                         Nd4j.create(type, o, n, p), 1).reshape('c', o, n * p);
                 return layout.apply(inputMajor ? u.mmul(scaled.transpose()) : scaled.mmul(u.transpose()));
             }).owning(d, u);
+        }
+
+        /** @return {@link #wholeGradients()} formed outside every workspace */
+        private INDArray outOfWorkspaces() {
+            try (org.nd4j.linalg.api.memory.MemoryWorkspace ignored =
+                         Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                return wholeGradients();
+            }
         }
 
         /**
@@ -158,11 +305,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
                             ? ScratchWorkspace.LOOP_STEP : ScratchWorkspace.FIRST_ORDER;
                     try (ScratchWorkspace ignored = ScratchWorkspace.open(scratch, Math.max(stepBytes,
                             ScratchWorkspace.allocatedBytes(scratch)))) {
-                        org.nd4j.linalg.indexing.INDArrayIndex[] rows =
-                                new org.nd4j.linalg.indexing.INDArrayIndex[kept.rank()];
-                        java.util.Arrays.fill(rows, NDArrayIndex.all());
-                        rows[0] = NDArrayIndex.interval(from, to);
-                        INDArray u = columnsOf(unfold.apply(kept.get(rows)));
+                        INDArray u = columnsOf(unfold.apply(rows(kept, from, to)));
                         INDArray columns = d.get(NDArrayIndex.all(), NDArrayIndex.interval(from * p, to * p))
                                 .reshape('c', o, c, p);
                         INDArray scaled = org.nd4j.linalg.factory.Broadcast.mul(columns,
@@ -208,26 +351,29 @@ public final class OuterProductTerms extends FirstOrderTerms {
      * @return this
      */
     public OuterProductTerms weight(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout) {
-        entries.add(new Entry(name, delta, input, layout, false, null, null));
+        entries.add(new Entry(name, delta, input, input.size(1), layout, false, null, null));
         return this;
     }
 
     /**
      * Adds a weight with {@code g_n = Δ_n U_nᵀ} whose {@code U} is computed from a smaller array (a convolution's
-     * unfolded input from its input): the weighted sums of {@link #weightedGradientSums()} keep a copy of that array
-     * and unfold it again when a sum is formed, instead of keeping {@code U}.
+     * unfolded input from its input) and never held for the whole batch: each computation unfolds chunks of
+     * examples ({@link #UNFOLDED_STEP_ELEMENTS} numbers of temporaries at most) in a loop-step workspace, and
+     * the weighted sums of {@link #weightedGradientSums()} keep a copy of that array and unfold it again when a sum
+     * is formed.
      *
      * @param name the DL4J parameter name
      * @param delta {@code Δ}, {@code [N, O, P]}
-     * @param input {@code U}, {@code [N, K, P]}, in the data type of {@code delta}
+     * @param k the rows of {@code U} ({@code [N, K, P]})
      * @param layout maps matrix-layout values {@code [O, K]} or {@code [n, O, K]} to the parameter's shape
-     * @param source the array {@code U} is computed from
-     * @param unfold computes {@code U} from {@code source} (or a copy of it)
+     * @param source the array {@code U} is computed from, in the data type of {@code delta}
+     * @param unfold computes {@code U} from {@code source}, a part of it (its first axis being the examples') or a
+     *     copy of it
      * @return this
      */
-    public OuterProductTerms unfoldedWeight(String name, INDArray delta, INDArray input, UnaryOperator<INDArray> layout,
+    public OuterProductTerms unfoldedWeight(String name, INDArray delta, long k, UnaryOperator<INDArray> layout,
                                             INDArray source, UnaryOperator<INDArray> unfold) {
-        entries.add(new Entry(name, delta, input, layout, false, source, unfold));
+        entries.add(new Entry(name, delta, null, k, layout, false, source, unfold));
         return this;
     }
 
@@ -243,7 +389,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
      */
     public OuterProductTerms inputMajorWeight(String name, INDArray delta, INDArray input,
                                               UnaryOperator<INDArray> layout) {
-        entries.add(new Entry(name, delta, input, layout, true, null, null));
+        entries.add(new Entry(name, delta, input, input.size(1), layout, true, null, null));
         return this;
     }
 
@@ -256,7 +402,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
      * @return this
      */
     public OuterProductTerms bias(String name, INDArray delta, UnaryOperator<INDArray> layout) {
-        entries.add(new Entry(name, delta, null, layout, false, null, null));
+        entries.add(new Entry(name, delta, null, 0, layout, false, null, null));
         return this;
     }
 
@@ -332,7 +478,8 @@ public final class OuterProductTerms extends FirstOrderTerms {
     protected Map<String, INDArray> computeIndividualGradients() {
         Map<String, INDArray> out = new LinkedHashMap<>();
         for (Entry e : entries) {
-            out.put(e.name, e.layout.apply(e.gradients(0, e.n())));
+            out.put(e.name, e.layout.apply(e.wholeGradients != null ? ScratchWorkspace.outside(e.wholeGradients)
+                    : e.wholeGradients()));
         }
         return out;
     }
@@ -358,23 +505,30 @@ public final class OuterProductTerms extends FirstOrderTerms {
         Map<String, INDArray> out = new LinkedHashMap<>();
         Map<String, INDArray> known = individualGradientsIfComputed();
         for (Entry e : entries) {
-            long p = e.delta.size(2);
             if (known != null) {
                 INDArray g = flat(known.get(e.name).dup('c'));
                 out.put(e.name, g.muli(g).sum(1));
-            } else if (e.input != null && p * p < e.size()) {
-                // tr(Δ_n (U_nᵀ U_n) Δ_nᵀ) = Σ_{p,q} (U_nᵀU_n)_pq (Δ_nᵀΔ_n)_pq
-                INDArray inputGram = Nd4j.matmul(e.input, e.input, true, false, false);
-                INDArray deltaGram = Nd4j.matmul(e.delta, e.delta, true, false, false);
-                out.put(e.name, inputGram.muli(deltaGram).sum(1, 2));
+            } else if (e.wholeGradients != null || (e.sumKeepsGradients() && e.n() * e.size() <= CHUNK_ELEMENTS)) {
+                // formed once for the norms and a weighted sum of the same pass
+                INDArray g = flat(e.wholeGradients().dup('c'));
+                out.put(e.name, g.muli(g).sum(1));
             } else {
                 INDArray norms = Nd4j.create(e.delta.dataType(), e.n());
-                long step = e.chunk();
-                for (long from = 0; from < e.n(); from += step) {
-                    long to = Math.min(e.n(), from + step);
-                    INDArray g = flat(e.gradients(from, to).dup('c'));
-                    norms.get(NDArrayIndex.interval(from, to)).assign(g.muli(g).sum(1));
-                }
+                boolean gram = e.normsFromGrams();
+                e.forEachChunk((from, to) -> {
+                    INDArray chunk;
+                    if (gram) {
+                        // tr(Δ_n (U_nᵀ U_n) Δ_nᵀ) = Σ_{p,q} (U_nᵀU_n)_pq (Δ_nᵀΔ_n)_pq
+                        INDArray u = e.inputOf(from, to);
+                        INDArray d = Entry.rows(e.delta, from, to);
+                        chunk = Nd4j.matmul(u, u, true, false, false).muli(Nd4j.matmul(d, d, true, false, false))
+                                .sum(1, 2);
+                    } else {
+                        INDArray g = flat(e.gradients(from, to).dup('c'));
+                        chunk = g.muli(g).sum(1);
+                    }
+                    norms.get(NDArrayIndex.interval(from, to)).assign(chunk);
+                });
                 out.put(e.name, norms);
             }
         }
@@ -391,13 +545,11 @@ public final class OuterProductTerms extends FirstOrderTerms {
                 out.put(e.name, g.mul(g).sum(0));
                 continue;
             }
-            INDArray sum = null;
-            long step = e.chunk();
-            for (long from = 0; from < e.n(); from += step) {
-                INDArray g = e.gradients(from, Math.min(e.n(), from + step));
-                INDArray s = sumOverExamples(g.muli(g));
-                sum = sum == null ? s : sum.addi(s);
-            }
+            INDArray sum = Nd4j.create(e.delta.dataType(), e.matrixShape());
+            e.forEachChunk((from, to) -> {
+                INDArray g = e.gradients(from, to);
+                sum.addi(sumOverExamples(g.muli(g)));
+            });
             out.put(e.name, e.layout.apply(sum));
         }
         return out;
@@ -414,18 +566,16 @@ public final class OuterProductTerms extends FirstOrderTerms {
                 continue;
             }
             INDArray mean = e.sum().divi(e.n());
-            INDArray sum = null;
-            long step = e.chunk();
-            for (long from = 0; from < e.n(); from += step) {
-                INDArray g = e.gradients(from, Math.min(e.n(), from + step));
-                if (e.input == null) {
+            INDArray sum = Nd4j.create(e.delta.dataType(), e.matrixShape());
+            e.forEachChunk((from, to) -> {
+                INDArray g = e.gradients(from, to);
+                if (e.isBias()) {
                     g.subiRowVector(mean);
                 } else {
                     org.nd4j.linalg.factory.Broadcast.sub(g, mean, g, 1, 2);
                 }
-                INDArray s = sumOverExamples(g.muli(g));
-                sum = sum == null ? s : sum.addi(s);
-            }
+                sum.addi(sumOverExamples(g.muli(g)));
+            });
             out.put(e.name, e.layout.apply(sum.divi(e.n())));
         }
         return out;

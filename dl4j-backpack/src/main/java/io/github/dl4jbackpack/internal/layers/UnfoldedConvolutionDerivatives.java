@@ -24,8 +24,9 @@ import java.util.function.UnaryOperator;
  * ({@code W [nOut, nIn, *kernel]}) unless a subclass maps the layouts otherwise.
  *
  * <p>With {@code δ_n [nOut, P]}: {@code g_n(W_mat) = δ_n U_nᵀ}, {@code g_n(b) = Σ_t δ_n[:, t]}.
- * Squared norms use {@code tr(δ_n (U_nᵀU_n) δ_nᵀ)} when {@code P² < K·nOut}, and the individual
- * gradients otherwise; the second moment forms individual gradients in bounded chunks of examples.
+ * First-order values unfold the input chunk by chunk of examples, never for the whole batch at once;
+ * squared norms use {@code tr(δ_n (U_nᵀU_n) δ_nᵀ)} where that costs fewer operations than the
+ * individual gradients ({@code P(K + nOut) < K·nOut}), and the individual gradients otherwise.
  *
  * <p>Second order: the squared parameter Jacobian of a column {@code s_nv [nOut, P]} is
  * {@code (s_nv U_nᵀ)²}, formed in bounded chunks of examples, and that of a diagonal residual
@@ -121,13 +122,13 @@ public abstract class UnfoldedConvolutionDerivatives implements LayerDerivatives
         INDArray x = input.castTo(outputGradient.dataType());
         long n = x.size(0);
         long outC = outputGradient.size(1);
-        INDArray unfolded = unfold(layer, x, outputGradient.shape());
-        long p = unfolded.size(2);
-        INDArray delta = outputGradient.reshape('c', n, outC, p);
-        long[] weightShape = layer.paramTable().get(DenseDerivatives.W).shape();
         long[] outputShape = outputGradient.shape().clone();
-        OuterProductTerms terms = new OuterProductTerms().unfoldedWeight(DenseDerivatives.W, delta, unfolded,
-                g -> toWeightLayout(g, weightShape), x, kept -> unfold(layer, kept, outputShape));
+        // K and P from one example's unfolding: the batch's is unfolded by chunks where needed
+        long[] unfoldedShape = unfold(layer, x.get(NDArrayIndex.interval(0, 1)), outputShape).shape();
+        INDArray delta = outputGradient.reshape('c', n, outC, unfoldedShape[2]);
+        long[] weightShape = layer.paramTable().get(DenseDerivatives.W).shape();
+        OuterProductTerms terms = new OuterProductTerms().unfoldedWeight(DenseDerivatives.W, delta, unfoldedShape[1],
+                g -> toWeightLayout(g, weightShape), x, part -> unfold(layer, part, outputShape));
         return layer.paramTable().containsKey(DenseDerivatives.B)
                 ? terms.bias(DenseDerivatives.B, delta, UnaryOperator.identity()) : terms;
     }
