@@ -23,8 +23,8 @@ import java.util.function.UnaryOperator;
  *
  * <p>Costs: the individual gradients are one batched product ({@code [N, O, K]}); the squared norms
  * use the Gram matrices of positions, {@code ‖g_n‖² = Σ_{p,q} (U_nᵀU_n)_pq (Δ_nᵀΔ_n)_pq}, when
- * {@code P² < O·K}, and otherwise, like the second moment and the variance (two passes, deviations
- * from the mean), per-example gradients formed in chunks of at most {@link #CHUNK_ELEMENTS} elements:
+ * {@code P² < O·K}, and otherwise, like the second moment and the variance (each chunk's deviations
+ * from its own mean, merged pairwise), per-example gradients formed in chunks of at most {@link #CHUNK_ELEMENTS} elements:
  * only {@code BatchGrad} and {@code BatchDotGrad} hold {@code N × #params} at once. A convolution's
  * unfolded input is never held for the whole batch: it is unfolded chunk by chunk of examples
  * ({@link #unfoldedWeight}), and its norms use Gram matrices only where they cost fewer operations.
@@ -176,35 +176,6 @@ public final class OuterProductTerms extends FirstOrderTerms {
             }
             INDArray u = inputOf(from, to);
             return inputMajor ? Nd4j.matmul(u, d, false, true, false) : Nd4j.matmul(d, u, false, true, false);
-        }
-
-        /**
-         * @return {@code Σ_n g_n} in matrix layout, {@code [O, K]} or {@code [O]}: one product of {@code Δ} and
-         *     {@code U} with examples and positions as one axis, ordered as {@code Δ} is stored so that it is read
-         *     in place (an LSTM's is stored step-major) and only {@code U} may be copied; by chunks where {@code U}
-         *     is unfolded by chunks
-         */
-        INDArray sum() {
-            if (isBias()) {
-                return delta.sum(0, 2);
-            }
-            if (input == null) {
-                INDArray sum = Nd4j.create(delta.dataType(), inputMajor ? new long[] {k, delta.size(1)}
-                        : new long[] {delta.size(1), k});
-                forEachChunk((from, to) -> sum.addi(columnProduct(rows(delta, from, to), inputOf(from, to))));
-                return sum;
-            }
-            return columnProduct(delta, input);
-        }
-
-        /** @return {@code Σ_n Δ_n U_nᵀ} (or its transpose, input-major) of the given examples */
-        private INDArray columnProduct(INDArray d3, INDArray u3) {
-            long examples = d3.size(0);
-            long positions = d3.size(2);
-            char order = d3.stride(0) < d3.stride(2) ? 'f' : 'c';
-            INDArray d = d3.permute(1, 0, 2).reshape(order, d3.size(1), examples * positions);
-            INDArray u = u3.permute(1, 0, 2).reshape(order, u3.size(1), examples * positions);
-            return inputMajor ? u.mmul(d.transpose()) : d.mmul(u.transpose());
         }
 
         /**
@@ -555,7 +526,11 @@ public final class OuterProductTerms extends FirstOrderTerms {
         return out;
     }
 
-    /** Two passes: the mean gradient, then chunks of deviations from it. */
+    /**
+     * One pass over chunks of examples: each chunk's mean and sum of squared deviations from it, merged into the
+     * batch's (Chan, Golub and LeVeque's pairwise update: {@code M2 = M2_a + M2_b + δ²·n_a·n_b/n}, with {@code δ} the
+     * difference of the means), so that no {@code E[g²] − E[g]²} cancels and the gradients are formed once.
+     */
     @Override
     protected Map<String, INDArray> computeVariance() {
         Map<String, INDArray> out = new LinkedHashMap<>();
@@ -565,28 +540,40 @@ public final class OuterProductTerms extends FirstOrderTerms {
                 out.put(e.name, twoPassVariance(known.get(e.name)));
                 continue;
             }
-            INDArray mean = e.sum().divi(e.n());
-            INDArray sum = Nd4j.create(e.delta.dataType(), e.matrixShape());
+            INDArray mean = Nd4j.create(e.delta.dataType(), e.size());
+            INDArray squares = Nd4j.create(e.delta.dataType(), e.size());
+            long[] seen = {0};
             e.forEachChunk((from, to) -> {
-                INDArray g = e.gradients(from, to);
-                if (e.isBias()) {
-                    g.subiRowVector(mean);
-                } else {
-                    org.nd4j.linalg.factory.Broadcast.sub(g, mean, g, 1, 2);
+                long c = to - from;
+                // [c, size]: the chunk's gradients as rows (a view of the product's c-ordered result)
+                INDArray g = flat(e.gradients(from, to));
+                INDArray chunkMean = sumOverExamples(g).divi(c);
+                g.subiRowVector(chunkMean);
+                long before = seen[0];
+                long after = before + c;
+                INDArray shift = chunkMean.subi(mean);
+                squares.addi(sumOverExamples(g.muli(g)));
+                if (before > 0) {
+                    squares.addi(shift.mul(shift).muli((double) before * c / after));
                 }
-                sum.addi(sumOverExamples(g.muli(g)));
+                mean.addi(shift.muli((double) c / after));
+                seen[0] = after;
             });
-            out.put(e.name, e.layout.apply(sum.divi(e.n())));
+            out.put(e.name, e.layout.apply(squares.divi(e.n()).reshape('c', e.matrixShape())));
         }
         return out;
     }
 
+    /**
+     * One product {@code G Gᵀ} of the flattened individual gradients per parameter: those of {@code BatchGrad} if
+     * asked in the same pass, else formed in the current (scratch) scope, where they need not outlive the pass.
+     */
     @Override
     protected Map<String, INDArray> computeDots() {
         Map<String, INDArray> out = new LinkedHashMap<>();
-        Map<String, INDArray> gradients = individualGradients();
+        Map<String, INDArray> known = individualGradientsIfComputed();
         for (Entry e : entries) {
-            INDArray g = flat(gradients.get(e.name).dup('c'));
+            INDArray g = known != null ? flat(known.get(e.name).dup('c')) : flat(e.wholeGradients());
             out.put(e.name, g.mmul(g.transpose()));
         }
         return out;
