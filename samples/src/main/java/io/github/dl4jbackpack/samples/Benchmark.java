@@ -99,19 +99,22 @@ public final class Benchmark {
      * @param maxMillis the slowest timed pass
      * @param gradientMillis the median of the plain gradient's passes interleaved with this method's
      * @param ratioToGradient {@code medianMillis / gradientMillis}
+     * @param pairedRatio the median over the timed passes of each pass's time over that of the gradient pass just
+     *     before it: robust to the machine's speed drifting during a run (NaN where the method was timed once)
      * @param peakMegabytes the process's peak resident memory during the timed passes
      * @param machine where it ran
      * @param note empty, or why the method failed
      */
     public record Row(String problem, String method, long batch, double minMillis, double medianMillis,
-                      double maxMillis, double gradientMillis, double ratioToGradient, double peakMegabytes,
-                      Machine machine, String note) {
+                      double maxMillis, double gradientMillis, double ratioToGradient, double pairedRatio,
+                      double peakMegabytes, Machine machine, String note) {
         static final String CSV_HEADER = "problem,method,batch,min_ms,median_ms,max_ms,gradient_median_ms,"
-                + "ratio_to_gradient,peak_mb,omp_threads,cores,cpu,backend,blas,note";
+                + "ratio_to_gradient,paired_ratio_median,peak_mb,omp_threads,cores,cpu,backend,blas,note";
 
         String csv() {
-            return String.format(Locale.ROOT, "%s,%s,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.1f,%d,%d,%s,%s,%s,%s", problem,
-                    method, batch, minMillis, medianMillis, maxMillis, gradientMillis, ratioToGradient, peakMegabytes,
+            return String.format(Locale.ROOT, "%s,%s,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.1f,%d,%d,%s,%s,%s,%s", problem,
+                    method, batch, minMillis, medianMillis, maxMillis, gradientMillis, ratioToGradient, pairedRatio,
+                    peakMegabytes,
                     machine.ompThreads(), machine.cores(), clean(machine.cpu()), clean(machine.backend()),
                     clean(machine.blas()), clean(note));
         }
@@ -360,18 +363,19 @@ public final class Benchmark {
         // a method timed once (beyond --max-seconds) has no interleaved gradient: the gradient's own median
         double gradient = measured.containsKey("gradient") ? measured.get("gradient").median() : Double.NaN;
         List<Row> rows = new ArrayList<>();
-        out.printf("%-18s %10s %10s %10s %10s %8s %9s  %s%n", "method", "min ms", "median ms", "max ms", "grad ms",
-                "ratio", "peak MB", "note");
+        out.printf("%-18s %10s %10s %10s %10s %8s %8s %9s  %s%n", "method", "min ms", "median ms", "max ms",
+                "grad ms", "ratio", "paired", "peak MB", "note");
         for (Map.Entry<String, Timing> m : measured.entrySet()) {
             Timing t = m.getValue();
             double reference = m.getKey().equals("gradient") ? t.median()
                     : Double.isNaN(t.gradient()) ? gradient : t.gradient();
+            double paired = m.getKey().equals("gradient") ? 1.0 : t.pairedRatio();
             Row row = new Row(subject.name(), m.getKey(), batch, t.min(), t.median(), t.max(), reference,
-                    t.median() / reference, t.peakMegabytes(), machine, notes.get(m.getKey()));
+                    t.median() / reference, paired, t.peakMegabytes(), machine, notes.get(m.getKey()));
             rows.add(row);
-            out.printf(Locale.ROOT, "%-18s %10.1f %10.1f %10.1f %10.1f %8.2f %9.1f  %s%n", row.method(), row.minMillis(),
-                    row.medianMillis(), row.maxMillis(), row.gradientMillis(), row.ratioToGradient(),
-                    row.peakMegabytes(), row.note());
+            out.printf(Locale.ROOT, "%-18s %10.1f %10.1f %10.1f %10.1f %8.2f %8.2f %9.1f  %s%n", row.method(),
+                    row.minMillis(), row.medianMillis(), row.maxMillis(), row.gradientMillis(), row.ratioToGradient(),
+                    row.pairedRatio(), row.peakMegabytes(), row.note());
         }
         return rows;
     }
@@ -411,8 +415,9 @@ public final class Benchmark {
      * @param gradient median of the gradient passes interleaved with them, ms (NaN when there were none)
      * @param peakMegabytes peak resident memory during the passes
      */
-    record Timing(double min, double median, double max, double gradient, double peakMegabytes) {
-        static final Timing FAILED = new Timing(Double.NaN, Double.NaN, Double.NaN, Double.NaN, Double.NaN);
+    record Timing(double min, double median, double max, double gradient, double pairedRatio, double peakMegabytes) {
+        static final Timing FAILED = new Timing(Double.NaN, Double.NaN, Double.NaN, Double.NaN, Double.NaN,
+                Double.NaN);
     }
 
     /**
@@ -431,7 +436,7 @@ public final class Benchmark {
         double first = (System.nanoTime() - start) / 1e6;
         long firstPeakBytes = firstPeak.stop();
         if (first / 1000 > maxSeconds) {
-            return new Timing(first, first, first, Double.NaN, firstPeakBytes / 1e6);
+            return new Timing(first, first, first, Double.NaN, Double.NaN, firstPeakBytes / 1e6);
         }
         for (int i = 1; i < warmup; i++) {
             if (reference != null) {
@@ -454,9 +459,14 @@ public final class Benchmark {
             times[i] = (System.nanoTime() - t) / 1e6;
         }
         long peakBytes = peak.stop();
+        double[] pairs = new double[times.length];
+        for (int i = 0; i < times.length; i++) {
+            pairs[i] = times[i] / gradients[i];
+        }
+        double paired = reference == null ? Double.NaN : median(pairs);
+        double gradient = reference == null ? Double.NaN : median(gradients);
         Arrays.sort(times);
-        return new Timing(times[0], median(times), times[times.length - 1],
-                reference == null ? Double.NaN : median(gradients), peakBytes / 1e6);
+        return new Timing(times[0], median(times), times[times.length - 1], gradient, paired, peakBytes / 1e6);
     }
 
     /** @return the median of the values (sorted here) */

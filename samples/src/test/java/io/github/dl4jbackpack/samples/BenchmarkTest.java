@@ -34,6 +34,9 @@ class BenchmarkTest {
             // every method's ratio is to the gradient passes interleaved with its own
             assertTrue(r.gradientMillis() > 0, r.toString());
             assertEquals(r.medianMillis() / r.gradientMillis(), r.ratioToGradient(), 1e-12, r.toString());
+            // one timed pass: the median of the per-pass ratios is that pass's ratio
+            assertEquals(r.ratioToGradient(), r.pairedRatio(), r.method().equals("gradient") ? 0.0 : 1e-12,
+                    r.toString());
             assertTrue(!r.machine().cpu().isEmpty() && r.machine().cores() > 0 && r.machine().ompThreads() > 0
                     && !r.machine().backend().isEmpty() && !r.machine().blas().isEmpty(), r.toString());
         }
@@ -43,11 +46,11 @@ class BenchmarkTest {
         Benchmark.writeCsv(rows, csv);
         Benchmark.plot(rows, png);
         List<String> lines = Files.readAllLines(csv);
-        assertEquals("problem,method,batch,min_ms,median_ms,max_ms,gradient_median_ms,ratio_to_gradient,peak_mb,"
-                + "omp_threads,cores,cpu,backend,blas,note", lines.get(0));
+        assertEquals("problem,method,batch,min_ms,median_ms,max_ms,gradient_median_ms,ratio_to_gradient,"
+                + "paired_ratio_median,peak_mb,omp_threads,cores,cpu,backend,blas,note", lines.get(0));
         assertEquals(1 + rows.size(), lines.size());
         for (String line : lines) {
-            assertEquals(15, line.split(",", -1).length, line);
+            assertEquals(16, line.split(",", -1).length, line);
         }
         assertTrue(Files.size(png) > 1000, "chart written");
     }
