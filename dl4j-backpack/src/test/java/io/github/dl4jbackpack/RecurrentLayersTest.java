@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack;
 
+import io.github.dl4jbackpack.extensions.BatchDotGrad;
+import io.github.dl4jbackpack.extensions.BatchGrad;
+import io.github.dl4jbackpack.extensions.BatchL2Grad;
+import io.github.dl4jbackpack.extensions.Extension;
+import io.github.dl4jbackpack.extensions.SumGradSquared;
+import io.github.dl4jbackpack.extensions.Variance;
 import io.github.dl4jbackpack.internal.layers.FirstOrderTerms;
 import io.github.dl4jbackpack.internal.layers.LstmDerivatives;
 import org.deeplearning4j.nn.api.Layer;
@@ -433,6 +439,55 @@ class RecurrentLayersTest {
         assertEndToEnd(sequenceNetwork(RNNFormat.NCW, 82, new LSTM.Builder().nOut(UNITS).build(),
                 new LSTM.Builder().nOut(UNITS - 1).activation(Activation.SOFTSIGN).build(), classifier(RNNFormat.NCW)),
                 RNNFormat.NCW, "LSTM, LSTM");
+    }
+
+    /**
+     * Three LSTMs whose gradients come from DL4J's own backward step (sigmoid gates: tanh and softsign) or from
+     * the library's back-propagation through time (hard-sigmoid gates), in both workspace modes (DL4J hands its
+     * forward values over as copies in one and as views of each step's gate array in the other): every
+     * first-order extension against single-sequence passes.
+     */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.EnumSource(org.deeplearning4j.nn.conf.WorkspaceMode.class)
+    void lstmGradientsReadFromDl4jsStepInEveryWorkspaceMode(org.deeplearning4j.nn.conf.WorkspaceMode mode) {
+        assertEndToEnd(threeLstms(DataType.DOUBLE, mode), RNNFormat.NCW, "three LSTMs, " + mode);
+    }
+
+    /** The same network in float32, within tolerance of float64, every first-order extension. */
+    @Test
+    void lstmGradientsReadFromDl4jsStepInFloat32() {
+        MultiLayerNetwork wide = threeLstms(DataType.DOUBLE, org.deeplearning4j.nn.conf.WorkspaceMode.ENABLED);
+        MultiLayerNetwork narrow = threeLstms(DataType.FLOAT, org.deeplearning4j.nn.conf.WorkspaceMode.ENABLED);
+        narrow.setParams(wide.params().castTo(DataType.FLOAT));
+        INDArray x = TestNets.features(DataType.DOUBLE, 71, N, N_IN, T);
+        INDArray y = labels(N, T, 72);
+        INDArray m = mask(Masking.TAIL, T, LENGTHS);
+        Extension<?>[] extensions = {new BatchGrad(), new BatchL2Grad(), new SumGradSquared(), new Variance(),
+                new BatchDotGrad()};
+        Quantities a = BackPackNetwork.extend(wide).backward(x, y, null, m, extensions);
+        Quantities b = BackPackNetwork.extend(narrow).backward(x.castTo(DataType.FLOAT), y.castTo(DataType.FLOAT),
+                null, m.castTo(DataType.FLOAT), extensions);
+        java.util.List<Class<? extends Extension<INDArray>>> kinds = java.util.List.of(BatchGrad.class,
+                BatchL2Grad.class, SumGradSquared.class, Variance.class, BatchDotGrad.class);
+        for (String key : wide.paramTable().keySet()) {
+            for (Class<? extends Extension<INDArray>> kind : kinds) {
+                assertClose(a.byKey(kind, key), b.byKey(kind, key), 1e-3, 1e-6,
+                        "float32 " + kind.getSimpleName() + " " + key);
+            }
+        }
+    }
+
+    private static MultiLayerNetwork threeLstms(DataType type, org.deeplearning4j.nn.conf.WorkspaceMode mode) {
+        MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(86).dataType(type)
+                .trainingWorkspaceMode(mode).inferenceWorkspaceMode(mode)
+                .list(new LSTM.Builder().nOut(UNITS).build(),
+                        new LSTM.Builder().nOut(UNITS + 1).activation(Activation.SOFTSIGN).build(),
+                        new LSTM.Builder().nOut(UNITS).gateActivationFunction(Activation.HARDSIGMOID).build(),
+                        classifier(RNNFormat.NCW))
+                .setInputType(org.deeplearning4j.nn.conf.inputs.InputType.recurrent(N_IN, RNNFormat.NCW)).build());
+        net.init();
+        TestNets.randomiseParameters(net, 86);
+        return net;
     }
 
     @Test

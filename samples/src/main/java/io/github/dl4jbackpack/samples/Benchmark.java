@@ -328,7 +328,8 @@ public final class Benchmark {
                             ? BatchNormStatistics.RUNNING : BatchNormStatistics.BATCH;
                     passes.put(method, () -> {
                         bp.setBatchNormStatistics(statistics);
-                        bp.backward(x, y, e);
+                        // the results of a pass freed once used, as in a training loop (docs/quantities.md)
+                        bp.backward(x, y, e).close();
                     });
             }
         }

@@ -12,6 +12,7 @@ import org.deeplearning4j.nn.layers.recurrent.LSTMHelpers;
 import org.deeplearning4j.nn.conf.CacheMode;
 import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.activations.impl.ActivationRReLU;
+import org.nd4j.linalg.activations.impl.ActivationSigmoid;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -57,7 +58,10 @@ import java.util.function.UnaryOperator;
  * cell's {@code φ'} at the masked {@code c_t}); LSTM does not mask {@code δ_t} (so a masked step that
  * precedes real steps contributes to the gradients) while GravesLSTM does (its cell-state gradient still
  * flows back through masked steps). Both agree with the derivative when only steps after the last real
- * step are masked and they carry no output gradient.
+ * step are masked and they carry no output gradient. An LSTM with sigmoid gates (DL4J's default) and no mask,
+ * dropout or weight noise is not replayed: its forward pass is shared with DL4J's step and its gate gradients
+ * are read from what the step leaves in it ({@code GateGradientsOfStep}), about a dozen operations over all
+ * steps at once.
  *
  * <p>Costs: the replay stores the gate values of every step, {@code O(N·T·n)}; the outer-product terms
  * cost what {@link OuterProductTerms} says, and GravesLSTM's peephole columns {@code N·3n} more.
@@ -555,19 +559,27 @@ public final class LstmDerivatives implements LayerDerivatives {
         INDArray x = (nwc ? input.permute(0, 2, 1) : input).castTo(type);
         INDArray epsilon = nwc ? outputGradient.permute(0, 2, 1) : outputGradient;
         Forward forward = new Forward(layer, x);
-        return terms(layer, forward, new Backward(forward, epsilon, 1));
+        Backward replay = new Backward(forward, epsilon, 1);
+        return terms(layer, forward.x, forward.previousOutputs, replay.delta, replay.peepholes);
     }
 
-    /** @return the per-sequence terms of the replayed gradient */
-    private static FirstOrderTerms terms(Layer layer, Forward forward, Backward replay) {
+    /**
+     * @param x the input {@code [N, nIn, T]}
+     * @param previousOutputs {@code h_{t−1}} {@code [N, n, T]}
+     * @param delta the gate pre-activation gradients {@code [N, 4n, T]}
+     * @param peepholes GravesLSTM's per-sequence peephole gradients {@code [N, n, 3]}, or null
+     * @return the per-sequence terms of the gradient
+     */
+    private static FirstOrderTerms terms(Layer layer, INDArray x, INDArray previousOutputs, INDArray delta,
+                                         INDArray peepholes) {
         Map<String, long[]> shapes = new LinkedHashMap<>();
         layer.paramTable().forEach((name, value) -> shapes.put(name, value.shape()));
         OuterProductTerms terms = new OuterProductTerms()
-                .inputMajorWeight(W, replay.delta, forward.x, UnaryOperator.identity())
-                .inputMajorWeight(RW, replay.delta, forward.previousOutputs, UnaryOperator.identity())
-                .bias(B, replay.delta, g -> g.reshape('c', g.rank() == 1 ? shapes.get(B)
+                .inputMajorWeight(W, delta, x, UnaryOperator.identity())
+                .inputMajorWeight(RW, delta, previousOutputs, UnaryOperator.identity())
+                .bias(B, delta, g -> g.reshape('c', g.rank() == 1 ? shapes.get(B)
                         : UnfoldedConvolutionDerivatives.withBatchAxis(g.size(0), shapes.get(B))));
-        return replay.peepholes == null ? terms : new PeepholeTerms(terms, replay.peepholes);
+        return peepholes == null ? terms : new PeepholeTerms(terms, peepholes);
     }
 
     /**
@@ -575,7 +587,9 @@ public final class LstmDerivatives implements LayerDerivatives {
      * forward pass for its backward step ({@code LSTMHelpers.activateHelper}, called as the layer calls it),
      * computed once, replayed backwards here first (DL4J's step changes some of its values in place), then handed
      * to the layer, which takes it instead of computing it again ({@code cachedFwdPass}): DL4J's step computes
-     * exactly what it computes without the sharing, and neither forward pass is computed twice.
+     * exactly what it computes without the sharing, and neither forward pass is computed twice. With sigmoid gates
+     * (DL4J's default) nothing is replayed: DL4J's step leaves the gradients of its recurrence in the forward
+     * values it was handed, and the terms read them once the step is done ({@code GateGradientsOfStep}).
      */
     @Override
     public FirstOrderTerms firstOrderSharingForward(Layer layer, INDArray input, INDArray outputGradient,
@@ -592,8 +606,16 @@ public final class LstmDerivatives implements LayerDerivatives {
         try (org.nd4j.linalg.api.memory.MemoryWorkspace ignored =
                      ScratchWorkspace.borrow(ScratchWorkspace.SHARED_STEP)) {
             DataType type = outputGradient.dataType();
-            Forward forward = new Forward(layer, lstm.input().castTo(type).dup('c'), fwd);
-            terms = terms(layer, forward, new Backward(forward, outputGradient, 1));
+            INDArray x = lstm.input().castTo(type).dup('c');
+            if (conf.getGateActivationFn() instanceof ActivationSigmoid) {
+                GateGradientsOfStep gates = new GateGradientsOfStep(layer, fwd, type);
+                double scale = 1.0 / outputGradient.size(0);
+                terms = new AfterStepTerms(terms(layer, x, gates.previousOutputs, gates.delta, null),
+                        () -> gates.complete(scale));
+            } else {
+                Forward forward = new Forward(layer, x, fwd);
+                terms = terms(layer, x, forward.previousOutputs, new Backward(forward, outputGradient, 1).delta, null);
+            }
         }
         LayerSettings.write(LSTM.class, layer, "cachedFwdPass", fwd);
         return terms;
@@ -604,6 +626,114 @@ public final class LstmDerivatives implements LayerDerivatives {
     public void afterSharedBackward(Layer layer) {
         if (layer instanceof LSTM) {
             LayerSettings.write(LSTM.class, layer, "cachedFwdPass", null);
+        }
+    }
+
+    /**
+     * The gate pre-activation gradients of the mean loss of an LSTM with sigmoid gates (no mask, no peepholes), read
+     * from what DL4J's backward step ({@code backpropGradientHelper}) leaves in the forward values it is handed:
+     * it multiplies in place each step's output gate by the gradient at the step's output,
+     * {@code oa_t ← o_t ⊙ dh_t}, and each forget gate but the first by the gradient at its cell,
+     * {@code fa_t ← f_t ⊙ dc_t}. Then, over every step at once, {@code dc_t = φ'(c_t) ⊙ (o_t ⊙ dh_t) +
+     * f_{t+1} ⊙ dc_{t+1}} (no second term at the last step) and, with {@code σ' = σ(1 − σ)},
+     * {@code δ_i = g ⊙ φ'(z_i) ⊙ dc_t}, {@code δ_f = σ'(f) ⊙ c_{t−1} ⊙ dc_t},
+     * {@code δ_o = (1 − o) ⊙ φ(c_t) ⊙ (o ⊙ dh_t)}, {@code δ_g = σ'(g) ⊙ i ⊙ dc_t}: DL4J's gradients of the summed
+     * loss, times {@code 1/N}, with no product and no step-by-step recurrence. The coefficients are formed
+     * before DL4J's step, from the values it changes. Every array is stacked step-major ({@code [T, N, n]}, each
+     * step's rows contiguous), so that each operation runs once over all steps on contiguous memory (ND4J's
+     * operations on strided views are an order of magnitude slower).
+     */
+    private static final class GateGradientsOfStep {
+        /** {@code h_{t−1}} {@code [N, n, T]}, zero at t = 0. */
+        final INDArray previousOutputs;
+        /** {@code δ} {@code [N, 4n, T]}, a view of {@link #deltaByStep}; filled by {@link #complete}. */
+        final INDArray delta;
+        private final INDArray deltaByStep;
+        private final FwdPassReturn fwd;
+        private final INDArray inputCoefficient;
+        private final INDArray forgetCoefficient;
+        private final INDArray outputCoefficient;
+        private final INDArray modulationCoefficient;
+        private final INDArray cellDerivative;
+
+        /**
+         * @param layer the LSTM layer
+         * @param fwd DL4J's forward pass for the layer's backward step, before the step
+         * @param type the data type to compute in
+         */
+        GateGradientsOfStep(Layer layer, FwdPassReturn fwd, DataType type) {
+            this.fwd = fwd;
+            IActivation activation = conf(layer).getActivationFn();
+            int length = fwd.ia.length;
+            long n = fwd.ia[0].size(0);
+            long units = fwd.ia[0].size(1);
+            INDArray i = stepMajor(fwd.ia, 0, length, type);
+            INDArray f = stepMajor(fwd.fa, 0, length, type);
+            INDArray g = stepMajor(fwd.ga, 0, length, type);
+            INDArray cellActivations = stepMajor(fwd.memCellActivations, 0, length, type);
+            // c_{t−1} and c_t as two overlapping ranges of one array, c_{−1} = 0
+            INDArray cells = Nd4j.createUninitialized(type, length + 1, n, units);
+            cells.slice(0).assign(0);
+            fill(cells, 1, fwd.memCellState, 0, length);
+            INDArray previousCells = cells.get(NDArrayIndex.interval(0, length), NDArrayIndex.all(), NDArrayIndex.all());
+            INDArray currentCells = cells.get(NDArrayIndex.interval(1, length + 1), NDArrayIndex.all(),
+                    NDArrayIndex.all());
+            INDArray outputs = Nd4j.createUninitialized(type, length, n, units);
+            outputs.slice(0).assign(0);
+            fill(outputs, 1, fwd.fwdPassOutputAsArrays, 0, length - 1);
+            previousOutputs = outputs.permute(1, 2, 0);
+            // DL4J's step overwrites z_i with δ_i: read it now where φ' is not computed from φ
+            INDArray inputPreActivations = activation instanceof org.nd4j.linalg.activations.impl.ActivationTanH ? null
+                    : stepMajor(fwd.iz, 0, length, type);
+            cellDerivative = derivative(activation, currentCells, cellActivations);
+            inputCoefficient = derivative(activation, inputPreActivations, i).muli(g);
+            forgetCoefficient = f.rsub(1.0).muli(f).muli(previousCells);
+            outputCoefficient = stepMajor(fwd.oa, 0, length, type).rsubi(1.0).muli(cellActivations);
+            modulationCoefficient = g.rsub(1.0).muli(g).muli(i);
+            deltaByStep = Nd4j.createUninitialized(type, length, n, 4 * units);
+            delta = deltaByStep.permute(1, 2, 0);
+        }
+
+        /**
+         * Fills {@link #delta}, once DL4J's step is done.
+         *
+         * @param scale {@code 1/N}
+         */
+        void complete(double scale) {
+            int length = (int) deltaByStep.size(0);
+            long n = deltaByStep.size(1);
+            long units = deltaByStep.size(2) / 4;
+            DataType type = deltaByStep.dataType();
+            INDArray gatedOutput = stepMajor(fwd.oa, 0, length, type).muli(scale);
+            INDArray carried = Nd4j.createUninitialized(type, length, n, units);
+            fill(carried, 0, fwd.fa, 1, length - 1);
+            carried.slice(length - 1).assign(0);
+            INDArray cellGradient = cellDerivative.muli(gatedOutput).addi(carried.muli(scale));
+            INDArray rows = deltaByStep.reshape('c', (long) length * n, 4 * units);
+            INDArray[] coefficients = {inputCoefficient, forgetCoefficient, outputCoefficient, modulationCoefficient};
+            for (int k = 0; k < 4; k++) {
+                INDArray factor = k == 2 ? gatedOutput : cellGradient;
+                Nd4j.getExecutioner().exec(new org.nd4j.linalg.api.ops.impl.transforms.pairwise.arithmetic.MulOp(
+                        coefficients[k].reshape('c', (long) length * n, units), factor.reshape('c', (long) length * n,
+                        units), block(rows, k, 1, units)));
+            }
+        }
+
+        /** @return {@code values[from … from+count−1]} ({@code [N, n]} each) stacked, {@code [count, N, n]} */
+        private static INDArray stepMajor(INDArray[] values, int from, int count, DataType type) {
+            INDArray out = Nd4j.createUninitialized(type, count, values[from].size(0), values[from].size(1));
+            fill(out, 0, values, from, count);
+            return out;
+        }
+
+        /**
+         * Copies {@code values[from … from+count−1]} to steps {@code at …} of {@code out} ({@code slice}: the
+         * cheapest view of one step).
+         */
+        private static void fill(INDArray out, int at, INDArray[] values, int from, int count) {
+            for (int t = 0; t < count; t++) {
+                out.slice(at + t).assign(values[from + t]);
+            }
         }
     }
 
@@ -658,7 +788,8 @@ public final class LstmDerivatives implements LayerDerivatives {
         final long units;
 
         /**
-         * The values of DL4J's own forward pass of an LSTM for its backward step (no peepholes, no mask), copied.
+         * The values of DL4J's own forward pass of an LSTM for its backward step (no peepholes, no mask, gates
+         * other than sigmoid: DL4J keeps every pre-activation), copied.
          *
          * @param layer the layer
          * @param x its input {@code [N, nIn, T]}, in the data type to compute in
@@ -680,9 +811,7 @@ public final class LstmDerivatives implements LayerDerivatives {
             steps = new Step[length];
             // copied once, into the step-major arrays the replay reads whole (rows t·N + n; the cells from row N,
             // after c_{-1} = 0), each step's values being views of them
-            boolean fromActivations = fwd.fz == null;
-            // with sigmoid gates DL4J keeps the pre-activations of block i only, [N, n]
-            stackedZ = Nd4j.createUninitialized(type, length * n, fromActivations ? units : 4 * units);
+            stackedZ = Nd4j.createUninitialized(type, length * n, 4 * units);
             stackedA = Nd4j.createUninitialized(type, length * n, 4 * units);
             stackedCells = Nd4j.createUninitialized(type, (length + 1) * n, units);
             stackedCellActivations = Nd4j.createUninitialized(type, length * n, units);
@@ -691,13 +820,7 @@ public final class LstmDerivatives implements LayerDerivatives {
             previousByStep.get(NDArrayIndex.point(0), NDArrayIndex.all(), NDArrayIndex.all()).assign(0);
             for (int t = 0; t < length; t++) {
                 Step step = new Step();
-                step.gatesFromActivations = fromActivations;
-                step.z = rows(stackedZ, t, n);
-                if (fromActivations) {
-                    step.z.assign(fwd.iz[t]);
-                } else {
-                    assignGates(step.z, fwd.iz[t], fwd.fz[t], fwd.oz[t], fwd.gz[t]);
-                }
+                step.z = assignGates(rows(stackedZ, t, n), fwd.iz[t], fwd.fz[t], fwd.oz[t], fwd.gz[t]);
                 step.a = assignGates(rows(stackedA, t, n), fwd.ia[t], fwd.fa[t], fwd.oa[t], fwd.ga[t]);
                 step.cell = rows(stackedCells, t, n).assign(fwd.memCellState[t]);
                 step.previousCell = rows(stackedCells, t - 1, n);
@@ -954,8 +1077,7 @@ public final class LstmDerivatives implements LayerDerivatives {
             INDArray a = f.stackedA();
             INDArray z = f.stackedZ();
             INDArray gates = block(a, 1, 3, units);
-            INDArray gateDerivative = f.steps[0].gatesFromActivations ? gates.mul(gates.rsub(1.0))
-                    : f.gate.backprop(block(z, 1, 3, units).dup(), Nd4j.onesLike(gates)).getFirst();
+            INDArray gateDerivative = f.gate.backprop(block(z, 1, 3, units).dup(), Nd4j.onesLike(gates)).getFirst();
             INDArray inputDerivative = derivative(f.activation, block(z, 0, 1, units), block(a, 0, 1, units));
             INDArray k = Nd4j.createUninitialized(a.dataType(), a.size(0), 4 * units);
             block(k, 0, 1, units).assign(block(a, 3, 1, units).mul(inputDerivative));                // g ⊙ φ'(z_i)
@@ -1071,8 +1193,63 @@ public final class LstmDerivatives implements LayerDerivatives {
         INDArray cell;
         /** {@code c_{t-1}}, masked. */
         INDArray previousCell;
-        /** Whether only block i of {@link #z} is kept (sigmoid gates, differentiated from {@link #a}). */
-        boolean gatesFromActivations;
+    }
+
+    /**
+     * Terms whose gate gradients are known only once DL4J's backward step is done: completed on first use, which
+     * is after the step (the terms are read only when it succeeded), in the workspace of values shared with the
+     * step.
+     */
+    private static final class AfterStepTerms extends FirstOrderTerms {
+        private final FirstOrderTerms terms;
+        private Runnable completion;
+
+        AfterStepTerms(FirstOrderTerms terms, Runnable completion) {
+            this.terms = terms;
+            this.completion = completion;
+        }
+
+        private FirstOrderTerms completed() {
+            if (completion != null) {
+                try (org.nd4j.linalg.api.memory.MemoryWorkspace ignored =
+                             ScratchWorkspace.borrow(ScratchWorkspace.SHARED_STEP)) {
+                    completion.run();
+                }
+                completion = null;
+            }
+            return terms;
+        }
+
+        @Override
+        protected Map<String, INDArray> computeIndividualGradients() {
+            return new LinkedHashMap<>(completed().individualGradients());
+        }
+
+        @Override
+        protected Map<String, INDArray> computeSquaredNorms() {
+            return new LinkedHashMap<>(completed().individualGradientSquaredNorms());
+        }
+
+        @Override
+        protected Map<String, INDArray> computeSumGradSquared() {
+            return new LinkedHashMap<>(completed().sumGradSquared());
+        }
+
+        @Override
+        protected Map<String, INDArray> computeDots() {
+            return new LinkedHashMap<>(completed().individualGradientDots());
+        }
+
+        @Override
+        protected Map<String, INDArray> computeVariance() {
+            return new LinkedHashMap<>(completed().variance());
+        }
+
+        @Override
+        protected Map<String, io.github.dl4jbackpack.extensions.WeightedGradientSum.Deferred>
+                computeWeightedGradientSums() {
+            return new LinkedHashMap<>(completed().weightedGradientSums());
+        }
     }
 
     /**
