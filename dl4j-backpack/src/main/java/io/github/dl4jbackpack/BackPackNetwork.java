@@ -162,11 +162,13 @@ public final class BackPackNetwork {
 
     /**
      * Releases the scratch memory the calling thread's passes keep for reuse (of every extended
-     * network): deterministic, instead of waiting for the thread's end or the garbage collector. The
-     * next pass on the thread allocates it again.
+     * network), and the memory of closed per-example values kept for the thread's next pass
+     * ({@link Quantities#close()}): deterministic, instead of waiting for the thread's end or the garbage
+     * collector. The next pass on the thread allocates it again.
      */
     public static void releaseThreadMemory() {
         io.github.dl4jbackpack.internal.memory.ScratchWorkspace.release();
+        io.github.dl4jbackpack.internal.memory.ResultMemory.release();
     }
 
     /**

@@ -250,7 +250,11 @@ public final class Quantities implements ParameterQuantities, AutoCloseable {
 
     /**
      * Frees the native memory of the values now instead of at a garbage collection. Values read before (copies)
-     * stay valid; reading a value afterwards throws {@link IllegalStateException}. Optional, idempotent. The
+     * stay valid; reading a value afterwards throws {@link IllegalStateException}, and so does reading an array
+     * taken from it before (or a view of one). The memory of large per-example values (individual gradients) is
+     * not returned to the system but holds the next values of the same type and size computed on the thread that
+     * computed them (no fresh pages to map); what that thread's next pass does not reuse is freed at the end of
+     * it, or by {@link BackPackNetwork#releaseThreadMemory()}. Optional, idempotent. The
      * quantities of a training iteration are shared with the network's curvature updaters and quantities
      * listeners: close only those of {@link BackPackNetwork#backward} that no listener keeps.
      */
@@ -263,7 +267,9 @@ public final class Quantities implements ParameterQuantities, AutoCloseable {
         for (Map<String, Map<String, Object>> byLayer : values.values()) {
             for (Map<String, Object> params : byLayer.values()) {
                 for (Object v : params.values()) {
-                    if (v instanceof INDArray a && a.closeable()) {
+                    if (v instanceof INDArray a && io.github.dl4jbackpack.internal.memory.ResultMemory.release(a)) {
+                        continue;
+                    } else if (v instanceof INDArray a && a.closeable()) {
                         a.close();
                     } else if (v instanceof io.github.dl4jbackpack.extensions.KroneckerFactors k) {
                         k.close();

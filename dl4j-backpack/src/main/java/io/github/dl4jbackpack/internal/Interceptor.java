@@ -294,6 +294,7 @@ public final class Interceptor {
         try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
             sink.accept(result);
         }
+        io.github.dl4jbackpack.internal.memory.ResultMemory.passFinished();
     }
 
     void abandonPass() {

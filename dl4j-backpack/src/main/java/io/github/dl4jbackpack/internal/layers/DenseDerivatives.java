@@ -2,6 +2,7 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import io.github.dl4jbackpack.extensions.KroneckerFactors;
+import io.github.dl4jbackpack.internal.memory.ResultMemory;
 import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
@@ -393,9 +394,11 @@ public final class DenseDerivatives implements LayerDerivatives {
             INDArray x3 = x.reshape('c', n, x.size(1), 1);
             INDArray d3 = delta.reshape('c', n, 1, delta.size(1));
             Map<String, INDArray> out = new LinkedHashMap<>();
-            out.put(W, Nd4j.matmul(x3, d3));
+            // in the memory of closed results where there is some
+            out.put(W, Nd4j.matmul(x3, d3, ResultMemory.uninitialized(delta.dataType(), n, x.size(1), delta.size(1)),
+                    false, false, false));
             if (hasBias) {
-                out.put(B, delta.dup('c'));
+                out.put(B, ResultMemory.uninitialized(delta.dataType(), delta.shape()).assign(delta));
             }
             return out;
         }

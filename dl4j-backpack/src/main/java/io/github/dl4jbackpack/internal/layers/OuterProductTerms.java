@@ -2,6 +2,7 @@
 package io.github.dl4jbackpack.internal.layers;
 
 import io.github.dl4jbackpack.extensions.WeightedGradientSum;
+import io.github.dl4jbackpack.internal.memory.ResultMemory;
 import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -170,12 +171,29 @@ public final class OuterProductTerms extends FirstOrderTerms {
          *     input-major) or {@code [n, O]}
          */
         INDArray gradients(long from, long to) {
+            return gradients(from, to, null);
+        }
+
+        /**
+         * @param out receives the gradients (shaped as returned), or null to allocate them in the current scope
+         * @return the gradients of examples {@code [from, to)}, as {@link #gradients(long, long)}
+         */
+        private INDArray gradients(long from, long to, INDArray out) {
             INDArray d = rows(delta, from, to);
             if (isBias()) {
-                return d.sum(2);
+                return out == null ? d.sum(2) : out.assign(d.sum(2));
             }
             INDArray u = inputOf(from, to);
-            return inputMajor ? Nd4j.matmul(u, d, false, true, false) : Nd4j.matmul(d, u, false, true, false);
+            if (out == null) {
+                return inputMajor ? Nd4j.matmul(u, d, false, true, false) : Nd4j.matmul(d, u, false, true, false);
+            }
+            return inputMajor ? Nd4j.matmul(u, d, out, false, true, false) : Nd4j.matmul(d, u, out, false, true, false);
+        }
+
+        /** @return the shape of all examples' matrix-layout gradients */
+        private long[] wholeShape() {
+            long o = delta.size(1);
+            return isBias() ? new long[] {n(), o} : inputMajor ? new long[] {n(), k, o} : new long[] {n(), o, k};
         }
 
         /**
@@ -200,14 +218,31 @@ public final class OuterProductTerms extends FirstOrderTerms {
                 if (input != null || isBias()) {
                     wholeGradients = gradients(0, n());
                 } else {
-                    long o = delta.size(1);
-                    INDArray all = Nd4j.create(delta.dataType(), inputMajor ? new long[] {n(), k, o}
-                            : new long[] {n(), o, k});
+                    INDArray all = Nd4j.create(delta.dataType(), wholeShape());
                     forEachChunk((from, to) -> rows(all, from, to).assign(gradients(from, to)));
                     wholeGradients = all;
                 }
             }
             return wholeGradients;
+        }
+
+        /**
+         * @return the matrix-layout gradients of all examples as a result outside every workspace, in memory that
+         *     closed results released ({@link ResultMemory}): a copy of those formed before in this pass, else
+         *     formed into it now (by chunks where {@code U} is unfolded by chunks) and remembered
+         */
+        INDArray wholeGradientsAsResult() {
+            if (wholeGradients != null) {
+                return ResultMemory.outsideWorkspaces(wholeGradients);
+            }
+            INDArray all = ResultMemory.uninitialized(delta.dataType(), wholeShape());
+            if (input != null || isBias()) {
+                gradients(0, n(), all);
+            } else {
+                forEachChunk((from, to) -> gradients(from, to, rows(all, from, to)));
+            }
+            wholeGradients = all;
+            return all;
         }
 
         /**
@@ -449,8 +484,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
     protected Map<String, INDArray> computeIndividualGradients() {
         Map<String, INDArray> out = new LinkedHashMap<>();
         for (Entry e : entries) {
-            out.put(e.name, e.layout.apply(e.wholeGradients != null ? ScratchWorkspace.outside(e.wholeGradients)
-                    : e.wholeGradients()));
+            out.put(e.name, e.layout.apply(e.wholeGradientsAsResult()));
         }
         return out;
     }
