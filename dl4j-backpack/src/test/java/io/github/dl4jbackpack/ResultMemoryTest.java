@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack;
 
+import io.github.dl4jbackpack.extensions.BatchDiagGGNExact;
 import io.github.dl4jbackpack.extensions.BatchGrad;
 import io.github.dl4jbackpack.extensions.BatchL2Grad;
 import io.github.dl4jbackpack.internal.memory.ResultMemory;
@@ -154,6 +155,22 @@ class ResultMemoryTest {
         long reused = ResultMemory.reusedBytes();
         bp.backward(x(DataType.FLOAT, 3), y(DataType.FLOAT, 4), new BatchGrad()).close();
         assertTrue(ResultMemory.reusedBytes() - reused >= bytes(DataType.FLOAT));
+    }
+
+    /** Per-example curvature diagonals go to the memory of closed results too, with the values of fresh memory. */
+    @Test
+    void perExampleDiagonalsAreComputedIntoReusedMemory() {
+        MultiLayerNetwork net = dense(DataType.DOUBLE);
+        BackPackNetwork bp = BackPackNetwork.extend(net);
+        bp.backward(x(DataType.DOUBLE, 1), y(DataType.DOUBLE, 2), new BatchDiagGGNExact()).close();
+        long reused = ResultMemory.reusedBytes();
+        Quantities second = bp.backward(x(DataType.DOUBLE, 3), y(DataType.DOUBLE, 4), new BatchDiagGGNExact());
+        assertTrue(ResultMemory.reusedBytes() - reused >= bytes(DataType.DOUBLE));
+        Quantities fresh = BackPackNetwork.extend(net.clone()).backward(x(DataType.DOUBLE, 3), y(DataType.DOUBLE, 4),
+                new BatchDiagGGNExact());
+        for (String key : net.paramTable().keySet()) {
+            assertEquals(fresh.byKey(BatchDiagGGNExact.class, key), second.byKey(BatchDiagGGNExact.class, key), key);
+        }
     }
 
     /** A convolution whose input is unfolded by chunks forms its individual gradients chunk by chunk into the memory. */

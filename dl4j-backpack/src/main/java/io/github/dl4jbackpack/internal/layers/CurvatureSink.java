@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.internal.layers;
 
+import io.github.dl4jbackpack.internal.memory.ResultMemory;
 import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
@@ -97,7 +98,8 @@ public final class CurvatureSink {
         }
         INDArray sum = values.get(param);
         if (sum == null) {
-            values.put(param, ScratchWorkspace.outside(contribution));
+            // the per-example diagonals in the memory of closed results where there is some
+            values.put(param, ResultMemory.outsideWorkspaces(contribution));
         } else {
             sum.addi(contribution);
         }

@@ -17,7 +17,8 @@ import java.util.Iterator;
 import java.util.List;
 
 /**
- * The native memory of large results (individual gradients), reused from pass to pass on one thread: the memory
+ * The native memory of large results (individual gradients, per-example curvature diagonals), reused from pass to
+ * pass on one thread: the memory
  * of results that were closed ({@code Quantities.close()}) holds the thread's next results of the same type and
  * length instead of fresh pages, which the kernel maps and zero-fills one by one (on a virtual machine this costs
  * far more than the arithmetic that fills them: 200 MB written in 0.7 s fresh, 10 ms reused).
