@@ -18,19 +18,19 @@ import java.util.List;
 
 /**
  * The native memory of large results (individual gradients, per-example curvature diagonals), reused from pass to
- * pass on one thread: the memory
- * of results that were closed ({@code Quantities.close()}) holds the thread's next results of the same type and
- * length instead of fresh pages, which the kernel maps and zero-fills one by one (on a virtual machine this costs
- * far more than the arithmetic that fills them: 200 MB written in 0.7 s fresh, 10 ms reused).
+ * pass on one thread: the memory of results that were closed ({@code Quantities.close()}) holds the thread's next
+ * results of the same type and length instead of fresh pages, which the kernel maps and zero-fills one by one (on a
+ * virtual machine this costs far more than the arithmetic that fills them: 200 MB written in 0.7 s fresh, 10 ms
+ * reused).
  *
  * <p>A result made here is an array over a buffer that does not own its memory but keeps it alive. Closing the
  * result releases that buffer, so that ND4J refuses operations on it and its views, while the memory goes back to
  * the thread's pool; a result never closed keeps its memory for as long as it is reachable, as any ND4J array.
  * Results never leave the library as they are (users read copies, {@code Quantities}), so a closed result's memory
- * is read again only as the result that reuses it. Memory released and not reused by the thread's next pass is freed at the
- * end of that pass ({@link #passFinished}), so the pool never holds more than one pass's released results, and
- * {@link #release()} frees it at once. Other data types and arrays under {@link #MINIMUM_BYTES} are allocated as
- * usual.
+ * is read again only as the result that reuses it. Memory released and not reused by the thread's next pass is
+ * freed at the end of that pass ({@link #passFinished}), so the pool never holds more than one pass's released
+ * results, and {@link #release()} frees it at once. Other data types and arrays under {@link #MINIMUM_BYTES} are
+ * allocated as usual.
  */
 public final class ResultMemory {
 
