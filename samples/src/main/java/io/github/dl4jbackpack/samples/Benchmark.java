@@ -55,6 +55,8 @@ import java.util.function.Supplier;
  * --methods a,b,...                    (default all: gradient, wrapped, the extensions, loop)
  * --max-seconds S                      (a method whose first pass takes longer is timed once, that pass's peak memory reported; default 300)
  * --budget-mb M                        (the curvature memory budget; default 2048)
+ * --bn-statistics batch|running|batch-as-constants   (resnet-bn: the statistics of every extension pass;
+ *                                      default running for first order, batch for curvature)
  * --csv FILE --plot FILE.png
  * </pre>
  *
@@ -63,7 +65,8 @@ import java.util.function.Supplier;
  * through DL4J; not for {@code resnet-bn}). {@code resnet-bn} is {@link ResidualNetwork}, a
  * ComputationGraph with batch normalisation: its first-order methods run with
  * {@code BatchNormStatistics.RUNNING} (per-example quantities need it), its second-order methods
- * with the batch's statistics, and its {@code gradient} is DL4J's training-mode gradient. {@code lstm}
+ * with the batch's statistics, unless {@code --bn-statistics} names one for all of them (its rows are then
+ * named {@code resnet-bn/<statistics>}), and its {@code gradient} is DL4J's training-mode gradient. {@code lstm}
  * is the sequence classifier of {@link #sequence}. Peak memory is the peak resident memory of the whole
  * process (Java heap and ND4J's off-heap buffers, which ND4J's own counters do not track) during a
  * method's timed passes: on Linux the kernel's high-water mark, reset after a garbage collection before
@@ -184,7 +187,10 @@ public final class Benchmark {
         double maxSeconds = Double.parseDouble(opts.getOrDefault("max-seconds", "300"));
         List<String> methods = opts.containsKey("methods") ? Arrays.asList(opts.get("methods").split(",")) : METHODS;
         long budget = Long.parseLong(opts.getOrDefault("budget-mb", "2048")) << 20;
-        Subject subject = name.equalsIgnoreCase(RESNET_BN) ? residual(batch, budget)
+        BatchNormStatistics statistics = opts.containsKey("bn-statistics")
+                ? BatchNormStatistics.valueOf(opts.get("bn-statistics").toUpperCase(Locale.ROOT).replace('-', '_'))
+                : null;
+        Subject subject = name.equalsIgnoreCase(RESNET_BN) ? residual(batch, budget, statistics)
                 : name.equalsIgnoreCase(LSTM) ? sequence(batch, budget)
                 : deepObs(DeepObsNetworks.of(name), batch, budget);
         List<Row> rows = run(subject, batch, reps, warmup, maxSeconds, methods, System.out, System.err);
@@ -221,10 +227,12 @@ public final class Benchmark {
 
     /**
      * What is benchmarked: a plain network's gradient pass, the same network extended, a batch, and
-     * (for MultiLayerNetworks) the loop of single-example passes.
+     * (for MultiLayerNetworks) the loop of single-example passes; for a network with batch normalisation,
+     * the statistics of every extension pass ({@code null}: running for first order, the batch's for
+     * curvature).
      */
     record Subject(String name, long parameters, INDArray x, INDArray y, Runnable gradient, BackPackNetwork extended,
-                   Runnable loop, boolean batchNormalization) {
+                   Runnable loop, boolean batchNormalization, BatchNormStatistics statistics) {
     }
 
     /** @return labels cycling through the classes */
@@ -248,7 +256,7 @@ public final class Benchmark {
             plain.setInput(x);
             plain.setLabels(y);
             plain.computeGradientAndScore();
-        }, bp, () -> perExampleLoop(plain, x, y), false);
+        }, bp, () -> perExampleLoop(plain, x, y), false, null);
     }
 
     /**
@@ -278,10 +286,10 @@ public final class Benchmark {
             plain.setInput(x);
             plain.setLabels(y);
             plain.computeGradientAndScore();
-        }, bp, () -> perExampleLoop(plain, x, y), false);
+        }, bp, () -> perExampleLoop(plain, x, y), false, null);
     }
 
-    static Subject residual(long batch, long budget) {
+    static Subject residual(long batch, long budget, BatchNormStatistics statistics) {
         Nd4j.setDefaultDataTypes(DataType.FLOAT, DataType.FLOAT);
         org.deeplearning4j.nn.graph.ComputationGraph plain = ResidualNetwork.build(DataType.FLOAT, 1);
         BackPackNetwork bp = BackPackNetwork.extend(plain.clone());
@@ -290,11 +298,13 @@ public final class Benchmark {
         INDArray x = Nd4j.rand(DataType.FLOAT, batch, ResidualNetwork.CHANNELS, ResidualNetwork.HEIGHT,
                 ResidualNetwork.WIDTH);
         INDArray y = labels(batch, ResidualNetwork.CLASSES);
-        return new Subject(RESNET_BN, plain.numParams(), x, y, () -> {
+        String name = statistics == null ? RESNET_BN
+                : RESNET_BN + "/" + statistics.name().toLowerCase(Locale.ROOT).replace('_', '-');
+        return new Subject(name, plain.numParams(), x, y, () -> {
             plain.setInputs(x);
             plain.setLabels(y);
             plain.computeGradientAndScore();
-        }, bp, null, true);
+        }, bp, null, true, statistics);
     }
 
     static List<Row> run(DeepObsNetworks problem, long batch, int reps, int warmup, double maxSeconds, long budget,
@@ -324,7 +334,8 @@ public final class Benchmark {
                 default:
                     Extension<?> e = extension(method);
                     // per-example quantities of a network with batch normalisation need the running statistics
-                    BatchNormStatistics statistics = subject.batchNormalization() && e.curvatureRequests().isEmpty()
+                    BatchNormStatistics statistics = subject.statistics() != null ? subject.statistics()
+                            : subject.batchNormalization() && e.curvatureRequests().isEmpty()
                             ? BatchNormStatistics.RUNNING : BatchNormStatistics.BATCH;
                     passes.put(method, () -> {
                         bp.setBatchNormStatistics(statistics);

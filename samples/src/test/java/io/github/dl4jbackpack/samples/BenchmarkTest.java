@@ -4,6 +4,8 @@ package io.github.dl4jbackpack.samples;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
+import io.github.dl4jbackpack.BatchNormStatistics;
+
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
@@ -76,7 +78,7 @@ class BenchmarkTest {
 
     @Test
     void theResidualNetworkWithBatchNormalisationRunsFirstOrderWithRunningAndCurvatureWithBatchStatistics() {
-        List<Benchmark.Row> rows = Benchmark.run(Benchmark.residual(2, 1L << 30), 2, 1, 0, 60,
+        List<Benchmark.Row> rows = Benchmark.run(Benchmark.residual(2, 1L << 30, null), 2, 1, 0, 60,
                 List.of("gradient", "wrapped", "BatchL2Grad", "Variance", "DiagGGNMC", "KFLR", "loop"),
                 new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8),
                 new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8));
@@ -86,5 +88,19 @@ class BenchmarkTest {
             assertTrue(r.note().isEmpty(), r.toString());
             assertTrue(r.medianMillis() > 0, r.toString());
         }
+    }
+
+    @Test
+    void theResidualNetworksCurvatureRunsWithTheStatisticsNamedOnTheCommandLine() {
+        Benchmark.Subject subject = Benchmark.residual(2, 1L << 30, BatchNormStatistics.BATCH_AS_CONSTANTS);
+        List<Benchmark.Row> rows = Benchmark.run(subject, 2, 1, 0, 60, List.of("gradient", "BatchL2Grad", "DiagGGNExact"),
+                new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8),
+                new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8));
+        assertEquals(3, rows.size());
+        for (Benchmark.Row r : rows) {
+            assertEquals("resnet-bn/batch-as-constants", r.problem(), r.toString());
+            assertTrue(r.note().isEmpty() && r.medianMillis() > 0, r.toString());
+        }
+        assertEquals(BatchNormStatistics.BATCH_AS_CONSTANTS, subject.extended().batchNormStatistics());
     }
 }
