@@ -5,6 +5,7 @@ import org.nd4j.linalg.activations.IActivation;
 import org.nd4j.linalg.activations.impl.ActivationIdentity;
 import org.nd4j.linalg.activations.impl.ActivationSigmoid;
 import org.nd4j.linalg.activations.impl.ActivationSoftmax;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.lossfunctions.ILossFunction;
@@ -135,7 +136,9 @@ public final class LossCurvatures {
             INDArray p = probabilities(z);
             long n = p.size(0);
             long c = p.size(1);
-            INDArray cumulative = p.cumsum(1).reshape(n, 1, c);
+            // cumulative probabilities as one product with the upper triangle of ones (ND4J's cumsum along a
+            // dimension walks the rows one by one: half of a logistic regression's DiagGGNMC pass)
+            INDArray cumulative = p.mmul(upperTriangleOfOnes(c, p.dataType())).reshape(n, 1, c);
             INDArray u = Nd4j.rand(p.dataType(), n, samples, 1);
             // one-hot of the sampled class: [u < cum_c] − [u < cum_{c−1}]
             INDArray below = cumulative.broadcast(n, samples, c).gt(u.broadcast(n, samples, c)).castTo(p.dataType());
@@ -152,6 +155,17 @@ public final class LossCurvatures {
             INDArray gradient = p.reshape(n, 1, c).broadcast(n, samples, c).sub(oneHot);
             return gradient.divi(Math.sqrt((double) batchSize * samples));
         }
+    }
+
+    /** @return the {@code [c, c]} matrix with ones on and above the diagonal: {@code (p U)_j = Σ_{i ≤ j} p_i} */
+    private static INDArray upperTriangleOfOnes(long c, DataType type) {
+        double[] values = new double[(int) (c * c)];
+        for (int i = 0; i < c; i++) {
+            for (int j = i; j < c; j++) {
+                values[(int) (i * c + j)] = 1;
+            }
+        }
+        return Nd4j.createFromArray(values).castTo(type).reshape('c', c, c);
     }
 
     /**
