@@ -325,6 +325,14 @@ class BruteForceKroneckerTest {
                 assertClose(expected.get(layer), q.get(e, layer, "W").inputFactor().orElseThrow(), EXACT_RTOL,
                         EXACT_ATOL, what + " A");
                 assertLayout(q, e, net, layer, what);
+                KroneckerFactors w = q.get(e, layer, "W");
+                if (w.inputSideFirst()) {
+                    // a dense layer that saw fewer rows than inputs keeps A as its square root R, A = RᵀR
+                    long nIn = expected.get(layer).rows();
+                    assertEquals(x.size(0) < nIn, w.sqrtInputFactor().isPresent(), what + ": square root");
+                    w.sqrtInputFactor().ifPresent(r -> assertClose(expected.get(layer), r.transpose().mmul(r),
+                            EXACT_RTOL, EXACT_ATOL, what + " RᵀR"));
+                }
             }
         }
     }

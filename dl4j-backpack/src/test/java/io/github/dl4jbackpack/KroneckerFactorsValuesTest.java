@@ -89,4 +89,43 @@ class KroneckerFactorsValuesTest {
         assertEquals(f.toMatrix(), back.toMatrix());
         assertEquals(f.inputSideFirst(), back.inputSideFirst());
     }
+
+    @Test
+    void anInputFactorKeptAsItsSquareRootIsFormedWhenReadAndSurvivesSerializationAndNewValues() throws Exception {
+        Nd4j.getRandom().setSeed(11);
+        INDArray r = Nd4j.rand(DataType.DOUBLE, 2, 5).subi(0.5);
+        INDArray b = symmetric(3, 12);
+        INDArray a = r.transpose().mmul(r);
+        KroneckerFactors f = KroneckerFactors.denseWeightOfSqrtInputFactor(r, b);
+        assertEquals("KroneckerFactors[5×5 (rank ≤ 2) ⊗ 3×3]", f.toString());
+        assertEquals(15, f.dimension());
+        assertEquals(r, f.sqrtInputFactor().get());
+        assertTrue(a.equalsWithEps(f.inputFactor().get(), 1e-14));
+        assertTrue(KroneckerFactors.denseWeight(a, b).toMatrix().equalsWithEps(f.toMatrix(), 1e-14));
+        assertEquals(2, f.factors().size());
+        assertTrue(f.inputSideFirst());
+        // the square root is the factor's only when given: plain factors, biases and new values have none
+        assertTrue(KroneckerFactors.denseWeight(a, b).sqrtInputFactor().isEmpty());
+        assertTrue(KroneckerFactors.bias(b).sqrtInputFactor().isEmpty());
+        KroneckerFactors changed = f.withValues(a.mul(2), b);
+        assertTrue(changed.sqrtInputFactor().isEmpty());
+        assertTrue(a.mul(2).equalsWithEps(changed.inputFactor().get(), 1e-14));
+        assertThrows(IllegalArgumentException.class, () -> f.withValues(symmetric(4, 13), b));
+        assertThrows(IllegalArgumentException.class, () -> KroneckerFactors.denseWeightOfSqrtInputFactor(
+                Nd4j.rand(DataType.DOUBLE, 2, 5, 1), b));
+        // serialized before A is formed: formed from the square root on the other side
+        KroneckerFactors fresh = KroneckerFactors.denseWeightOfSqrtInputFactor(r, b);
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        try (ObjectOutputStream out = new ObjectOutputStream(bytes)) {
+            out.writeObject(fresh);
+        }
+        KroneckerFactors back;
+        try (ObjectInputStream in = new ObjectInputStream(new ByteArrayInputStream(bytes.toByteArray()))) {
+            back = (KroneckerFactors) in.readObject();
+        }
+        assertEquals(r, back.sqrtInputFactor().get());
+        assertTrue(a.equalsWithEps(back.inputFactor().get(), 1e-14));
+        f.close();
+        assertThrows(IllegalStateException.class, f::sqrtInputFactor);
+    }
 }

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 package io.github.dl4jbackpack.extensions;
 
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
 
 import java.io.Serializable;
 import java.util.ArrayList;
@@ -20,6 +22,12 @@ import java.util.Optional;
  * columns to the {@code paramTable()} flattening. {@code A} is the input-side factor (from the layer input),
  * {@code B} the output-side factor (from the curvature propagated to the layer output).
  *
+ * <p>A dense weight whose layer saw fewer input rows {@code m} than it has inputs (a batch smaller than the
+ * layer's fan-in) may carry its input factor as a square root {@code R [m, nIn]}, {@code A = RᵀR}
+ * ({@link #sqrtInputFactor()}): {@code A} then has rank at most {@code m}, is formed only when read, and a
+ * damped inverse {@code (A + δI)⁻¹} can be applied through an {@code m × m} system instead of an
+ * {@code nIn × nIn} one (docs/math.md#kronecker-factors).
+ *
  * <p>Immutable: accessors return copies. Serializable (Java serialization of its arrays), so that results can
  * travel between machines.
  */
@@ -30,10 +38,12 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
     /** Largest matrix {@link #toMatrix()} builds, in elements. */
     public static final long MAX_MATRIX_ELEMENTS = 1L << 26;
 
-    /** The factors in the order of the Kronecker product. */
-    private final List<INDArray> factors;
-    /** {@code A}, or null for a bias. */
-    private final INDArray inputFactor;
+    /** The factors in the order of the Kronecker product; null until {@link #factorList()} forms {@code A}. */
+    private List<INDArray> factors;
+    /** {@code A}, or null for a bias, or until {@link #inputFactorValue()} forms it from its square root. */
+    private INDArray inputFactor;
+    /** {@code R} with {@code A = RᵀR}, or null where {@code A} is given as it is. */
+    private final INDArray sqrtInputFactor;
     /** {@code B}. */
     private final INDArray outputFactor;
     /** Whether the product is {@code A ⊗ B}. */
@@ -56,9 +66,20 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
         }
         this.factors = Collections.unmodifiableList(copies);
         this.inputFactor = inputFactor == null ? null : inputFactor.dup();
+        this.sqrtInputFactor = null;
         this.outputFactor = outputFactor.dup();
         this.inputSideFirst = inputSideFirst;
         this.swappedInputChannels = swappedInputChannels;
+    }
+
+    /** A dense weight's factors with {@code A = RᵀR}, {@code A} formed when first read. */
+    private KroneckerFactors(INDArray sqrtInputFactor, INDArray outputFactor) {
+        this.factors = null;
+        this.inputFactor = null;
+        this.sqrtInputFactor = sqrtInputFactor.dup();
+        this.outputFactor = outputFactor.dup();
+        this.inputSideFirst = true;
+        this.swappedInputChannels = 0;
     }
 
     /**
@@ -68,6 +89,21 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
      */
     public static KroneckerFactors denseWeight(INDArray inputFactor, INDArray outputFactor) {
         return new KroneckerFactors(List.of(inputFactor, outputFactor), inputFactor, outputFactor, true);
+    }
+
+    /**
+     * @param sqrtInputFactor {@code R}, {@code [m, nIn]}, with the input factor {@code A = RᵀR} (for a dense
+     *     layer, its {@code m} input rows scaled by {@code 1/√m'}, {@code m'} the rows {@code A} averages over)
+     * @param outputFactor {@code B}, {@code [nOut, nOut]}
+     * @return the factors of a dense weight {@code W [nIn, nOut]}: {@code A ⊗ B}, with {@code A} kept as its
+     *     square root ({@link #sqrtInputFactor()}) and formed when first read
+     */
+    public static KroneckerFactors denseWeightOfSqrtInputFactor(INDArray sqrtInputFactor, INDArray outputFactor) {
+        if (sqrtInputFactor.rank() != 2) {
+            throw new IllegalArgumentException("the square root of an input factor is a matrix [m, nIn], got shape "
+                    + java.util.Arrays.toString(sqrtInputFactor.shape()));
+        }
+        return new KroneckerFactors(sqrtInputFactor, outputFactor);
     }
 
     /**
@@ -111,15 +147,16 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
      */
     public KroneckerFactors withValues(INDArray inputFactor, INDArray outputFactor) {
         checkOpen();
-        if ((inputFactor == null) != (this.inputFactor == null)) {
-            throw new IllegalArgumentException(this.inputFactor == null ? "a bias has no input-side factor"
+        boolean bias = !hasInputFactor();
+        if ((inputFactor == null) != bias) {
+            throw new IllegalArgumentException(bias ? "a bias has no input-side factor"
                     : "the input-side factor is missing");
         }
         if (!java.util.Arrays.equals(outputFactor.shape(), this.outputFactor.shape()) || inputFactor != null
-                && !java.util.Arrays.equals(inputFactor.shape(), this.inputFactor.shape())) {
+                && (inputFactor.rank() != 2 || inputFactor.rows() != inputSide() || inputFactor.columns() != inputSide())) {
             throw new IllegalArgumentException("new factors must have the shapes of " + this);
         }
-        List<INDArray> ordered = factors.size() == 1 ? List.of(outputFactor)
+        List<INDArray> ordered = bias ? List.of(outputFactor)
                 : inputSideFirst ? List.of(inputFactor, outputFactor) : List.of(outputFactor, inputFactor);
         return new KroneckerFactors(ordered, inputFactor, outputFactor, inputSideFirst, swappedInputChannels);
     }
@@ -134,13 +171,19 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
             return;
         }
         closed = true;
-        List<INDArray> all = new ArrayList<>(factors);
-        all.add(outputFactor);
-        if (inputFactor != null) {
-            all.add(inputFactor);
+        List<INDArray> all;
+        synchronized (this) {
+            all = factors == null ? new ArrayList<>() : new ArrayList<>(factors);
+            all.add(outputFactor);
+            if (inputFactor != null) {
+                all.add(inputFactor);
+            }
+            if (sqrtInputFactor != null) {
+                all.add(sqrtInputFactor);
+            }
         }
         for (INDArray a : all) {
-            if (a.closeable() && !a.wasClosed()) {
+            if (a != null && a.closeable() && !a.wasClosed()) {
                 a.close();
             }
         }
@@ -156,7 +199,7 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
     public List<INDArray> factors() {
         checkOpen();
         List<INDArray> copies = new ArrayList<>();
-        for (INDArray f : factors) {
+        for (INDArray f : factorList()) {
             copies.add(f.dup());
         }
         return copies;
@@ -165,7 +208,47 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
     /** @return the input-side factor {@code A}; empty for a bias */
     public Optional<INDArray> inputFactor() {
         checkOpen();
-        return Optional.ofNullable(inputFactor).map(INDArray::dup);
+        return Optional.ofNullable(inputFactorValue()).map(INDArray::dup);
+    }
+
+    /**
+     * @return {@code R [m, nIn]} with {@code A = RᵀR} where this dense weight's input factor is kept as that
+     *     square root (its layer saw {@code m} input rows, fewer than its {@code nIn} inputs, so that {@code A} has
+     *     rank at most {@code m}); empty otherwise. {@code (A + δI)⁻¹ v = (v − Rᵀ(δI + RRᵀ)⁻¹Rv)/δ} then costs an
+     *     {@code m × m} system instead of an {@code nIn × nIn} one.
+     */
+    public Optional<INDArray> sqrtInputFactor() {
+        checkOpen();
+        return Optional.ofNullable(sqrtInputFactor).map(INDArray::dup);
+    }
+
+    /** @return whether there is an input-side factor (false for a bias) */
+    private boolean hasInputFactor() {
+        return sqrtInputFactor != null || inputFactor != null;
+    }
+
+    /** @return the side length of {@code A} */
+    private long inputSide() {
+        return sqrtInputFactor != null ? sqrtInputFactor.columns() : inputFactor.rows();
+    }
+
+    /** @return {@code A}, formed from its square root on first use (outside every workspace), or null for a bias */
+    private synchronized INDArray inputFactorValue() {
+        if (inputFactor == null && sqrtInputFactor != null) {
+            try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                INDArray r = sqrtInputFactor.dup('f');
+                inputFactor = Nd4j.gemm(r, r, true, false);
+            }
+        }
+        return inputFactor;
+    }
+
+    /** @return the factors in the order of the product, {@code A} formed if kept as its square root */
+    private synchronized List<INDArray> factorList() {
+        if (factors == null) {
+            factors = List.of(inputFactorValue(), outputFactor);
+        }
+        return factors;
     }
 
     /** @return the output-side factor {@code B} */
@@ -184,11 +267,7 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
 
     /** @return the side length of the approximated block, the parameter's number of elements */
     public long dimension() {
-        long d = 1;
-        for (INDArray f : factors) {
-            d *= f.rows();
-        }
-        return d;
+        return (hasInputFactor() ? inputSide() : 1) * outputFactor.rows();
     }
 
     /**
@@ -206,9 +285,10 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
             throw new IllegalStateException("the Kronecker product would be a " + d + "×" + d + " matrix, larger than "
                     + MAX_MATRIX_ELEMENTS + " elements; use the factors instead");
         }
-        INDArray result = factors.get(0).dup();
-        for (int i = 1; i < factors.size(); i++) {
-            result = kron(result, factors.get(i));
+        List<INDArray> list = factorList();
+        INDArray result = list.get(0).dup();
+        for (int i = 1; i < list.size(); i++) {
+            result = kron(result, list.get(i));
         }
         if (swappedInputChannels > 0) {
             long o = outputFactor.rows();
@@ -231,10 +311,12 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
 
     @Override
     public String toString() {
-        StringBuilder s = new StringBuilder("KroneckerFactors[");
-        for (int i = 0; i < factors.size(); i++) {
-            s.append(i == 0 ? "" : " ⊗ ").append(factors.get(i).rows()).append('×').append(factors.get(i).columns());
+        long b = outputFactor.rows();
+        if (!hasInputFactor()) {
+            return "KroneckerFactors[" + b + "×" + b + "]";
         }
-        return s.append(']').toString();
+        long a = inputSide();
+        String input = a + "×" + a + (sqrtInputFactor != null ? " (rank ≤ " + sqrtInputFactor.rows() + ")" : "");
+        return "KroneckerFactors[" + (inputSideFirst ? input + " ⊗ " + b + "×" + b : b + "×" + b + " ⊗ " + input) + "]";
     }
 }

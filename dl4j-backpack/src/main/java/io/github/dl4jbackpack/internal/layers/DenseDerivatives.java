@@ -234,7 +234,8 @@ public final class DenseDerivatives implements LayerDerivatives {
     /**
      * Input-side factor {@code A = (1/N) Σ_n x_n x_nᵀ}, summed over an example's rows when the layer sees
      * a stacked batch (as a convolution sums over positions); applied at every step of a series, the
-     * "expand" setting {@code A = (1/(N·T)) Σ_n Σ_t x_nt x_ntᵀ}.
+     * "expand" setting {@code A = (1/(N·T)) Σ_n Σ_t x_nt x_ntᵀ}. With fewer rows than inputs, {@code A} is handed
+     * over as its square root {@code x/√N}.
      */
     @Override
     public Map<String, KroneckerFactors> kroneckerFactors(RecordedLayer record, INDArray outputFactor) {
@@ -246,9 +247,14 @@ public final class DenseDerivatives implements LayerDerivatives {
             examples = steps.size(0) * steps.size(1);
             x = steps.reshape('c', examples, steps.size(2));
         }
-        INDArray a = gemm(x, true, x, false).divi(examples);
         Map<String, KroneckerFactors> out = new LinkedHashMap<>();
-        out.put(W, KroneckerFactors.denseWeight(a, outputFactor));
+        if (x.size(0) < x.size(1)) {
+            // fewer rows than inputs: A has rank ≤ rows and is kept as its square root x/√examples, formed only if
+            // read (a preconditioner applies its damped inverse through a rows × rows system)
+            out.put(W, KroneckerFactors.denseWeightOfSqrtInputFactor(x.div(Math.sqrt(examples)), outputFactor));
+        } else {
+            out.put(W, KroneckerFactors.denseWeight(gemm(x, true, x, false).divi(examples), outputFactor));
+        }
         if (record.layer().paramTable().containsKey(B)) {
             out.put(B, KroneckerFactors.bias(outputFactor));
         }
