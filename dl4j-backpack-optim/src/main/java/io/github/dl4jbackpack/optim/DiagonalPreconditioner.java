@@ -22,8 +22,9 @@ final class DiagonalPreconditioner implements Preconditioner {
     }
 
     @Override
-    public INDArray[] read(BlockCurvature.Segment segment, ParameterQuantities quantities, ParameterCurvature state) {
-        return new INDArray[] {quantities.get(curvature, segment.layer(), segment.param()).castTo(DataType.DOUBLE)};
+    public Curvature read(BlockCurvature.Segment segment, ParameterQuantities quantities, ParameterCurvature state) {
+        return new Curvature(new INDArray[] {quantities.get(curvature, segment.layer(), segment.param())
+                .castTo(DataType.DOUBLE)}, null);
     }
 
     @Override

@@ -21,13 +21,25 @@ final class ParameterCurvature {
     BlockCurvature.Segment segment;
     /**
      * The averaged curvature: {@code [diag G]}, {@code [B]} (a bias's Kronecker factor) or {@code [A, B]}; owned by
-     * this state, outside every workspace.
+     * this state, outside every workspace. {@code A} is null while it is kept as {@link #sqrtInputFactor} alone
+     * ({@link #formedFactors()} forms it).
      */
     INDArray[] factors;
+    /**
+     * {@code R} with {@code A = RᵀR} where the averaged {@code A} is one iteration's input factor of a dense weight
+     * that was handed over as its square root (no average over several iterations); null otherwise. Owned, float64.
+     */
+    INDArray sqrtInputFactor;
     /** Whether the weight's Kronecker arrangement is {@code A ⊗ B} (dense) rather than {@code B ⊗ A}. */
     boolean inputSideFirst;
-    /** The damped inverses in the order they are applied, or null until computed; owned, outside workspaces. */
+    /**
+     * The damped inverses in the order they are applied, or null until computed; owned, outside workspaces. Where
+     * {@link #lowRankDamping} is positive they are {@code [R, K, B̃⁻¹]} instead: the input side's damped inverse
+     * {@code (A + δI)⁻¹ = (I − RᵀKR)/δ} with {@code K = (δI + RRᵀ)⁻¹}, then the output side's.
+     */
     INDArray[] inverses;
+    /** δ of the input side's damped inverse kept in low-rank form (see {@link #inverses}), or 0 for explicit ones. */
+    double lowRankDamping;
     /** Whether the factors changed since the inverses were computed. */
     boolean inversesStale = true;
     /** The damping λ the inverses were computed with (adaptive damping changes it). */
@@ -42,24 +54,49 @@ final class ParameterCurvature {
      * @param fresh this iteration's curvature, float64, in the order of {@link #factors}
      * @param decay ρ in {@code [0, 1)}
      */
-    void average(INDArray[] fresh, double decay) {
+    void average(Preconditioner.Curvature fresh, double decay) {
         inversesStale = true;
-        if (factors == null || decay == 0 || factors.length != fresh.length) {
+        if (factors == null || decay == 0 || factors.length != fresh.factors().length) {
             release(factors);
-            factors = detachedCopies(fresh);
+            release(sqrtInputFactor);
+            factors = detachedCopies(fresh.factors());
+            sqrtInputFactor = fresh.sqrtInputFactor() == null ? null
+                    : detachedCopies(new INDArray[] {fresh.sqrtInputFactor()})[0];
             return;
         }
+        formedFactors();
+        INDArray[] added = fresh.formedFactors();
         for (int i = 0; i < factors.length; i++) {
-            factors[i].muli(decay).addi(fresh[i].mul(1 - decay));
+            factors[i].muli(decay).addi(added[i].mul(1 - decay));
         }
+        // an average of several iterations' factors: no longer of rank ≤ m
+        release(sqrtInputFactor);
+        sqrtInputFactor = null;
+    }
+
+    /** @return {@link #factors}, {@code A} formed from its square root if it is kept as that alone */
+    INDArray[] formedFactors() {
+        if (factors != null && factors.length == 2 && factors[0] == null) {
+            try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                factors[0] = gram(sqrtInputFactor);
+            }
+        }
+        return factors;
+    }
+
+    /** @return {@code RᵀR}, a new array */
+    static INDArray gram(INDArray r) {
+        return Nd4j.gemm(r.dup('f'), r.dup('f'), true, false);
     }
 
     /**
      * @param inverses newly computed inverses, possibly in a workspace: replace the cached ones
      * @param damping the λ they were computed with
+     * @param lowRankDamping δ where they are {@code [R, K, B̃⁻¹]} (see {@link #inverses}), else 0
      */
-    void setInverses(INDArray[] inverses, double damping) {
+    void setInverses(INDArray[] inverses, double damping, double lowRankDamping) {
         invertedDamping = damping;
+        this.lowRankDamping = lowRankDamping;
         release(this.inverses);
         release(appliedInverses);
         appliedInverses = null;
@@ -70,10 +107,11 @@ final class ParameterCurvature {
     /**
      * @param type the data type of the gradient they are applied to
      * @return the cached inverses in that type: float64 as computed, or a float32 copy for a float32 network (the
-     *     products with its gradient then cost half as much)
+     *     products with its gradient then cost half as much); low-rank ones always float64 (their difference
+     *     {@code v − RᵀKRv} cancels digits)
      */
     INDArray[] inversesIn(DataType type) {
-        if (type == DataType.DOUBLE) {
+        if (type == DataType.DOUBLE || lowRankDamping > 0) {
             return inverses;
         }
         if (appliedInverses == null || appliedInverses[0].dataType() != type) {
@@ -89,7 +127,7 @@ final class ParameterCurvature {
      */
     private static INDArray[] detachedCopies(INDArray[] arrays) {
         try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-            return Arrays.stream(arrays).map(INDArray::dup).toArray(INDArray[]::new);
+            return Arrays.stream(arrays).map(a -> a == null ? null : a.dup()).toArray(INDArray[]::new);
         }
     }
 
@@ -97,10 +135,10 @@ final class ParameterCurvature {
      * Returns the memory of arrays this state owns now rather than at some later garbage collection (ND4J frees
      * arrays outside workspaces only then, and a training loop makes little Java garbage to trigger one).
      */
-    private static void release(INDArray[] arrays) {
+    private static void release(INDArray... arrays) {
         if (arrays != null) {
             for (INDArray a : arrays) {
-                if (a.closeable()) {
+                if (a != null && a.closeable()) {
                     a.close();
                 }
             }
@@ -110,8 +148,10 @@ final class ParameterCurvature {
     /** @return the state as plain Java values, for a checkpoint */
     Saved save() {
         return new Saved(segment.layer(), segment.param(), segment.offset(), segment.length(), segment.shape().clone(),
-                segment.order(), segment.l2(), inputSideFirst, values(factors), shapes(factors), values(inverses),
-                shapes(inverses), inversesStale, invertedDamping);
+                segment.order(), segment.l2(), inputSideFirst, values(formedFactors()), shapes(factors), values(inverses),
+                shapes(inverses), inversesStale, invertedDamping,
+                sqrtInputFactor == null ? null : values(new INDArray[] {sqrtInputFactor})[0],
+                sqrtInputFactor == null ? null : sqrtInputFactor.shape().clone(), lowRankDamping);
     }
 
     /**
@@ -127,6 +167,9 @@ final class ParameterCurvature {
         state.inverses = arrays(saved.inverses(), saved.inverseShapes());
         state.inversesStale = saved.inversesStale();
         state.invertedDamping = saved.invertedDamping();
+        state.sqrtInputFactor = saved.sqrtInputFactor() == null ? null
+                : arrays(new double[][] {saved.sqrtInputFactor()}, new long[][] {saved.sqrtInputFactorShape()})[0];
+        state.lowRankDamping = saved.lowRankDamping();
         return state;
     }
 
@@ -169,9 +212,14 @@ final class ParameterCurvature {
      * @param inversesStale whether the factors changed since the inverses were computed
      * @param invertedDamping the λ of the cached inverses (0 in a state saved before adaptive damping existed:
      *     the inverses are then recomputed at the next refresh, from the same factors and λ)
+     * @param sqrtInputFactor {@code R} with {@code A = RᵀR}, row-major, where the state keeps it; null otherwise (and
+     *     in a state saved before it existed)
+     * @param sqrtInputFactorShape its shape, or null
+     * @param lowRankDamping δ of low-rank inverses ({@code [R, K, B̃⁻¹]}), 0 for explicit ones
      */
     record Saved(String layer, String param, long offset, long length, long[] shape, char order, double l2,
                  boolean inputSideFirst, double[][] factors, long[][] factorShapes, double[][] inverses,
-                 long[][] inverseShapes, boolean inversesStale, double invertedDamping) implements Serializable {
+                 long[][] inverseShapes, boolean inversesStale, double invertedDamping, double[] sqrtInputFactor,
+                 long[] sqrtInputFactorShape, double lowRankDamping) implements Serializable {
     }
 }

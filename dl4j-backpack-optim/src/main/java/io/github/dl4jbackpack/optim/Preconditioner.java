@@ -10,15 +10,36 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 interface Preconditioner {
 
     /**
+     * One iteration's curvature of one parameter, float64.
+     *
+     * @param factors in the order of {@link ParameterCurvature#factors}; {@code A} null where it is given as its
+     *     square root
+     * @param sqrtInputFactor {@code R} with {@code A = RᵀR} (a dense weight whose layer saw fewer rows than inputs),
+     *     or null
+     */
+    record Curvature(INDArray[] factors, INDArray sqrtInputFactor) {
+
+        /** @return the factors with {@code A} formed from its square root where it is given as that */
+        INDArray[] formedFactors() {
+            if (sqrtInputFactor == null) {
+                return factors;
+            }
+            INDArray[] formed = factors.clone();
+            formed[0] = ParameterCurvature.gram(sqrtInputFactor);
+            return formed;
+        }
+    }
+
+    /**
      * Reads this iteration's curvature of one parameter.
      *
      * @param segment which parameter
      * @param quantities the iteration's quantities
      * @param state the parameter's state: its factors are averaged with the returned ones by the caller; a
      *     preconditioner may record how they are arranged
-     * @return the curvature, float64, in the order of {@link ParameterCurvature#factors}
+     * @return the curvature
      */
-    INDArray[] read(BlockCurvature.Segment segment, ParameterQuantities quantities, ParameterCurvature state);
+    Curvature read(BlockCurvature.Segment segment, ParameterQuantities quantities, ParameterCurvature state);
 
     /**
      * @param gradient {@code ∇L + η θ} of one parameter in its {@code paramTable()} shape (float64, or float32 for a
