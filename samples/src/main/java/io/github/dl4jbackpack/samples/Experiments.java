@@ -24,6 +24,7 @@ import java.util.stream.Collectors;
  * --out DIR                 (default results/PRESET; finished runs there are reused)
  * --problems a,b            (only these problems of the preset, e.g. mnist_logreg or logreg)
  * --optimizers a,b          (only these optimisers, e.g. kfac,adam)
+ * --jobs J                  (runs at a time, default 1; with J runs filling the cores, set OMP_NUM_THREADS=1)
  * </pre>
  */
 public final class Experiments {
@@ -47,7 +48,8 @@ public final class Experiments {
             System.out.println("  " + p + " (" + p.runCount() + " runs)");
         }
         long start = System.nanoTime();
-        ExperimentRunner.run(preset, data, out, System.out, System.err);
+        ExperimentRunner.run(preset, data, out, System.out, System.err,
+                Integer.parseInt(opts.getOrDefault("jobs", "1")));
         System.out.printf("wall time %.1f min%n", (System.nanoTime() - start) / 60e9);
     }
 

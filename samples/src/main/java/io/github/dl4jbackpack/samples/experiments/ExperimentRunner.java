@@ -18,6 +18,13 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Optional;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * Runs a {@link Preset} by the DeepOBS protocol: for every problem and optimiser, each grid point
@@ -84,6 +91,28 @@ public final class ExperimentRunner {
      * @return the chosen settings and counts
      */
     public static Report run(Preset preset, Path dataDir, Path outDir, PrintStream out, PrintStream progress) {
+        return run(preset, dataDir, outDir, out, progress, 1);
+    }
+
+    /**
+     * Runs the preset with several runs at a time: the grid runs of one optimiser, then its re-runs with the other
+     * seeds, each on a thread of its own (every run seeds its own thread's random generator, so the results are
+     * those of one run at a time). Give each run one OpenMP thread ({@code OMP_NUM_THREADS=1}) when the runs fill
+     * the cores.
+     *
+     * @param preset what to run
+     * @param dataDir the data directory ({@link DataSource})
+     * @param outDir where runs, CSV files and plots go
+     * @param out where the results table is printed
+     * @param progress where the progress bar is drawn
+     * @param jobs how many runs at a time (at least 1)
+     * @return the chosen settings and counts
+     */
+    public static Report run(Preset preset, Path dataDir, Path outDir, PrintStream out, PrintStream progress,
+                             int jobs) {
+        if (jobs < 1) {
+            throw new IllegalArgumentException("at least one run at a time, got " + jobs);
+        }
         RunStore store = new RunStore(outDir);
         Map<ProblemPlan, Trainer.Data> data = new LinkedHashMap<>();
         List<String> skipped = new ArrayList<>();
@@ -101,9 +130,21 @@ public final class ExperimentRunner {
             data.put(plan, d);
             total += (long) plan.runCount() * plan.epochs() * batches(d.train().size(), plan.batch());
         }
-        ProgressBar bar = new ProgressBar(progress, "experiments", total);
-        long[] done = {0};
-        int[] counts = {0, 0};
+        Progress bar = new Progress(new ProgressBar(progress, "experiments", total));
+        ExecutorService pool = Executors.newFixedThreadPool(jobs, r -> {
+            Thread t = new Thread(r, "experiment-run");
+            t.setDaemon(true);
+            return t;
+        });
+        try {
+            return runPlans(preset, data, skipped, outDir, store, bar, pool, out);
+        } finally {
+            pool.shutdownNow();
+        }
+    }
+
+    private static Report runPlans(Preset preset, Map<ProblemPlan, Trainer.Data> data, List<String> skipped,
+                                   Path outDir, RunStore store, Progress bar, ExecutorService pool, PrintStream out) {
         List<Best> best = new ArrayList<>();
         // A problem may have several plans (e.g. a smaller grid for expensive optimisers): its files
         // collect all of them.
@@ -116,17 +157,21 @@ public final class ExperimentRunner {
             String problem = plan.problem().deepObsName();
             long perRun = (long) plan.epochs() * batches(d.train().size(), plan.batch());
             for (Optimizer optimizer : plan.optimizers()) {
-                List<RunResult> grid = new ArrayList<>();
+                List<Callable<RunResult>> gridTasks = new ArrayList<>();
                 for (Setting s : plan.grid(optimizer)) {
-                    grid.add(runOrLoad(store, plan, d, s, plan.seeds()[0], bar, done, perRun, counts));
+                    gridTasks.add(() -> runOrLoad(store, plan, d, s, plan.seeds()[0], bar, perRun));
                 }
+                List<RunResult> grid = all(pool, gridTasks);
                 gridRuns.computeIfAbsent(problem, k -> new ArrayList<>()).addAll(grid);
                 RunResult winner = Protocol.best(grid);
+                List<Callable<RunResult>> reruns = new ArrayList<>();
+                for (int i = 1; i < plan.seeds().length; i++) {
+                    long seed = plan.seeds()[i];
+                    reruns.add(() -> runOrLoad(store, plan, d, winner.setting(), seed, bar, perRun));
+                }
                 List<RunResult> seeds = new ArrayList<>();
                 seeds.add(winner);
-                for (int i = 1; i < plan.seeds().length; i++) {
-                    seeds.add(runOrLoad(store, plan, d, winner.setting(), plan.seeds()[i], bar, done, perRun, counts));
-                }
+                seeds.addAll(all(pool, reruns));
                 Setting s = winner.setting();
                 Best b = new Best(problem, s, Protocol.interior(s.alpha(), optimizer.curvature() ? plan.alphas()
                         : plan.rates()), optimizer.curvature() && Protocol.interior(s.lambda(), plan.lambdas()),
@@ -147,8 +192,51 @@ public final class ExperimentRunner {
         bar.finish();
         writeBest(best, outDir.resolve("best_settings.csv"));
         printTable(best, out);
-        out.printf("%d runs trained, %d reused from %s%n", counts[0], counts[1], outDir.resolve("runs"));
-        return new Report(best, counts[0], counts[1], skipped);
+        out.printf("%d runs trained, %d reused from %s%n", bar.trained.get(), bar.reused.get(), outDir.resolve("runs"));
+        return new Report(best, bar.trained.get(), bar.reused.get(), skipped);
+    }
+
+    /** The progress bar and counts that concurrent runs share. */
+    private static final class Progress {
+        private final ProgressBar bar;
+        private final AtomicLong iterations = new AtomicLong();
+        private final AtomicInteger trained = new AtomicInteger();
+        private final AtomicInteger reused = new AtomicInteger();
+
+        Progress(ProgressBar bar) {
+            this.bar = bar;
+        }
+
+        /**
+         * @param iterations iterations done since the last call
+         * @param status what the bar says
+         */
+        synchronized void add(long iterations, String status) {
+            bar.update(this.iterations.addAndGet(iterations), status);
+        }
+
+        synchronized void finish() {
+            bar.finish();
+        }
+    }
+
+    /** @return the results of the tasks, in their order, run on the pool */
+    private static List<RunResult> all(ExecutorService pool, List<Callable<RunResult>> tasks) {
+        List<RunResult> results = new ArrayList<>();
+        try {
+            for (Future<RunResult> f : pool.invokeAll(tasks)) {
+                results.add(f.get());
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while runs were training", e);
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof RuntimeException r) {
+                throw r;
+            }
+            throw new IllegalStateException(e.getCause());
+        }
+        return results;
     }
 
     static Trainer.Data load(ProblemPlan plan, DataSource.TrainTest tt) {
@@ -164,23 +252,25 @@ public final class ExperimentRunner {
     }
 
     private static RunResult runOrLoad(RunStore store, ProblemPlan plan, Trainer.Data d, Setting s, long seed,
-                                       ProgressBar bar, long[] done, long perRun, int[] counts) {
+                                       Progress bar, long perRun) {
         String problem = plan.problem().deepObsName();
         Optional<RunResult> stored = store.load(problem, s, seed, plan.config());
         if (stored.isPresent()) {
-            counts[1]++;
-            done[0] += perRun;
-            bar.update(done[0], status(problem, s, seed, "stored"));
+            bar.reused.incrementAndGet();
+            bar.add(perRun, status(problem, s, seed, "stored"));
             return stored.get();
         }
-        long before = done[0];
-        RunResult r = Trainer.train(plan, d, s, seed, (it, epoch, loss) -> bar.update(before + it,
-                status(problem, s, seed, String.format(Locale.ROOT, "epoch %d/%d loss %.4f", epoch, plan.epochs(), loss))));
+        long[] counted = {0};
+        RunResult r = Trainer.train(plan, d, s, seed, (it, epoch, loss) -> {
+            bar.add(it - counted[0], status(problem, s, seed, String.format(Locale.ROOT, "epoch %d/%d loss %.4f",
+                    epoch, plan.epochs(), loss)));
+            counted[0] = it;
+        });
         store.save(r);
-        counts[0]++;
-        done[0] = before + perRun;
-        bar.update(done[0], status(problem, s, seed, r.status().equals(RunResult.OK) ? String.format(Locale.ROOT,
-                "valid acc %.4f", r.last().validAccuracy()) : r.status()));
+        bar.trained.incrementAndGet();
+        // a run that diverged stopped early: the bar counts its remaining iterations as done
+        bar.add(perRun - counted[0], status(problem, s, seed, r.status().equals(RunResult.OK)
+                ? String.format(Locale.ROOT, "valid acc %.4f", r.last().validAccuracy()) : r.status()));
         return r;
     }
 

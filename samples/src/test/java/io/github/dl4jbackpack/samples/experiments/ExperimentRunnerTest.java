@@ -19,6 +19,7 @@ import java.util.stream.Collectors;
 import java.util.stream.Stream;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** A smoke run of the whole protocol on generated MNIST-shaped files, a few iterations per run. */
@@ -107,5 +108,30 @@ class ExperimentRunnerTest {
         ExperimentRunner.Report third = run(data, out, printed);
         assertEquals(1, third.trained());
         assertEquals(8, third.reused());
+    }
+
+    @Test
+    void runsOnSeveralThreadsGiveTheResultsOfOneRunAtATime() throws IOException {
+        Path data = dir.resolve("data");
+        TestFiles.mnistLike(data.resolve("mnist"), 400, 100, false, 31);
+        TestFiles.mnistLike(data.resolve("fashion-mnist"), 60, 20, true, 32);
+        PrintStream quiet = new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8);
+        ExperimentRunner.Report one = ExperimentRunner.run(tiny(), data, dir.resolve("one"), quiet, quiet, 1);
+        ExperimentRunner.Report two = ExperimentRunner.run(tiny(), data, dir.resolve("two"), quiet, quiet, 2);
+        assertEquals(one.trained(), two.trained());
+        assertEquals(one.best().size(), two.best().size());
+        for (int i = 0; i < one.best().size(); i++) {
+            ExperimentRunner.Best a = one.best().get(i);
+            ExperimentRunner.Best b = two.best().get(i);
+            assertEquals(a.setting(), b.setting());
+            assertEquals(a.seeds().size(), b.seeds().size());
+            for (int k = 0; k < a.seeds().size(); k++) {
+                assertEquals(a.seeds().get(k).seed(), b.seeds().get(k).seed());
+                assertEquals(a.seeds().get(k).epochs(), b.seeds().get(k).epochs(), a.setting() + " seed "
+                        + a.seeds().get(k).seed() + ": the same metrics, epoch by epoch");
+            }
+        }
+        assertThrows(IllegalArgumentException.class,
+                () -> ExperimentRunner.run(tiny(), data, dir.resolve("none"), quiet, quiet, 0));
     }
 }
