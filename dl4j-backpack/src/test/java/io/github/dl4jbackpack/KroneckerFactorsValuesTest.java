@@ -93,13 +93,14 @@ class KroneckerFactorsValuesTest {
     @Test
     void anInputFactorKeptAsItsSquareRootIsFormedWhenReadAndSurvivesSerializationAndNewValues() throws Exception {
         Nd4j.getRandom().setSeed(11);
-        INDArray r = Nd4j.rand(DataType.DOUBLE, 2, 5).subi(0.5);
+        INDArray x = Nd4j.rand(DataType.DOUBLE, 2, 5).subi(0.5);
+        INDArray r = x.div(2);
         INDArray b = symmetric(3, 12);
-        INDArray a = r.transpose().mmul(r);
-        KroneckerFactors f = KroneckerFactors.denseWeightOfSqrtInputFactor(r, b);
+        INDArray a = x.transpose().mmul(x).divi(4);
+        KroneckerFactors f = KroneckerFactors.denseWeightOfInputs(x, 4, b);
         assertEquals("KroneckerFactors[5×5 (rank ≤ 2) ⊗ 3×3]", f.toString());
         assertEquals(15, f.dimension());
-        assertEquals(r, f.sqrtInputFactor().get());
+        assertTrue(r.equalsWithEps(f.sqrtInputFactor().get(), 1e-15), "R = X/√N");
         assertTrue(a.equalsWithEps(f.inputFactor().get(), 1e-14));
         assertTrue(KroneckerFactors.denseWeight(a, b).toMatrix().equalsWithEps(f.toMatrix(), 1e-14));
         assertEquals(2, f.factors().size());
@@ -111,10 +112,11 @@ class KroneckerFactorsValuesTest {
         assertTrue(changed.sqrtInputFactor().isEmpty());
         assertTrue(a.mul(2).equalsWithEps(changed.inputFactor().get(), 1e-14));
         assertThrows(IllegalArgumentException.class, () -> f.withValues(symmetric(4, 13), b));
-        assertThrows(IllegalArgumentException.class, () -> KroneckerFactors.denseWeightOfSqrtInputFactor(
-                Nd4j.rand(DataType.DOUBLE, 2, 5, 1), b));
+        assertThrows(IllegalArgumentException.class, () -> KroneckerFactors.denseWeightOfInputs(
+                Nd4j.rand(DataType.DOUBLE, 2, 5, 1), 4, b));
+        assertThrows(IllegalArgumentException.class, () -> KroneckerFactors.denseWeightOfInputs(x, 0, b));
         // serialized before A is formed: formed from the square root on the other side
-        KroneckerFactors fresh = KroneckerFactors.denseWeightOfSqrtInputFactor(r, b);
+        KroneckerFactors fresh = KroneckerFactors.denseWeightOfInputs(x, 4, b);
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
         try (ObjectOutputStream out = new ObjectOutputStream(bytes)) {
             out.writeObject(fresh);
@@ -123,7 +125,7 @@ class KroneckerFactorsValuesTest {
         try (ObjectInputStream in = new ObjectInputStream(new ByteArrayInputStream(bytes.toByteArray()))) {
             back = (KroneckerFactors) in.readObject();
         }
-        assertEquals(r, back.sqrtInputFactor().get());
+        assertTrue(r.equalsWithEps(back.sqrtInputFactor().get(), 1e-15));
         assertTrue(a.equalsWithEps(back.inputFactor().get(), 1e-14));
         f.close();
         assertThrows(IllegalStateException.class, f::sqrtInputFactor);

@@ -56,7 +56,7 @@ final class KroneckerPreconditioner implements Preconditioner {
     @Override
     public INDArray precondition(INDArray gradient, ParameterCurvature state, double damping, boolean refresh) {
         if (state.inverses == null || refresh && (state.inversesStale || state.invertedDamping != damping)) {
-            computeInverses(state, damping);
+            computeInverses(state, damping, gradient.dataType());
         }
         INDArray[] inverses = state.inversesIn(gradient.dataType());
         if (inverses.length == 1) {
@@ -67,9 +67,10 @@ final class KroneckerPreconditioner implements Preconditioner {
             // (A + δI)⁻¹ G = (G − Rᵀ K R G)/δ, then · B̃⁻¹; in float64 (the difference cancels digits)
             INDArray r = inverses[0];
             INDArray g = gradient.castTo(DataType.DOUBLE).dup('c').reshape('c', r.columns(), inverses[2].rows());
-            // BLAS gemm for the products over m (ND4J's mmul mishandles an inner dimension of 1 holding NaN)
-            INDArray krg = Nd4j.gemm(inverses[1].dup('f'), r.mmul(g).dup('f'), false, false);
-            INDArray inputSide = g.subi(Nd4j.gemm(r.dup('f'), krg, true, false)).divi(state.lowRankDamping);
+            // BLAS gemm for the products over m (ND4J's mmul mishandles an inner dimension of 1 holding NaN). R and
+            // K are row-major: their transposes are column-major views, what gemm reads without a copy (K = Kᵀ)
+            INDArray krg = Nd4j.gemm(inverses[1].transpose(), r.mmul(g).dup('f'), false, false);
+            INDArray inputSide = g.subi(Nd4j.gemm(r.transpose(), krg, false, false)).divi(state.lowRankDamping);
             return inputSide.mmul(inverses[2]).reshape('c', gradient.shape()).castTo(gradient.dataType());
         }
         INDArray first = inverses[0];
@@ -102,9 +103,14 @@ final class KroneckerPreconditioner implements Preconditioner {
      * Computes the state's damped inverses from its averaged factors with damping λ + η: {@code [(B + (λ+η) I)⁻¹]},
      * or the π-damped inverses of A and B in the order they are applied; where A is kept as its square root
      * {@code R [m, nIn]} and its damping δ is not negligible against its trace, the input side in low-rank form
-     * ({@link ParameterCurvature#inverses}: an {@code m × m} inverse instead of an {@code nIn × nIn} one).
+     * ({@link ParameterCurvature#inverses}: an {@code m × m} inverse instead of an {@code nIn × nIn} one), with
+     * {@code RRᵀ} formed in the precision of the network (its {@code A} is formed in that precision too).
+     *
+     * @param state the parameter's state
+     * @param damping λ
+     * @param network the data type of the network's gradients
      */
-    private static void computeInverses(ParameterCurvature state, double damping) {
+    private static void computeInverses(ParameterCurvature state, double damping, DataType network) {
         double total = damping + state.segment.l2();
         INDArray[] factors = state.factors;
         if (factors.length == 1) {
@@ -113,20 +119,30 @@ final class KroneckerPreconditioner implements Preconditioner {
         }
         INDArray r = state.sqrtInputFactor;
         INDArray b = factors[1];
-        double traceA = r != null ? r.mul(r).sumNumber().doubleValue() : trace(factors[0]);
+        double norm = r != null ? r.norm2Number().doubleValue() : 0;
+        double traceA = r != null ? norm * norm : trace(factors[0]);
         long sideA = r != null ? r.columns() : factors[0].rows();
         double pi = piDamping(traceA / sideA, trace(b) / b.rows());
         double d = Math.sqrt(total);
         double delta = pi * d;
         INDArray bInverse = dampedInverse(b, d / pi);
         if (r != null && delta > LOW_RANK_CUTOFF * traceA && Double.isFinite(delta)) {
-            INDArray k = dampedInverse(r.mmul(r.transpose()), delta);
-            state.setInverses(new INDArray[] {r, k, bInverse}, damping, delta);
+            // RRᵀ in the network's precision, as the layer's own A would be formed (half the time in float32), by
+            // gemm on the column-major view Rᵀ of the row-major R (copying R to column-major order costs more than
+            // the product)
+            INDArray rt = rowMajor(r).castTo(network == DataType.DOUBLE ? DataType.DOUBLE : DataType.FLOAT).transpose();
+            INDArray k = rowMajor(dampedInverse(Nd4j.gemm(rt, rt, true, false), delta));
+            state.setInverses(new INDArray[] {rowMajor(r), k, bInverse}, damping, delta);
             return;
         }
         INDArray aInverse = dampedInverse(state.formedFactors()[0], delta);
         state.setInverses(state.inputSideFirst ? new INDArray[] {aInverse, bInverse}
                 : new INDArray[] {bInverse, aInverse}, damping, 0);
+    }
+
+    /** @return the array itself if it is row-major and contiguous, else a row-major copy */
+    private static INDArray rowMajor(INDArray a) {
+        return a.ordering() == 'c' && !a.isView() ? a : a.dup('c');
     }
 
     /**

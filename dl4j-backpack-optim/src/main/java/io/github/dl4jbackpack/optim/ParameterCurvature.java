@@ -57,11 +57,8 @@ final class ParameterCurvature {
     void average(Preconditioner.Curvature fresh, double decay) {
         inversesStale = true;
         if (factors == null || decay == 0 || factors.length != fresh.factors().length) {
-            release(factors);
-            release(sqrtInputFactor);
-            factors = detachedCopies(fresh.factors());
-            sqrtInputFactor = fresh.sqrtInputFactor() == null ? null
-                    : detachedCopies(new INDArray[] {fresh.sqrtInputFactor()})[0];
+            factors = overwrite(factors, fresh.factors());
+            sqrtInputFactor = overwrite(sqrtInputFactor, fresh.sqrtInputFactor());
             return;
         }
         formedFactors();
@@ -97,10 +94,9 @@ final class ParameterCurvature {
     void setInverses(INDArray[] inverses, double damping, double lowRankDamping) {
         invertedDamping = damping;
         this.lowRankDamping = lowRankDamping;
-        release(this.inverses);
         release(appliedInverses);
         appliedInverses = null;
-        this.inverses = detachedCopies(inverses);
+        this.inverses = overwrite(this.inverses, inverses);
         inversesStale = false;
     }
 
@@ -119,6 +115,44 @@ final class ParameterCurvature {
             appliedInverses = detachedCopies(Arrays.stream(inverses).map(a -> a.castTo(type)).toArray(INDArray[]::new));
         }
         return appliedInverses;
+    }
+
+    /**
+     * Copies new values into arrays this state owns: into the same memory where shape, type and order agree (the
+     * exact rule replaces its curvature and inverses in every iteration; fresh native memory costs more than the
+     * copy), else into new arrays outside every workspace, the old ones released.
+     *
+     * @param owned the arrays owned now (entries may be null), or null
+     * @param values the new values (entries may be null), possibly in a workspace
+     * @return the owned arrays holding the new values
+     */
+    private static INDArray[] overwrite(INDArray[] owned, INDArray[] values) {
+        INDArray[] out = owned != null && owned.length == values.length ? owned : new INDArray[values.length];
+        if (out != owned) {
+            release(owned);
+        }
+        for (int i = 0; i < values.length; i++) {
+            out[i] = overwrite(out[i], values[i]);
+        }
+        return out;
+    }
+
+    /** One array of {@link #overwrite(INDArray[], INDArray[])}. */
+    private static INDArray overwrite(INDArray owned, INDArray value) {
+        if (value == null) {
+            release(owned);
+            return null;
+        }
+        if (owned != null && owned != value && owned.dataType() == value.dataType() && owned.ordering() == value.ordering()
+                && Arrays.equals(owned.shape(), value.shape()) && !owned.wasClosed()) {
+            owned.assign(value);
+            return owned;
+        }
+        if (owned == value) {
+            return owned;
+        }
+        release(owned);
+        return detachedCopies(new INDArray[] {value})[0];
     }
 
     /**

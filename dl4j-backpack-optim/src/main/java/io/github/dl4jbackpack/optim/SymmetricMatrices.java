@@ -47,15 +47,22 @@ final class SymmetricMatrices {
      * @return the inverse, float64, or null where that is not certain or the factorisation fails
      */
     static INDArray choleskyInverse(INDArray m, double damping) {
-        INDArray damped = symmetric(m);
-        long n = damped.rows();
-        double trace = Nd4j.diag(damped).sumNumber().doubleValue() + n * damping;
+        int size = (int) m.rows();
+        // (M + Mᵀ)/2 + δI in a Java array: a few ND4J operations cost more than the arithmetic on small factors
+        double[] values = m.castTo(DataType.DOUBLE).dup('c').data().asDouble();
+        double trace = 0;
+        for (int i = 0; i < size; i++) {
+            for (int j = i + 1; j < size; j++) {
+                double mean = 0.5 * (values[i * size + j] + values[j * size + i]);
+                values[i * size + j] = mean;
+                values[j * size + i] = mean;
+            }
+            values[i * size + i] += damping;
+            trace += values[i * size + i];
+        }
         if (!(damping > RELATIVE_CUTOFF * trace) || !Double.isFinite(trace)) {
             return null;
         }
-        damped.addi(Nd4j.eye(n).castTo(DataType.DOUBLE).muli(damping));
-        double[] values = damped.dup('c').data().asDouble();
-        int size = (int) n;
         try {
             // LAPACK's Cholesky factorisation, then the inverse from it; both fail on a matrix that is not
             // positive definite (info > 0)
@@ -72,8 +79,7 @@ final class SymmetricMatrices {
                 values[i * size + j] = values[j * size + i];
             }
         }
-        INDArray inverse = Nd4j.createFromArray(values).reshape('c', n, n);
-        return inverse;
+        return Nd4j.createFromArray(values).reshape('c', size, size);
     }
 
     /**

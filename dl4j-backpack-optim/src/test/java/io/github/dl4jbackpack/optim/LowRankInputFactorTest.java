@@ -140,4 +140,34 @@ class LowRankInputFactorTest {
         assertEquals(s.lowRankDamping, restored.lowRankDamping, 0.0);
         assertEquals(before, rule.precondition(g, restored, 0.1, false), "the cached low-rank inverses are applied");
     }
+
+    @Test
+    void aFloat32StepThroughTheSquareRootLosesNoMoreThanTheConditionNumberAllows() {
+        // pixel-like inputs in [0, 1]: one large eigenvalue (the mean) over many small ones, small damping
+        int m = 20;
+        int nIn = 60;
+        PreconditionedUpdaterTest.seed(16);
+        INDArray r = Nd4j.rand(DataType.DOUBLE, m, nIn).divi(Math.sqrt(m)).castTo(DataType.FLOAT)
+                .castTo(DataType.DOUBLE);
+        INDArray b = outputFactor(17);
+        PreconditionedUpdaterTest.seed(18);
+        INDArray g = Nd4j.randn(DataType.DOUBLE, nIn, N_OUT).castTo(DataType.FLOAT).castTo(DataType.DOUBLE);
+        KroneckerPreconditioner rule = new KroneckerPreconditioner(KFLR.class);
+        for (double lambda : new double[] {1e-4, 1e-2}) {
+            ParameterCurvature s = new ParameterCurvature();
+            s.segment = new BlockCurvature.Segment("1", "W", 0, nIn * N_OUT, new long[] {nIn, N_OUT}, 'c', 0.0);
+            s.inputSideFirst = true;
+            s.average(new Preconditioner.Curvature(new INDArray[] {null, b}, r), 0.0);
+            INDArray reference = rule.precondition(g, s, lambda, true);
+            ParameterCurvature s32 = ParameterCurvature.restore(s.save());
+            s32.inverses = null;
+            INDArray step32 = rule.precondition(g.castTo(DataType.FLOAT), s32, lambda, true);
+            assertTrue(s32.lowRankDamping > 0);
+            double largest = r.transpose().mmul(r).norm2Number().doubleValue();
+            double condition = largest / s32.lowRankDamping;
+            double error = relativeError(reference, step32);
+            assertTrue(error < 6e-8 * condition, "λ = " + lambda + ": relative error " + error
+                    + " against float32 precision × condition number " + condition);
+        }
+    }
 }

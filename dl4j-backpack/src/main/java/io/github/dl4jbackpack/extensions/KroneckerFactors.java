@@ -42,8 +42,10 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
     private List<INDArray> factors;
     /** {@code A}, or null for a bias, or until {@link #inputFactorValue()} forms it from its square root. */
     private INDArray inputFactor;
-    /** {@code R} with {@code A = RᵀR}, or null where {@code A} is given as it is. */
-    private final INDArray sqrtInputFactor;
+    /** The layer's input rows {@code X} with {@code A = XᵀX / N}, or null where {@code A} is given as it is. */
+    private final INDArray inputs;
+    /** {@code N}, the count {@code A} averages over (0 without {@link #inputs}). */
+    private final long inputCount;
     /** {@code B}. */
     private final INDArray outputFactor;
     /** Whether the product is {@code A ⊗ B}. */
@@ -66,17 +68,19 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
         }
         this.factors = Collections.unmodifiableList(copies);
         this.inputFactor = inputFactor == null ? null : inputFactor.dup();
-        this.sqrtInputFactor = null;
+        this.inputs = null;
+        this.inputCount = 0;
         this.outputFactor = outputFactor.dup();
         this.inputSideFirst = inputSideFirst;
         this.swappedInputChannels = swappedInputChannels;
     }
 
-    /** A dense weight's factors with {@code A = RᵀR}, {@code A} formed when first read. */
-    private KroneckerFactors(INDArray sqrtInputFactor, INDArray outputFactor) {
+    /** A dense weight's factors with {@code A = XᵀX / N}, {@code A} formed when first read. */
+    private KroneckerFactors(INDArray inputs, long count, INDArray outputFactor) {
         this.factors = null;
         this.inputFactor = null;
-        this.sqrtInputFactor = sqrtInputFactor.dup();
+        this.inputs = inputs.dup();
+        this.inputCount = count;
         this.outputFactor = outputFactor.dup();
         this.inputSideFirst = true;
         this.swappedInputChannels = 0;
@@ -92,18 +96,20 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
     }
 
     /**
-     * @param sqrtInputFactor {@code R}, {@code [m, nIn]}, with the input factor {@code A = RᵀR} (for a dense
-     *     layer, its {@code m} input rows scaled by {@code 1/√m'}, {@code m'} the rows {@code A} averages over)
+     * @param inputs {@code X}, {@code [m, nIn]}: the input rows of a dense layer, with {@code m < nIn} where this
+     *     form pays
+     * @param count {@code N}, what the input factor averages over: {@code A = XᵀX / N} (the examples, or examples
+     *     times steps of a series)
      * @param outputFactor {@code B}, {@code [nOut, nOut]}
      * @return the factors of a dense weight {@code W [nIn, nOut]}: {@code A ⊗ B}, with {@code A} kept as its
-     *     square root ({@link #sqrtInputFactor()}) and formed when first read
+     *     square root {@code X/√N} ({@link #sqrtInputFactor()}) and formed when first read
      */
-    public static KroneckerFactors denseWeightOfSqrtInputFactor(INDArray sqrtInputFactor, INDArray outputFactor) {
-        if (sqrtInputFactor.rank() != 2) {
-            throw new IllegalArgumentException("the square root of an input factor is a matrix [m, nIn], got shape "
-                    + java.util.Arrays.toString(sqrtInputFactor.shape()));
+    public static KroneckerFactors denseWeightOfInputs(INDArray inputs, long count, INDArray outputFactor) {
+        if (inputs.rank() != 2 || count < 1) {
+            throw new IllegalArgumentException("the input factor XᵀX/N needs inputs X [m, nIn] and N ≥ 1, got shape "
+                    + java.util.Arrays.toString(inputs.shape()) + " and N = " + count);
         }
-        return new KroneckerFactors(sqrtInputFactor, outputFactor);
+        return new KroneckerFactors(inputs, count, outputFactor);
     }
 
     /**
@@ -178,8 +184,8 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
             if (inputFactor != null) {
                 all.add(inputFactor);
             }
-            if (sqrtInputFactor != null) {
-                all.add(sqrtInputFactor);
+            if (inputs != null) {
+                all.add(inputs);
             }
         }
         for (INDArray a : all) {
@@ -219,25 +225,25 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
      */
     public Optional<INDArray> sqrtInputFactor() {
         checkOpen();
-        return Optional.ofNullable(sqrtInputFactor).map(INDArray::dup);
+        return Optional.ofNullable(inputs).map(x -> x.mul(1 / Math.sqrt(inputCount)));
     }
 
     /** @return whether there is an input-side factor (false for a bias) */
     private boolean hasInputFactor() {
-        return sqrtInputFactor != null || inputFactor != null;
+        return inputs != null || inputFactor != null;
     }
 
     /** @return the side length of {@code A} */
     private long inputSide() {
-        return sqrtInputFactor != null ? sqrtInputFactor.columns() : inputFactor.rows();
+        return inputs != null ? inputs.columns() : inputFactor.rows();
     }
 
     /** @return {@code A}, formed from its square root on first use (outside every workspace), or null for a bias */
     private synchronized INDArray inputFactorValue() {
-        if (inputFactor == null && sqrtInputFactor != null) {
+        if (inputFactor == null && inputs != null) {
             try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-                INDArray r = sqrtInputFactor.dup('f');
-                inputFactor = Nd4j.gemm(r, r, true, false);
+                INDArray x = inputs.dup('f');
+                inputFactor = Nd4j.gemm(x, x, true, false).divi(inputCount);
             }
         }
         return inputFactor;
@@ -316,7 +322,7 @@ public final class KroneckerFactors implements Serializable, AutoCloseable {
             return "KroneckerFactors[" + b + "×" + b + "]";
         }
         long a = inputSide();
-        String input = a + "×" + a + (sqrtInputFactor != null ? " (rank ≤ " + sqrtInputFactor.rows() + ")" : "");
+        String input = a + "×" + a + (inputs != null ? " (rank ≤ " + inputs.rows() + ")" : "");
         return "KroneckerFactors[" + (inputSideFirst ? input + " ⊗ " + b + "×" + b : b + "×" + b + " ⊗ " + input) + "]";
     }
 }

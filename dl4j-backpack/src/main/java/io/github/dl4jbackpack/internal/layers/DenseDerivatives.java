@@ -251,7 +251,7 @@ public final class DenseDerivatives implements LayerDerivatives {
         if (x.size(0) < x.size(1)) {
             // fewer rows than inputs: A has rank ≤ rows and is kept as its square root x/√examples, formed only if
             // read (a preconditioner applies its damped inverse through a rows × rows system)
-            out.put(W, KroneckerFactors.denseWeightOfSqrtInputFactor(x.div(Math.sqrt(examples)), outputFactor));
+            out.put(W, KroneckerFactors.denseWeightOfInputs(x, examples, outputFactor));
         } else {
             out.put(W, KroneckerFactors.denseWeight(gemm(x, true, x, false).divi(examples), outputFactor));
         }
