@@ -29,6 +29,9 @@ import java.util.stream.Collectors;
  */
 public final class Experiments {
 
+    /** JavaCPP's limit on the process's resident memory, checked at every native allocation when positive. */
+    static final String PHYSICAL_BYTES = "org.bytedeco.javacpp.maxPhysicalBytes";
+
     private Experiments() {
     }
 
@@ -38,6 +41,12 @@ public final class Experiments {
      * @param args see the class comment
      */
     public static void main(String[] args) {
+        // JavaCPP reads the process's resident memory (from /proc) at every native allocation unless its limit is 0:
+        // a fifth of a logistic-regression step here. The runs bound their memory themselves (a garbage collection
+        // every second, Trainer), so the check is switched off unless the command line sets the limit.
+        if (System.getProperty(PHYSICAL_BYTES) == null && System.getProperty(PHYSICAL_BYTES.toLowerCase(java.util.Locale.ROOT)) == null) {
+            System.setProperty(PHYSICAL_BYTES, "0");
+        }
         Map<String, String> opts = GradientNoiseDemo.options(args);
         Preset preset = Preset.of(opts.getOrDefault("preset", "quick"));
         preset = filter(preset, opts.get("problems"), opts.get("optimizers"));
