@@ -59,9 +59,10 @@ public record Preset(String name, List<ProblemPlan> plans) {
 
     /**
      * @return the reduced protocol: a few thousand training examples, 3 epochs, small grids, 2–5
-     *         seeds; on logistic regression the Kronecker rules (whose damped factors are inverted by
-     *         an eigendecomposition in every step) get a 2-point grid and 2 seeds in a plan of their
-     *         own; on 2C2D (4 epochs of 4,096 examples, 128 steps, long enough to rank the methods)
+     *         seeds; on logistic regression the Kronecker rules get a 2-point grid and 2 seeds in a plan
+     *         of their own (chosen when their damped factors were inverted by an eigendecomposition in
+     *         every step; kept so that the stored results stay comparable); on 2C2D (4 epochs of
+     *         4,096 examples, 128 steps, long enough to rank the methods)
      *         DiagGGN-MC and the amortised KFAC run of the curvature rules (the paper's exact Kronecker and
      *         DiagGGN rules cost 10–60× a gradient step there on a CPU)
      */
