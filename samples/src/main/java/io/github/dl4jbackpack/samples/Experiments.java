@@ -24,7 +24,8 @@ import java.util.stream.Collectors;
  * --out DIR                 (default results/PRESET; finished runs there are reused)
  * --problems a,b            (only these problems of the preset, e.g. mnist_logreg or logreg)
  * --optimizers a,b          (only these optimisers, e.g. kfac,adam)
- * --jobs J                  (runs at a time, default 1; with J runs filling the cores, set OMP_NUM_THREADS=1)
+ * --jobs J                  (runs at a time, each in a process of its own, default 1 (in this process); with J runs
+ *                            filling the cores, set OMP_NUM_THREADS=1)
  * </pre>
  */
 public final class Experiments {
@@ -41,12 +42,7 @@ public final class Experiments {
      * @param args see the class comment
      */
     public static void main(String[] args) {
-        // JavaCPP reads the process's resident memory (from /proc) at every native allocation unless its limit is 0:
-        // a fifth of a logistic-regression step here. The runs bound their memory themselves (a garbage collection
-        // every second, Trainer), so the check is switched off unless the command line sets the limit.
-        if (System.getProperty(PHYSICAL_BYTES) == null && System.getProperty(PHYSICAL_BYTES.toLowerCase(java.util.Locale.ROOT)) == null) {
-            System.setProperty(PHYSICAL_BYTES, "0");
-        }
+        switchOffResidentMemoryCheck();
         Map<String, String> opts = GradientNoiseDemo.options(args);
         Preset preset = Preset.of(opts.getOrDefault("preset", "quick"));
         preset = filter(preset, opts.get("problems"), opts.get("optimizers"));
@@ -60,6 +56,19 @@ public final class Experiments {
         ExperimentRunner.run(preset, data, out, System.out, System.err,
                 Integer.parseInt(opts.getOrDefault("jobs", "1")));
         System.out.printf("wall time %.1f min%n", (System.nanoTime() - start) / 60e9);
+    }
+
+    /**
+     * JavaCPP reads the process's resident memory (from /proc) at every native allocation unless its limit is 0: a
+     * fifth of a logistic-regression step here. The runs bound their memory themselves (a garbage collection every
+     * second), so the check is switched off unless the command line sets the limit ({@code org.bytedeco.javacpp.maxPhysicalBytes}).
+     * Called before ND4J is loaded, by this class and by the processes that train runs.
+     */
+    public static void switchOffResidentMemoryCheck() {
+        if (System.getProperty(PHYSICAL_BYTES) == null
+                && System.getProperty(PHYSICAL_BYTES.toLowerCase(java.util.Locale.ROOT)) == null) {
+            System.setProperty(PHYSICAL_BYTES, "0");
+        }
     }
 
     static Preset filter(Preset preset, String problems, String optimizers) {

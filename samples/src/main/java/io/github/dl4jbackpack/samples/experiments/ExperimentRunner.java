@@ -96,16 +96,17 @@ public final class ExperimentRunner {
 
     /**
      * Runs the preset with several runs at a time: the grid runs of one optimiser, then its re-runs with the other
-     * seeds, each on a thread of its own (every run seeds its own thread's random generator, so the results are
-     * those of one run at a time). Give each run one OpenMP thread ({@code OMP_NUM_THREADS=1}) when the runs fill
-     * the cores.
+     * seeds. With more than one job each run trains in a Java process of its own ({@link RunProcess}: ND4J
+     * 1.0.0-M2.1 is not safe with networks trained on several threads of one process), started again from its seed
+     * should the process die; the results are those of one run at a time. Give each run one OpenMP thread
+     * ({@code OMP_NUM_THREADS=1}) when the runs fill the cores.
      *
      * @param preset what to run
      * @param dataDir the data directory ({@link DataSource})
      * @param outDir where runs, CSV files and plots go
      * @param out where the results table is printed
      * @param progress where the progress bar is drawn
-     * @param jobs how many runs at a time (at least 1)
+     * @param jobs how many runs at a time (at least 1; 1 trains in this process)
      * @return the chosen settings and counts
      */
     public static Report run(Preset preset, Path dataDir, Path outDir, PrintStream out, PrintStream progress,
@@ -137,14 +138,16 @@ public final class ExperimentRunner {
             return t;
         });
         try {
-            return runPlans(preset, data, skipped, outDir, store, bar, pool, out);
+            Trainers trainers = jobs == 1 ? Trainers.inThisProcess() : Trainers.inProcesses(new RunProcess(), dataDir, outDir);
+            return runPlans(preset, data, skipped, outDir, store, bar, pool, out, trainers);
         } finally {
             pool.shutdownNow();
         }
     }
 
     private static Report runPlans(Preset preset, Map<ProblemPlan, Trainer.Data> data, List<String> skipped,
-                                   Path outDir, RunStore store, Progress bar, ExecutorService pool, PrintStream out) {
+                                   Path outDir, RunStore store, Progress bar, ExecutorService pool, PrintStream out,
+                                   Trainers trainers) {
         List<Best> best = new ArrayList<>();
         // A problem may have several plans (e.g. a smaller grid for expensive optimisers): its files
         // collect all of them.
@@ -159,7 +162,7 @@ public final class ExperimentRunner {
             for (Optimizer optimizer : plan.optimizers()) {
                 List<Callable<RunResult>> gridTasks = new ArrayList<>();
                 for (Setting s : plan.grid(optimizer)) {
-                    gridTasks.add(() -> runOrLoad(store, plan, d, s, plan.seeds()[0], bar, perRun));
+                    gridTasks.add(() -> runOrLoad(store, plan, d, s, plan.seeds()[0], bar, perRun, trainers));
                 }
                 List<RunResult> grid = all(pool, gridTasks);
                 gridRuns.computeIfAbsent(problem, k -> new ArrayList<>()).addAll(grid);
@@ -167,7 +170,7 @@ public final class ExperimentRunner {
                 List<Callable<RunResult>> reruns = new ArrayList<>();
                 for (int i = 1; i < plan.seeds().length; i++) {
                     long seed = plan.seeds()[i];
-                    reruns.add(() -> runOrLoad(store, plan, d, winner.setting(), seed, bar, perRun));
+                    reruns.add(() -> runOrLoad(store, plan, d, winner.setting(), seed, bar, perRun, trainers));
                 }
                 List<RunResult> seeds = new ArrayList<>();
                 seeds.add(winner);
@@ -251,8 +254,21 @@ public final class ExperimentRunner {
                 .toDataSet(flat));
     }
 
+    /** Where a run trains: in this process, or in one of its own. */
+    private interface Trainers {
+        RunResult train(ProblemPlan plan, Trainer.Data d, Setting s, long seed, Trainer.Progress progress);
+
+        static Trainers inThisProcess() {
+            return Trainer::train;
+        }
+
+        static Trainers inProcesses(RunProcess processes, Path dataDir, Path outDir) {
+            return (plan, d, s, seed, progress) -> processes.train(plan, s, seed, dataDir, outDir, progress);
+        }
+    }
+
     private static RunResult runOrLoad(RunStore store, ProblemPlan plan, Trainer.Data d, Setting s, long seed,
-                                       Progress bar, long perRun) {
+                                       Progress bar, long perRun, Trainers trainers) {
         String problem = plan.problem().deepObsName();
         Optional<RunResult> stored = store.load(problem, s, seed, plan.config());
         if (stored.isPresent()) {
@@ -261,7 +277,7 @@ public final class ExperimentRunner {
             return stored.get();
         }
         long[] counted = {0};
-        RunResult r = Trainer.train(plan, d, s, seed, (it, epoch, loss) -> {
+        RunResult r = trainers.train(plan, d, s, seed, (it, epoch, loss) -> {
             bar.add(it - counted[0], status(problem, s, seed, String.format(Locale.ROOT, "epoch %d/%d loss %.4f",
                     epoch, plan.epochs(), loss)));
             counted[0] = it;

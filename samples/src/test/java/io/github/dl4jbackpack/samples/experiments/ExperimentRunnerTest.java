@@ -111,13 +111,16 @@ class ExperimentRunnerTest {
     }
 
     @Test
-    void runsOnSeveralThreadsGiveTheResultsOfOneRunAtATime() throws IOException {
+    void runsInSeveralProcessesGiveTheResultsOfOneRunAtATime() throws IOException {
         Path data = dir.resolve("data");
         TestFiles.mnistLike(data.resolve("mnist"), 400, 100, false, 31);
         TestFiles.mnistLike(data.resolve("fashion-mnist"), 60, 20, true, 32);
         PrintStream quiet = new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8);
         ExperimentRunner.Report one = ExperimentRunner.run(tiny(), data, dir.resolve("one"), quiet, quiet, 1);
         ExperimentRunner.Report two = ExperimentRunner.run(tiny(), data, dir.resolve("two"), quiet, quiet, 2);
+        // every run trained in a process of its own, which logged its output
+        assertTrue(Files.isDirectory(dir.resolve("two").resolve("logs").resolve("mnist_logreg")));
+        assertEquals(9, two.trained());
         assertEquals(one.trained(), two.trained());
         assertEquals(one.best().size(), two.best().size());
         for (int i = 0; i < one.best().size(); i++) {
