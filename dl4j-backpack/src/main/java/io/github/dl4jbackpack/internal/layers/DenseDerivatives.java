@@ -263,10 +263,22 @@ public final class DenseDerivatives implements LayerDerivatives {
 
     /**
      * {@code op(a)·op(b)} by BLAS gemm: ND4J 1.0.0-M2.1's {@code mmul} mishandles an inner dimension of
-     * 1 holding NaN (a batch of one, a single unit), returning finite values.
+     * 1 holding NaN (a batch of one, a single unit), returning finite values. Operands that are whole matrices in
+     * row- or column-major order go to BLAS as they are (a row-major one as the transpose of a column-major one);
+     * others are copied first.
      */
     static INDArray gemm(INDArray a, boolean transposeA, INDArray b, boolean transposeB) {
-        return Nd4j.gemm(a.dup('f'), b.dup('f'), transposeA, transposeB);
+        return Nd4j.gemm(blasReady(a), blasReady(b), transposeA, transposeB);
+    }
+
+    /** @return the matrix itself if it fills its own buffer in row- or column-major order, else a column-major copy */
+    private static INDArray blasReady(INDArray m) {
+        if (m.rank() == 2 && !m.isView() && m.size(0) > 1 && m.size(1) > 1
+                && (m.ordering() == 'c' && m.stride(1) == 1 && m.stride(0) == m.size(1)
+                || m.ordering() == 'f' && m.stride(0) == 1 && m.stride(1) == m.size(0))) {
+            return m;
+        }
+        return m.dup('f');
     }
 
     /** Adds {@code x_n² q_nᵀ} to W and {@code q_n} to b, summed over n unless the sink is per example. */
@@ -460,10 +472,11 @@ public final class DenseDerivatives implements LayerDerivatives {
         }
 
         /**
-         * With {@code x̄, δ̄} the batch means, {@code A = X − x̄}, {@code B = Δ − δ̄} and
-         * {@code C = AᵀB / N}: {@code g_n − ḡ = x̄ b_nᵀ + a_n δ̄ᵀ + a_n b_nᵀ − C}, whose squares sum to
-         * {@code x̄²·Σb² + Σa²·δ̄² + (A⊙A)ᵀ(B⊙B) + 2x̄⊙Aᵀ(B⊙B) + 2(A⊙A)ᵀB⊙δ̄ + 2N x̄δ̄ᵀ⊙C − N C⊙C}:
-         * every term is at the scale of the deviations, so a large mean gradient cancels nothing.
+         * With {@code x̄, δ̄} the batch means, {@code A = X − x̄}, {@code B = Δ − δ̄} and {@code C = AᵀB / N}
+         * (so that {@code ḡ = x̄δ̄ᵀ + C}): {@code g_n − ḡ = a_n δ̄ᵀ + x_n b_nᵀ − C}, whose squares sum to
+         * {@code Σa²·δ̄² + (X⊙X)ᵀ(B⊙B) + 2 ((A⊙X)ᵀB)⊙δ̄ − N C⊙C} (the cross terms with {@code C} reduce to
+         * {@code −2N C⊙C} as {@code Σ a_n = Σ b_n = 0}): three products, every term at the scale of the deviations
+         * from the mean gradient, so that a large mean gradient cancels nothing.
          */
         @Override
         protected Map<String, INDArray> computeVariance() {
@@ -472,18 +485,13 @@ public final class DenseDerivatives implements LayerDerivatives {
             INDArray dMean = delta.mean(0);
             INDArray a = x.subRowVector(xMean);
             INDArray b = delta.subRowVector(dMean);
-            INDArray a2 = a.mul(a);
             INDArray b2 = b.mul(b);
             INDArray c = gemm(a, true, b, false).divi(n);
-            INDArray sum = gemm(a2, true, b2, false);
-            INDArray xCol = xMean.reshape(xMean.length(), 1);
+            INDArray sum = gemm(x.mul(x), true, b2, false);
             INDArray dRow = dMean.reshape(1, dMean.length());
-            sum.addi(gemm(xCol.mul(xCol), false, b2.sum(0).reshape(1, dMean.length()), false));
-            sum.addi(gemm(a2.sum(0).reshape(xMean.length(), 1), false, dRow.mul(dRow), false));
-            sum.addi(gemm(a, true, b2, false).muliColumnVector(xCol.mul(2.0)));
-            sum.addi(gemm(a2, true, b, false).muliRowVector(dRow.mul(2.0)));
-            sum.addi(gemm(xCol, false, dRow, false).muli(c).muli(2.0 * n));
-            sum.subi(c.mul(c).muli(n));
+            sum.addi(gemm(a.mul(x), true, b, false).muliRowVector(dRow.mul(2.0)));
+            sum.addi(gemm(a.mul(a).sum(0).reshape(xMean.length(), 1), false, dRow.mul(dRow), false));
+            sum.subi(c.muli(c).muli(n));
             Map<String, INDArray> out = new LinkedHashMap<>();
             out.put(W, sum.divi(n));
             if (hasBias) {

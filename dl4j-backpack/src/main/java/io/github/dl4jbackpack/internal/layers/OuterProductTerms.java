@@ -490,15 +490,20 @@ public final class OuterProductTerms extends FirstOrderTerms {
     }
 
     /**
+     * Adds the sum over the first axis of {@code values} to {@code target}: one BLAS product of a row of ones with
+     * the values as {@code [n, m]}, accumulated into the target itself (ND4J's reduction along the first axis reads
+     * the array with a stride per element, and a product that returns its result allocates it).
+     *
      * @param values {@code [n, …]}, c-ordered
-     * @return their sum over the first axis, {@code […]}: one product with a vector of ones (ND4J's reduction along
-     *     the first axis reads the array with a stride per element)
+     * @param target {@code […]} (or any shape of as many elements), c-ordered and contiguous
+     * @return the target
      */
-    private static INDArray sumOverExamples(INDArray values) {
+    private static INDArray addSumOverExamples(INDArray values, INDArray target) {
         long n = values.size(0);
-        long[] shape = java.util.Arrays.copyOfRange(values.shape(), 1, values.rank());
+        long m = values.length() / n;
         INDArray ones = Nd4j.ones(values.dataType(), 1, n);
-        return ones.mmul(values.reshape('c', n, values.length() / n)).reshape('c', shape);
+        Nd4j.gemm(ones, values.reshape('c', n, m), target.reshape('c', 1, m), false, false, 1.0, 1.0);
+        return target;
     }
 
     private static INDArray flat(INDArray g) {
@@ -553,7 +558,7 @@ public final class OuterProductTerms extends FirstOrderTerms {
             INDArray sum = Nd4j.create(e.delta.dataType(), e.matrixShape());
             e.forEachChunk((from, to) -> {
                 INDArray g = e.gradients(from, to);
-                sum.addi(sumOverExamples(g.muli(g)));
+                addSumOverExamples(g.muli(g), sum);
             });
             out.put(e.name, e.layout.apply(sum));
         }
@@ -581,12 +586,12 @@ public final class OuterProductTerms extends FirstOrderTerms {
                 long c = to - from;
                 // [c, size]: the chunk's gradients as rows (a view of the product's c-ordered result)
                 INDArray g = flat(e.gradients(from, to));
-                INDArray chunkMean = sumOverExamples(g).divi(c);
+                INDArray chunkMean = addSumOverExamples(g, Nd4j.create(g.dataType(), g.size(1))).divi(c);
                 g.subiRowVector(chunkMean);
                 long before = seen[0];
                 long after = before + c;
                 INDArray shift = chunkMean.subi(mean);
-                squares.addi(sumOverExamples(g.muli(g)));
+                addSumOverExamples(g.muli(g), squares);
                 if (before > 0) {
                     squares.addi(shift.mul(shift).muli((double) before * c / after));
                 }
