@@ -210,7 +210,9 @@ final class BackwardPass {
     /** Runs the second-order pass, if any, and its extensions; returns the results. */
     PassResult finish() {
         if (needsCurvature()) {
-            try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            // values the curvature part caches per layer live in a workspace reused from pass to pass until its end
+            try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces();
+                 ScratchWorkspace cache = ScratchWorkspace.openAsideLearned(ScratchWorkspace.PASS_CACHE)) {
                 Map<FactorKind, Map<String, CurvatureSink>> curvature =
                         new CurvaturePass(topology, region, records, losses, memoryBudget, batchSize, copies).run(requests);
                 for (Node node : topology.nodes()) {

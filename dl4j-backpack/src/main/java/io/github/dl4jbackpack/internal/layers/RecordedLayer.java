@@ -4,6 +4,7 @@ package io.github.dl4jbackpack.internal.layers;
 import io.github.dl4jbackpack.internal.graph.Node;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.InputPreProcessor;
+import io.github.dl4jbackpack.internal.memory.ScratchWorkspace;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -269,7 +270,8 @@ public final class RecordedLayer {
 
     /**
      * @param key what is cached
-     * @param compute computes it on first use, outside workspaces
+     * @param compute computes it on first use, in the pass's cache ({@link ScratchWorkspace#PASS_CACHE}, valid until
+     *     the end of the pass) when one is open, else outside workspaces
      * @param <T> the type of the value
      * @return a value computed once per pass for this layer (e.g. a recurrent layer's replayed forward pass)
      */
@@ -277,9 +279,14 @@ public final class RecordedLayer {
     public <T> T cachedValue(String key, Supplier<T> compute) {
         T value = (T) cache.get(key);
         if (value == null) {
-            // outside workspaces: the value outlives the chunk of columns that first asks for it
-            try (MemoryWorkspace ignored = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            // not in the current scratch scope: the value outlives the chunk of columns that first asks for it
+            if (ScratchWorkspace.isCurrent(ScratchWorkspace.PASS_CACHE)) {
+                // asked for while another cached value is computed
                 value = compute.get();
+            } else {
+                try (MemoryWorkspace ignored = ScratchWorkspace.borrow(ScratchWorkspace.PASS_CACHE)) {
+                    value = compute.get();
+                }
             }
             cache.put(key, value);
         }

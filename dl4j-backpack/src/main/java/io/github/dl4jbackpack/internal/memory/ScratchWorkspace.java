@@ -48,8 +48,21 @@ public final class ScratchWorkspace implements AutoCloseable {
      */
     public static final String SHARED_STEP = "dl4j-backpack-shared-step";
 
+    /**
+     * Values a pass computes once and reads until its end (a layer's unfolded input, its activation's derivative,
+     * {@code RecordedLayer#cachedValue}): open around the curvature part of a pass, current only where borrowed, and
+     * sized by what the thread's previous passes needed ({@link #openAsideLearned}), so that these values, often
+     * tens of megabytes, reuse the same memory from pass to pass instead of fresh pages.
+     */
+    public static final String PASS_CACHE = "dl4j-backpack-pass-cache";
+
+    /** What scopes opened by {@link #openAsideLearned} used, per purpose, on this thread. */
+    private static final ThreadLocal<java.util.Map<String, Long>> NEEDED = ThreadLocal.withInitial(java.util.HashMap::new);
+
     private final String id;
     private final MemoryWorkspace workspace;
+    /** Whether closing this scope records what it used ({@link #openAsideLearned}). */
+    private boolean learning;
 
     private ScratchWorkspace(String id, MemoryWorkspace workspace) {
         this.id = id;
@@ -113,7 +126,21 @@ public final class ScratchWorkspace implements AutoCloseable {
     }
 
     /**
-     * @param id {@link #SHARED_STEP}
+     * Opens the workspace aside ({@link #openAside}) with the size the thread's earlier scopes of this purpose used
+     * at most; closing the scope records what it used, so that the workspace grows once to what a pass needs and is
+     * reused after that.
+     *
+     * @param id {@link #PASS_CACHE}
+     * @return the open scope
+     */
+    public static ScratchWorkspace openAsideLearned(String id) {
+        ScratchWorkspace scope = openAside(id, NEEDED.get().getOrDefault(id, MINIMUM_BYTES));
+        scope.learning = true;
+        return scope;
+    }
+
+    /**
+     * @param id {@link #SHARED_STEP} or {@link #PASS_CACHE}
      * @return a scope in which the calling thread allocates in that workspace when it is open ({@link #openAside}),
      *     else outside every workspace; closing the scope makes the previous workspace current again and keeps
      *     what was allocated
@@ -136,11 +163,20 @@ public final class ScratchWorkspace implements AutoCloseable {
      */
     public static void release() {
         MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
-        for (String id : new String[] {FIRST_ORDER, CURVATURE, LOOP_STEP, SHARED_STEP}) {
+        for (String id : new String[] {FIRST_ORDER, CURVATURE, LOOP_STEP, SHARED_STEP, PASS_CACHE}) {
             if (manager.checkIfWorkspaceExists(id)) {
                 manager.destroyWorkspace(manager.getWorkspaceForCurrentThread(id));
             }
         }
+    }
+
+    /**
+     * @param id a purpose
+     * @return whether the calling thread allocates in that workspace now (inside a {@link #borrow} of it, say)
+     */
+    public static boolean isCurrent(String id) {
+        MemoryWorkspace current = Nd4j.getMemoryManager().getCurrentWorkspace();
+        return current != null && id.equals(current.getId());
     }
 
     /**
@@ -182,6 +218,9 @@ public final class ScratchWorkspace implements AutoCloseable {
     /** Closes the scope. */
     @Override
     public void close() {
+        if (learning) {
+            NEEDED.get().merge(id, used(), Math::max);
+        }
         workspace.close();
     }
 }
