@@ -145,9 +145,12 @@ public final class Benchmark {
             // the ND4J build: the default one, or the AVX2 / AVX-512 / oneDNN one chosen with
             // -Djavacpp.platform.extension=-avx2 (its jar on the class path)
             String build = System.getProperty("javacpp.platform.extension", "");
+            // how idle OpenMP threads wait changes the time of code that alternates ND4J's and BLAS's threads
+            String wait = System.getenv("OMP_WAIT_POLICY");
             return new Machine(cpuModel(), Runtime.getRuntime().availableProcessors(),
                     Nd4j.getEnvironment().maxMasterThreads(), Nd4j.getBackend().getClass().getSimpleName()
-                    + (build.isEmpty() ? "" : " (" + build.substring(1) + " build)"), blas);
+                    + (build.isEmpty() ? "" : " (" + build.substring(1) + " build)")
+                    + (wait == null || wait.isEmpty() ? "" : " (OMP_WAIT_POLICY=" + wait + ")"), blas);
         }
 
         private static String cpuModel() {
